@@ -1,0 +1,89 @@
+"""A checkpoint is one folder, written atomically: weights, tokenizer, configs, and resume state.
+
+model.safetensors   weights
+config.json         transformers config (rebuilds the network offline)
+tokenizer.json ...  the tokenizer, as save_pretrained writes it
+caviar.json         the TrialConfig, data fingerprint and the metrics at save time
+trainer_state.pt    optimizer, scheduler, step, RNG state: enough to resume bit for bit
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from model.config import TrialConfig
+from model.errors import UserError
+from model.network import from_config, load_hf_config
+
+WEIGHTS, META, STATE = "model.safetensors", "caviar.json", "trainer_state.pt"
+
+
+def write_atomically(final: Path, fill) -> Path:
+    """Build a folder beside `final` with fill(tmp_dir), then swap it in; a crash leaves the old one."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        fill(tmp)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def write_json_atomically(path: Path, payload) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def fill_checkpoint(folder: Path, net, tokenizer, cfg: TrialConfig, meta: dict, trainer_state: dict | None) -> None:
+    """Write a checkpoint's files into an existing (fresh) folder."""
+    save_model(net, str(folder / WEIGHTS))
+    net.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_json_atomically(folder / META, {"config": cfg.model_dump(mode="json"), **meta})
+    if trainer_state is not None:
+        torch.save(trainer_state, folder / STATE)
+
+
+@dataclass
+class Loaded:
+    net: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    config: TrialConfig
+    meta: dict
+    trainer_state: dict | None
+
+
+def load_checkpoint(folder: Path, with_state: bool = False) -> Loaded:
+    folder = Path(folder)
+    if not (folder / WEIGHTS).is_file() or not (folder / META).is_file():
+        raise UserError(f"{folder} is not a caviar checkpoint (no {WEIGHTS} or {META})")
+    meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    cfg = TrialConfig.model_validate(meta.pop("config"))
+    net = from_config(load_hf_config(folder), cfg.model)
+    load_model(net, str(folder / WEIGHTS))
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    state = None
+    if with_state and (folder / STATE).is_file():
+        state = torch.load(folder / STATE, map_location="cpu", weights_only=False)
+    return Loaded(net=net, tokenizer=tokenizer, config=cfg, meta=meta, trainer_state=state)

@@ -1,0 +1,95 @@
+"""Typed settings of one training run: data, model and training, each declared once with its default.
+
+A tuning job (caviar.spec.JobSpec) extends TrialConfig with the search space and the scheduler;
+every trial is a TrialConfig with the sampled values filled in.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo in a job must never silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    dir: str | None = Field(None, description="folder holding ratings_train.txt/ratings_test.txt; else NSMC_DIR")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="stratified share of the train file held out")
+    limit: int | None = Field(None, gt=1, description="stratified subset of the train file (quick jobs)")
+    test_limit: int | None = Field(None, gt=1, description="stratified subset of the test file (quick jobs)")
+    seed: int = Field(0, description="split seed; fixed across trials so they share one validation set")
+    download_url: str = Field(
+        "https://raw.githubusercontent.com/e9t/nsmc/master", description="where to fetch NSMC when no copy is found"
+    )
+
+
+class ModelConfig(Strict):
+    pretrained: str | None = Field(None, description="hub id or local folder, e.g. klue/bert-base; None = scratch")
+    vocab_size: int = Field(16000, ge=128, description="WordPiece vocabulary trained on the train split")
+    layers: int = Field(2, ge=1)
+    hidden: int = Field(256, ge=8)
+    heads: int = Field(4, ge=1)
+    intermediate: int = Field(1024, ge=8)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_len: int = Field(128, ge=8, description="tokens kept per review; NSMC reviews are < 140 characters")
+    head: Literal["linear", "mlp"] = "linear"
+    head_hidden: int = Field(256, ge=1, description="width of the mlp head")
+    head_dropout: float = Field(0.1, ge=0, lt=1)
+    freeze_base: bool = Field(False, description="train only the head (pretrained feature extraction)")
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ModelConfig:
+        if self.pretrained is None and self.hidden % self.heads:
+            raise ValueError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
+        return self
+
+
+class TrainConfig(Strict):
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (after lr_scaling)")
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    schedule: Literal["constant", "linear", "cosine", "cyclical"] = "linear"
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of all steps spent warming up")
+    base_lr: float | None = Field(None, gt=0, description="cyclical: lower bound (default lr / 10)")
+    max_lr: float | None = Field(None, gt=0, description="cyclical: upper bound (default lr)")
+    cyclical_mode: Literal["triangular", "triangular2"] = "triangular"
+    cycle_epochs: float = Field(0.5, gt=0, description="cyclical: epochs from base_lr up to max_lr")
+    batch_size: int = Field(64, ge=1)
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field("none", description="scale lr with batch_size")
+    reference_batch_size: int = Field(64, ge=1, description="the batch size at which lr is meant as given")
+    epochs: int = Field(1, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (smoke runs)")
+    eval_every: float = Field(0.25, gt=0, le=1, description="fraction of an epoch between evaluations")
+    patience: int | None = Field(None, ge=1, description="evaluations without val_loss improvement before stopping")
+    grad_clip: float | None = Field(1.0, gt=0)
+    seed: int = 42
+    num_threads: int | None = Field(None, ge=1, description="torch threads; default = CPUs given to the run")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _cyclical_bounds(self) -> TrainConfig:
+        if self.base_lr is not None and self.max_lr is not None and self.base_lr >= self.max_lr:
+            raise ValueError(f"train.base_lr ({self.base_lr}) must be below train.max_lr ({self.max_lr})")
+        return self
+
+    def effective_lr(self) -> float:
+        """The seed's rule of thumb: a larger batch wants a larger learning rate."""
+        ratio = self.batch_size / self.reference_batch_size
+        return self.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[self.lr_scaling]
+
+
+class TrialConfig(Strict):
+    """Everything one training run needs; what `caviar train` runs and what each Ray trial gets."""
+
+    name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()

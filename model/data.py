@@ -1,0 +1,169 @@
+"""NSMC on disk: find or download the files, parse them strictly, split train/val, fingerprint.
+
+NSMC rows are `id<TAB>document<TAB>label` under one header row, no quoting (reviews contain
+quote marks). Labels: 0 = 부정 (negative), 1 = 긍정 (positive).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from model.config import DataConfig
+from model.errors import UserError
+
+log = logging.getLogger("caviar.data")
+
+TRAIN_FILE, TEST_FILE = "ratings_train.txt", "ratings_test.txt"
+HEADER = "id\tdocument\tlabel"
+EXPECTED_ROWS = {TRAIN_FILE: 150_000, TEST_FILE: 50_000}
+LABEL_NAMES = ("부정", "긍정")
+MAX_BAD_FRACTION = 0.01
+HOW_TO_POINT = "set data.dir in the job (or NSMC_DIR) to a folder holding ratings_train.txt and ratings_test.txt"
+
+
+def cache_root() -> Path:
+    """Shared on-disk cache (NSMC copy, tokenizers); CAVIAR_CACHE moves it, e.g. in tests."""
+    return Path(os.environ.get("CAVIAR_CACHE", "~/.cache/caviar")).expanduser()
+
+
+def _has_files(folder: Path) -> bool:
+    return (folder / TRAIN_FILE).is_file() and (folder / TEST_FILE).is_file()
+
+
+def locate_nsmc(cfg: DataConfig) -> Path:
+    """The folder with both NSMC files: data.dir, then NSMC_DIR, then the cache, else download."""
+    for origin, value in (("data.dir", cfg.dir), ("NSMC_DIR", os.environ.get("NSMC_DIR"))):
+        if value:
+            folder = Path(value).expanduser()
+            if not _has_files(folder):
+                raise UserError(f"{origin}={value} does not hold {TRAIN_FILE} and {TEST_FILE}")
+            return folder
+    cached = cache_root() / "nsmc"
+    if _has_files(cached):
+        return cached
+    return download_nsmc(cfg.download_url, cached)
+
+
+def download_nsmc(base_url: str, dest: Path, timeout_s: float = 60.0) -> Path:
+    """Fetch both files into dest, each through a temp file renamed only once it checks out."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (TRAIN_FILE, TEST_FILE):
+        if (dest / name).is_file():
+            continue
+        url = f"{base_url.rstrip('/')}/{name}"
+        tmp = dest / f".{name}.{os.getpid()}.tmp"
+        log.info("downloading %s", url)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response, open(tmp, "wb") as out:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+            _check_download(tmp, name)
+            os.replace(tmp, dest / name)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            tmp.unlink(missing_ok=True)
+            reason = getattr(err, "reason", None) or err
+            raise UserError(
+                f"NSMC not found locally and the download from {url} failed ({reason}); {HOW_TO_POINT}"
+            ) from None
+    return dest
+
+
+def _check_download(path: Path, name: str) -> None:
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\r\n")
+        rows = sum(1 for _ in f)
+    if header != HEADER:
+        raise ValueError(f"unexpected header {header[:40]!r}")
+    if rows != EXPECTED_ROWS[name]:
+        raise ValueError(f"{rows} rows, expected {EXPECTED_ROWS[name]}")
+
+
+def read_reviews(path: Path) -> pd.DataFrame:
+    """Parse one NSMC file; bad rows are dropped and counted, and more than 1% of them is an error."""
+    ids, texts, labels, bad, first_bad = [], [], [], 0, None
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\r\n")
+        if header != HEADER:
+            raise UserError(f"{path}: line 1 is {header[:60]!r}, expected the NSMC header 'id<TAB>document<TAB>label'")
+        for lineno, line in enumerate(f, start=2):
+            fields = line.rstrip("\r\n").split("\t")
+            ok = len(fields) == 3 and fields[1].strip() != "" and fields[2] in ("0", "1")
+            if not ok:
+                bad += 1
+                first_bad = first_bad or (lineno, line.rstrip("\r\n")[:80])
+                continue
+            ids.append(fields[0])
+            texts.append(fields[1])
+            labels.append(int(fields[2]))
+    total = len(texts) + bad
+    if total == 0:
+        raise UserError(f"{path}: no reviews after the header")
+    if bad:
+        log.warning("%s: dropped %d bad rows of %d (first at line %d)", path.name, bad, total, first_bad[0])
+    if bad / total > MAX_BAD_FRACTION:
+        raise UserError(
+            f"{path}: {bad} of {total} rows are bad (> 1%); first bad row is line {first_bad[0]}: {first_bad[1]!r}"
+        )
+    return pd.DataFrame({"id": ids, "document": texts, "label": np.asarray(labels, dtype=np.int64)})
+
+
+def stratified_pick(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of n rows keeping the label balance, chosen reproducibly by seed."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for label in np.unique(labels):
+        rows = np.flatnonzero(labels == label)
+        take = round(n * len(rows) / len(labels))
+        picked.append(rng.permutation(rows)[:take])
+    return np.sort(np.concatenate(picked))
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """sha256 over the files' bytes: which data a model saw, recorded next to its metrics."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class Splits:
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    fingerprint: str
+    source: Path
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    """Train/val from the train file (stratified, seeded); the test file only ever reports."""
+    folder = locate_nsmc(cfg)
+    full = read_reviews(folder / TRAIN_FILE)
+    test = read_reviews(folder / TEST_FILE)
+    if cfg.limit is not None and cfg.limit < len(full):
+        full = full.iloc[stratified_pick(full.label.to_numpy(), cfg.limit, cfg.seed)].reset_index(drop=True)
+    if cfg.test_limit is not None and cfg.test_limit < len(test):
+        test = test.iloc[stratified_pick(test.label.to_numpy(), cfg.test_limit, cfg.seed)].reset_index(drop=True)
+    val_rows = stratified_pick(full.label.to_numpy(), max(2, round(len(full) * cfg.val_fraction)), cfg.seed + 1)
+    is_val = np.zeros(len(full), dtype=bool)
+    is_val[val_rows] = True
+    splits = Splits(
+        train=full[~is_val].reset_index(drop=True),
+        val=full[is_val].reset_index(drop=True),
+        test=test,
+        fingerprint=fingerprint([folder / TRAIN_FILE, folder / TEST_FILE]),
+        source=folder,
+    )
+    log.info("data %s: train %d, val %d, test %d", folder, len(splits.train), len(splits.val), len(splits.test))
+    return splits

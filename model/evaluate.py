@@ -1,0 +1,64 @@
+"""Metrics of a classifier over an encoded split: loss, accuracy, F1 of 긍정, confusion matrix."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.batches import Encoded, collate, eval_batches
+
+
+@dataclass
+class Metrics:
+    loss: float
+    accuracy: float
+    f1: float
+    confusion: list[list[int]]  # rows = true label (부정, 긍정), columns = predicted
+
+    def as_dict(self, stage: str) -> dict:
+        return {f"{stage}_{k}": v for k, v in asdict(self).items()}
+
+
+def confusion_metrics(labels: np.ndarray, predicted: np.ndarray, loss: float) -> Metrics:
+    confusion = np.zeros((2, 2), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    tp, fp, fn = confusion[1, 1], confusion[0, 1], confusion[1, 0]
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return Metrics(
+        loss=float(loss),
+        accuracy=float((labels == predicted).mean()),
+        f1=float(f1),
+        confusion=confusion.tolist(),
+    )
+
+
+@torch.no_grad()
+def positive_probabilities(net: nn.Module, data: Encoded, batch_size: int, pad_id: int, device) -> np.ndarray:
+    """P(긍정) per review, in the order of `data`."""
+    was_training = net.training
+    net.eval()
+    probs = np.empty(len(data), dtype=np.float64)
+    for rows in eval_batches(data, batch_size):
+        batch = collate(data, rows, pad_id)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = net(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).logits
+        probs[rows] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
+    net.train(was_training)
+    return probs
+
+
+def evaluate(net: nn.Module, data: Encoded, batch_size: int, pad_id: int, device) -> Metrics:
+    probs = positive_probabilities(net, data, batch_size, pad_id, device)
+    p_true = np.clip(np.where(data.labels == 1, probs, 1 - probs), 1e-12, 1.0)
+    loss = float(-np.log(p_true).mean())
+    return confusion_metrics(data.labels, (probs >= 0.5).astype(np.int64), loss)
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), labels)

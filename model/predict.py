@@ -1,0 +1,54 @@
+"""Label Korean reviews with a checkpoint: 긍정 (positive) or 부정 (negative), and P(긍정).
+
+To run: caviar predict "이 영화 정말 재미있어요"   (or Predictor.from_checkpoint(path).predict([...]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.batches import encode
+from model.checkpoint import load_checkpoint
+from model.data import LABEL_NAMES
+from model.evaluate import positive_probabilities
+from model.train import pick_device
+
+PREDICT_BATCH = 64
+
+
+@dataclass
+class Prediction:
+    label: str
+    label_id: int
+    positive_probability: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Predictor:
+    def __init__(self, net, tokenizer, max_len: int, device: torch.device):
+        self.net, self.tokenizer, self.max_len, self.device = net.to(device).eval(), tokenizer, max_len, device
+
+    @classmethod
+    def from_checkpoint(cls, folder: Path, device: str = "auto") -> Predictor:
+        loaded = load_checkpoint(folder)
+        return cls(loaded.net, loaded.tokenizer, loaded.config.model.max_len, pick_device(device))
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        data = encode(self.tokenizer, texts, np.zeros(len(texts)), self.max_len)
+        return positive_probabilities(self.net, data, PREDICT_BATCH, self.tokenizer.pad_token_id, self.device)
+
+    def predict(self, texts: list[str]) -> list[Prediction]:
+        return [
+            Prediction(label=LABEL_NAMES[int(p >= 0.5)], label_id=int(p >= 0.5), positive_probability=float(p))
+            for p in self.probabilities(texts)
+        ]
+
+
+def predict(texts: list[str], checkpoint: Path) -> list[Prediction]:
+    return Predictor.from_checkpoint(checkpoint).predict(texts)

@@ -1,0 +1,197 @@
+"""Train one configuration of the sentiment model, reporting metrics and a checkpoint at every evaluation.
+
+To run: caviar train tune_jobs/quickstart.yaml   (this function is also what every Ray trial runs)
+
+`report(metrics, checkpoint_dir)` is the only link to the outside: the CLI keeps the best
+checkpoint, Ray Tune forwards both to tune.report. The checkpoint folder lives only during the call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.batches import collate, encode, epoch_batches
+from model.checkpoint import fill_checkpoint, load_checkpoint
+from model.config import TrialConfig
+from model.data import Splits, load_splits
+from model.evaluate import cross_entropy, evaluate
+from model.network import build_network
+from model.schedule import build_optimizer, build_schedule
+from model.tokenizer import build_tokenizer
+
+Report = Callable[[dict, Path], None]
+EVAL_BATCH = 256
+MIN_IMPROVEMENT = 1e-4  # val_loss must drop by this much to reset the patience counter
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    steps: int = 0
+    examples_per_s: float = 0.0
+    stopped_early: bool = False
+
+    def best(self, metric: str = "val_accuracy", mode: str = "max") -> dict:
+        pick = max if mode == "max" else min
+        return pick(self.history, key=lambda row: row[metric]) if self.history else {}
+
+
+def available_cpus() -> int:
+    """CPUs this process may use: Ray sets OMP_NUM_THREADS to a trial's share."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(
+    cfg: TrialConfig,
+    *,
+    splits: Splits | None = None,
+    report: Report | None = None,
+    resume_from: Path | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    tc = cfg.train
+    torch.set_num_threads(tc.num_threads or available_cpus())
+    device = pick_device(tc.device)
+    seed_everything(tc.seed)
+    splits = splits or load_splits(cfg.data)
+
+    state = None
+    if resume_from is not None:
+        loaded = load_checkpoint(resume_from, with_state=True)
+        net, tokenizer, state = loaded.net, loaded.tokenizer, loaded.trainer_state
+    else:
+        tokenizer = build_tokenizer(cfg.model, splits.train.document.tolist())
+        net = build_network(cfg.model, len(tokenizer), tokenizer.pad_token_id)
+    net.to(device).train()
+    pad_id = tokenizer.pad_token_id
+    train_set = encode(tokenizer, splits.train.document, splits.train.label, cfg.model.max_len)
+    val_set = encode(tokenizer, splits.val.document, splits.val.label, cfg.model.max_len)
+
+    steps_per_epoch = math.ceil(len(train_set) / tc.batch_size)
+    total_steps = (
+        tc.epochs * steps_per_epoch if tc.max_steps is None else min(tc.max_steps, tc.epochs * steps_per_epoch)
+    )
+    eval_interval = max(1, round(tc.eval_every * steps_per_epoch))
+    optimizer = build_optimizer(net, tc)
+    scheduler = build_schedule(optimizer, tc, total_steps, steps_per_epoch)
+
+    result = TrainResult()
+    step, best_val_loss, bad_evals, seen, train_time = 0, math.inf, 0, 0, 0.0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        step, best_val_loss, bad_evals = state["step"], state["best_val_loss"], state["bad_evals"]
+        seen, train_time, result.history = state["seen"], state["train_time"], state["history"]
+
+    window_loss, window_n, window_seen, window_time = 0.0, 0, 0, 0.0
+    while step < total_steps and not result.stopped_early:
+        epoch, offset = divmod(step, steps_per_epoch)
+        batches = epoch_batches(train_set, tc.batch_size, tc.seed, epoch)
+        bar = tqdm(
+            total=min(steps_per_epoch, total_steps - epoch * steps_per_epoch),
+            initial=offset,
+            desc=f"epoch {epoch + 1}/{tc.epochs}",
+            unit="batch",
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        for rows in batches[offset:]:
+            started = time.perf_counter()
+            batch = {k: v.to(device, non_blocking=True) for k, v in collate(train_set, rows, pad_id).items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = cross_entropy(logits, batch["labels"])
+            loss.backward()
+            if tc.grad_clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            elapsed = time.perf_counter() - started
+            step += 1
+            window_loss += loss.item()
+            window_n += 1
+            window_seen += len(rows)
+            window_time += elapsed
+            bar.update(1)
+            bar.set_postfix(loss=f"{window_loss / window_n:.4f}", refresh=False)
+
+            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
+            if step % eval_interval and not end_of_epoch:
+                continue
+            seen, train_time = seen + window_seen, train_time + window_time
+            val = evaluate(net, val_set, EVAL_BATCH, pad_id, device)
+            metrics = {
+                "epoch": round(step / steps_per_epoch, 4),
+                "step": step,
+                "train_loss": window_loss / window_n,
+                **{k: v for k, v in val.as_dict("val").items() if k != "val_confusion"},
+                "lr": scheduler.get_last_lr()[0],
+                "examples_per_s": window_seen / window_time,
+            }
+            result.history.append(metrics)
+            if val.loss < best_val_loss - MIN_IMPROVEMENT:
+                best_val_loss, bad_evals = val.loss, 0
+            else:
+                bad_evals += 1
+            result.stopped_early = tc.patience is not None and bad_evals >= tc.patience
+            if report is not None:
+                trainer_state = {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "step": step,
+                    "best_val_loss": best_val_loss,
+                    "bad_evals": bad_evals,
+                    "seen": seen,
+                    "train_time": train_time,
+                    "history": result.history,
+                }
+                _report_with_checkpoint(report, metrics, net, tokenizer, cfg, splits.fingerprint, trainer_state)
+            window_loss, window_n, window_seen, window_time = 0.0, 0, 0, 0.0
+            if result.stopped_early or step >= total_steps:
+                break
+        bar.close()
+
+    result.steps = step
+    result.examples_per_s = seen / train_time if train_time else 0.0
+    return result
+
+
+def _report_with_checkpoint(report: Report, metrics, net, tokenizer, cfg, data_fingerprint, trainer_state) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="caviar-ckpt-"))
+    try:
+        meta = {"data_fingerprint": data_fingerprint, "metrics": metrics}
+        fill_checkpoint(folder, net, tokenizer, cfg, meta, trainer_state)
+        report(metrics, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,142 @@
+"""Data checks: NSMC parsing, bad rows, where the files come from, the split, the download."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import threading
+from functools import partial
+
+import numpy as np
+import pytest
+
+from model import data as nsmc
+from model.config import DataConfig
+from model.errors import UserError
+from tests.conftest import FIXTURE_NSMC, REAL_NSMC
+
+GOOD = ["id\tdocument\tlabel"] + [f"{i}\t좋은 영화 {i}\t{i % 2}" for i in range(300)]
+
+
+def write(tmp_path, lines, name="ratings_train.txt"):
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_fixture_parses_with_labels_and_no_nulls():
+    df = nsmc.read_reviews(FIXTURE_NSMC / "ratings_train.txt")
+    assert list(df.columns) == ["id", "document", "label"]
+    assert len(df) == 240
+    assert set(df.label) == {0, 1}
+    assert df.document.str.strip().str.len().min() > 0
+
+
+def test_bad_rows_are_dropped_and_counted(tmp_path, caplog):
+    lines = GOOD + ["900\t\t1", "901\t문장\t7"]  # 2 bad of 302 is under 1%
+    df = nsmc.read_reviews(write(tmp_path, lines))
+    assert len(df) == 300
+    assert "dropped 2 bad rows of 302" in caplog.text
+
+
+def test_too_many_bad_rows_fail_naming_file_and_line(tmp_path):
+    lines = GOOD[:50] + ["x\tonly two"] + GOOD[50:]
+    lines += [f"{i}\t\t0" for i in range(5)]
+    with pytest.raises(UserError, match=r"ratings_train.txt: 6 of 306 rows are bad .* line 51"):
+        nsmc.read_reviews(write(tmp_path, lines))
+
+
+def test_wrong_header_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="expected the NSMC header"):
+        nsmc.read_reviews(write(tmp_path, ["a,b,c", "1,x,0"]))
+
+
+def test_split_is_stratified_seeded_and_disjoint():
+    cfg = DataConfig(dir=str(FIXTURE_NSMC), val_fraction=0.25, seed=3)
+    a, b = nsmc.load_splits(cfg), nsmc.load_splits(cfg)
+    assert set(a.train.id).isdisjoint(a.val.id)
+    assert len(a.train) + len(a.val) == 240
+    assert a.val.label.mean() == pytest.approx(0.5, abs=0.02)
+    assert list(a.val.id) == list(b.val.id)
+    other = nsmc.load_splits(cfg.model_copy(update={"seed": 4}))
+    assert list(other.val.id) != list(a.val.id)
+
+
+def test_limit_takes_a_stratified_subset():
+    splits = nsmc.load_splits(DataConfig(dir=str(FIXTURE_NSMC), limit=100, test_limit=40))
+    assert len(splits.train) + len(splits.val) == 100
+    assert len(splits.test) == 40
+    assert np.mean(list(splits.train.label) + list(splits.val.label)) == pytest.approx(0.5)
+
+
+def test_fingerprint_follows_the_bytes(tmp_path):
+    shutil.copytree(FIXTURE_NSMC, tmp_path / "copy")
+    before = nsmc.load_splits(DataConfig(dir=str(tmp_path / "copy"))).fingerprint
+    assert before == nsmc.load_splits(DataConfig(dir=str(FIXTURE_NSMC))).fingerprint
+    with open(tmp_path / "copy" / "ratings_test.txt", "a", encoding="utf-8") as f:
+        f.write("99999\t추가 리뷰\t1\n")
+    assert nsmc.load_splits(DataConfig(dir=str(tmp_path / "copy"))).fingerprint != before
+
+
+def test_location_order_dir_then_env_then_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("NSMC_DIR", str(FIXTURE_NSMC))
+    assert nsmc.locate_nsmc(DataConfig()) == FIXTURE_NSMC
+    shutil.copytree(FIXTURE_NSMC, tmp_path / "mine")
+    assert nsmc.locate_nsmc(DataConfig(dir=str(tmp_path / "mine"))) == tmp_path / "mine"
+    monkeypatch.delenv("NSMC_DIR")
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "cache"))
+    shutil.copytree(FIXTURE_NSMC, tmp_path / "cache" / "nsmc")
+    assert nsmc.locate_nsmc(DataConfig()) == tmp_path / "cache" / "nsmc"
+
+
+def test_a_folder_without_the_files_is_named(tmp_path):
+    with pytest.raises(UserError, match=f"data.dir={tmp_path} does not hold ratings_train.txt"):
+        nsmc.locate_nsmc(DataConfig(dir=str(tmp_path)))
+
+
+def test_offline_without_files_says_how_to_point_at_them(tmp_path, monkeypatch):
+    monkeypatch.delenv("NSMC_DIR", raising=False)
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path))
+    cfg = DataConfig(download_url="http://127.0.0.1:9/nsmc")  # port 9 (discard): nothing listens
+    with pytest.raises(UserError, match="download from .* failed .*set data.dir in the job \\(or NSMC_DIR\\)"):
+        nsmc.locate_nsmc(cfg)
+    assert not list((tmp_path / "nsmc").iterdir()), "a failed download must leave no partial file"
+
+
+@pytest.fixture
+def http_server(tmp_path):
+    """A real HTTP server on 127.0.0.1 serving a folder; stopped in teardown."""
+    served = tmp_path / "served"
+    served.mkdir()
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.mark.skipif(not (REAL_NSMC / "ratings_train.txt").is_file(), reason="needs the NSMC files (NSMC_DIR)")
+def test_download_from_a_local_http_server(http_server, tmp_path, monkeypatch):
+    served, url = http_server
+    for name in ("ratings_train.txt", "ratings_test.txt"):
+        shutil.copy(REAL_NSMC / name, served / name)
+    monkeypatch.delenv("NSMC_DIR", raising=False)
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "cache"))
+    folder = nsmc.locate_nsmc(DataConfig(download_url=url))
+    assert folder == tmp_path / "cache" / "nsmc"
+    assert (folder / "ratings_train.txt").read_bytes() == (served / "ratings_train.txt").read_bytes()
+    assert sorted(p.name for p in folder.iterdir()) == ["ratings_test.txt", "ratings_train.txt"]
+
+
+def test_download_with_wrong_row_count_is_refused(http_server, tmp_path, monkeypatch):
+    served, url = http_server
+    shutil.copytree(FIXTURE_NSMC, served, dirs_exist_ok=True)  # 240 rows, not 150,000
+    monkeypatch.delenv("NSMC_DIR", raising=False)
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(UserError, match="240 rows, expected 150000"):
+        nsmc.locate_nsmc(DataConfig(download_url=url))
+    assert not (tmp_path / "cache" / "nsmc" / "ratings_train.txt").exists()

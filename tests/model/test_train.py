@@ -1,0 +1,86 @@
+"""Model checks: training lowers val loss, checkpoints round-trip, resume continues the same curve."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from model.checkpoint import load_checkpoint
+from model.predict import Predictor
+from model.train import train
+
+
+class Recorder:
+    """A report callback that keeps every metrics row and copies of chosen checkpoints."""
+
+    def __init__(self, keep_dir=None):
+        self.rows, self.keep_dir = [], keep_dir
+
+    def __call__(self, metrics, checkpoint):
+        self.rows.append(metrics)
+        if self.keep_dir is not None:
+            shutil.copytree(checkpoint, self.keep_dir / f"step{metrics['step']}")
+
+
+def test_tiny_training_lowers_val_loss(tiny_config):
+    rec = Recorder()
+    result = train(tiny_config, report=rec)
+    losses = [r["val_loss"] for r in rec.rows]
+    assert len(losses) == 6  # eval_every 0.5 over 3 epochs
+    assert losses[-1] < losses[0] - 0.1
+    assert result.history == rec.rows
+    assert result.best()["val_accuracy"] >= 0.9  # the fixture is easy: one phrase decides the label
+    assert {"epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "examples_per_s"} <= set(
+        rec.rows[0]
+    )
+
+
+def test_checkpoint_save_load_gives_identical_predictions(tiny_config, tmp_path):
+    rec = Recorder(keep_dir=tmp_path)
+    train(tiny_config, report=rec)
+    folder = tmp_path / f"step{rec.rows[-1]['step']}"
+    texts = ["이 영화 정말 재미있어요", "시간이 아까운 영화", "그냥 그랬다"]
+    a = Predictor.from_checkpoint(folder).probabilities(texts)
+    b = Predictor.from_checkpoint(folder).probabilities(texts)
+    np.testing.assert_array_equal(a, b)
+    loaded = load_checkpoint(folder)
+    assert loaded.config == tiny_config
+    assert loaded.meta["metrics"]["step"] == rec.rows[-1]["step"]
+    assert len(loaded.meta["data_fingerprint"]) == 64
+
+
+def test_predictions_are_labels_with_probabilities(tiny_config, tmp_path):
+    rec = Recorder(keep_dir=tmp_path)
+    train(tiny_config, report=rec)
+    best = max(rec.rows, key=lambda r: r["val_accuracy"])
+    pos, neg = Predictor.from_checkpoint(tmp_path / f"step{best['step']}").predict(
+        ["배우들 연기가 너무 좋았다", "돈 주고 보기 아까웠어요"]
+    )
+    assert (pos.label, pos.label_id) == ("긍정", 1) and pos.positive_probability > 0.5
+    assert (neg.label, neg.label_id) == ("부정", 0) and neg.positive_probability < 0.5
+
+
+def test_resume_continues_the_same_loss_curve(tiny_config, tmp_path):
+    straight = Recorder(keep_dir=tmp_path)
+    train(tiny_config, report=straight)
+    assert len(straight.rows) == 6
+    first = straight.rows[0]
+    resumed = Recorder()
+    train(tiny_config, report=resumed, resume_from=tmp_path / f"step{first['step']}")
+    assert [r["step"] for r in resumed.rows] == [r["step"] for r in straight.rows[1:]]
+    for a, b in zip(resumed.rows, straight.rows[1:], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+        assert a["lr"] == pytest.approx(b["lr"])
+
+
+def test_patience_stops_early(tiny_config):
+    # lr so small that val_loss cannot move by the 1e-4 that counts as an improvement
+    cfg = tiny_config.model_copy(
+        update={"train": tiny_config.train.model_copy(update={"lr": 1e-9, "patience": 2, "epochs": 5})}
+    )
+    result = train(cfg)
+    assert result.stopped_early
+    assert len(result.history) == 3  # the first sets the best, two more without improvement stop it
