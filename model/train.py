@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from model.batches import collate, encode, epoch_batches
 from model.checkpoint import fill_checkpoint, load_checkpoint
 from model.config import TrialConfig
 from model.data import Splits, load_splits
+from model.errors import UserError
 from model.evaluate import cross_entropy, evaluate
 from model.network import build_network
 from model.schedule import build_optimizer, build_schedule
@@ -59,6 +61,8 @@ def available_cpus() -> int:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: cuda was asked for, but torch sees no CUDA GPU here")
     return torch.device(name)
 
 
@@ -82,10 +86,11 @@ def train(
     seed_everything(tc.seed)
     splits = splits or load_splits(cfg.data)
 
-    state = None
+    state, resumed_train_cfg = None, None
     if resume_from is not None:
         loaded = load_checkpoint(resume_from, with_state=True)
         net, tokenizer, state = loaded.net, loaded.tokenizer, loaded.trainer_state
+        resumed_train_cfg = loaded.config.train
     else:
         tokenizer = build_tokenizer(cfg.model, splits.train.document.tolist())
         net = build_network(cfg.model, len(tokenizer), tokenizer.pad_token_id)
@@ -105,11 +110,14 @@ def train(
     result = TrainResult()
     step, best_val_loss, bad_evals, seen, train_time = 0, math.inf, 0, 0, 0.0
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
         step, best_val_loss, bad_evals = state["step"], state["best_val_loss"], state["bad_evals"]
         seen, train_time, result.history = state["seen"], state["train_time"], state["history"]
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if _same_recipe(resumed_train_cfg, tc):
+            scheduler.load_state_dict(state["scheduler"])
+        else:
+            scheduler = _adopt_new_hyperparameters(net, optimizer, tc, total_steps, steps_per_epoch, step)
 
     window_loss, window_n, window_seen, window_time = 0.0, 0, 0, 0.0
     while step < total_steps and not result.stopped_early:
@@ -185,6 +193,25 @@ def train(
     result.steps = step
     result.examples_per_s = seen / train_time if train_time else 0.0
     return result
+
+
+def _same_recipe(a, b) -> bool:
+    ignore = {"num_threads", "device"}
+    return a.model_dump(exclude=ignore) == b.model_dump(exclude=ignore)
+
+
+def _adopt_new_hyperparameters(net, optimizer, tc, total_steps: int, steps_per_epoch: int, step: int):
+    """PBT exploit: the donor's weights and Adam moments, with this trial's (mutated) hyperparameters,
+    and a schedule fast-forwarded to the current step."""
+    for group, fresh in zip(optimizer.param_groups, build_optimizer(net, tc).param_groups, strict=True):
+        group.update({k: v for k, v in fresh.items() if k != "params"})
+        group.pop("initial_lr", None)
+    scheduler = build_schedule(optimizer, tc, total_steps, steps_per_epoch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+        for _ in range(step):
+            scheduler.step()
+    return scheduler
 
 
 def _report_with_checkpoint(report: Report, metrics, net, tokenizer, cfg, data_fingerprint, trainer_state) -> None:

@@ -1,0 +1,86 @@
+"""One epoch of the default from-scratch model on full NSMC, against a plain torch loop as yardstick.
+
+To run: NSMC_DIR=../shared/data/nsmc python bench/train_one.py
+
+Figures (targets from the issue): test accuracy after one epoch (>= 84%), caviar's training
+throughput over a plain loop's on the same model and batches (ratio >= 0.95), peak RSS (<= 4 GB).
+Both loops time only their training steps (collate, forward, backward, optimizer), not evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import peak_rss_gb, write_result  # noqa: E402
+from caviar.single import run_single  # noqa: E402
+from caviar.spec import JobSpec  # noqa: E402
+from model.batches import collate, encode, epoch_batches  # noqa: E402
+from model.data import load_splits  # noqa: E402
+from model.evaluate import cross_entropy  # noqa: E402
+from model.network import build_network  # noqa: E402
+from model.tokenizer import build_tokenizer  # noqa: E402
+
+
+def plain_loop_examples_per_s(job: JobSpec, steps: int | None) -> tuple[float, int]:
+    """The yardstick: the same network, optimizer and batches, in the plainest loop torch allows."""
+    cfg = job.trial_config()
+    torch.manual_seed(cfg.train.seed)
+    splits = load_splits(cfg.data)
+    tokenizer = build_tokenizer(cfg.model, splits.train.document.tolist())
+    net = build_network(cfg.model, len(tokenizer), tokenizer.pad_token_id).train()
+    data = encode(tokenizer, splits.train.document, splits.train.label, cfg.model.max_len)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    batches = epoch_batches(data, cfg.train.batch_size, cfg.train.seed, 0)[:steps]
+    seen, started = 0, time.perf_counter()
+    for rows in batches:
+        batch = collate(data, rows, tokenizer.pad_token_id)
+        logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        cross_entropy(logits, batch["labels"]).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        seen += len(rows)
+    return seen / (time.perf_counter() - started), len(batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--yardstick-steps", type=int, default=None, help="default: the whole epoch")
+    parser.add_argument("--out", type=Path, default=Path("results/bench/train_one"))
+    args = parser.parse_args()
+
+    job = JobSpec.model_validate({"name": "bench-train-one", "train": {"epochs": args.epochs}})
+    summary = run_single(job, args.out, progress=True)
+    plain, plain_steps = plain_loop_examples_per_s(job, args.yardstick_steps)
+    figures = {
+        "config": summary["config"],
+        "epochs": args.epochs,
+        "steps": summary["steps"],
+        "val_accuracy": summary["val_accuracy"],
+        "test_accuracy": summary["test_accuracy"],
+        "test_f1": summary["test_f1"],
+        "caviar_examples_per_s": summary["examples_per_s"],
+        "plain_loop_examples_per_s": plain,
+        "plain_loop_steps": plain_steps,
+        "throughput_ratio": summary["examples_per_s"] / plain,
+        "peak_rss_gb": peak_rss_gb(),
+        "caviar_wall_s": summary["wall_s"],
+        "targets": {"test_accuracy": ">= 0.84", "throughput_ratio": ">= 0.95", "peak_rss_gb": "<= 4"},
+        "met": {
+            "test_accuracy": summary["test_accuracy"] >= 0.84,
+            "throughput_ratio": summary["examples_per_s"] / plain >= 0.95,
+            "peak_rss_gb": peak_rss_gb() <= 4,
+        },
+    }
+    write_result("train_one", figures)
+
+
+if __name__ == "__main__":
+    main()
