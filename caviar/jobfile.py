@@ -12,15 +12,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from model.config import TrialConfig
+from caviar.spec import SCHEDULER_TYPES, JobSpec
 from model.errors import UserError
-
-
-class JobSpec(TrialConfig):
-    """A tuning job: one trial's fixed values; the tuner's own settings extend this class."""
-
-    def trial_config(self) -> TrialConfig:
-        return TrialConfig.model_validate(self.model_dump(include=set(TrialConfig.model_fields)))
 
 
 def read_yaml(path: Path) -> dict:
@@ -64,10 +57,13 @@ def apply_override(raw: dict, assignment: str) -> None:
 def describe(err: ValidationError) -> str:
     """The first error as `dotted.key: what is wrong (got X)`."""
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
+    # pydantic puts the tag of a tagged union (scheduler: {type: asha}) into the location; users never wrote it
+    loc = ".".join(str(p) for p in first["loc"] if p not in SCHEDULER_TYPES)
     if first["type"] == "extra_forbidden":
         return f"{loc}: unknown key"
     msg = first["msg"].removeprefix("Value error, ")
+    if not loc or msg.startswith(loc + "."):
+        loc = ""
     got = first.get("input")
     shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
     return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"

@@ -166,12 +166,14 @@ def train(
                 "lr": scheduler.get_last_lr()[0],
                 "examples_per_s": window_seen / window_time,
             }
-            result.history.append(metrics)
             if val.loss < best_val_loss - MIN_IMPROVEMENT:
                 best_val_loss, bad_evals = val.loss, 0
             else:
                 bad_evals += 1
             result.stopped_early = tc.patience is not None and bad_evals >= tc.patience
+            # True on the run's own last evaluation; a run a scheduler stops never reports it
+            metrics["done_training"] = result.stopped_early or step >= total_steps
+            result.history.append(metrics)
             if report is not None:
                 trainer_state = {
                     "optimizer": optimizer.state_dict(),

@@ -1,0 +1,136 @@
+"""An experiment folder read back from disk: its trials, their histories, statuses and checkpoints.
+
+Works after the driver has exited and on a copied folder; `caviar tune`'s summary, `caviar resume`
+and the results report all read experiments through here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from caviar.space import flatten
+from caviar.spec import JobSpec
+from model.errors import UserError
+
+JOB_FILE = "caviar_job.json"  # the validated job, written before the first trial starts
+SUMMARY_FILE = "caviar_tune.json"
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    status: str  # TERMINATED, ERROR, RUNNING/PENDING/PAUSED (interrupted)
+    params: dict  # sampled values by dotted key, e.g. {"train.lr": 3e-4}
+    path: Path
+    history: pd.DataFrame  # one row per evaluation
+    error: str | None
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.history)
+
+    @property
+    def finished_naturally(self) -> bool:
+        """Its own last evaluation (end of training or patience); Ray's `done` is set either way."""
+        return bool(len(self.history)) and bool(self.history.iloc[-1].get("done_training", False))
+
+    @property
+    def stopped_early(self) -> bool:
+        """Stopped by the scheduler (ASHA, median rule...): terminated before its own end."""
+        return self.status == "TERMINATED" and not self.finished_naturally
+
+    def best_row(self, metric: str, mode: str) -> pd.Series | None:
+        if metric not in self.history or self.history[metric].isna().all():
+            return None
+        index = self.history[metric].idxmax() if mode == "max" else self.history[metric].idxmin()
+        return self.history.loc[index]
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(p for p in self.path.glob("checkpoint_*") if p.is_dir())
+
+    def checkpoint_metrics(self, folder: Path) -> dict:
+        meta = folder / "caviar.json"
+        return json.loads(meta.read_text(encoding="utf-8")).get("metrics", {}) if meta.is_file() else {}
+
+    def best_checkpoint(self, metric: str, mode: str) -> Path | None:
+        scored = [(self.checkpoint_metrics(c).get(metric), c) for c in self.checkpoints()]
+        scored = [(m, c) for m, c in scored if m is not None]
+        if not scored:
+            return None
+        pick = max if mode == "max" else min
+        return pick(scored, key=lambda mc: mc[0])[1]
+
+
+def load_job_of(experiment_dir: Path) -> JobSpec:
+    path = Path(experiment_dir) / JOB_FILE
+    if not path.is_file():
+        raise UserError(f"{experiment_dir} is not a caviar experiment (no {JOB_FILE})")
+    return JobSpec.model_validate(json.loads(path.read_text(encoding="utf-8")))
+
+
+def _history(trial_dir: Path) -> pd.DataFrame:
+    rows = []
+    result_file = trial_dir / "result.json"
+    if result_file.is_file():
+        for line in result_file.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                row.pop("config", None)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_trials(experiment_dir: Path) -> list[TrialRecord]:
+    """Trials from Ray's experiment state; histories and checkpoints from each trial's folder."""
+    from ray.tune import ExperimentAnalysis
+
+    experiment_dir = Path(experiment_dir).resolve()
+    if not list(experiment_dir.glob("experiment_state-*.json")):
+        raise UserError(f"{experiment_dir} holds no Ray Tune experiment state (was it started?)")
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # trials that never reported: we read their (empty) folders ourselves
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            analysis = ExperimentAnalysis(str(experiment_dir))
+    finally:
+        quiet.setLevel(level)
+    records = []
+    for trial in analysis.trials:
+        path = experiment_dir / trial.storage.trial_dir_name  # relocatable: copied folders keep working
+        records.append(
+            TrialRecord(
+                trial_id=trial.trial_id,
+                status=trial.status,
+                params=flatten(trial.config),
+                path=path,
+                history=_history(path),
+                error=_last_line(path / name) if (name := trial.run_metadata.error_filename) else None,
+            )
+        )
+    return records
+
+
+def _last_line(error_file: Path) -> str | None:
+    """The exception line of a trial's error.txt."""
+    try:
+        lines = [ln for ln in Path(error_file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1][:300] if lines else None
+
+
+def best_trial(trials: list[TrialRecord], metric: str, mode: str) -> tuple[TrialRecord, pd.Series] | None:
+    """The trial whose BEST evaluation is best: a trial that peaked and then overfit still counts."""
+    scored = [(t, row) for t in trials if (row := t.best_row(metric, mode)) is not None]
+    if not scored:
+        return None
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda tr: tr[1][metric])

@@ -1,0 +1,53 @@
+"""The job's scheduler and search algorithm, as Ray Tune objects."""
+
+from __future__ import annotations
+
+from ray.tune.schedulers import (
+    AsyncHyperBandScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    PopulationBasedTraining,
+)
+from ray.tune.search import BasicVariantGenerator
+
+from caviar.space import nest, to_ray
+from caviar.spec import Asha, HyperBand, JobSpec, MedianStopping, Pbt
+
+
+def build_scheduler(job: JobSpec):
+    s = job.scheduler
+    if isinstance(s, Asha):
+        return AsyncHyperBandScheduler(
+            time_attr=s.time_attr,
+            max_t=s.max_t,
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+            brackets=s.brackets,
+        )
+    if isinstance(s, HyperBand):
+        return HyperBandScheduler(time_attr=s.time_attr, max_t=s.max_t, reduction_factor=s.reduction_factor)
+    if isinstance(s, MedianStopping):
+        return MedianStoppingRule(
+            time_attr=s.time_attr, grace_period=s.grace_period, min_samples_required=s.min_samples_required
+        )
+    if isinstance(s, Pbt):
+        # PBT exploits by restoring another trial's checkpoint; model.train adopts the new values.
+        return PopulationBasedTraining(
+            time_attr=s.time_attr,
+            perturbation_interval=s.perturbation_interval,
+            hyperparam_mutations=nest({k: to_ray(d) for k, d in s.mutations.items()}),
+            quantile_fraction=s.quantile_fraction,
+            resample_probability=s.resample_probability,
+        )
+    return FIFOScheduler()
+
+
+def build_search(job: JobSpec):
+    if job.search == "optuna":
+        from optuna.samplers import TPESampler
+        from ray.tune.search.optuna import OptunaSearch
+
+        return OptunaSearch(sampler=TPESampler(seed=job.seed))
+    # Ray ignores TuneConfig.max_concurrent_trials for a generator; it takes its own limit (0 = none)
+    return BasicVariantGenerator(random_state=job.seed, max_concurrent=job.max_concurrent_trials or 0)

@@ -1,0 +1,180 @@
+"""The tuning-job schema: a trial's fixed values (TrialConfig) plus search space, scheduler and limits.
+
+search_space:                 # distributions over TrialConfig keys, by dotted path
+  train.lr: {loguniform: [1.0e-4, 3.0e-3]}
+  train.batch_size: {choice: [32, 64, 128]}
+scheduler: {type: asha, max_t: 8, grace_period: 1, reduction_factor: 2}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from model.config import Strict, TrialConfig
+
+REPORTED_METRICS = ("val_accuracy", "val_loss", "val_f1", "train_loss")
+TIME_ATTRS = ("training_iteration", "epoch", "step", "time_total_s")
+RANGE_KINDS = ("loguniform", "uniform", "quniform", "randint")
+KINDS = (*RANGE_KINDS, "choice", "grid")
+
+
+class Distribution(Strict):
+    """Exactly one of: loguniform/uniform [low, high], quniform [low, high, q], randint [low, high]
+    (both ends included), choice [values], grid [values]."""
+
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    quniform: tuple[float, float, float] | None = None
+    randint: tuple[int, int] | None = None
+    choice: list[Any] | None = Field(None, min_length=1)
+    grid: list[Any] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_valid_kind(self) -> Distribution:
+        given = [k for k in KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(KINDS)} (got {len(given)})")
+        if self.kind in RANGE_KINDS:
+            low, high = self.args[:2]
+            if low >= high:
+                raise ValueError(f"{self.kind}: low ({low}) must be below high ({high})")
+            if self.kind == "loguniform" and low <= 0:
+                raise ValueError(f"loguniform: low must be > 0 (got {low})")
+            if self.kind == "quniform" and self.args[2] <= 0:
+                raise ValueError(f"quniform: q must be > 0 (got {self.args[2]})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in KINDS if getattr(self, k) is not None)
+
+    @property
+    def args(self) -> tuple | list:
+        return getattr(self, self.kind)
+
+    def samples(self) -> list:
+        """Values a trial may get at the edges of this distribution: enough to type-check it."""
+        return list(self.args) if self.kind in ("choice", "grid") else list(self.args[:2])
+
+
+class Resources(Strict):
+    cpu: float = Field(1, gt=0, description="CPUs per trial (torch threads follow it)")
+    gpu: float = Field(0, ge=0, description="GPUs per trial; 0.25 packs 4 trials on one GPU")
+
+
+class _TimedScheduler(Strict):
+    time_attr: Literal[TIME_ATTRS] = "training_iteration"  # one evaluation = one training_iteration
+
+
+class Asha(_TimedScheduler):
+    type: Literal["asha"] = "asha"
+    max_t: int = Field(8, ge=1, description="evaluations a trial may reach")
+    grace_period: int = Field(1, ge=1, description="evaluations before a trial can be stopped")
+    reduction_factor: float = Field(2, gt=1)
+    brackets: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _grace_within_max(self) -> Asha:
+        if self.grace_period > self.max_t:
+            raise ValueError(
+                f"scheduler.grace_period ({self.grace_period}) is more than scheduler.max_t ({self.max_t})"
+            )
+        return self
+
+
+class HyperBand(_TimedScheduler):
+    type: Literal["hyperband"] = "hyperband"
+    max_t: int = Field(8, ge=1)
+    reduction_factor: float = Field(3, gt=1)
+
+
+class MedianStopping(_TimedScheduler):
+    type: Literal["median_stopping"] = "median_stopping"
+    grace_period: float = Field(1, ge=0)
+    min_samples_required: int = Field(3, ge=1)
+
+
+class Pbt(_TimedScheduler):
+    type: Literal["pbt"] = "pbt"
+    perturbation_interval: int = Field(2, ge=1, description="evaluations between exploit/explore steps")
+    mutations: dict[str, Distribution] = Field(default_factory=dict, description="train.* keys to perturb")
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)
+    resample_probability: float = Field(0.25, ge=0, le=1)
+
+    @field_validator("mutations")
+    @classmethod
+    def _train_keys_only(cls, mutations: dict) -> dict:
+        for key in mutations:
+            if not key.startswith("train.") or key in ("train.batch_size", "train.epochs", "train.max_steps"):
+                raise ValueError(f"{key}: PBT can mutate train.* optimizer settings only (the network is kept)")
+        return mutations
+
+
+class Fifo(Strict):
+    type: Literal["fifo"] = "fifo"
+
+
+SCHEDULER_TYPES = ("asha", "hyperband", "median_stopping", "pbt", "fifo")
+Scheduler = Annotated[Asha | HyperBand | MedianStopping | Pbt | Fifo, Field(discriminator="type")]
+
+
+class CheckpointSpec(Strict):
+    num_to_keep: int = Field(1, ge=1, description="checkpoints kept per trial, best by the metric")
+    keep_best_trials: int | None = Field(None, ge=1, description="at the end, delete checkpoints of all others")
+
+
+class JobSpec(TrialConfig):
+    search_space: dict[str, Distribution] = Field(default_factory=dict)
+    scheduler: Scheduler = Field(default_factory=Asha)
+    search: Literal["random", "grid", "optuna"] = "random"
+    num_samples: int = Field(8, ge=1, description="trials (with search: grid, repeats of the whole grid)")
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    resources_per_trial: Resources = Field(default_factory=Resources)
+    time_budget_s: float | None = Field(None, gt=0)
+    max_failures: int = Field(1, ge=0, description="retries of a crashed trial, from its last checkpoint")
+    metric: Literal[REPORTED_METRICS] = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    storage: str = Field("results", description="local folder or a URI Ray's storage_path takes (s3://...)")
+    seed: int | None = Field(0, description="seeds the search algorithm; trials keep train.seed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scheduler_type_defaults_to_asha(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and isinstance(raw.get("scheduler"), dict) and "type" not in raw["scheduler"]:
+            raw = {**raw, "scheduler": {"type": "asha", **raw["scheduler"]}}
+        return raw
+
+    @model_validator(mode="after")
+    def _space_fits_the_trial_config(self) -> JobSpec:
+        fixed = self.trial_config().model_dump()
+        spaces = [("search_space", self.search_space)]
+        if isinstance(self.scheduler, Pbt):
+            spaces.append(("scheduler.mutations", self.scheduler.mutations))
+        for where, space in spaces:
+            for key, dist in space.items():
+                check_key(f"{where}.{key}", key, dist, fixed)
+        if self.search == "grid" and (bad := [k for k, d in self.search_space.items() if d.kind in RANGE_KINDS]):
+            raise ValueError(f"search_space.{bad[0]}: search: grid takes only grid or choice values")
+        if self.search == "optuna" and (bad := [k for k, d in self.search_space.items() if d.kind == "grid"]):
+            raise ValueError(f"search_space.{bad[0]}: search: optuna cannot sample a grid; use choice")
+        return self
+
+    def trial_config(self) -> TrialConfig:
+        return TrialConfig.model_validate(self.model_dump(include=set(TrialConfig.model_fields)))
+
+
+def check_key(where: str, key: str, dist: Distribution, fixed: dict) -> None:
+    """The dotted key must name a TrialConfig value, and every edge value must be valid there."""
+    section, _, leaf = key.partition(".")
+    if section not in ("data", "model", "train") or leaf not in type(getattr(TrialConfig(), section)).model_fields:
+        raise ValueError(f"{where}: unknown key (expected e.g. train.lr or model.layers)")
+    for value in dist.samples():
+        trial = {**fixed, section: {**fixed[section], leaf: value}}
+        try:
+            TrialConfig.model_validate(trial)
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise ValueError(f"{where}: value {value!r}: {first['msg'].removeprefix('Value error, ')}") from None

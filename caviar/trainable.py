@@ -1,0 +1,62 @@
+"""What one Ray trial runs: the job's fixed values with the sampled ones laid over, then model.train.
+
+Ray hands a checkpoint back after a crash (max_failures), a driver restart (caviar resume) or a
+PBT exploit; training resumes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ray import tune
+
+from caviar.space import trial_config
+from model.train import train
+
+# Testing hook: "<folder>:<n>" makes the first trial that reaches its n-th report raise once,
+# so retries from the last checkpoint can be tested for real. Unset in normal use.
+FAULT_ENV = "CAVIAR_INJECT_FAULT"
+
+
+def run_trial(config: dict, *, base: dict, splits, cpus: float) -> None:
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per report
+    cfg = trial_config(base, config)
+    if cfg.train.num_threads is None:
+        cfg.train.num_threads = max(1, int(cpus))
+    fault = _FaultOnce.from_env()
+
+    def report(metrics: dict, folder: Path) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        if fault:
+            fault.maybe_raise()
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        train(cfg, splits=splits, report=report)
+        return
+    with checkpoint.as_directory() as folder:
+        train(cfg, splits=splits, report=report, resume_from=Path(folder))
+
+
+class _FaultOnce:
+    def __init__(self, marker_dir: Path, after: int):
+        self.marker, self.after, self.reports = marker_dir / "fault-injected", after, 0
+
+    @classmethod
+    def from_env(cls) -> _FaultOnce | None:
+        spec = os.environ.get(FAULT_ENV)
+        if not spec:
+            return None
+        folder, _, after = spec.rpartition(":")
+        return cls(Path(folder), int(after))
+
+    def maybe_raise(self) -> None:
+        self.reports += 1
+        if self.reports >= self.after and not self.marker.exists():
+            try:
+                self.marker.touch(exist_ok=False)
+            except FileExistsError:
+                return
+            raise RuntimeError(f"injected fault after report {self.reports} ({FAULT_ENV})")

@@ -1,0 +1,174 @@
+"""Tuner checks on real Ray: ASHA stops trials early, crashed trials retry, killed drivers resume,
+TensorBoard holds scalars and hparams, and no Ray process outlives its test.
+
+Each test runs `caviar tune` as a user would, in a subprocess that starts and stops its own Ray.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from caviar.experiment import load_trials
+from tests.conftest import TINY, tiny_job_yaml
+
+pytestmark = pytest.mark.slow
+
+TUNE = {
+    "search_space": {"train.lr": {"loguniform": [3e-4, 1e-2]}, "train.weight_decay": {"uniform": [0.0, 0.1]}},
+    "scheduler": {"type": "asha", "max_t": 6, "grace_period": 1, "reduction_factor": 2},
+    "num_samples": 6,
+    "max_concurrent_trials": 2,
+    "resources_per_trial": {"cpu": 1},
+    "checkpoint": {"num_to_keep": 1, "keep_best_trials": 2},
+    "seed": 3,
+}
+
+
+def ray_processes() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+@pytest.fixture(autouse=True)
+def no_ray_left_behind():
+    before = ray_processes()
+    yield
+    deadline = time.time() + 30
+    while (left := ray_processes() - before) and time.time() < deadline:
+        time.sleep(1)
+    for pid in left:  # a test that failed midway must not leak a cluster into the next one
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert not left, f"Ray processes left behind: {left}"
+
+
+def caviar_cmd(*args) -> list[str]:
+    return [sys.executable, "-c", "from caviar.cli import main; main()", *map(str, args)]
+
+
+def run_caviar(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run(caviar_cmd(*args), capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def summary_of(proc) -> dict:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def asha_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("asha")
+    job = tiny_job_yaml(tmp / "job.yaml", storage=str(tmp / "results"), **TUNE)
+    return summary_of(run_caviar("tune", job, "--name", "asha", "--json"))
+
+
+def test_asha_stops_trials_early_and_completes(asha_run):
+    assert len(asha_run["trials"]) == 6
+    assert all(t["status"] == "TERMINATED" for t in asha_run["trials"])
+    assert asha_run["stopped_early"] >= 1
+    assert max(t["evaluations"] for t in asha_run["trials"]) == 6
+    assert asha_run["best_val_accuracy"] == max(t["best_val_accuracy"] for t in asha_run["trials"])
+    assert Path(asha_run["best_checkpoint"], "model.safetensors").is_file()
+    assert {"experiment_dir", "best_trial", "best_config", "trials", "stopped_early", "wall_s"} <= set(asha_run)
+
+
+def test_best_is_judged_at_its_best_evaluation(asha_run):
+    trials = load_trials(Path(asha_run["experiment_dir"]))
+    best = next(t for t in trials if t.trial_id == asha_run["best_trial"])
+    assert asha_run["best_val_accuracy"] == best.history["val_accuracy"].max()
+    assert asha_run["best_evaluation"] == int(
+        best.history.loc[best.history["val_accuracy"].idxmax(), "training_iteration"]
+    )
+
+
+def test_checkpoints_pruned_to_the_bound(asha_run):
+    trials = load_trials(Path(asha_run["experiment_dir"]))
+    with_checkpoints = [t for t in trials if t.checkpoints()]
+    assert len(with_checkpoints) == 2  # keep_best_trials
+    assert all(len(t.checkpoints()) == 1 for t in with_checkpoints)
+    assert 0 < asha_run["checkpoint_bytes"] <= asha_run["checkpoint_bytes_bound"]
+
+
+def test_tensorboard_has_scalars_and_hparams(asha_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trial_dirs = [p for p in Path(asha_run["experiment_dir"]).iterdir() if p.is_dir() and list(p.glob("events.*"))]
+    assert len(trial_dirs) == 6
+    for folder in trial_dirs:
+        acc = EventAccumulator(str(folder))
+        acc.Reload()
+        assert {"train_loss", "val_loss", "val_accuracy", "lr"} <= set(acc.Tags()["scalars"])
+        plugins = acc.PluginTagToContent("hparams")
+        assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
+        assert b"train.lr" in plugins["_hparams_/session_start_info"]
+
+
+def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
+    job = tiny_job_yaml(
+        tmp_path / "job.yaml",
+        storage=str(tmp_path / "results"),
+        **{**TUNE, "num_samples": 2, "scheduler": {"type": "fifo"}, "max_failures": 1},
+    )
+    env = {**os.environ, "CAVIAR_INJECT_FAULT": f"{tmp_path}:2"}
+    summary = summary_of(run_caviar("tune", job, "--name", "retry", "--json", env=env))
+    assert (tmp_path / "fault-injected").exists(), "the fault was never injected"
+    assert [t["status"] for t in summary["trials"]] == ["TERMINATED", "TERMINATED"]
+    assert all(t["evaluations"] == 6 for t in summary["trials"])
+    for trial in load_trials(Path(summary["experiment_dir"])):
+        steps = list(trial.history["step"])
+        assert steps == sorted(set(steps)), "a retry must continue from the checkpoint, not start over"
+
+
+def test_resume_after_the_driver_is_killed(tmp_path):
+    spec = {**TUNE, "scheduler": {"type": "fifo"}, "num_samples": 4}
+    slow = {**TINY["train"], "epochs": 10}  # ~20 evaluations a trial: long enough to be killed midway
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=slow, **spec)
+    experiment = tmp_path / "results" / "killed"
+    driver = subprocess.Popen(
+        caviar_cmd("tune", job, "--name", "killed"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        finished_before = wait_for_finished_trial(experiment, timeout=240)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
+        driver.wait()
+    rows_before = {t.trial_id: len(t.history) for t in load_trials(experiment)}
+
+    summary = summary_of(run_caviar("resume", experiment, "--json"))
+    after = {t.trial_id: t for t in load_trials(experiment)}
+    assert set(rows_before) <= set(after), "resume must keep the trials it had, under the same ids"
+    assert len(after) == 4  # and the search goes on to num_samples
+    assert all(t.status == "TERMINATED" for t in after.values())
+    for trial_id in finished_before:
+        assert len(after[trial_id].history) == rows_before[trial_id], f"{trial_id} ran again"
+    assert len(summary["trials"]) == 4
+
+
+def wait_for_finished_trial(experiment: Path, timeout: float) -> set[str]:
+    """Poll the trial folders until one trial has finished and another has not."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        time.sleep(0.5)
+        done, started = set(), 0
+        for result in experiment.glob("*/result.json"):
+            lines = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
+            started += 1
+            if lines and lines[-1].get("done_training"):
+                done.add(lines[-1]["trial_id"])
+        if done and (started < 4 or len(done) < started):
+            return done
+        if len(done) == 4:
+            raise AssertionError("every trial finished before the driver could be killed")
+    raise AssertionError(f"no trial finished within {timeout}s")
