@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 setup: $(VENV)/.installed
 
 tune: setup
-	$(CAVIAR) train tune_jobs/quickstart.yaml
+	$(CAVIAR) tune tune_jobs/quickstart.yaml
 
 train: setup
 	$(CAVIAR) train tune_jobs/quickstart.yaml

@@ -39,3 +39,19 @@ def write_result(name: str, figures: dict) -> Path:
     print(json.dumps(figures, indent=2, ensure_ascii=False))
     print(f"wrote {path}")
     return path
+
+
+def bench_job(overrides: dict, storage: Path):
+    """A JobSpec for a benchmark: the default model with the given sections laid over it."""
+    from caviar.spec import JobSpec
+
+    return JobSpec.model_validate({"storage": str(storage), **overrides})
+
+
+def timed_ray_start() -> float:
+    """Seconds for ray.init() of a local cluster, as `caviar tune` starts it."""
+    from caviar.tuner import start_ray
+
+    started = time.perf_counter()
+    start_ray(None)
+    return time.perf_counter() - started

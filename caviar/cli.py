@@ -99,6 +99,188 @@ def _finish_tuning(run, metric: str, as_json: bool) -> None:
         typer.echo(json.dumps(summary))
 
 
+@app.command("report")
+def report_cmd(
+    experiment: Path = typer.Argument(..., help="results/<experiment>"),
+    evaluate_top: int | None = typer.Option(None, "--evaluate-top", min=1, help="test-evaluate the K best"),
+    as_json: bool = typer.Option(False, "--json", help="end with one JSON line of the summary"),
+) -> None:
+    """Leaderboard (CSV, Markdown), summary.json and plots of an experiment, read from disk."""
+    from caviar.report import write_report
+
+    summary = write_report(experiment, evaluate_top)
+    table = summary.pop("table")
+    typer.echo(table, err=as_json)
+    typer.echo(f"wrote {', '.join(summary['files'])} and summary.json in {experiment}", err=as_json)
+    if as_json:
+        typer.echo(json.dumps(summary))
+
+
+@app.command("promote")
+def promote_cmd(
+    experiment: Path = typer.Argument(..., help="results/<experiment>"),
+    name: str = typer.Option("nsmc-sentiment", help="registry name"),
+    force: bool = typer.Option(False, help="promote even if its test accuracy is below the current version's"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Copy the best checkpoint into results/registry/<name>/v<N> and point `current` at it."""
+    from caviar.promote import promote
+    from caviar.registry import Refused
+
+    try:
+        done = promote(experiment, name, force=force)
+    except Refused as refused:
+        typer.echo(f"caviar: refused: {refused}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"promoted {done['name']}/{done['version']} (test_accuracy {done['test_accuracy']:.4f}); "
+        f"current was {done['previous'] or 'none'}",
+        err=as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(done))
+
+
+registry_app = typer.Typer(help="Versions in results/registry: list, show, rollback.", no_args_is_help=True)
+app.add_typer(registry_app, name="registry")
+
+
+@registry_app.command("list")
+def registry_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Every version of every model, the current ones marked with *."""
+    from caviar.registry import list_models, registry_root
+
+    rows = list_models(registry_root())
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    if not rows:
+        typer.echo(f"no models in {registry_root()}")
+    for r in rows:
+        acc = "" if r["test_accuracy"] is None else f"test_accuracy {r['test_accuracy']:.4f}"
+        typer.echo(f"{'*' if r['current'] else ' '} {r['name']}/{r['version']}  {acc}  {r['created']}  {r['trial_id']}")
+
+
+@registry_app.command("show")
+def registry_show(name: str, version: str = typer.Argument("current")) -> None:
+    """The model card of a version (default: current)."""
+    from caviar.registry import read_card, registry_root
+
+    folder = registry_root() / name / version
+    if not folder.exists():
+        raise UserError(f"{folder}: no such model version")
+    typer.echo(json.dumps(read_card(folder), indent=2, ensure_ascii=False))
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    name: str, to: str | None = typer.Option(None, help="version, e.g. v1 (default: previous)")
+) -> None:
+    """Point `current` back at an earlier version (atomically)."""
+    from caviar.registry import current_version, registry_root, rollback
+
+    model_dir = registry_root() / name
+    if not model_dir.is_dir():
+        raise UserError(f"{model_dir}: no such model in the registry")
+    before = current_version(model_dir)
+    typer.echo(f"{name}: current {before} -> {rollback(model_dir, to)}")
+
+
+@app.command("serve")
+def serve_cmd(
+    model: Path = typer.Option(Path("results/registry/nsmc-sentiment/current"), help="a registry version"),
+    host: str = typer.Option("127.0.0.1", help="bind address; loopback unless you mean otherwise"),
+    port: int = typer.Option(8000),
+    threads: int | None = typer.Option(None, help="torch threads (default: all CPUs)"),
+) -> None:
+    """Serve the model with FastAPI; API key from CAVIAR_API_KEY if set. Docs at /docs."""
+    from caviar.serve import serve
+
+    if not model.exists():
+        raise UserError(f"{model}: no such model; promote one first (caviar promote results/<experiment>)")
+    typer.echo(f"serving {model.resolve()} on http://{host}:{port} (docs at /docs)", err=True)
+    serve(model, host, port, threads)
+
+
+@app.command("predict")
+def predict_cmd(
+    texts: list[str] = typer.Argument(..., help="one or more Korean reviews"),
+    model: Path = typer.Option(Path("results/registry/nsmc-sentiment/current"), help="a registry version"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Label reviews with the promoted model: 긍정 (positive) or 부정 (negative), and P(긍정)."""
+    from caviar.registry import verify
+    from model.predict import Predictor
+
+    if not model.exists():
+        raise UserError(f"{model}: no such model; promote one first (caviar promote results/<experiment>)")
+    verify(model)
+    predictions = Predictor.from_checkpoint(model).predict(texts)
+    for text, p in zip(texts, predictions, strict=True):
+        line = {"text": text, **p.as_dict()}
+        typer.echo(
+            json.dumps(line, ensure_ascii=False) if as_json else f"{p.label}  {p.positive_probability:.4f}  {text}"
+        )
+
+
+@app.command("submit")
+def submit_cmd(
+    job: Path = typer.Argument(..., help="tune_jobs/<job>.yaml"),
+    address: str | None = typer.Option(None, help="the cluster's dashboard, e.g. http://HEAD:8265"),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    follow: bool = typer.Option(False, "--follow", help="stream the logs; exit with the job's status"),
+    install: bool = typer.Option(False, "--install", help="pip-install requirements.txt on the cluster"),
+) -> None:
+    """Submit `caviar tune JOB` to a Ray cluster (Job Submission SDK, token auth)."""
+    from caviar import cluster
+
+    address = address or cluster.default_address()
+    job_id = cluster.submit(job, address, overrides, install)
+    typer.echo(f"submitted {job_id} to {address}")
+    if follow:
+        status = cluster.follow(address, job_id, echo=typer.echo)
+        typer.echo(f"job {job_id}: {status}")
+        raise typer.Exit(0 if status == "SUCCEEDED" else 1)
+    typer.echo(f"follow with: caviar jobs logs {job_id} --address {address}")
+
+
+jobs_app = typer.Typer(help="Jobs on a Ray cluster: list, logs, stop.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
+ADDRESS_HELP = "the cluster's dashboard (default RAY_ADDRESS or http://127.0.0.1:8265)"
+
+
+@jobs_app.command("list")
+def jobs_list(
+    address: str | None = typer.Option(None, help=ADDRESS_HELP), as_json: bool = typer.Option(False, "--json")
+):
+    """Jobs on the cluster, newest last."""
+    from caviar import cluster
+
+    rows = cluster.list_jobs(address or cluster.default_address())
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    for row in sorted(rows, key=lambda r: r["start_time"] or 0):
+        typer.echo(f"{row['id']}  {row['status']:<10} {row['entrypoint']}")
+
+
+@jobs_app.command("logs")
+def jobs_logs(job_id: str, address: str | None = typer.Option(None, help=ADDRESS_HELP)) -> None:
+    """The logs of a job so far."""
+    from caviar import cluster
+
+    typer.echo(cluster.logs(address or cluster.default_address(), job_id))
+
+
+@jobs_app.command("stop")
+def jobs_stop(job_id: str, address: str | None = typer.Option(None, help=ADDRESS_HELP)) -> None:
+    """Ask a running job to stop."""
+    from caviar import cluster
+
+    stopped = cluster.stop(address or cluster.default_address(), job_id)
+    typer.echo(f"{job_id}: {'stop requested' if stopped else 'was not running'}")
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="caviar: %(message)s", stream=sys.stderr)
     import transformers

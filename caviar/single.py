@@ -11,11 +11,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from model.batches import encode
-from model.checkpoint import load_checkpoint, write_atomically, write_json_atomically
+from model.checkpoint import write_atomically, write_json_atomically
 from model.data import load_splits
-from model.evaluate import evaluate
-from model.train import EVAL_BATCH, pick_device, train
+from model.evaluate import evaluate_checkpoint
+from model.train import pick_device, train
 
 METRIC = "val_accuracy"
 
@@ -48,10 +47,7 @@ def run_single(job, out_dir: Path, progress: bool = True) -> dict:
     splits = load_splits(cfg.data)
     keeper = KeepBest(out_dir / "checkpoint", echo=progress)
     result = train(cfg, splits=splits, report=keeper, progress=progress)
-    best = load_checkpoint(keeper.folder)
-    device = pick_device(cfg.train.device)
-    test_set = encode(best.tokenizer, splits.test.document, splits.test.label, cfg.model.max_len)
-    test = evaluate(best.net.to(device), test_set, EVAL_BATCH, best.tokenizer.pad_token_id, device)
+    test = evaluate_checkpoint(keeper.folder, splits.test, pick_device(cfg.train.device))
     summary = {
         "name": cfg.name,
         **{k: v for k, v in keeper.best.items() if k.startswith("val_")},

@@ -10,6 +10,7 @@ import logging
 import os
 from pathlib import Path
 
+import ray
 from ray import tune
 
 from caviar.space import trial_config
@@ -27,8 +28,10 @@ def run_trial(config: dict, *, base: dict, splits, cpus: float) -> None:
         cfg.train.num_threads = max(1, int(cpus))
     fault = _FaultOnce.from_env()
 
+    node_id = ray.get_runtime_context().get_node_id()  # which node ran it, for multi-node runs
+
     def report(metrics: dict, folder: Path) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(folder))
         if fault:
             fault.maybe_raise()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,6 +66,22 @@ def start_ray(address: str | None) -> None:
         ray.init(include_dashboard=False, **kwargs)
 
 
+def leave_job_working_dir(job: JobSpec) -> None:
+    """Inside a Ray job, the runtime-env agent replaces the job's working_dir with a fresh copy when
+    workers start on this node, which deletes the driver's cwd under it (os.getcwd() then fails
+    inside Ray Tune). Imports are unaffected: sys.path holds the absolute path, which the copy
+    re-creates. So resolve relative data paths first, then work from a stable folder."""
+    try:
+        cwd = os.getcwd()
+    except FileNotFoundError:
+        cwd = None
+    if cwd is not None and "working_dir_files" not in cwd:
+        return
+    if job.data.dir and cwd and not Path(job.data.dir).is_absolute():
+        job.data.dir = str(Path(cwd, job.data.dir))
+    os.chdir(tempfile.gettempdir())
+
+
 def check_resources(job: JobSpec) -> None:
     """More per trial than the whole cluster has would leave trials PENDING forever: stop now."""
     import ray
@@ -108,7 +125,7 @@ def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None)
             num_samples=job.num_samples,
             max_concurrent_trials=job.max_concurrent_trials if job.search == "optuna" else None,
             time_budget_s=job.time_budget_s,
-            reuse_actors=False,
+            reuse_actors=True,  # one worker process runs trial after trial: no torch import per trial
         ),
         run_config=tune.RunConfig(
             name=experiment,
@@ -127,6 +144,7 @@ def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None)
 
 
 def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = None) -> dict:
+    leave_job_working_dir(job)
     experiment = experiment or f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     root = storage_root(job)
     experiment_dir = Path(root) / experiment
@@ -147,6 +165,7 @@ def resume_experiment(experiment_dir: Path, address: str | None = None) -> dict:
 
     experiment_dir = Path(experiment_dir).resolve()
     job = load_job_of(experiment_dir)
+    leave_job_working_dir(job)
     from ray import tune
 
     if not tune.Tuner.can_restore(str(experiment_dir)):

@@ -62,3 +62,15 @@ def evaluate(net: nn.Module, data: Encoded, batch_size: int, pad_id: int, device
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels)
+
+
+def evaluate_checkpoint(folder, reviews, device=None) -> Metrics:
+    """Metrics of a saved checkpoint on a split (a DataFrame with `document` and `label`)."""
+    from model.batches import encode
+    from model.checkpoint import load_checkpoint
+    from model.train import EVAL_BATCH, pick_device
+
+    device = device or pick_device("auto")
+    loaded = load_checkpoint(folder)
+    data = encode(loaded.tokenizer, reviews.document, reviews.label, loaded.config.model.max_len)
+    return evaluate(loaded.net.to(device), data, EVAL_BATCH, loaded.tokenizer.pad_token_id, device)

@@ -1,0 +1,61 @@
+"""Parallel trials pay: 8 short trials at 1 CPU each, 2 at a time against 1 at a time.
+
+To run: NSMC_DIR=../shared/data/nsmc python bench/concurrency.py
+
+Target: throughput (trials per hour) of 2-at-a-time over 1-at-a-time >= 1.7 on 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import bench_job, timed_ray_start, write_result  # noqa: E402
+from caviar.tuner import tune_job  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subset", type=int, default=6000, help="train-file reviews per trial")
+    parser.add_argument("--trials", type=int, default=8)
+    args = parser.parse_args()
+
+    ray_start_s = timed_ray_start()
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for concurrent in (1, 2):
+            sections = {
+                "name": f"concurrency-{concurrent}",
+                "data": {"limit": args.subset},
+                "train": {"epochs": 1, "eval_every": 1.0},
+                "search_space": {"train.lr": {"loguniform": [3e-4, 3e-3]}},
+                "scheduler": {"type": "fifo"},
+                "num_samples": args.trials,
+                "max_concurrent_trials": concurrent,
+                "resources_per_trial": {"cpu": 1},
+            }
+            summary = tune_job(bench_job(sections, Path(tmp) / "results"), experiment=f"c{concurrent}")
+            assert all(t["status"] == "TERMINATED" for t in summary["trials"]), summary["trials"]
+            runs[concurrent] = {"wall_s": summary["wall_s"], "trials_per_hour": args.trials * 3600 / summary["wall_s"]}
+    ratio = runs[2]["trials_per_hour"] / runs[1]["trials_per_hour"]
+    write_result(
+        "concurrency",
+        {
+            "trials": args.trials,
+            "subset": args.subset,
+            "one_at_a_time": runs[1],
+            "two_at_a_time": runs[2],
+            "throughput_ratio": ratio,
+            "ray_start_s": ray_start_s,
+            "target": {"throughput_ratio": ">= 1.7"},
+            "met": {"throughput_ratio": ratio >= 1.7},
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

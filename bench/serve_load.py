@@ -1,0 +1,161 @@
+"""Load on the promoted model's HTTP service: 2,000 single requests from 32 concurrent clients, then batches.
+
+To run: python bench/serve_load.py --model results/registry/nsmc-sentiment/current
+
+Traffic goes to 127.0.0.1 only; every loop is bounded in count and in time, and the server it
+starts is stopped at the end. Targets on 2 CPUs: p50 <= 10 ms, p99 <= 50 ms, >= 300 requests/s,
+0 errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import write_result  # noqa: E402
+from model.config import DataConfig  # noqa: E402
+
+HOST = "127.0.0.1"
+DEADLINE_S = 180  # the whole load phase stops by itself after this, finished or not
+
+
+def review_texts(n: int) -> list[str]:
+    from model.data import load_splits
+
+    fixture = Path(__file__).parents[1] / "tests" / "fixtures" / "nsmc"
+    data_dir = os.environ.get("NSMC_DIR") or str(fixture)
+    texts = load_splits(DataConfig(dir=data_dir, test_limit=max(n, 100))).test.document.tolist()
+    return random.Random(0).choices(texts, k=n)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+async def hammer(url: str, payloads: list[dict], concurrency: int, deadline: float) -> tuple[list[float], int, float]:
+    """Send every payload once from `concurrency` clients; returns latencies (s), errors, wall seconds."""
+    latencies, errors = [], 0
+    queue = iter(payloads)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            for payload in queue:
+                if time.monotonic() > deadline:
+                    return
+                started = time.perf_counter()
+                try:
+                    response = await client.post(url, json=payload)
+                    ok = response.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - started)
+                errors += not ok
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors, time.perf_counter() - started
+
+
+def stats(latencies: list[float], errors: int, wall: float, sent: int) -> dict:
+    ms = np.array(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "planned": sent,
+        "errors": errors,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "requests_per_s": len(latencies) / wall,
+        "wall_s": wall,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=Path("results/registry/nsmc-sentiment/current"))
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--batch-requests", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None, help="server torch threads")
+    args = parser.parse_args()
+    if not args.model.exists():
+        sys.exit(f"serve_load: {args.model} does not exist; promote a model first (caviar promote results/<exp>)")
+
+    port = free_port()
+    command = [
+        sys.executable,
+        "-c",
+        "from caviar.cli import main; main()",
+        "serve",
+        "--model",
+        str(args.model),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+    ] + (["--threads", str(args.threads)] if args.threads else [])
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://{HOST}:{port}"
+    try:
+        for _ in range(600):  # up to 60 s for the model to load
+            try:
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit(f"serve_load: the server did not come up: {server.stderr.read().decode()[-500:]}")
+        texts = review_texts(max(args.requests, args.batch_requests * args.batch_size))
+        deadline = time.monotonic() + DEADLINE_S
+        warm = [{"text": t} for t in texts[:100]]
+        asyncio.run(hammer(f"{base}/predict", warm, args.clients, deadline))
+        singles = [{"text": t} for t in texts[: args.requests]]
+        single = stats(*asyncio.run(hammer(f"{base}/predict", singles, args.clients, deadline)), len(singles))
+        batches = [
+            {"texts": texts[i * args.batch_size : (i + 1) * args.batch_size]} for i in range(args.batch_requests)
+        ]
+        batch = stats(*asyncio.run(hammer(f"{base}/predict/batch", batches, 8, deadline)), len(batches))
+        batch["texts_per_s"] = batch["requests_per_s"] * args.batch_size
+        card = httpx.get(f"{base}/model", timeout=5).json()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+    met = {
+        "p50_ms": single["p50_ms"] <= 10,
+        "p99_ms": single["p99_ms"] <= 50,
+        "requests_per_s": single["requests_per_s"] >= 300,
+        "errors": single["errors"] == 0 and batch["errors"] == 0 and single["requests"] == len(singles),
+    }
+    write_result(
+        "serve_load",
+        {
+            "model": str(args.model.resolve()),
+            "model_config": card.get("config", {}).get("model"),
+            "clients": args.clients,
+            "single": single,
+            "batch": {**batch, "batch_size": args.batch_size, "clients": 8},
+            "targets": {"p50_ms": "<= 10", "p99_ms": "<= 50", "requests_per_s": ">= 300", "errors": "0"},
+            "met": met,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m caviar ...` is `caviar ...`; cluster jobs use it so the uploaded code is what runs."""
+
+from caviar.cli import main
+
+main()

@@ -1,0 +1,190 @@
+"""`caviar serve`: the promoted model over HTTP. POST a Korean review, get 긍정 or 부정 back.
+
+To run: caviar serve --model results/registry/nsmc-sentiment/current --port 8000
+        curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"text": "정말 재미있어요"}'
+
+Pre-processing (validation), prediction (micro-batched) and post-processing (labels) are separate
+steps. Concurrent requests share one forward pass, which is what keeps p99 low under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+from caviar.registry import verify
+from model.predict import Prediction, Predictor
+
+MAX_CHARS, MAX_BATCH = 1000, 256
+API_KEY_ENV = "CAVIAR_API_KEY"
+
+
+def _check_text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("text must not be empty or whitespace")
+    if len(text) > MAX_CHARS:
+        raise ValueError(f"text is {len(text)} characters; at most {MAX_CHARS}")
+    return text
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"text": "이 영화 정말 재미있어요"}})
+    text: StrictStr = Field(description=f"one review, 1 to {MAX_CHARS} characters")
+
+    _text = field_validator("text")(_check_text)
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[StrictStr] = Field(description=f"1 to {MAX_BATCH} reviews")
+
+    @field_validator("texts")
+    @classmethod
+    def _texts(cls, texts: list[str]) -> list[str]:
+        if not texts:
+            raise ValueError("texts must hold at least one text")
+        if len(texts) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} texts per batch (got {len(texts)})")
+        for i, text in enumerate(texts):
+            try:
+                _check_text(text)
+            except ValueError as err:
+                raise ValueError(f"texts[{i}]: {err}") from None
+        return texts
+
+
+class PredictionOut(BaseModel):
+    label: Literal["부정", "긍정"]
+    label_id: Literal[0, 1]
+    positive_probability: float
+
+
+class BatchOut(BaseModel):
+    predictions: list[PredictionOut]
+
+
+class MicroBatcher:
+    """Queue texts from concurrent requests; run them through the model together, off the event loop."""
+
+    def __init__(self, predictor: Predictor, max_texts: int = 128):
+        self.predictor, self.max_texts = predictor, max_texts
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+    async def predict(self, texts: list[str]) -> list[Prediction]:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((texts, future))
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            jobs = [await self.queue.get()]
+            count = len(jobs[0][0])
+            while count < self.max_texts and not self.queue.empty():
+                jobs.append(self.queue.get_nowait())
+                count += len(jobs[-1][0])
+            texts = [t for job_texts, _ in jobs for t in job_texts]
+            try:
+                predictions = await asyncio.to_thread(self.predictor.predict, texts)
+            except Exception as err:  # a model failure is the server's, reported as 500 to each waiter
+                for _, future in jobs:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            start = 0
+            for job_texts, future in jobs:
+                if not future.done():
+                    future.set_result(predictions[start : start + len(job_texts)])
+                start += len(job_texts)
+
+
+def _one_line(err: RequestValidationError) -> str:
+    first = err.errors()[0]
+    if first["type"] == "json_invalid":
+        return f"invalid JSON: {first.get('ctx', {}).get('error', 'could not parse the body')}"
+    loc = ".".join(str(p) for p in first["loc"] if p != "body")
+    kind = first["type"]
+    if kind == "string_type":
+        return f"{loc}: must be a string"
+    if kind == "missing":
+        return f"{loc}: required"
+    if kind in ("model_attributes_type", "dict_type"):
+        return "the body must be a JSON object"
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown field"
+    msg = first["msg"].removeprefix("Value error, ")
+    return msg if msg.startswith(loc) or not loc else f"{loc}: {msg}"
+
+
+def create_app(model_dir: Path, api_key: str | None = None, threads: int | None = None) -> FastAPI:
+    """Verify every checksum, load the model, and build the app; a corrupt model raises UserError."""
+    model_dir = Path(model_dir)
+    card = verify(model_dir)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    predictor = Predictor.from_checkpoint(model_dir)
+    batcher = MicroBatcher(predictor)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        batcher.task = asyncio.create_task(batcher.run())
+        yield
+        batcher.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await batcher.task
+
+    app = FastAPI(
+        title="caviar sentiment",
+        description="NSMC movie-review sentiment: 긍정 (positive) / 부정 (negative)",
+        version=card.get("version", "?"),
+        lifespan=lifespan,
+    )
+    bearer = HTTPBearer(auto_error=False)
+
+    def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if api_key is None:
+            return
+        if credentials is None or not secrets.compare_digest(credentials.credentials, api_key):
+            raise HTTPException(401, "missing or wrong bearer API key", headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": _one_line(err)})
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": card.get("name"), "version": card.get("version")}
+
+    @app.get("/model", dependencies=[Depends(authorized)])
+    async def model_card() -> dict:
+        return card
+
+    @app.post("/predict", response_model=PredictionOut, dependencies=[Depends(authorized)])
+    async def predict(request: PredictRequest) -> dict:
+        (prediction,) = await batcher.predict([request.text])
+        return prediction.as_dict()
+
+    @app.post("/predict/batch", response_model=BatchOut, dependencies=[Depends(authorized)])
+    async def predict_batch(request: BatchRequest) -> dict:
+        return {"predictions": [p.as_dict() for p in await batcher.predict(request.texts)]}
+
+    return app
+
+
+def serve(model_dir: Path, host: str, port: int, threads: int | None = None) -> None:
+    import uvicorn
+
+    app = create_app(model_dir, api_key=os.environ.get(API_KEY_ENV) or None, threads=threads)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

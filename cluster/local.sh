@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# A real Ray cluster on this machine: a head and N worker nodes (separate raylets) on 127.0.0.1,
+# dashboard on loopback, token authentication on. Lets multi-node behaviour be tried on one box.
+#
+# To run: cluster/local.sh up 1      # head + 1 worker, 1 CPU each
+#         cluster/local.sh down      # stop every node it started
+#
+# Every node keeps its Ray files under $CAVIAR_CLUSTER_DIR/ray, which is also how `down` finds
+# exactly this cluster's processes (and no other Ray on the machine).
+# Settings (environment): CAVIAR_CLUSTER_DIR (state, default /tmp/caviar-cluster; keep it short:
+# Ray's socket paths must stay under 108 characters),
+# RAY_HEAD_PORT (6379), RAY_DASHBOARD_PORT (8265), CAVIAR_NODE_CPUS (1), RAY (the ray command).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+ray_cmd=${RAY:-$here/../.venv/bin/ray}
+[ -x "$ray_cmd" ] || ray_cmd=ray
+state=${CAVIAR_CLUSTER_DIR:-/tmp/caviar-cluster}
+head_port=${RAY_HEAD_PORT:-6379}
+dash_port=${RAY_DASHBOARD_PORT:-8265}
+cpus=${CAVIAR_NODE_CPUS:-1}
+export RAY_AUTH_MODE=token  # never off
+# Jobs run `python -m caviar`: make `python` the one whose ray started the nodes
+PATH="$(cd "$(dirname "$(command -v "$ray_cmd")")" && pwd):$PATH"
+export PATH
+
+die() { echo "local.sh: $*" >&2; exit 2; }
+
+# Every node gets its own block of ports so several raylets can share one machine.
+node_ports() {  # $1 = node index (0 = head)
+  local base=$((head_port + 1000 + 100 * $1))
+  echo "--node-manager-port $base --object-manager-port $((base + 1))" \
+       "--dashboard-agent-listen-port $((base + 2)) --dashboard-agent-grpc-port $((base + 3))" \
+       "--metrics-export-port $((base + 4)) --runtime-env-agent-port $((base + 5))" \
+       "--min-worker-port $((base + 10)) --max-worker-port $((base + 99))"
+}
+
+up() {
+  local workers=${1:-1}
+  [[ $workers =~ ^[0-9]+$ ]] || die "up takes a number of worker nodes, got '$workers'"
+  mkdir -p "$state"
+  [ -f "$state/nodes" ] && die "a cluster from $state is up already; run: $0 down"
+  if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ ! -s "$HOME/.ray/auth_token" ]; then
+    "$ray_cmd" get-auth-token --generate >/dev/null
+  fi
+  # shellcheck disable=SC2046
+  "$ray_cmd" start --head --node-ip-address 127.0.0.1 --port "$head_port" \
+    --dashboard-host 127.0.0.1 --dashboard-port "$dash_port" --ray-client-server-port $((head_port + 2)) \
+    --num-cpus "$cpus" --num-gpus 0 --disable-usage-stats --temp-dir "$state/ray" $(node_ports 0) \
+    >"$state/head.log" 2>&1 \
+    || { cat "$state/head.log" >&2; die "the head did not start"; }
+  echo "head 0 $((head_port + 1000))" >"$state/nodes"
+  for i in $(seq 1 "$workers"); do
+    # shellcheck disable=SC2046
+    "$ray_cmd" start --address "127.0.0.1:$head_port" --node-ip-address 127.0.0.1 \
+      --num-cpus "$cpus" --num-gpus 0 --disable-usage-stats --temp-dir "$state/ray" $(node_ports "$i") \
+      >"$state/worker-$i.log" 2>&1 \
+      || { cat "$state/worker-$i.log" >&2; down; die "worker $i did not start"; }
+    echo "worker $i $((head_port + 1000 + 100 * i))" >>"$state/nodes"
+  done
+  echo "Ray head on 127.0.0.1:$head_port with $workers worker node(s), $cpus CPU(s) each"
+  echo "dashboard / jobs: http://127.0.0.1:$dash_port   (token: ~/.ray/auth_token or RAY_AUTH_TOKEN)"
+}
+
+descendants() {  # $@ = pids; prints them and all their children, recursively
+  local pid
+  for pid in "$@"; do
+    echo "$pid"
+    # shellcheck disable=SC2046
+    descendants $(pgrep -P "$pid" || true)
+  done
+}
+
+ours() {  # pids of this cluster: files under our temp dir or talking to our GCS port, and their
+  # children (agents rename themselves, e.g. ray::DashboardAgent, so only parentage finds them)
+  # shellcheck disable=SC2046
+  descendants $({ pgrep -f -- "$state/ray" || true; pgrep -f -- "address[= ][^ ]*:$head_port( |$)" || true; }) |
+    sort -u
+}
+
+down() {
+  # `ray stop` would stop every Ray on the machine; stop only this cluster's processes
+  local pids
+  pids=$(ours)
+  if [ -n "$pids" ]; then
+    kill -TERM $pids 2>/dev/null || true
+    for _ in $(seq 1 20); do
+      [ -z "$(ours)" ] && break
+      sleep 0.5
+    done
+    pids=$(ours)
+    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+  fi
+  rm -f "$state/nodes"
+  echo "cluster stopped"
+}
+
+case "${1:-}" in
+  up) up "${2:-1}" ;;
+  down) down ;;
+  *) die "usage: $0 up N | down" ;;
+esac
