@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caviar.registry import verify
 from model.predict import Prediction, Predictor
@@ -162,6 +164,13 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
         return JSONResponse(status_code=422, content={"detail": _one_line(err)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers a body it cannot even decode (e.g. not UTF-8) with 400; it is invalid JSON all the same
+        if err.status_code == 400:
+            return JSONResponse(status_code=422, content={"detail": f"invalid JSON: {err.detail}"})
+        return await http_exception_handler(request, err)
 
     @app.get("/health")
     async def health() -> dict:

@@ -34,8 +34,14 @@ TUNE = {
 
 
 def ray_processes() -> set[int]:
+    """Live raylets and GCS servers (exited ones waiting to be reaped do not count)."""
     out = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
+    alive = set()
+    for pid in map(int, out.split()):
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z":
+                alive.add(pid)
+    return alive
 
 
 @pytest.fixture(autouse=True)
