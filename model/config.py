@@ -67,7 +67,9 @@ class TrainConfig(Strict):
     reference_batch_size: int = Field(64, ge=1, description="the batch size at which lr is meant as given")
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (smoke runs)")
-    eval_every: float = Field(0.25, gt=0, le=1, description="fraction of an epoch between evaluations")
+    eval_every: float = Field(
+        0.25, gt=0, le=1, description="fraction of an epoch between evaluations (round(1/x) per epoch)"
+    )
     patience: int | None = Field(None, ge=1, description="evaluations without val_loss improvement before stopping")
     grad_clip: float | None = Field(1.0, gt=0)
     seed: int = 42

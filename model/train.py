@@ -103,7 +103,10 @@ def train(
     total_steps = (
         tc.epochs * steps_per_epoch if tc.max_steps is None else min(tc.max_steps, tc.epochs * steps_per_epoch)
     )
-    eval_interval = max(1, round(tc.eval_every * steps_per_epoch))
+    # evaluations fall at fixed places in every epoch (and its end), so a job's max_t is exactly
+    # epochs x evaluations-per-epoch
+    per_epoch = max(1, round(1 / tc.eval_every))
+    eval_points = {max(1, round(steps_per_epoch * k / per_epoch)) for k in range(1, per_epoch + 1)}
     optimizer = build_optimizer(net, tc)
     scheduler = build_schedule(optimizer, tc, total_steps, steps_per_epoch)
 
@@ -153,8 +156,7 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{window_loss / window_n:.4f}", refresh=False)
 
-            end_of_epoch = step % steps_per_epoch == 0 or step == total_steps
-            if step % eval_interval and not end_of_epoch:
+            if step - epoch * steps_per_epoch not in eval_points and step != total_steps:
                 continue
             seen, train_time = seen + window_seen, train_time + window_time
             val = evaluate(net, val_set, EVAL_BATCH, pad_id, device)
