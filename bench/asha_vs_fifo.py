@@ -16,6 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import ray  # noqa: E402
+
 from bench.common import bench_job, timed_ray_start, write_result  # noqa: E402
 from caviar.tuner import tune_job  # noqa: E402
 
@@ -62,6 +64,7 @@ def main() -> None:
                 "stopped_early": summary["stopped_early"],
                 "configs": sorted(str(sorted(t["params"].items())) for t in summary["trials"]),
             }
+    ray.shutdown()
     same_configs = runs["fifo"].pop("configs") == runs["asha"].pop("configs")
     time_ratio = runs["asha"]["wall_s"] / runs["fifo"]["wall_s"]
     gap_points = 100 * (runs["fifo"]["best_val_accuracy"] - runs["asha"]["best_val_accuracy"])

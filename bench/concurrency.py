@@ -14,6 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import ray  # noqa: E402
+
 from bench.common import bench_job, timed_ray_start, write_result  # noqa: E402
 from caviar.tuner import tune_job  # noqa: E402
 
@@ -41,6 +43,7 @@ def main() -> None:
             summary = tune_job(bench_job(sections, Path(tmp) / "results"), experiment=f"c{concurrent}")
             assert all(t["status"] == "TERMINATED" for t in summary["trials"]), summary["trials"]
             runs[concurrent] = {"wall_s": summary["wall_s"], "trials_per_hour": args.trials * 3600 / summary["wall_s"]}
+    ray.shutdown()
     ratio = runs[2]["trials_per_hour"] / runs[1]["trials_per_hour"]
     write_result(
         "concurrency",

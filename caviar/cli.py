@@ -51,6 +51,31 @@ def train_cmd(
         typer.echo(json.dumps({k: v for k, v in summary.items() if k not in ("history", "config")}))
 
 
+@app.command("lr-find")
+def lr_find_cmd(
+    job: Path = typer.Argument(..., help="tune_jobs/<job>.yaml"),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    out: Path | None = typer.Option(None, help="folder (default results/lr_find/<name>-<time>)"),
+    as_json: bool = typer.Option(False, "--json", help="end with one JSON line of the suggestion"),
+) -> None:
+    """Leslie Smith's LR range test: suggests base_lr and max_lr from smoothed loss and accuracy."""
+    from caviar.jobfile import load_job
+    from caviar.lr_find import lr_find
+
+    spec = load_job(job, overrides)
+    out = out or Path("results") / "lr_find" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = lr_find(spec, out)
+    typer.echo(
+        f"base_lr {result['base_lr']:.2e}  max_lr {result['max_lr']:.2e}  ({result['steps']} steps"
+        f"{', stopped at divergence' if result['diverged'] else ''})",
+        err=as_json,
+    )
+    typer.echo(f"wrote {result['json']} and {result['plot']}", err=as_json)
+    if as_json:
+        keep = ("base_lr", "max_lr", "min_loss_lr", "steps", "diverged", "json", "plot")
+        typer.echo(json.dumps({k: result[k] for k in keep}))
+
+
 @app.command("tune")
 def tune_cmd(
     job: Path = typer.Argument(..., help="tune_jobs/<job>.yaml"),
@@ -84,7 +109,7 @@ def resume_cmd(
 def _finish_tuning(run, metric: str, as_json: bool) -> None:
     import ray
 
-    from caviar.tuner import Interrupted, describe_best
+    from caviar.summary import Interrupted, describe_best
 
     try:
         summary = run()

@@ -20,6 +20,7 @@ from model.errors import UserError
 
 JOB_FILE = "caviar_job.json"  # the validated job, written before the first trial starts
 SUMMARY_FILE = "caviar_tune.json"
+ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
 
 
 @dataclass
@@ -30,6 +31,7 @@ class TrialRecord:
     path: Path
     history: pd.DataFrame  # one row per evaluation
     error: str | None
+    round: int = 1
 
     @property
     def evaluations(self) -> int:
@@ -86,11 +88,29 @@ def _history(trial_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def round_dirs(experiment_dir: Path) -> list[Path]:
+    """round-1, round-2, ... of a coarse-to-fine experiment, in order (none for a one-round job)."""
+    found = [p for p in Path(experiment_dir).glob("round-*") if p.is_dir() and p.name[6:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[6:]))
+
+
 def load_trials(experiment_dir: Path) -> list[TrialRecord]:
-    """Trials from Ray's experiment state; histories and checkpoints from each trial's folder."""
+    """Trials from Ray's experiment state; histories and checkpoints from each trial's folder.
+    A coarse-to-fine experiment's rounds are read together, each trial tagged with its round."""
+    experiment_dir = Path(experiment_dir).resolve()
+    if rounds := round_dirs(experiment_dir):
+        records = []
+        for folder in rounds:
+            for record in _load_one(folder):
+                record.round = int(folder.name[6:])
+                records.append(record)
+        return records
+    return _load_one(experiment_dir)
+
+
+def _load_one(experiment_dir: Path) -> list[TrialRecord]:
     from ray.tune import ExperimentAnalysis
 
-    experiment_dir = Path(experiment_dir).resolve()
     if not list(experiment_dir.glob("experiment_state-*.json")):
         raise UserError(f"{experiment_dir} holds no Ray Tune experiment state (was it started?)")
     quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")

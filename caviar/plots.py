@@ -101,3 +101,25 @@ def parallel_coordinates(board: pd.DataFrame, params: list[str], log_params: set
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label=f"best {metric}")
     ax.set_title("parallel coordinates (normalized)")
     return _save(fig, path)
+
+
+def lr_find(result: dict, path: Path) -> Path:
+    """Loss (raw and smoothed) and val accuracy against the learning rate, with the suggested bounds."""
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.plot(result["lrs"], result["losses"], color="lightgray", lw=0.8, label="train loss (per step)")
+    ax.plot(result["lrs"], result["smoothed_losses"], color="C0", lw=2, label="train loss (smoothed)")
+    ax.set_xscale("log" if result["mode"] == "exp" else "linear")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("train loss")
+    losses = np.asarray(result["smoothed_losses"])
+    ax.set_ylim(losses.min() - 0.05, min(losses.max(), 3 * losses[: max(1, len(losses) // 10)].mean()) + 0.05)
+    if result["val_lrs"]:
+        acc = ax.twinx()
+        acc.plot(result["val_lrs"], result["val_accuracies"], "o-", color="C2", ms=3, label="val accuracy")
+        acc.set_ylabel("val accuracy", color="C2")
+    for key, color in (("base_lr", "C1"), ("max_lr", "C3")):
+        ax.axvline(result[key], color=color, ls="--", label=f"{key} = {result[key]:.2e}")
+    ax.legend(loc="lower left")
+    ax.set_title("LR range test")
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)

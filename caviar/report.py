@@ -35,6 +35,7 @@ def trial_row(trial: TrialRecord, job: JobSpec) -> dict:
         "trial_id": trial.trial_id,
         "status": trial.status,
         "evaluations": trial.evaluations,
+        "round": trial.round,
         "stopped_at_rung": trial.evaluations if trial.stopped_early else None,
         f"best_{metric}": None if best is None else float(best[metric]),
         "best_evaluation": None if best is None else int(best["training_iteration"]),

@@ -125,6 +125,33 @@ class CheckpointSpec(Strict):
     keep_best_trials: int | None = Field(None, ge=1, description="at the end, delete checkpoints of all others")
 
 
+class RefineSpec(Strict):
+    """How a round narrows the next one's space (with `rounds` > 1)."""
+
+    top_k: int = Field(3, ge=1, description="trials of the round before that the next round centres on")
+    margin: float = Field(0.25, ge=0, description="added on each side, as a share of the top-k span")
+
+
+class LrFindSpec(Strict):
+    """The LR range test (`caviar lr-find`, and `train.lr: {from_lr_find: true}` in a job)."""
+
+    min_lr: float = Field(1e-6, gt=0)
+    max_lr: float = Field(1.0, gt=0)
+    mode: Literal["exp", "linear"] = Field("exp", description="how the lr rises from min_lr to max_lr")
+    steps: int | None = Field(300, ge=10, description="optimizer steps of the test (or give epochs)")
+    epochs: float | None = Field(None, gt=0, description="length in epochs instead of steps, as in the seed")
+    eval_points: int = Field(20, ge=2, description="val-accuracy measurements along the ramp")
+    val_limit: int = Field(1000, ge=10, description="val reviews per measurement")
+
+    @model_validator(mode="after")
+    def _range(self) -> LrFindSpec:
+        if self.min_lr >= self.max_lr:
+            raise ValueError(f"lr_find.min_lr ({self.min_lr}) must be below lr_find.max_lr ({self.max_lr})")
+        if self.epochs is not None:
+            self.__dict__["steps"] = None  # epochs given: they set the length
+        return self
+
+
 class JobSpec(TrialConfig):
     search_space: dict[str, Distribution] = Field(default_factory=dict)
     scheduler: Scheduler = Field(default_factory=Asha)
@@ -139,6 +166,22 @@ class JobSpec(TrialConfig):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     storage: str = Field("results", description="local folder or a URI Ray's storage_path takes (s3://...)")
     seed: int | None = Field(0, description="seeds the search algorithm; trials keep train.seed")
+    rounds: int = Field(1, ge=1, description="coarse-to-fine: each round narrows the space around the top-k")
+    refine: RefineSpec = Field(default_factory=lambda: RefineSpec())
+    lr_find: LrFindSpec = Field(default_factory=LrFindSpec)
+    lr_from_lr_find: bool = Field(False, description="set by `train.lr: {from_lr_find: true}`")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lr_from_lr_find(cls, raw: Any) -> Any:
+        """`train.lr: {from_lr_find: true}`: the tuner runs the range test, then searches inside it."""
+        train = raw.get("train") if isinstance(raw, dict) else None
+        if isinstance(train, dict) and isinstance(train.get("lr"), dict):
+            marker = train["lr"]
+            if set(marker) != {"from_lr_find"} or marker["from_lr_find"] is not True:
+                raise ValueError("train.lr: give a number or {from_lr_find: true}")
+            raw = {**raw, "train": {k: v for k, v in train.items() if k != "lr"}, "lr_from_lr_find": True}
+        return raw
 
     @model_validator(mode="before")
     @classmethod
@@ -156,6 +199,8 @@ class JobSpec(TrialConfig):
         for where, space in spaces:
             for key, dist in space.items():
                 check_key(f"{where}.{key}", key, dist, fixed)
+        if self.lr_from_lr_find and "train.lr" in self.search_space:
+            raise ValueError("search_space.train.lr: train.lr comes from lr-find in this job; drop one of them")
         if self.search == "grid" and (bad := [k for k, d in self.search_space.items() if d.kind in RANGE_KINDS]):
             raise ValueError(f"search_space.{bad[0]}: search: grid takes only grid or choice values")
         if self.search == "optuna" and (bad := [k for k, d in self.search_space.items() if d.kind == "grid"]):
@@ -164,6 +209,17 @@ class JobSpec(TrialConfig):
 
     def trial_config(self) -> TrialConfig:
         return TrialConfig.model_validate(self.model_dump(include=set(TrialConfig.model_fields)))
+
+    def with_lr_range(self, base_lr: float, max_lr: float) -> JobSpec:
+        """The job after its LR range test: lr searched log-uniformly inside [base_lr, max_lr], and a
+        cyclical schedule bounded by the same pair."""
+        raw = self.model_dump(mode="json")
+        raw["lr_from_lr_find"] = False
+        raw["search_space"]["train.lr"] = {"loguniform": [base_lr, max_lr]}
+        raw["train"]["lr"] = max_lr
+        if self.train.schedule == "cyclical":
+            raw["train"]["base_lr"], raw["train"]["max_lr"] = base_lr, max_lr
+        return JobSpec.model_validate(raw)
 
 
 def check_key(where: str, key: str, dist: Distribution, fixed: dict) -> None:

@@ -8,6 +8,7 @@ The same code runs locally and on a cluster: only the address changes.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -15,10 +16,11 @@ import time
 from pathlib import Path
 
 from caviar import schedulers
-from caviar.disk import checkpoint_bytes, prune
-from caviar.experiment import JOB_FILE, SUMMARY_FILE, best_trial, load_trials
-from caviar.space import flatten, param_space
+from caviar.experiment import JOB_FILE, ROUNDS_FILE, load_trials
+from caviar.rounds import describe_space, narrow_space, read_space
+from caviar.space import param_space
 from caviar.spec import JobSpec
+from caviar.summary import Interrupted, finish
 from caviar.tensorboard import TrialTensorBoard
 from caviar.trainable import run_trial
 from model.checkpoint import write_json_atomically
@@ -33,14 +35,6 @@ METRIC_COLUMNS = {
     "epoch": "epoch",
     "examples_per_s": "ex/s",
 }
-
-
-class Interrupted(Exception):
-    """The run stopped before its trials finished (Ctrl+C); the experiment can be resumed."""
-
-    def __init__(self, experiment_dir: Path):
-        super().__init__(f"interrupted; continue with: caviar resume {experiment_dir}")
-        self.experiment_dir = experiment_dir
 
 
 def is_remote(storage: str) -> bool:
@@ -95,7 +89,7 @@ def check_resources(job: JobSpec) -> None:
             raise UserError(f"resources_per_trial.{key}: {need:g} {ray_key}s per trial, but the cluster has {total:g}")
 
 
-def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None):
+def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None, root: str | None = None):
     from ray import tune
 
     splits = load_splits(job.data)  # once, in the driver; trials get it through the object store
@@ -106,7 +100,7 @@ def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None)
     if restore_from is not None:
         return tune.Tuner.restore(str(restore_from), trainable, resume_unfinished=True, resume_errored=True)
 
-    root = storage_root(job)
+    root = root or storage_root(job)
     local_dir = None if is_remote(root) else Path(root) / experiment
     reporter = tune.CLIReporter(
         metric_columns=METRIC_COLUMNS,
@@ -152,12 +146,27 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
         if (experiment_dir / JOB_FILE).exists():
             raise UserError(f"{experiment_dir} already holds an experiment; pick another --name or caviar resume it")
         experiment_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(experiment_dir / JOB_FILE, job.model_dump(mode="json"))
+    if job.lr_from_lr_find:
+        job = resolve_lr(job, experiment_dir if not is_remote(root) else Path(tempfile.mkdtemp()))
+    if not is_remote(root):
+        write_json_atomically(experiment_dir / JOB_FILE, job.model_dump(mode="json"))  # resume rebuilds this
     started = time.perf_counter()
     start_ray(address)
     check_resources(job)
-    build_tuner(job, experiment).fit()
+    if job.rounds > 1:
+        run_rounds(job, experiment_dir)
+    else:
+        build_tuner(job, experiment).fit()
     return finish(job, experiment_dir, time.perf_counter() - started)
+
+
+def resolve_lr(job: JobSpec, folder: Path) -> JobSpec:
+    """Run the LR range test in the driver, then search log-uniformly inside what it suggests."""
+    from caviar.lr_find import lr_find
+
+    found = lr_find(job, folder, progress=True)
+    log.info("train.lr from lr-find: loguniform [%.2e, %.2e]", found["base_lr"], found["max_lr"])
+    return job.with_lr_range(found["base_lr"], found["max_lr"])
 
 
 def resume_experiment(experiment_dir: Path, address: str | None = None) -> dict:
@@ -168,85 +177,57 @@ def resume_experiment(experiment_dir: Path, address: str | None = None) -> dict:
     leave_job_working_dir(job)
     from ray import tune
 
-    if not tune.Tuner.can_restore(str(experiment_dir)):
+    if job.rounds == 1 and not tune.Tuner.can_restore(str(experiment_dir)):
         raise UserError(f"{experiment_dir} cannot be resumed: Ray saved no experiment state there")
     started = time.perf_counter()
     start_ray(address)
     check_resources(job)
-    build_tuner(job, experiment_dir.name, restore_from=experiment_dir).fit()
+    if job.rounds > 1:
+        run_rounds(job, experiment_dir)
+    else:
+        build_tuner(job, experiment_dir.name, restore_from=experiment_dir).fit()
     return finish(job, experiment_dir, time.perf_counter() - started)
 
 
-def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
-    """Summarize from disk; prune checkpoints only once every trial has ended."""
-    if is_remote(str(experiment_dir)):
-        log.warning("remote storage: summary and checkpoint pruning need a local copy of %s", experiment_dir)
-        return {"experiment_dir": str(experiment_dir), "wall_s": wall_s}
-    trials = load_trials(experiment_dir)
-    if any(t.status not in ("TERMINATED", "ERROR") for t in trials):
-        raise Interrupted(experiment_dir)
-    freed = prune(trials, job.metric, job.mode, job.checkpoint.keep_best_trials)
-    total_bytes, largest = checkpoint_bytes(trials)
-    best = best_trial(trials, job.metric, job.mode)
-    if best is None:
-        errors = [t.error for t in trials if t.error]
-        raise UserError(f"no trial reported {job.metric}; first error: {errors[0] if errors else 'none recorded'}")
-    trial, row = best
-    checkpoint = trial.best_checkpoint(job.metric, job.mode)
-    row = _row_of_checkpoint(trial, checkpoint, row, job.metric)
-    bound = (job.checkpoint.keep_best_trials or len(trials)) + (job.max_concurrent_trials or len(trials))
-    summary = {
-        "experiment_dir": str(experiment_dir),
-        "best_trial": trial.trial_id,
-        "best_config": trial.params,
-        f"best_{job.metric}": float(row[job.metric]),
-        "best_val_accuracy": float(row["val_accuracy"]),
-        "best_evaluation": int(row["training_iteration"]),
-        "best_checkpoint": str(checkpoint),
-        "trials": [
-            {
-                "trial_id": t.trial_id,
-                "status": t.status,
-                "evaluations": t.evaluations,
-                f"best_{job.metric}": None if (r := t.best_row(job.metric, job.mode)) is None else float(r[job.metric]),
-                "stopped_early": t.stopped_early,
-                "params": t.params,
-                **({"error": t.error} if t.error else {}),
-            }
-            for t in trials
-        ],
-        "stopped_early": sum(t.stopped_early for t in trials),
-        "errored": sum(t.status == "ERROR" for t in trials),
-        "wall_s": wall_s,
-        "checkpoint_bytes": total_bytes,
-        "checkpoint_bytes_bound": bound * largest,
-        "checkpoint_bytes_freed": freed,
-    }
-    write_json_atomically(experiment_dir / SUMMARY_FILE, summary)
-    return summary
+def run_rounds(job: JobSpec, experiment_dir: Path) -> None:
+    """Run, or continue, every round in <experiment>/round-<r>; the lineage file records each round's
+    space before it starts, so a resumed experiment searches exactly the same ranges."""
+    from ray import tune
+
+    lineage_file = experiment_dir / ROUNDS_FILE
+    lineage = json.loads(lineage_file.read_text(encoding="utf-8")) if lineage_file.is_file() else []
+    for r in range(1, job.rounds + 1):
+        folder = experiment_dir / f"round-{r}"
+        if r > len(lineage):
+            space = (
+                job.search_space
+                if r == 1
+                else narrow_space(
+                    read_space(lineage[-1]["space"]),
+                    top_params(experiment_dir / f"round-{r - 1}", job),
+                    job.refine.margin,
+                )
+            )
+            lineage.append({"round": r, "space": describe_space(space), "folder": folder.name})
+            write_json_atomically(lineage_file, lineage)
+            log.info("round %d/%d searches %s", r, job.rounds, lineage[-1]["space"])
+        round_job = job.model_copy(update={"search_space": read_space(lineage[r - 1]["space"])})
+        if folder.is_dir() and tune.Tuner.can_restore(str(folder)):
+            if all(t.status in ("TERMINATED", "ERROR") for t in load_trials(folder)):
+                continue
+            build_tuner(round_job, folder.name, restore_from=folder).fit()
+        else:
+            build_tuner(round_job, folder.name, root=str(experiment_dir)).fit()
+        if any(t.status not in ("TERMINATED", "ERROR") for t in load_trials(folder)):
+            raise Interrupted(experiment_dir)
 
 
-def _row_of_checkpoint(trial, checkpoint, row, metric: str):
-    """On a tie, name the evaluation whose checkpoint was kept, so the figures and the files agree."""
-    if checkpoint is None:
-        return row
-    step = trial.checkpoint_metrics(checkpoint).get("step")
-    match = trial.history[trial.history["step"] == step]
-    return match.iloc[0] if len(match) and match.iloc[0][metric] == row[metric] else row
-
-
-def describe_best(summary: dict, metric: str) -> list[str]:
-    return [
-        f"best trial {summary['best_trial']}: {metric} {summary[f'best_{metric}']:.4f} "
-        f"at evaluation {summary['best_evaluation']}",
-        "  " + ", ".join(f"{k}={_short(v)}" for k, v in flatten(summary["best_config"]).items()),
-        f"  checkpoint: {summary['best_checkpoint']}",
-        f"{len(summary['trials'])} trials, {summary['stopped_early']} stopped early, {summary['errored']} errored, "
-        f"{summary['wall_s']:.0f}s; checkpoints on disk {summary['checkpoint_bytes'] / 2**20:.1f} MiB",
-        f"experiment: {summary['experiment_dir']}",
-        f"compare: tensorboard --logdir {summary['experiment_dir']}",
+def top_params(round_dir: Path, job: JobSpec) -> list[dict]:
+    """The sampled values of a round's top-k trials, ranked by their best evaluation."""
+    scored = [
+        (row[job.metric], t.params)
+        for t in load_trials(round_dir)
+        if (row := t.best_row(job.metric, job.mode)) is not None
     ]
-
-
-def _short(value) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    scored.sort(key=lambda sp: sp[0], reverse=job.mode == "max")
+    return [params for _, params in scored[: job.refine.top_k]]

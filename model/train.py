@@ -72,20 +72,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(
-    cfg: TrialConfig,
-    *,
-    splits: Splits | None = None,
-    report: Report | None = None,
-    resume_from: Path | None = None,
-    progress: bool = False,
-) -> TrainResult:
+@dataclass
+class Run:
+    """What a training loop works on, built once: network, tokenizer, encoded splits, device."""
+
+    net: torch.nn.Module
+    tokenizer: object
+    train_set: object
+    val_set: object
+    device: torch.device
+    splits: Splits
+    state: dict | None = None  # trainer state when resuming
+    resumed_train_cfg: object = None
+
+
+def prepare(cfg: TrialConfig, splits: Splits | None = None, resume_from: Path | None = None) -> Run:
     tc = cfg.train
     torch.set_num_threads(tc.num_threads or available_cpus())
     device = pick_device(tc.device)
     seed_everything(tc.seed)
     splits = splits or load_splits(cfg.data)
-
     state, resumed_train_cfg = None, None
     if resume_from is not None:
         loaded = load_checkpoint(resume_from, with_state=True)
@@ -95,9 +101,41 @@ def train(
         tokenizer = build_tokenizer(cfg.model, splits.train.document.tolist())
         net = build_network(cfg.model, len(tokenizer), tokenizer.pad_token_id)
     net.to(device).train()
-    pad_id = tokenizer.pad_token_id
     train_set = encode(tokenizer, splits.train.document, splits.train.label, cfg.model.max_len)
     val_set = encode(tokenizer, splits.val.document, splits.val.label, cfg.model.max_len)
+    return Run(net, tokenizer, train_set, val_set, device, splits, state, resumed_train_cfg)
+
+
+def train_step(run: Run, rows, optimizer, grad_clip: float | None) -> float:
+    """One optimizer step on the reviews `rows`; returns the batch loss."""
+    batch = {
+        k: v.to(run.device, non_blocking=True)
+        for k, v in collate(run.train_set, rows, run.tokenizer.pad_token_id).items()
+    }
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
+        logits = run.net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = cross_entropy(logits, batch["labels"])
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.net.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+def train(
+    cfg: TrialConfig,
+    *,
+    splits: Splits | None = None,
+    report: Report | None = None,
+    resume_from: Path | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    tc = cfg.train
+    run = prepare(cfg, splits, resume_from)
+    net, tokenizer, train_set, val_set, device = run.net, run.tokenizer, run.train_set, run.val_set, run.device
+    splits, state, resumed_train_cfg = run.splits, run.state, run.resumed_train_cfg
+    pad_id = tokenizer.pad_token_id
 
     steps_per_epoch = math.ceil(len(train_set) / tc.batch_size)
     total_steps = (
@@ -137,19 +175,11 @@ def train(
         )
         for rows in batches[offset:]:
             started = time.perf_counter()
-            batch = {k: v.to(device, non_blocking=True) for k, v in collate(train_set, rows, pad_id).items()}
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            loss = cross_entropy(logits, batch["labels"])
-            loss.backward()
-            if tc.grad_clip:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
-            optimizer.step()
+            loss = train_step(run, rows, optimizer, tc.grad_clip)
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             elapsed = time.perf_counter() - started
             step += 1
-            window_loss += loss.item()
+            window_loss += loss
             window_n += 1
             window_seen += len(rows)
             window_time += elapsed

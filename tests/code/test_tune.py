@@ -177,3 +177,99 @@ def wait_for_finished_trial(experiment: Path, timeout: float) -> set[str]:
         if len(done) == 4:
             raise AssertionError("every trial finished before the driver could be killed")
     raise AssertionError(f"no trial finished within {timeout}s")
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {
+            "scheduler": {
+                "type": "pbt",
+                "perturbation_interval": 2,
+                "mutations": {"train.lr": {"loguniform": [3e-4, 1e-2]}},
+            }
+        },
+        {"scheduler": {"type": "hyperband", "max_t": 6, "reduction_factor": 2}},
+        {"scheduler": {"type": "median_stopping", "grace_period": 1, "min_samples_required": 2}, "search": "optuna"},
+    ],
+    ids=["pbt", "hyperband", "median_stopping+optuna"],
+)
+def test_every_scheduler_and_search_completes(tmp_path, spec):
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), **{**TUNE, "num_samples": 4, **spec})
+    summary = summary_of(run_caviar("tune", job, "--name", "s", "--json"))
+    assert len(summary["trials"]) == 4
+    assert all(t["status"] == "TERMINATED" for t in summary["trials"])
+    assert summary["best_val_accuracy"] > 0.5
+
+
+def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
+    slow = {**TINY["train"], "epochs": 10}
+    job = tiny_job_yaml(
+        tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=slow, **{**TUNE, "scheduler": {"type": "fifo"}}
+    )
+    driver = subprocess.Popen(caviar_cmd("tune", job, "--name", "c"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for_reports(tmp_path / "results" / "c", timeout=120)
+    driver.send_signal(signal.SIGINT)
+    _, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, err.decode()[-2000:]
+    assert f"caviar resume {tmp_path / 'results' / 'c'}" in err.decode()
+
+
+def wait_for_reports(experiment: Path, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(p.stat().st_size for p in experiment.glob("*/result.json")):
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"no trial reported within {timeout}s")
+
+
+def test_two_rounds_narrow_inside_the_first(tmp_path):
+    spec = {
+        **TUNE,
+        "num_samples": 4,
+        "search_space": {
+            "train.lr": {"loguniform": [3e-4, 1e-2]},
+            "train.weight_decay": {"uniform": [0.0, 0.1]},
+            "model.dropout": {"choice": [0.0, 0.1, 0.2]},
+        },
+        "rounds": 2,
+        "refine": {"top_k": 2, "margin": 0.2},
+    }
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), **spec)
+    summary = summary_of(run_caviar("tune", job, "--name", "r", "--json"))
+    assert [r["round"] for r in summary["rounds"]] == [1, 2]
+    first, second = (r["space"] for r in summary["rounds"])
+    for key in ("train.lr", "train.weight_decay"):
+        (_, (lo1, hi1)), (_, (lo2, hi2)) = next(iter(first[key].items())), next(iter(second[key].items()))
+        assert lo1 <= lo2 < hi2 <= hi1 and (hi2 - lo2) < (hi1 - lo1), key
+    assert set(second["model.dropout"]["choice"]) <= set(first["model.dropout"]["choice"])
+    rounds = {t["round"] for t in summary["trials"]}
+    assert rounds == {1, 2} and len(summary["trials"]) == 8
+    for trial in (t for t in summary["trials"] if t["round"] == 2):
+        lo, hi = second["train.lr"]["loguniform"]
+        assert lo <= trial["params"]["train.lr"] <= hi
+    experiment = Path(summary["experiment_dir"])
+    assert (experiment / "round-1").is_dir() and (experiment / "round-2").is_dir()
+    assert json.loads((experiment / "caviar_rounds.json").read_text())[1]["space"] == second
+
+
+def test_lr_from_lr_find_searches_inside_the_suggestion(tmp_path):
+    spec = {**TUNE, "num_samples": 2, "search_space": {}, "scheduler": {"type": "fifo"}}
+    train = {**TINY["train"], "lr": {"from_lr_find": True}, "schedule": "cyclical"}
+    job = tiny_job_yaml(
+        tmp_path / "job.yaml",
+        storage=str(tmp_path / "results"),
+        train=train,
+        lr_find={"min_lr": 1e-5, "max_lr": 1.0, "steps": 60, "eval_points": 6, "val_limit": 48},
+        **spec,
+    )
+    summary = summary_of(run_caviar("tune", job, "--name", "lr", "--json"))
+    experiment = Path(summary["experiment_dir"])
+    found = json.loads((experiment / "lr_find.json").read_text())
+    assert (experiment / "lr_find.png").read_bytes().startswith(b"\x89PNG")
+    resolved = json.loads((experiment / "caviar_job.json").read_text())
+    assert resolved["search_space"]["train.lr"]["loguniform"] == [found["base_lr"], found["max_lr"]]
+    assert (resolved["train"]["base_lr"], resolved["train"]["max_lr"]) == (found["base_lr"], found["max_lr"])
+    for trial in summary["trials"]:
+        assert found["base_lr"] <= trial["params"]["train.lr"] <= found["max_lr"]

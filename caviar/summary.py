@@ -1,0 +1,105 @@
+"""The end of a tuning run, read back from disk: best trial, per-trial table, disk use; and what to print.
+
+Runs only once every trial has ended; an interrupted run raises Interrupted instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from caviar.disk import checkpoint_bytes, prune
+from caviar.experiment import ROUNDS_FILE, SUMMARY_FILE, best_trial, load_trials
+from caviar.space import flatten
+from caviar.spec import JobSpec
+from model.checkpoint import write_json_atomically
+from model.errors import UserError
+
+log = logging.getLogger("caviar.tune")
+
+
+class Interrupted(Exception):
+    """The run stopped before its trials finished (Ctrl+C); the experiment can be resumed."""
+
+    def __init__(self, experiment_dir: Path):
+        super().__init__(f"interrupted; continue with: caviar resume {experiment_dir}")
+        self.experiment_dir = experiment_dir
+
+
+def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
+    """Summarize from disk; prune checkpoints only once every trial has ended."""
+    if "://" in str(experiment_dir):
+        log.warning("remote storage: summary and checkpoint pruning need a local copy of %s", experiment_dir)
+        return {"experiment_dir": str(experiment_dir), "wall_s": wall_s}
+    trials = load_trials(experiment_dir)
+    if any(t.status not in ("TERMINATED", "ERROR") for t in trials):
+        raise Interrupted(experiment_dir)
+    freed = prune(trials, job.metric, job.mode, job.checkpoint.keep_best_trials)
+    total_bytes, largest = checkpoint_bytes(trials)
+    best = best_trial(trials, job.metric, job.mode)
+    if best is None:
+        errors = [t.error for t in trials if t.error]
+        raise UserError(f"no trial reported {job.metric}; first error: {errors[0] if errors else 'none recorded'}")
+    trial, row = best
+    checkpoint = trial.best_checkpoint(job.metric, job.mode)
+    row = _row_of_checkpoint(trial, checkpoint, row, job.metric)
+    bound = (job.checkpoint.keep_best_trials or len(trials)) + (job.max_concurrent_trials or len(trials))
+    summary = {
+        "experiment_dir": str(experiment_dir),
+        "best_trial": trial.trial_id,
+        "best_config": trial.params,
+        f"best_{job.metric}": float(row[job.metric]),
+        "best_val_accuracy": float(row["val_accuracy"]),
+        "best_evaluation": int(row["training_iteration"]),
+        "best_checkpoint": str(checkpoint),
+        "trials": [
+            {
+                "trial_id": t.trial_id,
+                "status": t.status,
+                "evaluations": t.evaluations,
+                f"best_{job.metric}": None if (r := t.best_row(job.metric, job.mode)) is None else float(r[job.metric]),
+                "stopped_early": t.stopped_early,
+                "round": t.round,
+                "params": t.params,
+                **({"error": t.error} if t.error else {}),
+            }
+            for t in trials
+        ],
+        "stopped_early": sum(t.stopped_early for t in trials),
+        "errored": sum(t.status == "ERROR" for t in trials),
+        "wall_s": wall_s,
+        "checkpoint_bytes": total_bytes,
+        "checkpoint_bytes_bound": bound * largest,
+        "checkpoint_bytes_freed": freed,
+    }
+    if (lineage := experiment_dir / ROUNDS_FILE).is_file():
+        summary["rounds"] = json.loads(lineage.read_text(encoding="utf-8"))
+    write_json_atomically(experiment_dir / SUMMARY_FILE, summary)
+    return summary
+
+
+def _row_of_checkpoint(trial, checkpoint, row, metric: str):
+    """On a tie, name the evaluation whose checkpoint was kept, so the figures and the files agree."""
+    if checkpoint is None:
+        return row
+    step = trial.checkpoint_metrics(checkpoint).get("step")
+    match = trial.history[trial.history["step"] == step]
+    return match.iloc[0] if len(match) and match.iloc[0][metric] == row[metric] else row
+
+
+def describe_best(summary: dict, metric: str) -> list[str]:
+    return [
+        f"best trial {summary['best_trial']}: {metric} {summary[f'best_{metric}']:.4f} "
+        f"at evaluation {summary['best_evaluation']}",
+        "  " + ", ".join(f"{k}={_short(v)}" for k, v in flatten(summary["best_config"]).items()),
+        f"  checkpoint: {summary['best_checkpoint']}",
+        f"{len(summary['trials'])} trials, {summary['stopped_early']} stopped early, {summary['errored']} errored, "
+        f"{summary['wall_s']:.0f}s; checkpoints on disk {summary['checkpoint_bytes'] / 2**20:.1f} MiB",
+        f"experiment: {summary['experiment_dir']}",
+        f"compare: tensorboard --logdir {summary['experiment_dir']}",
+    ]
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
