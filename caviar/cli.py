@@ -146,17 +146,30 @@ def promote_cmd(
     experiment: Path = typer.Argument(..., help="results/<experiment>"),
     name: str = typer.Option("nsmc-sentiment", help="registry name"),
     force: bool = typer.Option(False, help="promote even if its test accuracy is below the current version's"),
+    reseed_seeds: int | None = typer.Option(None, "--reseed", min=2, help="re-train the top-K with S seeds first"),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, help="configurations to re-train (default 3)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Copy the best checkpoint into results/registry/<name>/v<N> and point `current` at it."""
+    import ray
+
     from caviar.promote import promote
     from caviar.registry import Refused
 
     try:
-        done = promote(experiment, name, force=force)
+        done = promote(experiment, name, force=force, reseed_seeds=reseed_seeds, top_k=top_k)
     except Refused as refused:
         typer.echo(f"caviar: refused: {refused}", err=True)
         raise typer.Exit(1) from None
+    finally:
+        ray.shutdown()
+    for config in (done["reseed"] or {}).get("configs", []):
+        typer.echo(
+            f"  config {config['rank']} ({config['source_trial']}): "
+            f"val {config['val_mean']:.4f} ± {config['val_std']:.4f}  "
+            f"test {config['test_mean']:.4f} ± {config['test_std']:.4f}",
+            err=as_json,
+        )
     typer.echo(
         f"promoted {done['name']}/{done['version']} (test_accuracy {done['test_accuracy']:.4f}); "
         f"current was {done['previous'] or 'none'}",

@@ -8,27 +8,43 @@ promotion is refused unless --force.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from caviar import registry
 from caviar.experiment import best_trial, load_job_of, load_trials
+from caviar.reseed import reseed
 from model.data import load_splits
 from model.errors import UserError
 from model.evaluate import evaluate_checkpoint
 
 
-def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | None = None) -> dict:
+def promote(
+    experiment_dir: Path,
+    name: str,
+    force: bool = False,
+    root: Path | None = None,
+    reseed_seeds: int | None = None,
+    top_k: int | None = None,
+) -> dict:
     experiment_dir = Path(experiment_dir).resolve()
     root = Path(root or registry.registry_root())
     job = load_job_of(experiment_dir)
-    found = best_trial(load_trials(experiment_dir), job.metric, job.mode)
+    trials = load_trials(experiment_dir)
+    found = best_trial(trials, job.metric, job.mode)
     if found is None:
         raise UserError(f"{experiment_dir}: no trial reported {job.metric}; nothing to promote")
     trial, _ = found
     checkpoint = trial.best_checkpoint(job.metric, job.mode)
+    seeds, spread = reseed_seeds or job.final.seeds, None
+    if seeds:
+        spread = reseed(experiment_dir, job, seeds, top_k or job.final.top_k)
+        chosen = next(c for c in spread["configs"] if c["rank"] == spread["chosen_rank"])
+        trial = next(t for t in trials if t.trial_id == chosen["source_trial"])
+        checkpoint = Path(spread["best_run"]["checkpoint"])
     if checkpoint is None:
         raise UserError(f"{experiment_dir}: the best trial {trial.trial_id} kept no checkpoint")
-    meta = trial.checkpoint_metrics(checkpoint)
+    meta = json.loads((checkpoint / "caviar.json").read_text(encoding="utf-8"))["metrics"]
     splits = load_splits(job.data)
     test = evaluate_checkpoint(checkpoint, splits.test)
 
@@ -61,6 +77,7 @@ def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | N
         "created": registry.now_iso(),
         "source_checkpoint": str(checkpoint),
         "previous": previous,
+        **({"reseed": _card_spread(spread)} if spread else {}),
     }
     version = registry.add_version(model_dir, checkpoint, card)
     registry.set_current(model_dir, version)
@@ -75,7 +92,17 @@ def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | N
     }
 
 
-def _trial_config(checkpoint: Path) -> dict:
-    import json
+def _card_spread(spread: dict) -> dict:
+    """Mean and spread of every re-run configuration; the chosen one first."""
+    configs = sorted(spread["configs"], key=lambda c: c["rank"] != spread["chosen_rank"])
+    keep = ("rank", "source_trial", "params", "val_mean", "val_std", "test_mean", "test_std")
+    return {
+        "seeds": spread["seeds"],
+        "chosen_rank": spread["chosen_rank"],
+        "best_seed": spread["best_run"]["seed"],
+        "configs": [{k: c[k] for k in keep} | {"seeds": [r["seed"] for r in c["runs"]]} for c in configs],
+    }
 
+
+def _trial_config(checkpoint: Path) -> dict:
     return json.loads((checkpoint / "caviar.json").read_text(encoding="utf-8"))["config"]

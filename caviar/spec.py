@@ -132,6 +132,13 @@ class RefineSpec(Strict):
     margin: float = Field(0.25, ge=0, description="added on each side, as a share of the top-k span")
 
 
+class FinalSpec(Strict):
+    """Seed re-runs before promotion (`caviar promote --reseed S` does the same)."""
+
+    seeds: int | None = Field(None, ge=2, description="re-train the top configurations with this many seeds")
+    top_k: int = Field(3, ge=1, description="configurations re-trained")
+
+
 class LrFindSpec(Strict):
     """The LR range test (`caviar lr-find`, and `train.lr: {from_lr_find: true}` in a job)."""
 
@@ -169,6 +176,7 @@ class JobSpec(TrialConfig):
     rounds: int = Field(1, ge=1, description="coarse-to-fine: each round narrows the space around the top-k")
     refine: RefineSpec = Field(default_factory=lambda: RefineSpec())
     lr_find: LrFindSpec = Field(default_factory=LrFindSpec)
+    final: FinalSpec = Field(default_factory=lambda: FinalSpec())
     lr_from_lr_find: bool = Field(False, description="set by `train.lr: {from_lr_find: true}`")
 
     @model_validator(mode="before")

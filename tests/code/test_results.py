@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -239,3 +240,24 @@ def test_predict_cli(cli, experiment, registry_dir):
     assert proc.returncode == 0, proc.stderr
     line = json.loads(proc.stdout.strip().splitlines()[-1])
     assert line["label"] in ("긍정", "부정") and 0 <= line["positive_probability"] <= 1
+
+
+def test_reseed_gives_s_results_per_configuration(cli, experiment, registry_dir):
+    proc = cli("promote", experiment, "--name", "nsmc", "--reseed", "2", "--top-k", "2", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads(proc.stdout.strip().splitlines()[-1])
+    spread = done["reseed"]
+    assert spread["seeds"] == 2 and len(spread["configs"]) == 2
+    for config in spread["configs"]:
+        assert len(config["seeds"]) == 2 and len(set(config["seeds"])) == 2
+    chosen = spread["configs"][0]
+    assert chosen["rank"] == spread["chosen_rank"]
+    assert chosen["val_mean"] == max(c["val_mean"] for c in spread["configs"])  # validation chooses
+    card = registry.verify(registry_dir / "nsmc" / "current")
+    assert card["reseed"]["best_seed"] in chosen["seeds"]
+    assert card["trial_id"] == chosen["source_trial"]
+    for config in json.loads((experiment / "reseed" / "reseed.json").read_text())["configs"]:
+        assert len(config["runs"]) == 2
+        vals = [r["val_accuracy"] for r in config["runs"]]
+        assert config["val_mean"] == pytest.approx(statistics.fmean(vals))
+        assert config["val_std"] == pytest.approx(statistics.stdev(vals))
