@@ -1,0 +1,111 @@
+"""Caviar against panda under the same wall-clock budget on 2 CPUs: best test accuracy each finds.
+
+To run: NSMC_DIR=../shared/data/nsmc python bench/caviar_vs_panda.py --budget 1800
+
+- panda: ONE model on both CPUs, its learning rate from the LR range test (the geometric middle of
+  [base_lr, max_lr]), patience early stopping, trained until the budget ends.
+- caviar: ASHA over many configurations at 1 CPU each, 2 at a time, inside the same budget
+  (the range test's time is charged to panda, which needs it; caviar searches lr itself).
+Validation picks each side's model; the test file only reports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ray  # noqa: E402
+
+from bench.common import bench_job, timed_ray_start, write_result  # noqa: E402
+from caviar.lr_find import lr_find  # noqa: E402
+from caviar.tuner import tune_job  # noqa: E402
+from model.data import load_splits  # noqa: E402
+from model.evaluate import evaluate_checkpoint  # noqa: E402
+
+CAVIAR_SPACE = {
+    "train.lr": {"loguniform": [1e-4, 5e-3]},
+    "train.weight_decay": {"loguniform": [1e-4, 0.1]},
+    "train.schedule": {"choice": ["linear", "cosine", "cyclical"]},
+    "model.layers": {"randint": [1, 3]},
+    "model.dropout": {"choice": [0.0, 0.1, 0.2]},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=1800, help="wall seconds for each side")
+    parser.add_argument("--subset", type=int, default=None, help="train-file reviews (default: all)")
+    parser.add_argument("--epochs", type=int, default=3, help="most epochs a model may train")
+    parser.add_argument("--samples", type=int, default=24, help="caviar's configurations")
+    args = parser.parse_args()
+
+    data = {"limit": args.subset}
+    train = {"epochs": args.epochs, "eval_every": 0.25}
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        storage = Path(tmp) / "results"
+        started = time.perf_counter()
+        probe = bench_job({"name": "panda-lr", "data": data, "train": {**train, "num_threads": 2}}, storage)
+        found = lr_find(probe, Path(tmp) / "lr_find", progress=False)
+        panda_lr = math.sqrt(found["base_lr"] * found["max_lr"])
+        lr_seconds = time.perf_counter() - started
+        timed_ray_start()
+        panda = bench_job(
+            {
+                "name": "panda",
+                "data": data,
+                "train": {**train, "lr": panda_lr, "patience": 4},
+                "scheduler": {"type": "fifo"},
+                "num_samples": 1,
+                "resources_per_trial": {"cpu": 2},
+                "time_budget_s": max(60.0, args.budget - lr_seconds),
+            },
+            storage,
+        )
+        caviar = bench_job(
+            {
+                "name": "caviar",
+                "data": data,
+                "train": train,
+                "search_space": CAVIAR_SPACE,
+                "scheduler": {"type": "asha", "max_t": 4 * args.epochs, "grace_period": 1, "reduction_factor": 3},
+                "num_samples": args.samples,
+                "max_concurrent_trials": 2,
+                "resources_per_trial": {"cpu": 1},
+                "time_budget_s": args.budget,
+            },
+            storage,
+        )
+        test = load_splits(panda.data).test
+        for side, job in (("panda", panda), ("caviar", caviar)):
+            summary = tune_job(job, experiment=side)
+            metrics = evaluate_checkpoint(Path(summary["best_checkpoint"]), test)
+            results[side] = {
+                "wall_s": summary["wall_s"] + (lr_seconds if side == "panda" else 0.0),
+                "trials": len(summary["trials"]),
+                "best_val_accuracy": summary["best_val_accuracy"],
+                "test_accuracy": metrics.accuracy,
+                "best_config": summary["best_config"],
+            }
+        results["panda"]["lr_from_lr_find"] = {"base_lr": found["base_lr"], "max_lr": found["max_lr"], "lr": panda_lr}
+        ray.shutdown()
+    write_result(
+        "caviar_vs_panda",
+        {
+            "budget_s": args.budget,
+            "subset": args.subset,
+            **results,
+            "caviar_minus_panda_test_points": 100
+            * (results["caviar"]["test_accuracy"] - results["panda"]["test_accuracy"]),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

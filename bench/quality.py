@@ -1,0 +1,73 @@
+"""The quality target: the promoted from-scratch model on the full NSMC test file, after the best job.
+
+To run: NSMC_DIR=../shared/data/nsmc python bench/quality.py --job tune_jobs/nsmc_asha.yaml
+        NSMC_DIR=../shared/data/nsmc python bench/quality.py --experiment results/<done>   (skip tuning)
+
+Target: >= 87.0% test accuracy without pretrained weights (published from-scratch NSMC results:
+word-CNN 85.99, self-attentive 86.37, Word2Vec+BiLSTM 86.52, fastText 85.50), in <= 90 min on 2 CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import ray  # noqa: E402
+
+from bench.common import write_result  # noqa: E402
+from caviar.experiment import load_job_of  # noqa: E402
+from caviar.jobfile import load_job  # noqa: E402
+from caviar.promote import promote  # noqa: E402
+from caviar.tuner import tune_job  # noqa: E402
+from model.data import TEST_FILE, locate_nsmc, read_reviews  # noqa: E402
+from model.errors import UserError  # noqa: E402
+from model.evaluate import evaluate_checkpoint  # noqa: E402
+
+TARGET = 0.87
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", type=Path, default=Path("tune_jobs/nsmc_asha.yaml"))
+    parser.add_argument("--experiment", type=Path, default=None, help="a finished experiment: skip tuning")
+    parser.add_argument("--reseed", type=int, default=None, help="seed re-runs before promotion")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    if args.experiment is None:
+        job = load_job(args.job)
+        if job.model.pretrained:
+            raise UserError(f"{args.job}: model.pretrained is set; the quality target is for from-scratch models")
+        experiment = Path(tune_job(job)["experiment_dir"])
+    else:
+        experiment = args.experiment
+    with tempfile.TemporaryDirectory() as registry:
+        done = promote(experiment, "quality", force=True, root=Path(registry), reseed_seeds=args.reseed)
+        ray.shutdown()
+        folder = locate_nsmc(load_job_of(experiment).data)
+        full_test = read_reviews(folder / TEST_FILE)  # the whole file, whatever the job's test_limit
+        metrics = evaluate_checkpoint(Path(done["path"]), full_test)
+    wall = time.perf_counter() - started
+    write_result(
+        "quality",
+        {
+            "experiment": str(experiment),
+            "promoted": {k: done[k] for k in ("version", "val_accuracy", "reseed")},
+            "test_examples": len(full_test),
+            "test_accuracy": metrics.accuracy,
+            "test_f1": metrics.f1,
+            "wall_s": wall,
+            "tuned_here": args.experiment is None,
+            "target": {"test_accuracy": f">= {TARGET}", "wall_s": "<= 5400"},
+            "met": {"test_accuracy": metrics.accuracy >= TARGET, "wall_s": wall <= 5400},
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
