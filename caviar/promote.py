@@ -89,6 +89,7 @@ def promote(
         "test_accuracy": test.accuracy,
         "val_accuracy": meta.get("val_accuracy"),
         "forced": bool(force and previous),
+        "reseed": card.get("reseed"),
     }
 
 
