@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from caviar.jobfile import SET_HELP
 from model.errors import UserError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
@@ -21,9 +22,6 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 @app.callback()
 def root() -> None:
     """caviar: tune a Korean sentiment classifier (NSMC) with Ray Tune, then promote and serve the best."""
-
-
-SET_HELP = "override a job value, e.g. --set train.lr=3e-4 (repeatable)"
 
 
 @app.command("train")
@@ -179,51 +177,6 @@ def promote_cmd(
         typer.echo(json.dumps(done))
 
 
-registry_app = typer.Typer(help="Versions in results/registry: list, show, rollback.", no_args_is_help=True)
-app.add_typer(registry_app, name="registry")
-
-
-@registry_app.command("list")
-def registry_list(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Every version of every model, the current ones marked with *."""
-    from caviar.registry import list_models, registry_root
-
-    rows = list_models(registry_root())
-    if as_json:
-        typer.echo(json.dumps(rows))
-        return
-    if not rows:
-        typer.echo(f"no models in {registry_root()}")
-    for r in rows:
-        acc = "" if r["test_accuracy"] is None else f"test_accuracy {r['test_accuracy']:.4f}"
-        typer.echo(f"{'*' if r['current'] else ' '} {r['name']}/{r['version']}  {acc}  {r['created']}  {r['trial_id']}")
-
-
-@registry_app.command("show")
-def registry_show(name: str, version: str = typer.Argument("current")) -> None:
-    """The model card of a version (default: current)."""
-    from caviar.registry import read_card, registry_root
-
-    folder = registry_root() / name / version
-    if not folder.exists():
-        raise UserError(f"{folder}: no such model version")
-    typer.echo(json.dumps(read_card(folder), indent=2, ensure_ascii=False))
-
-
-@registry_app.command("rollback")
-def registry_rollback(
-    name: str, to: str | None = typer.Option(None, help="version, e.g. v1 (default: previous)")
-) -> None:
-    """Point `current` back at an earlier version (atomically)."""
-    from caviar.registry import current_version, registry_root, rollback
-
-    model_dir = registry_root() / name
-    if not model_dir.is_dir():
-        raise UserError(f"{model_dir}: no such model in the registry")
-    before = current_version(model_dir)
-    typer.echo(f"{name}: current {before} -> {rollback(model_dir, to)}")
-
-
 @app.command("serve")
 def serve_cmd(
     model: Path = typer.Option(Path("results/registry/nsmc-sentiment/current"), help="a registry version"),
@@ -261,62 +214,11 @@ def predict_cmd(
         )
 
 
-@app.command("submit")
-def submit_cmd(
-    job: Path = typer.Argument(..., help="tune_jobs/<job>.yaml"),
-    address: str | None = typer.Option(None, help="the cluster's dashboard, e.g. http://HEAD:8265"),
-    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
-    follow: bool = typer.Option(False, "--follow", help="stream the logs; exit with the job's status"),
-    install: bool = typer.Option(False, "--install", help="pip-install requirements.txt on the cluster"),
-) -> None:
-    """Submit `caviar tune JOB` to a Ray cluster (Job Submission SDK, token auth)."""
-    from caviar import cluster
+from caviar.cli_cluster import register as _register_cluster  # noqa: E402
+from caviar.cli_registry import registry_app  # noqa: E402
 
-    address = address or cluster.default_address()
-    job_id = cluster.submit(job, address, overrides, install)
-    typer.echo(f"submitted {job_id} to {address}")
-    if follow:
-        status = cluster.follow(address, job_id, echo=typer.echo)
-        typer.echo(f"job {job_id}: {status}")
-        raise typer.Exit(0 if status == "SUCCEEDED" else 1)
-    typer.echo(f"follow with: caviar jobs logs {job_id} --address {address}")
-
-
-jobs_app = typer.Typer(help="Jobs on a Ray cluster: list, logs, stop.", no_args_is_help=True)
-app.add_typer(jobs_app, name="jobs")
-ADDRESS_HELP = "the cluster's dashboard (default RAY_ADDRESS or http://127.0.0.1:8265)"
-
-
-@jobs_app.command("list")
-def jobs_list(
-    address: str | None = typer.Option(None, help=ADDRESS_HELP), as_json: bool = typer.Option(False, "--json")
-):
-    """Jobs on the cluster, newest last."""
-    from caviar import cluster
-
-    rows = cluster.list_jobs(address or cluster.default_address())
-    if as_json:
-        typer.echo(json.dumps(rows))
-        return
-    for row in sorted(rows, key=lambda r: r["start_time"] or 0):
-        typer.echo(f"{row['id']}  {row['status']:<10} {row['entrypoint']}")
-
-
-@jobs_app.command("logs")
-def jobs_logs(job_id: str, address: str | None = typer.Option(None, help=ADDRESS_HELP)) -> None:
-    """The logs of a job so far."""
-    from caviar import cluster
-
-    typer.echo(cluster.logs(address or cluster.default_address(), job_id))
-
-
-@jobs_app.command("stop")
-def jobs_stop(job_id: str, address: str | None = typer.Option(None, help=ADDRESS_HELP)) -> None:
-    """Ask a running job to stop."""
-    from caviar import cluster
-
-    stopped = cluster.stop(address or cluster.default_address(), job_id)
-    typer.echo(f"{job_id}: {'stop requested' if stopped else 'was not running'}")
+app.add_typer(registry_app, name="registry")
+_register_cluster(app)
 
 
 def _setup_logging() -> None:

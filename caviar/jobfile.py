@@ -15,6 +15,8 @@ from pydantic import ValidationError
 from caviar.spec import SCHEDULER_TYPES, JobSpec
 from model.errors import UserError
 
+SET_HELP = "override a job value, e.g. --set train.lr=3e-4 (repeatable)"
+
 
 def read_yaml(path: Path) -> dict:
     path = Path(path)
