@@ -85,6 +85,12 @@ def stats(latencies: list[float], errors: int, wall: float, sent: int) -> dict:
     }
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().split(") ")[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("results/registry/nsmc-sentiment/current"))
@@ -126,7 +132,13 @@ def main() -> None:
         warm = [{"text": t} for t in texts[:100]]
         asyncio.run(hammer(f"{base}/predict", warm, args.clients, deadline))
         singles = [{"text": t} for t in texts[: args.requests]]
+        server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
         single = stats(*asyncio.run(hammer(f"{base}/predict", singles, args.clients, deadline)), len(singles))
+        # who spends the CPU: on 2 cores the load generator competes with the server it measures
+        single["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(server.pid) - server_cpu) / single["requests"]
+        single["client_cpu_ms_per_request"] = 1000 * (time.process_time() - client_cpu) / single["requests"]
+        alone = [{"text": t} for t in texts[:200]]
+        unloaded = stats(*asyncio.run(hammer(f"{base}/predict", alone, 1, deadline)), len(alone))
         batches = [
             {"texts": texts[i * args.batch_size : (i + 1) * args.batch_size]} for i in range(args.batch_requests)
         ]
@@ -150,6 +162,7 @@ def main() -> None:
             "model_config": card.get("config", {}).get("model"),
             "clients": args.clients,
             "single": single,
+            "one_client": unloaded,
             "batch": {**batch, "batch_size": args.batch_size, "clients": 8},
             "targets": {"p50_ms": "<= 10", "p99_ms": "<= 50", "requests_per_s": ">= 300", "errors": "0"},
             "met": met,
