@@ -21,6 +21,9 @@ from model.errors import UserError
 JOB_FILE = "caviar_job.json"  # the validated job, written before the first trial starts
 SUMMARY_FILE = "caviar_tune.json"
 ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
+# A driver stopped by Ctrl+C or a kill leaves RUNNING/PENDING trials behind; a run that ended does not
+# (synchronous HyperBand may leave the trials it stopped PAUSED).
+UNFINISHED = ("RUNNING", "PENDING")
 
 
 @dataclass
@@ -45,7 +48,7 @@ class TrialRecord:
     @property
     def stopped_early(self) -> bool:
         """Stopped by the scheduler (ASHA, median rule...): terminated before its own end."""
-        return self.status == "TERMINATED" and not self.finished_naturally
+        return self.status in ("TERMINATED", "PAUSED") and not self.finished_naturally
 
     def best_row(self, metric: str, mode: str) -> pd.Series | None:
         if metric not in self.history or self.history[metric].isna().all():
@@ -145,6 +148,10 @@ def _last_line(error_file: Path) -> str | None:
     except OSError:
         return None
     return lines[-1][:300] if lines else None
+
+
+def interrupted(trials: list[TrialRecord]) -> bool:
+    return any(t.status in UNFINISHED for t in trials)
 
 
 def best_trial(trials: list[TrialRecord], metric: str, mode: str) -> tuple[TrialRecord, pd.Series] | None:

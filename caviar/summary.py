@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from caviar.disk import checkpoint_bytes, prune
-from caviar.experiment import ROUNDS_FILE, SUMMARY_FILE, best_trial, load_trials
+from caviar.experiment import ROUNDS_FILE, SUMMARY_FILE, best_trial, interrupted, load_trials
 from caviar.space import flatten
 from caviar.spec import JobSpec
 from model.checkpoint import write_json_atomically
@@ -33,7 +33,7 @@ def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
         log.warning("remote storage: summary and checkpoint pruning need a local copy of %s", experiment_dir)
         return {"experiment_dir": str(experiment_dir), "wall_s": wall_s}
     trials = load_trials(experiment_dir)
-    if any(t.status not in ("TERMINATED", "ERROR") for t in trials):
+    if interrupted(trials):
         raise Interrupted(experiment_dir)
     freed = prune(trials, job.metric, job.mode, job.checkpoint.keep_best_trials)
     total_bytes, largest = checkpoint_bytes(trials)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from caviar import schedulers
-from caviar.experiment import JOB_FILE, ROUNDS_FILE, load_trials
+from caviar.experiment import JOB_FILE, ROUNDS_FILE, interrupted, load_trials
 from caviar.rounds import describe_space, narrow_space, read_space
 from caviar.space import param_space
 from caviar.spec import JobSpec
@@ -125,7 +125,9 @@ def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None,
             name=experiment,
             storage_path=root,
             checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=job.checkpoint.num_to_keep,
+                # PBT restores OTHER trials' checkpoints, which num_to_keep could delete first; keep all
+                # while it runs, and prune at the end like every job
+                num_to_keep=None if job.scheduler.type == "pbt" else job.checkpoint.num_to_keep,
                 checkpoint_score_attribute=job.metric,
                 checkpoint_score_order=job.mode,
             ),
@@ -213,12 +215,12 @@ def run_rounds(job: JobSpec, experiment_dir: Path) -> None:
             log.info("round %d/%d searches %s", r, job.rounds, lineage[-1]["space"])
         round_job = job.model_copy(update={"search_space": read_space(lineage[r - 1]["space"])})
         if folder.is_dir() and tune.Tuner.can_restore(str(folder)):
-            if all(t.status in ("TERMINATED", "ERROR") for t in load_trials(folder)):
+            if not interrupted(load_trials(folder)):
                 continue
             build_tuner(round_job, folder.name, restore_from=folder).fit()
         else:
             build_tuner(round_job, folder.name, root=str(experiment_dir)).fit()
-        if any(t.status not in ("TERMINATED", "ERROR") for t in load_trials(folder)):
+        if interrupted(load_trials(folder)):
             raise Interrupted(experiment_dir)
 
 

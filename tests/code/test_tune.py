@@ -198,7 +198,8 @@ def test_every_scheduler_and_search_completes(tmp_path, spec):
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), **{**TUNE, "num_samples": 4, **spec})
     summary = summary_of(run_caviar("tune", job, "--name", "s", "--json"))
     assert len(summary["trials"]) == 4
-    assert all(t["status"] == "TERMINATED" for t in summary["trials"])
+    # synchronous HyperBand leaves the trials it stopped PAUSED; nothing may have errored
+    assert {t["status"] for t in summary["trials"]} <= {"TERMINATED", "PAUSED"}
     assert summary["best_val_accuracy"] > 0.5
 
 
