@@ -155,12 +155,12 @@ def test_a_wrong_token_is_a_clear_error(cluster, cluster_job):
 
 
 def test_losing_a_worker_node_retries_its_trials_on_the_head(cluster, cluster_job, tmp_path):
-    job = cluster_job(epochs=12)  # long enough to lose the node mid-trial
+    job = cluster_job(epochs=40)  # 80 evaluations a trial: long enough to lose the node mid-trial
     proc = caviar("submit", job, "--address", cluster.address, env=cluster.env)
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.split("submitted ")[1].split()[0]
     worker = cluster.worker_raylet_pid()
-    wait_for_reports(tmp_path / "shared", count=2, timeout=180)
+    wait_for_both_nodes(tmp_path / "shared", timeout=180)  # a trial is now running on the worker
     os.kill(worker, signal.SIGKILL)
 
     deadline = time.time() + 400
@@ -179,17 +179,17 @@ def test_losing_a_worker_node_retries_its_trials_on_the_head(cluster, cluster_jo
     assert all(t.history["node_id"].iloc[-1] != t.history["node_id"].iloc[0] for t in moved)
 
 
-def wait_for_reports(shared: Path, count: int, timeout: float) -> None:
+def wait_for_both_nodes(shared: Path, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        rows = 0
+        nodes = set()
         for result in shared.glob("*/*/result.json"):
-            with contextlib.suppress(OSError):
-                rows += sum(1 for line in result.read_text().splitlines() if line.strip())
-        if rows >= count:
+            with contextlib.suppress(OSError, ValueError):
+                nodes |= {json.loads(line)["node_id"] for line in result.read_text().splitlines() if line.strip()}
+        if len(nodes) == 2:
             return
-        time.sleep(0.5)
-    raise AssertionError(f"fewer than {count} reports within {timeout}s")
+        time.sleep(0.2)
+    raise AssertionError(f"no reports from both nodes within {timeout}s")
 
 
 def test_cluster_configs_parse_with_their_required_keys():
