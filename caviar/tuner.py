@@ -152,13 +152,18 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
         job = resolve_lr(job, experiment_dir if not is_remote(root) else Path(tempfile.mkdtemp()))
     if not is_remote(root):
         write_json_atomically(experiment_dir / JOB_FILE, job.model_dump(mode="json"))  # resume rebuilds this
+    return run(job, experiment_dir, address, restore=False)
+
+
+def run(job: JobSpec, experiment_dir: Path, address: str | None, restore: bool) -> dict:
+    """Start (or join) Ray, run the job's rounds or its one Tuner, then summarize from disk."""
     started = time.perf_counter()
     start_ray(address)
     check_resources(job)
     if job.rounds > 1:
         run_rounds(job, experiment_dir)
     else:
-        build_tuner(job, experiment).fit()
+        build_tuner(job, experiment_dir.name, restore_from=experiment_dir if restore else None).fit()
     return finish(job, experiment_dir, time.perf_counter() - started)
 
 
@@ -181,14 +186,7 @@ def resume_experiment(experiment_dir: Path, address: str | None = None) -> dict:
 
     if job.rounds == 1 and not tune.Tuner.can_restore(str(experiment_dir)):
         raise UserError(f"{experiment_dir} cannot be resumed: Ray saved no experiment state there")
-    started = time.perf_counter()
-    start_ray(address)
-    check_resources(job)
-    if job.rounds > 1:
-        run_rounds(job, experiment_dir)
-    else:
-        build_tuner(job, experiment_dir.name, restore_from=experiment_dir).fit()
-    return finish(job, experiment_dir, time.perf_counter() - started)
+    return run(job, experiment_dir, address, restore=True)
 
 
 def run_rounds(job: JobSpec, experiment_dir: Path) -> None:

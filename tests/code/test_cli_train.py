@@ -84,3 +84,14 @@ def test_train_end_to_end_json(cli, tmp_path):
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "run" / "result.json").read_text())["checkpoint"] == summary["checkpoint"]
     assert "val_accuracy" in proc.stderr  # the per-evaluation lines
+
+
+def test_lr_find_cli_writes_json_and_plot(cli, tmp_path):
+    job = tiny_job_yaml(tmp_path / "job.yaml", lr_find={"min_lr": 1e-5, "max_lr": 1.0, "steps": 60, "eval_points": 6})
+    proc = cli("lr-find", job, "--out", tmp_path / "lr", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert 1e-5 <= result["base_lr"] < result["max_lr"] <= 1.0
+    saved = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
+    assert len(saved["lrs"]) == len(saved["losses"]) == result["steps"]
+    assert (tmp_path / "lr" / "lr_find.png").read_bytes().startswith(b"\x89PNG")
