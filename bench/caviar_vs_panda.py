@@ -41,7 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=1800, help="wall seconds for each side")
     parser.add_argument("--subset", type=int, default=None, help="train-file reviews (default: all)")
-    parser.add_argument("--epochs", type=int, default=3, help="most epochs a model may train")
+    parser.add_argument(
+        "--epochs", type=int, default=8, help="most epochs a model may train; high, so the budget is what ends a run"
+    )
     parser.add_argument("--samples", type=int, default=24, help="caviar's configurations")
     args = parser.parse_args()
 
