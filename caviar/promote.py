@@ -16,7 +16,7 @@ from caviar.experiment import best_trial, load_job_of, load_trials
 from caviar.reseed import reseed
 from model.data import load_splits
 from model.errors import UserError
-from model.evaluate import evaluate_checkpoint
+from model.evaluate import Metrics, evaluate_checkpoint
 
 
 def promote(
@@ -46,7 +46,7 @@ def promote(
         raise UserError(f"{experiment_dir}: the best trial {trial.trial_id} kept no checkpoint")
     meta = json.loads((checkpoint / "caviar.json").read_text(encoding="utf-8"))["metrics"]
     splits = load_splits(job.data)
-    test = evaluate_checkpoint(checkpoint, splits.test)
+    test = Metrics(**spread["best_run"]["test_metrics"]) if spread else evaluate_checkpoint(checkpoint, splits.test)
 
     model_dir = root / name
     previous = registry.current_version(model_dir)

@@ -10,6 +10,7 @@ seed's checkpoint is promoted. Runs go to <experiment>/reseed/config-<rank>/, in
 from __future__ import annotations
 
 import statistics
+from dataclasses import asdict
 from pathlib import Path
 
 from caviar.experiment import TrialRecord, load_trials
@@ -75,6 +76,7 @@ def reseed(experiment_dir: Path, job: JobSpec, seeds: int, top_k: int) -> dict:
                     "val_accuracy": float(row["val_accuracy"]),
                     "test_accuracy": metrics.accuracy,
                     "test_f1": metrics.f1,
+                    "test_metrics": asdict(metrics),  # promote reuses it: no second pass over test
                     "checkpoint": str(checkpoint),
                 }
             )
