@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from model.checkpoint import write_json_atomically
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -33,9 +35,7 @@ def machine() -> dict:
 def write_result(name: str, figures: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"machine": machine(), **figures}, indent=2, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomically(path, {"machine": machine(), **figures})
     print(json.dumps(figures, indent=2, ensure_ascii=False))
     print(f"wrote {path}")
     return path

@@ -14,6 +14,7 @@ from pathlib import Path
 from caviar import registry
 from caviar.experiment import best_trial, load_job_of, load_trials
 from caviar.reseed import reseed
+from model.checkpoint import META
 from model.data import load_splits
 from model.errors import UserError
 from model.evaluate import Metrics, evaluate_checkpoint
@@ -44,7 +45,8 @@ def promote(
         checkpoint = Path(spread["best_run"]["checkpoint"])
     if checkpoint is None:
         raise UserError(f"{experiment_dir}: the best trial {trial.trial_id} kept no checkpoint")
-    meta = json.loads((checkpoint / "caviar.json").read_text(encoding="utf-8"))["metrics"]
+    saved = json.loads((checkpoint / META).read_text(encoding="utf-8"))
+    meta = saved["metrics"]
     splits = load_splits(job.data)
     test = Metrics(**spread["best_run"]["test_metrics"]) if spread else evaluate_checkpoint(checkpoint, splits.test)
 
@@ -63,7 +65,7 @@ def promote(
         "experiment": str(experiment_dir),
         "trial_id": trial.trial_id,
         "hparams": trial.params,
-        "config": _trial_config(checkpoint),
+        "config": saved["config"],
         "val": {k: v for k, v in meta.items() if k.startswith("val_")} | {"step": meta.get("step")},
         "test": {
             "accuracy": test.accuracy,
@@ -103,7 +105,3 @@ def _card_spread(spread: dict) -> dict:
         "best_seed": spread["best_run"]["seed"],
         "configs": [{k: c[k] for k in keep} | {"seeds": [r["seed"] for r in c["runs"]]} for c in configs],
     }
-
-
-def _trial_config(checkpoint: Path) -> dict:
-    return json.loads((checkpoint / "caviar.json").read_text(encoding="utf-8"))["config"]

@@ -9,7 +9,6 @@ folder. Validation chooses the model; `--evaluate-top K` only reports the test f
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +17,7 @@ from caviar import plots
 from caviar.disk import folder_bytes
 from caviar.experiment import TrialRecord, load_job_of, load_trials
 from caviar.spec import JobSpec
-from model.checkpoint import write_json_atomically
+from model.checkpoint import write_json_atomically, write_text_atomically
 from model.errors import UserError
 
 LEADERBOARD_CSV, LEADERBOARD_MD, SUMMARY = "leaderboard.csv", "leaderboard.md", "summary.json"
@@ -98,8 +97,8 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
     log_params = {k for k, d in job.search_space.items() if d.kind == "loguniform"}
     columns = [c for c in board.columns if c != "checkpoint"]
 
-    _write_text(experiment_dir / LEADERBOARD_CSV, board.to_csv(index=False))
-    _write_text(experiment_dir / LEADERBOARD_MD, f"# {experiment_dir.name}\n\n" + markdown(board, columns))
+    write_text_atomically(experiment_dir / LEADERBOARD_CSV, board.to_csv(index=False))
+    write_text_atomically(experiment_dir / LEADERBOARD_MD, f"# {experiment_dir.name}\n\n" + markdown(board, columns))
     reported = board[board[f"best_{job.metric}"].notna()]
     plots.learning_curves(trials, job.metric, experiment_dir / PLOTS[0])
     plots.params_vs_metric(reported, params, log_params, job.metric, experiment_dir / PLOTS[1])
@@ -136,9 +135,3 @@ def _plain(value):
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return value.item() if hasattr(value, "item") else value
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -6,7 +6,6 @@ Runs only once every trial has ended; an interrupted run raises Interrupted inst
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 from caviar.disk import checkpoint_bytes, prune
@@ -15,8 +14,6 @@ from caviar.space import flatten
 from caviar.spec import JobSpec
 from model.checkpoint import write_json_atomically
 from model.errors import UserError
-
-log = logging.getLogger("caviar.tune")
 
 
 class Interrupted(Exception):
@@ -29,9 +26,6 @@ class Interrupted(Exception):
 
 def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
     """Summarize from disk; prune checkpoints only once every trial has ended."""
-    if "://" in str(experiment_dir):
-        log.warning("remote storage: summary and checkpoint pruning need a local copy of %s", experiment_dir)
-        return {"experiment_dir": str(experiment_dir), "wall_s": wall_s}
     trials = load_trials(experiment_dir)
     if interrupted(trials):
         raise Interrupted(experiment_dir)

@@ -48,11 +48,16 @@ def write_atomically(final: Path, fill) -> Path:
     return final
 
 
-def write_json_atomically(path: Path, payload) -> None:
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write beside the target, then rename over it: a crash leaves the old file or the new, never half."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json_atomically(path: Path, payload) -> None:
+    write_text_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
 
 
 def fill_checkpoint(folder: Path, net, tokenizer, cfg: TrialConfig, meta: dict, trainer_state: dict | None) -> None:
