@@ -43,6 +43,13 @@ def build_scheduler(job: JobSpec):
     return FIFOScheduler()
 
 
+def concurrency_limit(job: JobSpec) -> int | None:
+    """How many live trials the search may keep. Synchronous HyperBand PAUSES trials until their bracket
+    is full, and paused trials count as live: a cap below the bracket size leaves every slot held by a
+    paused trial and the run waits forever. For it, only the CPUs/GPUs bound what runs at once."""
+    return None if job.scheduler.type == "hyperband" else job.max_concurrent_trials
+
+
 def build_search(job: JobSpec):
     if job.search == "optuna":
         from optuna.samplers import TPESampler
@@ -50,4 +57,4 @@ def build_search(job: JobSpec):
 
         return OptunaSearch(sampler=TPESampler(seed=job.seed))
     # Ray ignores TuneConfig.max_concurrent_trials for a generator; it takes its own limit (0 = none)
-    return BasicVariantGenerator(random_state=job.seed, max_concurrent=job.max_concurrent_trials or 0)
+    return BasicVariantGenerator(random_state=job.seed, max_concurrent=concurrency_limit(job) or 0)

@@ -117,7 +117,7 @@ def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None,
             scheduler=schedulers.build_scheduler(job),
             search_alg=schedulers.build_search(job),
             num_samples=job.num_samples,
-            max_concurrent_trials=job.max_concurrent_trials if job.search == "optuna" else None,
+            max_concurrent_trials=schedulers.concurrency_limit(job) if job.search == "optuna" else None,
             time_budget_s=job.time_budget_s,
             reuse_actors=True,  # one worker process runs trial after trial: no torch import per trial
         ),
