@@ -34,8 +34,12 @@ TUNE = {
 
 
 def ray_processes() -> set[int]:
-    """Live raylets and GCS servers (exited ones waiting to be reaped do not count)."""
-    out = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout
+    """Live raylets and GCS servers, by process name (exited ones waiting to be reaped do not count;
+    matching whole command lines also caught starting Python workers whose arguments mention a raylet)."""
+    out = "".join(
+        subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout
+        for name in ("raylet", "gcs_server")
+    )
     alive = set()
     for pid in map(int, out.split()):
         with contextlib.suppress(OSError):
