@@ -1,6 +1,6 @@
 """The quality target: the promoted from-scratch model on the full NSMC test file, after the best job.
 
-To run: NSMC_DIR=../shared/data/nsmc python bench/quality.py --job tune_jobs/nsmc_asha.yaml
+To run: NSMC_DIR=../shared/data/nsmc python bench/quality.py --job tune_jobs/nsmc_best.yaml
         NSMC_DIR=../shared/data/nsmc python bench/quality.py --experiment results/<done>   (skip tuning)
 
 Target: >= 87.0% test accuracy without pretrained weights (published from-scratch NSMC results:
@@ -33,7 +33,7 @@ TARGET = 0.87
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--job", type=Path, default=Path("tune_jobs/nsmc_asha.yaml"))
+    parser.add_argument("--job", type=Path, default=Path("tune_jobs/nsmc_best.yaml"))
     parser.add_argument("--experiment", type=Path, default=None, help="a finished experiment: skip tuning")
     parser.add_argument("--reseed", type=int, default=None, help="seed re-runs before promotion")
     args = parser.parse_args()
