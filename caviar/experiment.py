@@ -35,6 +35,7 @@ class TrialRecord:
     history: pd.DataFrame  # one row per evaluation
     error: str | None
     round: int = 1
+    resume_from: Path | None = None  # the checkpoint Ray's saved state would restore this trial from
 
     @property
     def evaluations(self) -> int:
@@ -136,9 +137,32 @@ def _load_one(experiment_dir: Path) -> list[TrialRecord]:
                 path=path,
                 history=_history(path),
                 error=_last_line(path / name) if (name := trial.run_metadata.error_filename) else None,
+                resume_from=path / Path(trial.checkpoint.path).name if trial.checkpoint else None,
             )
         )
     return records
+
+
+def repair_stale_checkpoints(experiment_dir: Path) -> list[str]:
+    """Point each unfinished trial's saved state at a checkpoint that exists; returns what was moved.
+
+    Ray deletes a trial's older checkpoint the moment a newer one arrives, but snapshots the
+    experiment state only every few seconds; a driver killed in between leaves a state that names
+    a deleted checkpoint, and Ray would fail that trial on resume. The trial's newest complete
+    checkpoint is moved into the named folder instead: it resumes from where it really got to.
+    """
+    from model.checkpoint import META, WEIGHTS
+
+    moved = []
+    for trial in load_trials(experiment_dir):
+        wanted = trial.resume_from
+        if trial.status not in UNFINISHED or wanted is None or wanted.is_dir():
+            continue
+        complete = [c for c in trial.checkpoints() if (c / META).is_file() and (c / WEIGHTS).is_file()]
+        if complete:
+            complete[-1].rename(wanted)
+            moved.append(f"{trial.trial_id}: {complete[-1].name} -> {wanted.name}")
+    return moved
 
 
 def _last_line(error_file: Path) -> str | None:

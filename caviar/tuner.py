@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from caviar import schedulers
-from caviar.experiment import JOB_FILE, ROUNDS_FILE, interrupted, load_trials
+from caviar.atomic_fs import atomic_local_filesystem
+from caviar.experiment import JOB_FILE, ROUNDS_FILE, interrupted, load_trials, repair_stale_checkpoints
 from caviar.rounds import describe_space, narrow_space, read_space
 from caviar.space import param_space
 from caviar.spec import JobSpec
@@ -98,7 +99,15 @@ def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None,
     )
     trainable = tune.with_resources(trainable, {"cpu": job.resources_per_trial.cpu, "gpu": job.resources_per_trial.gpu})
     if restore_from is not None:
-        return tune.Tuner.restore(str(restore_from), trainable, resume_unfinished=True, resume_errored=True)
+        for move in repair_stale_checkpoints(restore_from):
+            log.warning("the saved state named a deleted checkpoint; resuming from the newest one: %s", move)
+        return tune.Tuner.restore(
+            str(restore_from),
+            trainable,
+            resume_unfinished=True,
+            resume_errored=True,
+            storage_filesystem=atomic_local_filesystem(),
+        )
 
     root = root or storage_root(job)
     local_dir = None if is_remote(root) else Path(root) / experiment
@@ -124,6 +133,7 @@ def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None,
         run_config=tune.RunConfig(
             name=experiment,
             storage_path=root,
+            storage_filesystem=None if is_remote(root) else atomic_local_filesystem(),
             checkpoint_config=tune.CheckpointConfig(
                 # PBT restores OTHER trials' checkpoints, which num_to_keep could delete first; keep all
                 # while it runs, and prune at the end like every job
