@@ -10,6 +10,7 @@ word-CNN 85.99, self-attentive 86.37, Word2Vec+BiLSTM 86.52, fastText 85.50), in
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -17,16 +18,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import ray  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
-from caviar.experiment import load_job_of  # noqa: E402
+from caviar.experiment import SUMMARY_FILE, load_job_of, load_trials  # noqa: E402
 from caviar.jobfile import load_job  # noqa: E402
 from caviar.promote import promote  # noqa: E402
 from caviar.tuner import tune_job  # noqa: E402
 from model.data import TEST_FILE, locate_nsmc, read_reviews  # noqa: E402
 from model.errors import UserError  # noqa: E402
 from model.evaluate import evaluate_checkpoint  # noqa: E402
+from model.predict import Predictor  # noqa: E402
 
 TARGET = 0.87
 
@@ -53,6 +56,9 @@ def main() -> None:
         full_test = read_reviews(folder / TEST_FILE)  # the whole file, whatever the job's test_limit
         metrics = evaluate_checkpoint(Path(done["path"]), full_test)
     wall = time.perf_counter() - started
+    if args.experiment is not None:  # tuned earlier: count that run's wall time too
+        wall += json.loads((experiment / SUMMARY_FILE).read_text(encoding="utf-8"))["wall_s"]
+    ensemble = ensemble_of_kept(experiment, full_test)
     write_result(
         "quality",
         {
@@ -61,12 +67,23 @@ def main() -> None:
             "test_examples": len(full_test),
             "test_accuracy": metrics.accuracy,
             "test_f1": metrics.f1,
-            "wall_s": wall,
+            "wall_s": wall,  # tuning, promotion and the test pass
             "tuned_here": args.experiment is None,
+            "ensemble_of_kept_trials": ensemble,
             "target": {"test_accuracy": f">= {TARGET}", "wall_s": "<= 5400"},
             "met": {"test_accuracy": metrics.accuracy >= TARGET, "wall_s": wall <= 5400},
         },
     )
+
+
+def ensemble_of_kept(experiment: Path, reviews) -> dict:
+    """Mean P(긍정) over the best checkpoints the job kept (its best K trials). Not the promoted
+    model, and outside the timed run: a pointer to how far averaging alone would move the figure."""
+    job = load_job_of(experiment)
+    folders = [c for t in load_trials(experiment) if (c := t.best_checkpoint(job.metric, job.mode))]
+    texts = reviews.document.tolist()
+    probs = np.mean([Predictor.from_checkpoint(f).probabilities(texts) for f in folders], axis=0)
+    return {"members": len(folders), "test_accuracy": float(((probs >= 0.5) == reviews.label.to_numpy()).mean())}
 
 
 if __name__ == "__main__":
