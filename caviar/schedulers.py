@@ -50,6 +50,13 @@ def concurrency_limit(job: JobSpec) -> int | None:
     return None if job.scheduler.type == "hyperband" else job.max_concurrent_trials
 
 
+def reuse_actors(job: JobSpec) -> bool:
+    """One worker process runs trial after trial (no torch import per trial), except under the
+    schedulers that PAUSE trials: a paused trial's cached actor kept its CPU, and in one CI run a
+    HyperBand job waited 300 s on "insufficient resources" with nothing running."""
+    return job.scheduler.type not in ("hyperband", "pbt")
+
+
 def build_search(job: JobSpec):
     if job.search == "optuna":
         from optuna.samplers import TPESampler

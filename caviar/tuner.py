@@ -128,7 +128,7 @@ def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None,
             num_samples=job.num_samples,
             max_concurrent_trials=schedulers.concurrency_limit(job) if job.search == "optuna" else None,
             time_budget_s=job.time_budget_s,
-            reuse_actors=True,  # one worker process runs trial after trial: no torch import per trial
+            reuse_actors=schedulers.reuse_actors(job),
         ),
         run_config=tune.RunConfig(
             name=experiment,

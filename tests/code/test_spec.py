@@ -98,3 +98,22 @@ def test_shipped_jobs_are_valid():
     assert len(jobs) >= 5
     for path in jobs:
         load_job(path)
+
+
+@pytest.mark.parametrize(
+    "scheduler, live_cap, reuse",
+    [
+        ({"type": "asha"}, 2, True),
+        ({"type": "fifo"}, 2, True),
+        ({"type": "hyperband"}, None, False),  # pauses trials: no cap on live trials, no cached actors
+        ({"type": "pbt", "mutations": {"train.lr": {"loguniform": [1e-4, 1e-2]}}}, 2, False),
+    ],
+)
+def test_pausing_schedulers_get_no_live_cap_or_actor_reuse(scheduler, live_cap, reuse):
+    from caviar.schedulers import concurrency_limit, reuse_actors
+
+    job = JobSpec.model_validate(
+        {"search_space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}, "scheduler": scheduler, "max_concurrent_trials": 2}
+    )
+    assert concurrency_limit(job) == live_cap
+    assert reuse_actors(job) is reuse
