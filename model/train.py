@@ -159,6 +159,11 @@ def train(
             scheduler.load_state_dict(state["scheduler"])
         else:
             scheduler = _adopt_new_hyperparameters(net, optimizer, tc, total_steps, steps_per_epoch, step)
+        finished = bool(result.history) and bool(result.history[-1].get("done_training"))
+        result.stopped_early = finished and step < total_steps
+        if finished and report is not None:
+            # the checkpoint is the run's last: a driver killed before it recorded that report gets it again
+            report(result.history[-1], resume_from)
 
     window_loss, window_n, window_seen, window_time = 0.0, 0, 0, 0.0
     while step < total_steps and not result.stopped_early:
