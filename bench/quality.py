@@ -52,13 +52,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as registry:
         done = promote(experiment, "quality", force=True, root=Path(registry), reseed_seeds=args.reseed)
         ray.shutdown()
-        folder = locate_nsmc(load_job_of(experiment).data)
+        job = load_job_of(experiment)
+        folder = locate_nsmc(job.data)
         full_test = read_reviews(folder / TEST_FILE)  # the whole file, whatever the job's test_limit
         metrics = evaluate_checkpoint(Path(done["path"]), full_test)
     wall = time.perf_counter() - started
     if args.experiment is not None:  # tuned earlier: count that run's wall time too
         wall += json.loads((experiment / SUMMARY_FILE).read_text(encoding="utf-8"))["wall_s"]
-    ensemble = ensemble_of_kept(experiment, full_test)
+    ensemble = ensemble_of_kept(experiment, job.metric, job.mode, full_test)
     write_result(
         "quality",
         {
@@ -76,11 +77,10 @@ def main() -> None:
     )
 
 
-def ensemble_of_kept(experiment: Path, reviews) -> dict:
+def ensemble_of_kept(experiment: Path, metric: str, mode: str, reviews) -> dict:
     """Mean P(긍정) over the best checkpoints the job kept (its best K trials). Not the promoted
     model, and outside the timed run: a pointer to how far averaging alone would move the figure."""
-    job = load_job_of(experiment)
-    folders = [c for t in load_trials(experiment) if (c := t.best_checkpoint(job.metric, job.mode))]
+    folders = [c for t in load_trials(experiment) if (c := t.best_checkpoint(metric, mode))]
     texts = reviews.document.tolist()
     probs = np.mean([Predictor.from_checkpoint(f).probabilities(texts) for f in folders], axis=0)
     return {"members": len(folders), "test_accuracy": float(((probs >= 0.5) == reviews.label.to_numpy()).mean())}

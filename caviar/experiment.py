@@ -151,14 +151,14 @@ def repair_stale_checkpoints(experiment_dir: Path) -> list[str]:
     a deleted checkpoint, and Ray would fail that trial on resume. The trial's newest complete
     checkpoint is moved into the named folder instead: it resumes from where it really got to.
     """
-    from model.checkpoint import META, WEIGHTS
+    from model.checkpoint import is_checkpoint
 
     moved = []
     for trial in load_trials(experiment_dir):
         wanted = trial.resume_from
         if trial.status not in UNFINISHED or wanted is None or wanted.is_dir():
             continue
-        complete = [c for c in trial.checkpoints() if (c / META).is_file() and (c / WEIGHTS).is_file()]
+        complete = [c for c in trial.checkpoints() if is_checkpoint(c)]
         if complete:
             complete[-1].rename(wanted)
             moved.append(f"{trial.trial_id}: {complete[-1].name} -> {wanted.name}")

@@ -174,9 +174,10 @@ def run(job: JobSpec, experiment_dir: Path, address: str | None, restore: bool) 
         run_rounds(job, experiment_dir)
     else:
         build_tuner(job, experiment_dir.name, restore_from=experiment_dir if restore else None).fit()
-    if is_remote(storage_root(job)):  # Path() has already folded "s3://" into "s3:/": ask the job
+    root = storage_root(job)
+    if is_remote(root):  # Path() has already folded "s3://" into "s3:/": ask the job
         log.warning("remote storage: summary and checkpoint pruning need a local copy of %s", experiment_dir)
-        return {"experiment_dir": f"{storage_root(job)}/{experiment_dir.name}", "wall_s": time.perf_counter() - started}
+        return {"experiment_dir": f"{root}/{experiment_dir.name}", "wall_s": time.perf_counter() - started}
     return finish(job, experiment_dir, time.perf_counter() - started)
 
 

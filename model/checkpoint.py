@@ -79,9 +79,14 @@ class Loaded:
     trainer_state: dict | None
 
 
+def is_checkpoint(folder: Path) -> bool:
+    """Holds the files a load needs (a folder cut short by a crash does not)."""
+    return (Path(folder) / WEIGHTS).is_file() and (Path(folder) / META).is_file()
+
+
 def load_checkpoint(folder: Path, with_state: bool = False) -> Loaded:
     folder = Path(folder)
-    if not (folder / WEIGHTS).is_file() or not (folder / META).is_file():
+    if not is_checkpoint(folder):
         raise UserError(f"{folder} is not a caviar checkpoint (no {WEIGHTS} or {META})")
     meta = json.loads((folder / META).read_text(encoding="utf-8"))
     cfg = TrialConfig.model_validate(meta.pop("config"))
