@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from caviar.jobfile import SET_HELP
+from model.config import check_safe_name
 from model.errors import UserError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
@@ -22,6 +23,15 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 @app.callback()
 def root() -> None:
     """caviar: tune a Korean sentiment classifier (NSMC) with Ray Tune, then promote and serve the best."""
+
+
+def make_run_folder(folder: Path) -> Path:
+    """Create the output folder before any work starts: a bad path fails in a second, not after training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{folder}: cannot create the run folder ({err.strerror})") from None
+    return folder
 
 
 @app.command("train")
@@ -36,7 +46,7 @@ def train_cmd(
     from caviar.single import run_single
 
     spec = load_job(job, overrides)
-    out = out or Path("results") / "train" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = make_run_folder(out or Path("results") / "train" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     summary = run_single(spec, out)
     typer.echo(
         f"best val_accuracy {summary['val_accuracy']:.4f} (step {summary['best_step']}), "
@@ -61,7 +71,7 @@ def lr_find_cmd(
     from caviar.lr_find import lr_find
 
     spec = load_job(job, overrides)
-    out = out or Path("results") / "lr_find" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = make_run_folder(out or Path("results") / "lr_find" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     result = lr_find(spec, out)
     typer.echo(
         f"base_lr {result['base_lr']:.2e}  max_lr {result['max_lr']:.2e}  ({result['steps']} steps"
@@ -87,6 +97,8 @@ def tune_cmd(
     from caviar.tuner import tune_job
 
     spec = load_job(job, overrides)
+    if name is not None:
+        check_safe_name(name, "--name")
     _finish_tuning(lambda: tune_job(spec, address=address, experiment=name), spec.metric, as_json)
 
 
@@ -177,41 +189,54 @@ def promote_cmd(
         typer.echo(json.dumps(done))
 
 
+MODEL_HELP = "a model folder (default: <registry>/<name>/current; the registry is CAVIAR_REGISTRY or results/registry)"
+
+
+def _model_folder(model: Path | None, name: str) -> Path:
+    """--model wins; else the named model's `current` in the registry root (CAVIAR_REGISTRY)."""
+    from caviar.registry import version_dir_of
+
+    folder = model or version_dir_of(name)
+    if not folder.exists():
+        raise UserError(f"{folder}: no such model; promote one first (caviar promote results/<experiment>)")
+    return folder
+
+
 @app.command("serve")
 def serve_cmd(
-    model: Path = typer.Option(Path("results/registry/nsmc-sentiment/current"), help="a registry version"),
+    name: str = typer.Option("nsmc-sentiment", help="registry model to serve (its current version)"),
+    model: Path | None = typer.Option(None, help=MODEL_HELP),
     host: str = typer.Option("127.0.0.1", help="bind address; loopback unless you mean otherwise"),
     port: int = typer.Option(8000),
     threads: int | None = typer.Option(None, help="torch threads (default: all CPUs)"),
 ) -> None:
-    """Serve the model with FastAPI; API key from CAVIAR_API_KEY if set. Docs at /docs."""
+    """Serve the model with FastAPI; API key from CAVIAR_API_KEY if set. Docs at /docs (offline)."""
     from caviar.serve import serve
 
-    if not model.exists():
-        raise UserError(f"{model}: no such model; promote one first (caviar promote results/<experiment>)")
-    typer.echo(f"serving {model.resolve()} on http://{host}:{port} (docs at /docs)", err=True)
-    serve(model, host, port, threads)
+    folder = _model_folder(model, name)
+    typer.echo(f"serving {folder} on http://{host}:{port} (docs at /docs)", err=True)
+    serve(folder, host, port, threads)
 
 
 @app.command("predict")
 def predict_cmd(
     texts: list[str] = typer.Argument(..., help="one or more Korean reviews"),
-    model: Path = typer.Option(Path("results/registry/nsmc-sentiment/current"), help="a registry version"),
+    name: str = typer.Option("nsmc-sentiment", help="registry model to use (its current version)"),
+    model: Path | None = typer.Option(None, help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Label reviews with the promoted model: 긍정 (positive) or 부정 (negative), and P(긍정)."""
+    """Label reviews with the promoted model: 긍정 (positive) or 부정 (negative), with the label's confidence."""
     from caviar.registry import verify
     from model.predict import Predictor
 
-    if not model.exists():
-        raise UserError(f"{model}: no such model; promote one first (caviar promote results/<experiment>)")
-    verify(model)
-    predictions = Predictor.from_checkpoint(model).predict(texts)
+    folder = _model_folder(model, name)
+    verify(folder)
+    predictions = Predictor.from_checkpoint(folder).predict(texts)
     for text, p in zip(texts, predictions, strict=True):
-        line = {"text": text, **p.as_dict()}
-        typer.echo(
-            json.dumps(line, ensure_ascii=False) if as_json else f"{p.label}  {p.positive_probability:.4f}  {text}"
-        )
+        if as_json:
+            typer.echo(json.dumps({"text": text, **p.as_dict(), "confidence": p.confidence}, ensure_ascii=False))
+        else:
+            typer.echo(f"{p.label}  {p.confidence:6.1%} sure  {text}")
 
 
 from caviar.cli_cluster import register as _register_cluster  # noqa: E402

@@ -26,16 +26,20 @@ def registry_list(as_json: bool = typer.Option(False, "--json")) -> None:
     if not rows:
         typer.echo(f"no models in {registry_root()}")
     for r in rows:
+        mark = "*" if r["current"] else " "
+        if r["damaged"]:
+            typer.echo(f"{mark} {r['name']}/{r['version']}  DAMAGED: {r['damaged']}")
+            continue
         acc = "" if r["test_accuracy"] is None else f"test_accuracy {r['test_accuracy']:.4f}"
-        typer.echo(f"{'*' if r['current'] else ' '} {r['name']}/{r['version']}  {acc}  {r['created']}  {r['trial_id']}")
+        typer.echo(f"{mark} {r['name']}/{r['version']}  {acc}  {r['created']}  {r['trial_id']}")
 
 
 @registry_app.command("show")
 def registry_show(name: str, version: str = typer.Argument("current")) -> None:
     """The model card of a version (default: current)."""
-    from caviar.registry import read_card, registry_root
+    from caviar.registry import read_card, version_dir_of
 
-    folder = registry_root() / name / version
+    folder = version_dir_of(name, version)
     if not folder.exists():
         raise UserError(f"{folder}: no such model version")
     typer.echo(json.dumps(read_card(folder), indent=2, ensure_ascii=False))
@@ -46,9 +50,9 @@ def registry_rollback(
     name: str, to: str | None = typer.Option(None, help="version, e.g. v1 (default: previous)")
 ) -> None:
     """Point `current` back at an earlier version (atomically)."""
-    from caviar.registry import current_version, registry_root, rollback
+    from caviar.registry import current_version, model_dir_of, rollback
 
-    model_dir = registry_root() / name
+    model_dir = model_dir_of(name)
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: no such model in the registry")
     before = current_version(model_dir)

@@ -143,26 +143,42 @@ def _load_one(experiment_dir: Path) -> list[TrialRecord]:
     return records
 
 
-def repair_stale_checkpoints(experiment_dir: Path) -> list[str]:
-    """Point each unfinished trial's saved state at a checkpoint that exists; returns what was moved.
+@dataclass
+class ResumePlan:
+    moved: list[str]  # stale checkpoint references repaired, as "trial: from -> to"
+    replay: frozenset[str]  # trials whose resume checkpoint holds an evaluation result.json lacks
+
+
+def prepare_resume(experiment_dir: Path) -> ResumePlan:
+    """Make a killed driver's experiment resumable, and say which trials must re-report.
 
     Ray deletes a trial's older checkpoint the moment a newer one arrives, but snapshots the
     experiment state only every few seconds; a driver killed in between leaves a state that names
     a deleted checkpoint, and Ray would fail that trial on resume. The trial's newest complete
     checkpoint is moved into the named folder instead: it resumes from where it really got to.
+
+    Whether that checkpoint's evaluation was recorded (result.json) decides what the trial does on
+    resume: report it again if it was lost, never if it was not, so no evaluation appears twice and
+    a trial whose last evaluation was recorded is not run again.
     """
     from model.checkpoint import is_checkpoint
 
-    moved = []
+    moved, replay = [], set()
     for trial in load_trials(experiment_dir):
         wanted = trial.resume_from
-        if trial.status not in UNFINISHED or wanted is None or wanted.is_dir():
+        if trial.status not in UNFINISHED or wanted is None:
             continue
-        complete = [c for c in trial.checkpoints() if is_checkpoint(c)]
-        if complete:
+        if not wanted.is_dir():
+            complete = [c for c in trial.checkpoints() if is_checkpoint(c)]
+            if not complete:
+                continue
             complete[-1].rename(wanted)
             moved.append(f"{trial.trial_id}: {complete[-1].name} -> {wanted.name}")
-    return moved
+        step = trial.checkpoint_metrics(wanted).get("step")
+        recorded = "step" in trial.history and step in set(trial.history["step"])
+        if step is not None and not recorded:
+            replay.add(trial.trial_id)
+    return ResumePlan(moved, frozenset(replay))
 
 
 def _last_line(error_file: Path) -> str | None:

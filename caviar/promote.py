@@ -30,6 +30,7 @@ def promote(
 ) -> dict:
     experiment_dir = Path(experiment_dir).resolve()
     root = Path(root or registry.registry_root())
+    model_dir = registry.model_dir_of(name, root)  # checked before any work: the name must stay inside
     job = load_job_of(experiment_dir)
     trials = load_trials(experiment_dir)
     found = best_trial(trials, job.metric, job.mode)
@@ -50,19 +51,35 @@ def promote(
     splits = load_splits(job.data)
     test = Metrics(**spread["best_run"]["test_metrics"]) if spread else evaluate_checkpoint(checkpoint, splits.test)
 
-    model_dir = root / name
-    previous = registry.current_version(model_dir)
-    if previous is not None:
-        old = registry.read_card(model_dir / previous)["test"]
-        if test.accuracy < old["accuracy"] and not force:
-            raise registry.Refused(
-                f"candidate test_accuracy {test.accuracy:.4f} is below {name}/{previous}'s {old['accuracy']:.4f}; "
-                "not promoted (--force promotes it anyway)"
-            )
-    card = {
+    with registry.locked(model_dir):
+        previous = registry.current_version(model_dir)
+        if previous is not None and not force:
+            old = registry.read_card(model_dir / previous).get("test", {}).get("accuracy", -1.0)
+            if test.accuracy < old:
+                raise registry.Refused(
+                    f"candidate test_accuracy {test.accuracy:.4f} is below {name}/{previous}'s {old:.4f}; "
+                    "not promoted (--force promotes it anyway)"
+                )
+        card = _card(name, job, experiment_dir, trial, saved, meta, test, splits, checkpoint, previous, spread, root)
+        version = registry.add_version(model_dir, checkpoint, card)
+        registry.set_current(model_dir, version)
+    return {
+        "name": name,
+        "version": version,
+        "path": str(model_dir / version),
+        "previous": previous,
+        "test_accuracy": test.accuracy,
+        "val_accuracy": meta.get("val_accuracy"),
+        "forced": bool(force and previous),
+        "reseed": card.get("reseed"),
+    }
+
+
+def _card(name, job, experiment_dir, trial, saved, meta, test, splits, checkpoint, previous, spread, root) -> dict:
+    return {
         "name": name,
         "job": job.name,
-        "experiment": str(experiment_dir),
+        "experiment": registry.relative_to_registry(experiment_dir, root),
         "trial_id": trial.trial_id,
         "hparams": trial.params,
         "config": saved["config"],
@@ -77,21 +94,9 @@ def promote(
         "data_fingerprint": splits.fingerprint,
         "packages": registry.package_versions(),
         "created": registry.now_iso(),
-        "source_checkpoint": str(checkpoint),
+        "source_checkpoint": registry.relative_to_registry(checkpoint, root),
         "previous": previous,
         **({"reseed": _card_spread(spread)} if spread else {}),
-    }
-    version = registry.add_version(model_dir, checkpoint, card)
-    registry.set_current(model_dir, version)
-    return {
-        "name": name,
-        "version": version,
-        "path": str(model_dir / version),
-        "previous": previous,
-        "test_accuracy": test.accuracy,
-        "val_accuracy": meta.get("val_accuracy"),
-        "forced": bool(force and previous),
-        "reseed": card.get("reseed"),
     }
 
 

@@ -1,10 +1,12 @@
 """`caviar serve`: the promoted model over HTTP. POST a Korean review, get 긍정 or 부정 back.
 
-To run: caviar serve --model results/registry/nsmc-sentiment/current --port 8000
+To run: caviar serve --name nsmc-sentiment --port 8000
         curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"text": "정말 재미있어요"}'
 
 Pre-processing (validation), prediction (micro-batched) and post-processing (labels) are separate
-steps. Concurrent requests share one forward pass, which is what keeps p99 low under load.
+steps. Concurrent requests share one forward pass, which is what keeps p99 low under load; a text
+is checked before it joins a batch, and a failing batch is re-run request by request, so one
+client's input can never fail another's. The docs (/docs) are served from this machine, not a CDN.
 """
 
 from __future__ import annotations
@@ -12,31 +14,61 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
+import unicodedata
 from pathlib import Path
 from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from caviar.registry import verify
+from caviar.http_limits import BodyLimit, uvicorn_limits
+from caviar.registry import public_card, verify
+from model.errors import UserError
 from model.predict import Prediction, Predictor
 
 MAX_CHARS, MAX_BATCH = 1000, 256
 API_KEY_ENV = "CAVIAR_API_KEY"
+API_KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what a Bearer header carries
 
 
 def _check_text(text: str) -> str:
-    if not text.strip():
-        raise ValueError("text must not be empty or whitespace")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"text is not valid Unicode (a lone surrogate at character {err.start})") from None
     if len(text) > MAX_CHARS:
         raise ValueError(f"text is {len(text)} characters; at most {MAX_CHARS}")
+    if not any(_readable(ch) for ch in text):
+        raise ValueError("text must not be empty or whitespace (control, zero-width and direction marks count)")
     return text
+
+
+def _readable(ch: str) -> bool:
+    """Not whitespace, a control or format character (NUL, zero-width, RTL marks) or a separator."""
+    return not ch.isspace() and unicodedata.category(ch)[0] not in "CZ"
+
+
+def check_api_key(key: str | None) -> bytes | None:
+    """The key as bytes, or a UserError at start-up: an empty key must never mean 'no auth'."""
+    if key is None:
+        return None
+    if key == "":
+        raise UserError(f"{API_KEY_ENV} is set but empty; unset it to serve without a key, or give a key")
+    if not API_KEY_PATTERN.fullmatch(key):
+        raise UserError(
+            f"{API_KEY_ENV} must be printable ASCII without spaces (a Bearer token carries nothing else); "
+            "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return key.encode("ascii")
 
 
 class PredictRequest(BaseModel):
@@ -98,16 +130,25 @@ class MicroBatcher:
             texts = [t for job_texts, _ in jobs for t in job_texts]
             try:
                 predictions = await asyncio.to_thread(self.predictor.predict, texts)
-            except Exception as err:  # a model failure is the server's, reported as 500 to each waiter
-                for _, future in jobs:
-                    if not future.done():
-                        future.set_exception(err)
+            except Exception:  # re-run alone, so only the request at fault gets the error
+                await self._one_by_one(jobs)
                 continue
             start = 0
             for job_texts, future in jobs:
                 if not future.done():
                     future.set_result(predictions[start : start + len(job_texts)])
                 start += len(job_texts)
+
+    async def _one_by_one(self, jobs: list) -> None:
+        for job_texts, future in jobs:
+            try:
+                result = await asyncio.to_thread(self.predictor.predict, job_texts)
+            except Exception as err:  # a model failure is the server's: 500 to this waiter only
+                if not future.done():
+                    future.set_exception(err)
+                continue
+            if not future.done():
+                future.set_result(result)
 
 
 def _one_line(err: RequestValidationError) -> str:
@@ -119,6 +160,8 @@ def _one_line(err: RequestValidationError) -> str:
     if kind == "string_type":
         return f"{loc}: must be a string"
     if kind == "missing":
+        if not loc:
+            return 'the body is empty; send a JSON object, e.g. {"text": "정말 재미있어요"}'
         return f"{loc}: required"
     if kind in ("model_attributes_type", "dict_type"):
         return "the body must be a JSON object"
@@ -129,9 +172,11 @@ def _one_line(err: RequestValidationError) -> str:
 
 
 def create_app(model_dir: Path, api_key: str | None = None, threads: int | None = None) -> FastAPI:
-    """Verify every checksum, load the model, and build the app; a corrupt model raises UserError."""
+    """Verify every checksum, load the model, and build the app; a corrupt model or key raises UserError."""
     model_dir = Path(model_dir)
+    key = check_api_key(api_key)
     card = verify(model_dir)
+    shown_card = public_card(card)
     if threads:
         import torch
 
@@ -152,13 +197,19 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
         description="NSMC movie-review sentiment: 긍정 (positive) / 부정 (negative)",
         version=card.get("version", "?"),
         lifespan=lifespan,
+        docs_url=None,  # served below from the swagger-ui-bundle package: offline, no CDN
+        redoc_url=None,
     )
+    _local_docs(app)
+    app.add_middleware(BodyLimit)
     bearer = HTTPBearer(auto_error=False)
 
     def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if api_key is None:
+        if key is None:
             return
-        if credentials is None or not secrets.compare_digest(credentials.credentials, api_key):
+        # bytes, not str: compare_digest refuses non-ASCII str, and a header may carry any byte
+        given = credentials.credentials.encode("utf-8", "surrogateescape") if credentials else b""
+        if not secrets.compare_digest(given, key):
             raise HTTPException(401, "missing or wrong bearer API key", headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(RequestValidationError)
@@ -172,13 +223,13 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
             return JSONResponse(status_code=422, content={"detail": f"invalid JSON: {err.detail}"})
         return await http_exception_handler(request, err)
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # load balancers probe with HEAD
     async def health() -> dict:
         return {"status": "ok", "model": card.get("name"), "version": card.get("version")}
 
     @app.get("/model", dependencies=[Depends(authorized)])
     async def model_card() -> dict:
-        return card
+        return shown_card
 
     @app.post("/predict", response_model=PredictionOut, dependencies=[Depends(authorized)])
     async def predict(request: PredictRequest) -> dict:
@@ -192,8 +243,25 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
     return app
 
 
+def _local_docs(app: FastAPI) -> None:
+    """Swagger UI from the installed swagger-ui-bundle package, so /docs works with no internet."""
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} - docs",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
+
+
 def serve(model_dir: Path, host: str, port: int, threads: int | None = None) -> None:
     import uvicorn
 
-    app = create_app(model_dir, api_key=os.environ.get(API_KEY_ENV) or None, threads=threads)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(model_dir, api_key=os.environ.get(API_KEY_ENV), threads=threads)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, **uvicorn_limits())

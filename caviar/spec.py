@@ -8,6 +8,7 @@ scheduler: {type: asha, max_t: 8, grace_period: 1, reduction_factor: 2}
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -116,7 +117,8 @@ class Fifo(Strict):
     type: Literal["fifo"] = "fifo"
 
 
-SCHEDULER_TYPES = ("asha", "hyperband", "median_stopping", "pbt", "fifo")
+SCHEDULER_CLASSES = {"asha": Asha, "hyperband": HyperBand, "median_stopping": MedianStopping, "pbt": Pbt, "fifo": Fifo}
+SCHEDULER_TYPES = tuple(SCHEDULER_CLASSES)
 Scheduler = Annotated[Asha | HyperBand | MedianStopping | Pbt | Fifo, Field(discriminator="type")]
 
 
@@ -230,15 +232,34 @@ class JobSpec(TrialConfig):
         return JobSpec.model_validate(raw)
 
 
+def short(text: str, limit: int = 80) -> str:
+    """At most `limit` characters of a value for an error message: input can be any size."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+def trial_keys() -> list[str]:
+    """Every dotted key a search space may name: train.lr, model.layers, ..."""
+    return [
+        f"{s}.{leaf}"
+        for s in ("data", "model", "train")
+        for leaf in TrialConfig.model_fields[s].annotation.model_fields
+    ]
+
+
 def check_key(where: str, key: str, dist: Distribution, fixed: dict) -> None:
     """The dotted key must name a TrialConfig value, and every edge value must be valid there."""
     section, _, leaf = key.partition(".")
-    if section not in ("data", "model", "train") or leaf not in type(getattr(TrialConfig(), section)).model_fields:
-        raise ValueError(f"{where}: unknown key (expected e.g. train.lr or model.layers)")
+    if key not in trial_keys():
+        close = difflib.get_close_matches(key, trial_keys(), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "expected e.g. train.lr or model.layers"
+        raise ValueError(f"{where}: unknown key ({hint})")
     for value in dist.samples():
         trial = {**fixed, section: {**fixed[section], leaf: value}}
         try:
             TrialConfig.model_validate(trial)
         except ValidationError as err:
             first = err.errors()[0]
-            raise ValueError(f"{where}: value {value!r}: {first['msg'].removeprefix('Value error, ')}") from None
+            raise ValueError(
+                f"{where}: value {short(repr(value))}: {short(first['msg'].removeprefix('Value error, '), 200)}"
+            ) from None

@@ -21,7 +21,8 @@ from model.train import train
 FAULT_ENV = "CAVIAR_INJECT_FAULT"
 
 
-def run_trial(config: dict, *, base: dict, splits, cpus: float) -> None:
+def run_trial(config: dict, *, base: dict, splits, cpus: float, replay: frozenset[str] = frozenset()) -> None:
+    """`replay`: trials whose resume checkpoint holds an evaluation the driver never recorded."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per report
     cfg = trial_config(base, config)
     if cfg.train.num_threads is None:
@@ -40,7 +41,8 @@ def run_trial(config: dict, *, base: dict, splits, cpus: float) -> None:
         train(cfg, splits=splits, report=report)
         return
     with checkpoint.as_directory() as folder:
-        train(cfg, splits=splits, report=report, resume_from=Path(folder))
+        replay_last = tune.get_context().get_trial_id() in replay
+        train(cfg, splits=splits, report=report, resume_from=Path(folder), replay_last_report=replay_last)
 
 
 class _FaultOnce:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from caviar import schedulers
 from caviar.atomic_fs import atomic_local_filesystem
-from caviar.experiment import JOB_FILE, ROUNDS_FILE, interrupted, load_trials, repair_stale_checkpoints
+from caviar.experiment import JOB_FILE, ROUNDS_FILE, interrupted, load_trials, prepare_resume
 from caviar.rounds import describe_space, narrow_space, read_space
 from caviar.space import param_space
 from caviar.spec import JobSpec
@@ -94,12 +94,17 @@ def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None,
     from ray import tune
 
     splits = load_splits(job.data)  # once, in the driver; trials get it through the object store
+    plan = prepare_resume(restore_from) if restore_from is not None else None
     trainable = tune.with_parameters(
-        run_trial, base=job.trial_config().model_dump(), splits=splits, cpus=job.resources_per_trial.cpu
+        run_trial,
+        base=job.trial_config().model_dump(),
+        splits=splits,
+        cpus=job.resources_per_trial.cpu,
+        replay=plan.replay if plan else frozenset(),
     )
     trainable = tune.with_resources(trainable, {"cpu": job.resources_per_trial.cpu, "gpu": job.resources_per_trial.gpu})
     if restore_from is not None:
-        for move in repair_stale_checkpoints(restore_from):
+        for move in plan.moved:
             log.warning("the saved state named a deleted checkpoint; resuming from the newest one: %s", move)
         return tune.Tuner.restore(
             str(restore_from),
@@ -157,7 +162,10 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
     if not is_remote(root):
         if (experiment_dir / JOB_FILE).exists():
             raise UserError(f"{experiment_dir} already holds an experiment; pick another --name or caviar resume it")
-        experiment_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            experiment_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"{experiment_dir}: cannot create the experiment folder ({err.strerror})") from None
     if job.lr_from_lr_find:
         job = resolve_lr(job, experiment_dir if not is_remote(root) else Path(tempfile.mkdtemp()))
     if not is_remote(root):

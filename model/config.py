@@ -6,15 +6,28 @@ every trial is a TrialConfig with the sampled values filled in.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from model.errors import UserError
+
+# one rule for every name that becomes a folder: run, experiment and registry names
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+NAME_RULE = "1 to 100 of A-Z a-z 0-9 _ . -, starting with a letter or digit"
+
+
+def check_safe_name(name: str, what: str = "name") -> str:
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        raise UserError(f"{what} {str(name)[:60]!r}: use {NAME_RULE}")
+    return name
 
 
 class Strict(BaseModel):
     """Unknown keys are errors: a typo in a job must never silently fall back to a default."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -91,7 +104,14 @@ class TrainConfig(Strict):
 class TrialConfig(Strict):
     """Everything one training run needs; what `caviar train` runs and what each Ray trial gets."""
 
-    name: str = Field("run", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field("run", description=NAME_RULE)
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        if not SAFE_NAME.fullmatch(name):
+            raise ValueError(f"use {NAME_RULE}")
+        return name

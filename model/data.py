@@ -88,18 +88,22 @@ def _check_download(path: Path, name: str) -> None:
 
 
 def read_reviews(path: Path) -> pd.DataFrame:
-    """Parse one NSMC file; bad rows are dropped and counted, and more than 1% of them is an error."""
+    """Parse one NSMC file; bad rows (wrong fields, bad label, not UTF-8) are dropped and counted, and
+    more than 1% of them is an error."""
     ids, texts, labels, bad, first_bad = [], [], [], 0, None
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\r\n")
-        if header != HEADER:
-            raise UserError(f"{path}: line 1 is {header[:60]!r}, expected the NSMC header 'id<TAB>document<TAB>label'")
-        for lineno, line in enumerate(f, start=2):
-            fields = line.rstrip("\r\n").split("\t")
-            ok = len(fields) == 3 and fields[1].strip() != "" and fields[2] in ("0", "1")
-            if not ok:
+    with open(path, "rb") as f:
+        _check_header(path, f.readline())
+        for lineno, raw in enumerate(f, start=2):
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
                 bad += 1
-                first_bad = first_bad or (lineno, line.rstrip("\r\n")[:80])
+                first_bad = first_bad or (lineno, f"not UTF-8 (byte 0x{raw[err.start]:02x})")
+                continue
+            fields = line.split("\t")
+            if not (len(fields) == 3 and fields[1].strip() != "" and fields[2] in ("0", "1")):
+                bad += 1
+                first_bad = first_bad or (lineno, repr(line[:80]))
                 continue
             ids.append(fields[0])
             texts.append(fields[1])
@@ -108,12 +112,20 @@ def read_reviews(path: Path) -> pd.DataFrame:
     if total == 0:
         raise UserError(f"{path}: no reviews after the header")
     if bad:
-        log.warning("%s: dropped %d bad rows of %d (first at line %d)", path.name, bad, total, first_bad[0])
+        log.warning("%s: dropped %d bad rows of %d (first: line %d, %s)", path.name, bad, total, *first_bad)
     if bad / total > MAX_BAD_FRACTION:
         raise UserError(
-            f"{path}: {bad} of {total} rows are bad (> 1%); first bad row is line {first_bad[0]}: {first_bad[1]!r}"
+            f"{path}: {bad} of {total} rows are bad (> 1%); first bad row is line {first_bad[0]}: {first_bad[1]}"
         )
     return pd.DataFrame({"id": ids, "document": texts, "label": np.asarray(labels, dtype=np.int64)})
+
+
+def _check_header(path: Path, raw: bytes) -> None:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise UserError(f"{path}: the file is UTF-16; NSMC files are UTF-8 (re-save it as UTF-8)")
+    header = raw.decode("utf-8", "replace").removeprefix("\ufeff").rstrip("\r\n")
+    if header != HEADER:
+        raise UserError(f"{path}: line 1 is {header[:60]!r}, expected the NSMC header 'id<TAB>document<TAB>label'")
 
 
 def stratified_pick(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -165,5 +177,31 @@ def load_splits(cfg: DataConfig) -> Splits:
         fingerprint=fingerprint([folder / TRAIN_FILE, folder / TEST_FILE]),
         source=folder,
     )
+    check_splits(splits, folder / TRAIN_FILE)
     log.info("data %s: train %d, val %d, test %d", folder, len(splits.train), len(splits.val), len(splits.test))
     return splits
+
+
+MIN_PER_LABEL = 2
+DUPLICATE_WARNING = 0.2  # NSMC itself repeats about 2% of its reviews
+
+
+def check_splits(splits: Splits, train_file: Path) -> None:
+    """Refuse what cannot train a classifier (one label, next to no rows); warn on heavy duplication."""
+    for name, part in (("train", splits.train), ("validation", splits.val)):
+        counts = part.label.value_counts().to_dict()
+        if len(part) == 0 or min(counts.get(0, 0), counts.get(1, 0)) < (MIN_PER_LABEL if name == "train" else 1):
+            shown = ", ".join(f"{counts.get(i, 0)} {LABEL_NAMES[i]}" for i in (0, 1))
+            raise UserError(
+                f"{train_file}: the {name} split holds {shown}; a classifier needs both labels "
+                f"(check the file's labels, or raise data.limit / data.val_fraction)"
+            )
+    repeats = int(splits.train.document.duplicated().sum())
+    if repeats / len(splits.train) > DUPLICATE_WARNING:
+        log.warning(
+            "%s: %d of %d train reviews (%.0f%%) repeat an earlier one; metrics will flatter the model",
+            train_file.name,
+            repeats,
+            len(splits.train),
+            100 * repeats / len(splits.train),
+        )

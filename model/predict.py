@@ -26,6 +26,11 @@ class Prediction:
     label_id: int
     positive_probability: float
 
+    @property
+    def confidence(self) -> float:
+        """The probability of the label given, not always of 긍정."""
+        return self.positive_probability if self.label_id == 1 else 1.0 - self.positive_probability
+
     def as_dict(self) -> dict:
         return asdict(self)
 

@@ -39,6 +39,10 @@ EVAL_BATCH = 256
 MIN_IMPROVEMENT = 1e-4  # val_loss must drop by this much to reset the patience counter
 
 
+class NonFiniteLoss(UserError):
+    """The loss went NaN or infinite: the run stops before it can save (and so promote) such weights."""
+
+
 @dataclass
 class TrainResult:
     history: list[dict] = field(default_factory=list)
@@ -129,8 +133,12 @@ def train(
     splits: Splits | None = None,
     report: Report | None = None,
     resume_from: Path | None = None,
+    replay_last_report: bool = False,
     progress: bool = False,
 ) -> TrainResult:
+    """`replay_last_report`: the checkpoint's own evaluation never reached the driver's record (it was
+    killed in between), so report it again before going on; otherwise a resumed run reports only new
+    evaluations, and a run whose checkpoint is already its last reports nothing at all."""
     tc = cfg.train
     run = prepare(cfg, splits, resume_from)
     net, tokenizer, train_set, val_set, device = run.net, run.tokenizer, run.train_set, run.val_set, run.device
@@ -161,8 +169,7 @@ def train(
             scheduler = _adopt_new_hyperparameters(net, optimizer, tc, total_steps, steps_per_epoch, step)
         finished = bool(result.history) and bool(result.history[-1].get("done_training"))
         result.stopped_early = finished and step < total_steps
-        if finished and report is not None:
-            # the checkpoint is the run's last: a driver killed before it recorded that report gets it again
+        if replay_last_report and result.history and report is not None:
             report(result.history[-1], resume_from)
 
     window_loss, window_n, window_seen, window_time = 0.0, 0, 0, 0.0
@@ -181,6 +188,11 @@ def train(
         for rows in batches[offset:]:
             started = time.perf_counter()
             loss = train_step(run, rows, optimizer, tc.grad_clip)
+            if not math.isfinite(loss):
+                raise NonFiniteLoss(
+                    f"train loss became {loss} at step {step + 1} (lr {scheduler.get_last_lr()[0]:.3g}); "
+                    "no checkpoint was written from here on: lower train.lr or keep train.grad_clip on"
+                )
             scheduler.step()
             elapsed = time.perf_counter() - started
             step += 1

@@ -161,11 +161,18 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     # Ray deletes an older checkpoint as soon as a newer one lands but saves its state every few
     # seconds, so a kill can leave a state that names a deleted checkpoint. Stage that race on
     # purpose by hiding the named checkpoint behind a newer index (unless the kill already did it)
-    midway = [t for t in trials_before if t.status in UNFINISHED and t.resume_from]
+    midway = [t for t in trials_before if t.status in UNFINISHED and t.resume_from and t.resume_from.is_dir()]
     assert midway, [(t.trial_id, t.status, t.resume_from, t.evaluations) for t in trials_before]
+    # ...and the other race: the checkpoint landed but the driver died before recording its
+    # evaluation. Stage it on one trial by cutting result.json back to before that evaluation
+    lost = midway[0]
+    lost_step = lost.checkpoint_metrics(lost.resume_from)["step"]
+    result_file = lost.path / "result.json"
+    kept = [x for x in result_file.read_text().splitlines() if x.strip() and json.loads(x)["step"] < lost_step]
+    result_file.write_text("".join(line + "\n" for line in kept))
+    rows_before[lost.trial_id] = len(kept)
     for trial in midway:
-        if trial.resume_from.is_dir():
-            trial.resume_from.rename(trial.resume_from.with_name("checkpoint_999999"))
+        trial.resume_from.rename(trial.resume_from.with_name("checkpoint_999999"))
 
     summary = summary_of(run_caviar("resume", experiment, "--json"))
     after = {t.trial_id: t for t in load_trials(experiment)}
@@ -175,6 +182,10 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     assert all(status == "TERMINATED" for status, _ in statuses.values()), statuses
     for trial_id in finished_before:
         assert len(after[trial_id].history) == rows_before[trial_id], f"{trial_id} ran again"
+    for trial in after.values():  # no evaluation recorded twice, none lost
+        steps = list(trial.history["step"])
+        assert steps == sorted(set(steps)), (trial.trial_id, steps)
+    assert lost_step in set(after[lost.trial_id].history["step"]), "the unrecorded evaluation is reported on resume"
     assert all(after[t.trial_id].finished_naturally for t in midway), "trials whose checkpoint went missing must finish"
     assert len(summary["trials"]) == 4
 

@@ -84,3 +84,36 @@ def test_patience_stops_early(tiny_config):
     result = train(cfg)
     assert result.stopped_early
     assert len(result.history) == 3  # the first sets the best, two more without improvement stop it
+
+
+def test_a_resumed_run_reports_only_what_the_driver_has_not_recorded(tiny_config, tmp_path):
+    """Issue 9.23: a run whose checkpoint is already its last adds no row on resume, unless the
+    driver never recorded that evaluation (then exactly once); a midway one reports only new rows."""
+    straight = Recorder(keep_dir=tmp_path)
+    train(tiny_config, report=straight)
+    last, first = tmp_path / f"step{straight.rows[-1]['step']}", tmp_path / f"step{straight.rows[0]['step']}"
+
+    again = Recorder()
+    train(tiny_config, report=again, resume_from=last)
+    assert again.rows == []
+
+    replayed = Recorder()
+    train(tiny_config, report=replayed, resume_from=last, replay_last_report=True)
+    assert [r["step"] for r in replayed.rows] == [straight.rows[-1]["step"]]
+
+    midway = Recorder()
+    train(tiny_config, report=midway, resume_from=first, replay_last_report=True)
+    assert [r["step"] for r in midway.rows] == [r["step"] for r in straight.rows]
+
+
+def test_a_diverging_run_stops_before_it_saves(tiny_config):
+    """Issue 9.17: NaN or infinite loss is an error naming the step, and no checkpoint is reported."""
+    from model.train import NonFiniteLoss
+
+    cfg = tiny_config.model_copy(
+        update={"train": tiny_config.train.model_copy(update={"lr": 1e30, "grad_clip": None, "warmup_ratio": 0.0})}
+    )
+    rec = Recorder()
+    with pytest.raises(NonFiniteLoss, match="train loss became .* at step"):
+        train(cfg, report=rec)
+    assert all(np.isfinite(r["train_loss"]) for r in rec.rows)

@@ -1,0 +1,124 @@
+"""Limits that keep one slow or oversized client from holding the service: body size, body and header
+deadlines, and uvicorn's connection caps.
+
+uvicorn closes idle keep-alive connections, but a client that sends half a request head, or a body
+one byte at a time, is otherwise waited on for ever. `TimedH11Protocol` closes a connection whose
+request head is not complete in time; `BodyLimit` reads the body with a size cap and a deadline
+before the app sees it, answering 413 or 408 itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+MAX_BODY_BYTES = 2 << 20  # 256 texts x 1,000 characters x up to 4 UTF-8 bytes, plus JSON
+HEADER_TIMEOUT_S = 10.0
+BODY_TIMEOUT_S = 10.0
+KEEP_ALIVE_S = 5
+MAX_CONNECTIONS = 256
+
+
+class TimedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for each request head (slowloris guard)."""
+
+    header_timeout_s = HEADER_TIMEOUT_S
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._cancel_head_timer()  # a whole request head has arrived
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
+
+    def connection_lost(self, exc) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _cancel_head_timer(self) -> None:
+        if getattr(self, "_head_timer", None) is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if not busy and not self.transport.is_closing():
+            self.transport.close()
+
+
+class BodyLimit:
+    """ASGI middleware: the whole body within `max_bytes` and `timeout_s`, or 413 / 408 without the app."""
+
+    def __init__(self, app, max_bytes: int = MAX_BODY_BYTES, timeout_s: float = BODY_TIMEOUT_S):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await _answer(send, 413, f"the body is {int(declared)} bytes; at most {self.max_bytes}")
+        try:
+            body = await asyncio.wait_for(self._read(receive), self.timeout_s)
+        except _TooLarge:
+            return await _answer(send, 413, f"the body is over {self.max_bytes} bytes")
+        except TimeoutError:
+            return await _answer(send, 408, f"the body did not arrive within {self.timeout_s:g}s")
+        if body is None:
+            return None  # the client went away
+
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # the app now waits for the disconnect, as usual
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+    async def _read(self, receive) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _answer(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def uvicorn_limits() -> dict:
+    """The uvicorn.run keywords that go with the limits above."""
+    return {
+        "http": TimedH11Protocol,
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "limit_concurrency": MAX_CONNECTIONS,
+        "h11_max_incomplete_event_size": 16 * 1024,  # a request head over 16 KiB is refused
+    }
