@@ -214,8 +214,7 @@ def serve_cmd(
     from caviar.serve import serve
 
     folder = _model_folder(model, name)
-    typer.echo(f"serving {folder} on http://{host}:{port} (docs at /docs)", err=True)
-    serve(folder, host, port, threads)
+    serve(folder, host, port, threads, announce=lambda line: typer.echo(line, err=True))
 
 
 @app.command("predict")

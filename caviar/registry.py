@@ -36,7 +36,6 @@ LOCK = ".lock"  # stays: a FileLock file is left in place on purpose (removing i
 PACKAGES = ("caviar", "torch", "transformers", "tokenizers", "ray", "fastapi")
 VERSION = re.compile(r"v[1-9][0-9]*")
 LEFTOVER = re.compile(r"\.(?:v[0-9]+|current)\.([0-9]+)\.tmp")  # what a killed promotion leaves
-PATH_KEYS = ("experiment", "source_checkpoint")
 
 
 class Refused(Exception):
@@ -227,12 +226,19 @@ def relative_to_registry(path: str | Path, root: Path | None = None) -> str:
 
 
 def public_card(card: dict, root: Path | None = None) -> dict:
-    """The card as the service shows it: any absolute path (older cards) made relative to the registry."""
-    shown = dict(card)
-    for key in PATH_KEYS:
-        if isinstance(shown.get(key), str) and os.path.isabs(shown[key]):
-            shown[key] = relative_to_registry(shown[key], root)
-    return shown
+    """The card as the service shows it: every absolute path (the training data folder, older cards'
+    checkpoints) made relative to the registry, so no local layout leaks to clients."""
+
+    def shown(value):
+        if isinstance(value, dict):
+            return {k: shown(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [shown(v) for v in value]
+        if isinstance(value, str) and os.path.isabs(value):
+            return relative_to_registry(value, root)
+        return value
+
+    return shown(card)
 
 
 def now_iso() -> str:

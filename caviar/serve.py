@@ -223,7 +223,8 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
             return JSONResponse(status_code=422, content={"detail": f"invalid JSON: {err.detail}"})
         return await http_exception_handler(request, err)
 
-    @app.api_route("/health", methods=["GET", "HEAD"])  # load balancers probe with HEAD
+    @app.get("/health")
+    @app.head("/health", include_in_schema=False)  # load balancers probe with HEAD
     async def health() -> dict:
         return {"status": "ok", "model": card.get("name"), "version": card.get("version")}
 
@@ -260,8 +261,11 @@ def _local_docs(app: FastAPI) -> None:
         )
 
 
-def serve(model_dir: Path, host: str, port: int, threads: int | None = None) -> None:
+def serve(model_dir: Path, host: str, port: int, threads: int | None = None, announce=print) -> None:
+    """Check and load first (a bad model or key is one line, exit 2), then announce and serve."""
     import uvicorn
 
     app = create_app(model_dir, api_key=os.environ.get(API_KEY_ENV), threads=threads)
+    auth = "bearer key required" if os.environ.get(API_KEY_ENV) else f"no auth ({API_KEY_ENV} unset)"
+    announce(f"serving {model_dir} on http://{host}:{port} ({auth}; docs at /docs)")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, **uvicorn_limits())

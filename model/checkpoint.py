@@ -91,7 +91,10 @@ def load_checkpoint(folder: Path, with_state: bool = False) -> Loaded:
     meta = json.loads((folder / META).read_text(encoding="utf-8"))
     cfg = TrialConfig.model_validate(meta.pop("config"))
     net = from_config(load_hf_config(folder), cfg.model)
-    load_model(net, str(folder / WEIGHTS))
+    try:
+        load_model(net, str(folder / WEIGHTS))
+    except Exception as err:  # safetensors raises its own types for a truncated or foreign file
+        raise UserError(f"{folder / WEIGHTS}: cannot load the weights ({str(err)[:120]})") from None
     tokenizer = AutoTokenizer.from_pretrained(folder)
     state = None
     if with_state and (folder / STATE).is_file():

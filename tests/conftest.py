@@ -71,3 +71,41 @@ def cli(capsys, monkeypatch):
         return CliResult(code, out.out, out.err)
 
     return run
+
+
+FINISHED_TUNE = {
+    "search_space": {"train.lr": {"loguniform": [3e-4, 1e-2]}, "model.dropout": {"choice": [0.0, 0.1]}},
+    "scheduler": {"type": "asha", "max_t": 6, "grace_period": 1, "reduction_factor": 2},
+    "num_samples": 4,
+    "max_concurrent_trials": 2,
+    "checkpoint": {"num_to_keep": 1, "keep_best_trials": 3},
+    "seed": 5,
+}
+
+
+@pytest.fixture(scope="session")
+def experiment(tmp_path_factory) -> Path:
+    """A finished tiny experiment, copied to a fresh folder: reading it must not need the driver.
+    Shared by the results and the service tests (one tuning run for both)."""
+    import shutil
+    import subprocess
+
+    tmp = tmp_path_factory.mktemp("exp")
+    job = tiny_job_yaml(tmp / "job.yaml", storage=str(tmp / "results"), **FINISHED_TUNE)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from caviar.cli import main; main()", "tune", job, "--name", "done", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    copied = tmp / "copied"
+    shutil.copytree(tmp / "results" / "done", copied)
+    shutil.rmtree(tmp / "results")
+    return copied
+
+
+@pytest.fixture
+def registry_dir(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("CAVIAR_REGISTRY", str(tmp_path / "registry"))
+    return tmp_path / "registry"

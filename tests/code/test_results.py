@@ -1,4 +1,4 @@
-"""Results checks on a finished tiny experiment: report, promote/registry, and the FastAPI service."""
+"""Results checks on a finished tiny experiment: the report, promotion and the registry."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
 from caviar import registry
 from caviar.promote import promote
@@ -20,43 +18,10 @@ from caviar.report import write_report
 from caviar.serve import create_app
 from model.errors import UserError
 from model.predict import Predictor
-from tests.conftest import tiny_job_yaml
 
 pytestmark = pytest.mark.slow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TUNE = {
-    "search_space": {"train.lr": {"loguniform": [3e-4, 1e-2]}, "model.dropout": {"choice": [0.0, 0.1]}},
-    "scheduler": {"type": "asha", "max_t": 6, "grace_period": 1, "reduction_factor": 2},
-    "num_samples": 4,
-    "max_concurrent_trials": 2,
-    "checkpoint": {"num_to_keep": 1, "keep_best_trials": 3},
-    "seed": 5,
-}
-
-
-@pytest.fixture(scope="module")
-def experiment(tmp_path_factory) -> Path:
-    """A finished tiny experiment, copied to a fresh folder: reading it must not need the driver."""
-    tmp = tmp_path_factory.mktemp("exp")
-    job = tiny_job_yaml(tmp / "job.yaml", storage=str(tmp / "results"), **TUNE)
-    proc = subprocess.run(
-        [sys.executable, "-c", "from caviar.cli import main; main()", "tune", job, "--name", "done", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    copied = tmp / "copied"
-    shutil.copytree(tmp / "results" / "done", copied)
-    shutil.rmtree(tmp / "results")
-    return copied
-
-
-@pytest.fixture
-def registry_dir(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("CAVIAR_REGISTRY", str(tmp_path / "registry"))
-    return tmp_path / "registry"
 
 
 def test_report_columns_best_and_plots(experiment):
@@ -154,71 +119,25 @@ def test_a_crash_mid_promotion_leaves_current_intact(experiment, registry_dir, m
     registry.verify(model_dir / "current")
 
 
-@pytest.fixture
-def served(experiment, registry_dir):
-    promote(experiment, "nsmc")
-    model = registry_dir / "nsmc" / "current"
-    with TestClient(create_app(model)) as client:
-        yield client, model
-
-
-def test_service_matches_model_predict(served):
-    client, model = served
-    texts = ["이 영화 정말 재미있어요", "시간이 아까운 영화", "배우들 연기가 너무 좋았다"]
-    expected = Predictor.from_checkpoint(model).predict(texts)
-    for text, want in zip(texts, expected, strict=True):
-        got = client.post("/predict", json={"text": text}).json()
-        assert got["label"] == want.label and got["label_id"] == want.label_id
-        assert got["positive_probability"] == pytest.approx(want.positive_probability, abs=1e-6)
-    batch = client.post("/predict/batch", json={"texts": texts}).json()["predictions"]
-    assert [p["label"] for p in batch] == [w.label for w in expected]
-    assert client.get("/health").json()["status"] == "ok"
-    assert client.get("/model").json()["version"] == "v1"
-    assert client.get("/docs").status_code == 200
-
-
-BAD_REQUESTS = [
-    ("/predict", {"text": ""}, "text must not be empty or whitespace"),
-    ("/predict", {"text": "   \n\t"}, "text must not be empty or whitespace"),
-    ("/predict", {"text": "가" * 1001}, "text is 1001 characters; at most 1000"),
-    ("/predict", {"text": 42}, "text: must be a string"),
-    ("/predict", {"text": None}, "text: must be a string"),
-    ("/predict", {}, "text: required"),
-    ("/predict", {"text": "좋다", "extra": 1}, "extra: unknown field"),
-    ("/predict", ["좋다"], "the body must be a JSON object"),
-    ("/predict/batch", {"texts": ["좋다"] * 257}, "at most 256 texts per batch (got 257)"),
-    ("/predict/batch", {"texts": []}, "texts must hold at least one text"),
-    ("/predict/batch", {"texts": ["좋다", 3]}, "texts.1: must be a string"),
-    ("/predict/batch", {"texts": ["좋다", " "]}, "texts[1]: text must not be empty or whitespace"),
-    ("/predict/batch", {"texts": "좋다"}, "texts: Input should be a valid list"),
-]
-
-
-@pytest.mark.parametrize(("path", "body", "message"), BAD_REQUESTS)
-def test_bad_input_gets_422_with_its_message(served, path, body, message):
-    client, _ = served
-    response = client.post(path, json=body)
-    assert response.status_code == 422
-    assert message in response.json()["detail"]
-
-
-@pytest.mark.parametrize("raw", [b"{not json", b"", b'{"text": "\xff"}'])
-def test_invalid_json_gets_422(served, raw):
-    client, _ = served
-    response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
-    assert response.status_code == 422
-    assert response.json()["detail"]
-
-
-def test_api_key_is_required_when_set(experiment, registry_dir):
-    promote(experiment, "nsmc")
-    with TestClient(create_app(registry_dir / "nsmc" / "current", api_key="s3cret")) as client:
-        assert client.post("/predict", json={"text": "좋다"}).status_code == 401
-        bad = client.post("/predict", json={"text": "좋다"}, headers={"Authorization": "Bearer nope"})
-        assert bad.status_code == 401
-        ok = client.post("/predict", json={"text": "좋다"}, headers={"Authorization": "Bearer s3cret"})
-        assert ok.status_code == 200
-        assert client.get("/health").status_code == 200
+def test_reseed_gives_s_results_per_configuration(cli, experiment, registry_dir):
+    proc = cli("promote", experiment, "--name", "nsmc", "--reseed", "2", "--top-k", "2", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads(proc.stdout.strip().splitlines()[-1])
+    spread = done["reseed"]
+    assert spread["seeds"] == 2 and len(spread["configs"]) == 2
+    for config in spread["configs"]:
+        assert len(config["seeds"]) == 2 and len(set(config["seeds"])) == 2
+    chosen = spread["configs"][0]
+    assert chosen["rank"] == spread["chosen_rank"]
+    assert chosen["val_mean"] == max(c["val_mean"] for c in spread["configs"])  # validation chooses
+    card = registry.verify(registry_dir / "nsmc" / "current")
+    assert card["reseed"]["best_seed"] in chosen["seeds"]
+    assert card["trial_id"] == chosen["source_trial"]
+    for config in json.loads((experiment / "reseed" / "reseed.json").read_text())["configs"]:
+        assert len(config["runs"]) == 2
+        vals = [r["val_accuracy"] for r in config["runs"]]
+        assert config["val_mean"] == pytest.approx(statistics.fmean(vals))
+        assert config["val_std"] == pytest.approx(statistics.stdev(vals))
 
 
 def test_a_corrupt_weight_file_stops_serve(cli, experiment, registry_dir):
@@ -243,22 +162,98 @@ def test_predict_cli(cli, experiment, registry_dir):
     assert line["label"] in ("긍정", "부정") and 0 <= line["positive_probability"] <= 1
 
 
-def test_reseed_gives_s_results_per_configuration(cli, experiment, registry_dir):
-    proc = cli("promote", experiment, "--name", "nsmc", "--reseed", "2", "--top-k", "2", "--json")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    done = json.loads(proc.stdout.strip().splitlines()[-1])
-    spread = done["reseed"]
-    assert spread["seeds"] == 2 and len(spread["configs"]) == 2
-    for config in spread["configs"]:
-        assert len(config["seeds"]) == 2 and len(set(config["seeds"])) == 2
-    chosen = spread["configs"][0]
-    assert chosen["rank"] == spread["chosen_rank"]
-    assert chosen["val_mean"] == max(c["val_mean"] for c in spread["configs"])  # validation chooses
-    card = registry.verify(registry_dir / "nsmc" / "current")
-    assert card["reseed"]["best_seed"] in chosen["seeds"]
-    assert card["trial_id"] == chosen["source_trial"]
-    for config in json.loads((experiment / "reseed" / "reseed.json").read_text())["configs"]:
-        assert len(config["runs"]) == 2
-        vals = [r["val_accuracy"] for r in config["runs"]]
-        assert config["val_mean"] == pytest.approx(statistics.fmean(vals))
-        assert config["val_std"] == pytest.approx(statistics.stdev(vals))
+def test_predict_and_serve_find_the_model_through_the_registry_root(cli, experiment, registry_dir, tmp_path):
+    """Issue 9.10 and 9.25: no --model needed, --name picks one, and the number printed is the label's own."""
+    promote(experiment, "other")
+    os.chdir(tmp_path)  # the default must not depend on the working folder
+    proc = cli("predict", "배우들 연기가 너무 좋았다", "돈 주고 보기 아까웠어요", "--name", "other")
+    assert proc.returncode == 0, proc.stderr
+    for line in proc.stdout.strip().splitlines():
+        label, confidence = line.split()[:2]
+        assert label in ("긍정", "부정") and confidence.endswith("%") and float(confidence[:-1]) >= 50
+    proc = cli("predict", "좋다", "--json", "--name", "other")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert row["confidence"] == pytest.approx(max(row["positive_probability"], 1 - row["positive_probability"]))
+    assert cli("predict", "좋다").returncode == 2  # nsmc-sentiment was never promoted here
+
+
+UNSAFE_NAMES = ["../escaped", "../../x", "/tmp/abs", "..", ".", "", "a/b", "_under", "a b", "x" * 101]
+
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_no_name_leaves_the_registry(cli, experiment, registry_dir, name):
+    """Issue 9.9: promote, registry show/rollback, serve and predict all refuse it before any work."""
+    for args in (
+        ("promote", experiment, "--name", name),
+        ("registry", "show", name),
+        ("registry", "rollback", name),
+        ("serve", "--name", name, "--port", "0"),
+        ("predict", "좋다", "--name", name),
+    ):
+        proc = cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "use 1 to 100 of A-Z" in proc.stderr and "Traceback" not in proc.stderr
+    assert not registry_dir.exists() or not any(registry_dir.iterdir())
+    assert not (registry_dir.parent / "escaped").exists()
+
+
+DAMAGED_CARDS = [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ('{"name": "nsmc"}', "no 'files' table"),
+    ('{"files": {}}', "does not list model.safetensors"),
+]
+
+
+@pytest.mark.parametrize(("card", "message"), DAMAGED_CARDS)
+def test_a_damaged_card_is_one_line(cli, experiment, registry_dir, card, message):
+    """Issue 9.11 and 9.12: one line and exit 2 everywhere; `registry list` still lists the rest."""
+    promote(experiment, "nsmc")
+    promote(experiment, "nsmc")
+    card_file = registry_dir / "nsmc" / "v2" / registry.CARD
+    os.chmod(card_file, 0o644)
+    card_file.write_text(card)
+    weights = registry_dir / "nsmc" / "v2" / "model.safetensors"
+    os.chmod(weights, 0o644)
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated too: `files: {}` must not hide it
+    for args in (
+        ("predict", "좋다", "--name", "nsmc"),
+        ("serve", "--name", "nsmc", "--port", "0"),
+        ("registry", "show", "nsmc"),
+    ):
+        proc = cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    listed = cli("registry", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "nsmc/v1  test_accuracy" in listed.stdout and "nsmc/v2  DAMAGED" in listed.stdout
+    assert registry.rollback(registry_dir / "nsmc") == "v1"
+
+
+def test_a_killed_promotions_leftovers_are_swept(experiment, registry_dir):
+    """Issue 9.13: only those whose process is gone."""
+    promote(experiment, "nsmc")
+    model_dir = registry_dir / "nsmc"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (model_dir / f".v2.{dead_pid}.tmp").mkdir()
+    (model_dir / f".v2.{dead_pid}.tmp" / "model.safetensors").write_bytes(b"half")
+    os.symlink("v1", model_dir / f".current.{dead_pid}.tmp")
+    live = model_dir / f".v9.{os.getppid()}.tmp"  # a process that is still running
+    live.mkdir()
+    promote(experiment, "nsmc")
+    assert sorted(p.name for p in model_dir.iterdir() if p.name.startswith(".")) == sorted([registry.LOCK, live.name])
+
+
+def test_concurrent_promotions_get_their_own_numbers(experiment, registry_dir):
+    """Issue 9.14: the lock spans choosing v<N> and swapping `current`, so `previous` is never shared."""
+    promote(experiment, "nsmc")
+    cmd = [sys.executable, "-c", "from caviar.cli import main; main()", "promote", str(experiment), "--name", "nsmc"]
+    procs = [subprocess.Popen([*cmd, "--force"], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    model_dir = registry_dir / "nsmc"
+    assert registry.versions(model_dir) == ["v1", "v2", "v3", "v4"]
+    previous = [registry.read_card(model_dir / v)["previous"] for v in ("v2", "v3", "v4")]
+    assert previous == ["v1", "v2", "v3"]
+    assert registry.current_version(model_dir) == "v4"

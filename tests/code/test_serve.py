@@ -1,0 +1,254 @@
+"""Service checks: the FastAPI app answers every input with a prediction or a clear 4xx, never a 5xx,
+and one client's input never changes another's answer; the HTTP limits close slow clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+import time
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from caviar.http_limits import BodyLimit, TimedH11Protocol
+from caviar.promote import promote
+from caviar.serve import MicroBatcher, create_app
+from model.errors import UserError
+from model.predict import Prediction, Predictor
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model_dir(experiment, tmp_path_factory):
+    root = tmp_path_factory.mktemp("registry")
+    promote(experiment, "nsmc", root=root)
+    return root / "nsmc" / "current"
+
+
+@pytest.fixture(scope="module")
+def client(model_dir):
+    with TestClient(create_app(model_dir)) as client:
+        yield client
+
+
+def test_service_matches_model_predict(client, model_dir):
+    texts = ["이 영화 정말 재미있어요", "시간이 아까운 영화", "배우들 연기가 너무 좋았다"]
+    expected = Predictor.from_checkpoint(model_dir).predict(texts)
+    for text, want in zip(texts, expected, strict=True):
+        got = client.post("/predict", json={"text": text}).json()
+        assert got["label"] == want.label and got["label_id"] == want.label_id
+        assert got["positive_probability"] == pytest.approx(want.positive_probability, abs=1e-6)
+    batch = client.post("/predict/batch", json={"texts": texts}).json()["predictions"]
+    assert [p["label"] for p in batch] == [w.label for w in expected]
+    assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/model").json()["version"] == "v1"
+
+
+EMPTY = "text must not be empty or whitespace"
+BAD_REQUESTS = [
+    ("/predict", {"text": ""}, EMPTY),
+    ("/predict", {"text": "   \n\t"}, EMPTY),
+    ("/predict", {"text": "\x00\x00"}, EMPTY),  # issue 9.2: NUL bytes only
+    ("/predict", {"text": "\u200b\u200c\u200d\ufeff"}, EMPTY),  # zero-width characters only
+    ("/predict", {"text": "\u200f\u200e\u202b"}, EMPTY),  # direction marks only
+    ("/predict", {"text": "\ud800"}, "text is not valid Unicode (a lone surrogate"),  # issue 9.1
+    ("/predict/batch", {"texts": ["좋다", "\udfff"]}, "texts[1]: text is not valid Unicode"),
+    ("/predict", {"text": "가" * 1001}, "text is 1001 characters; at most 1000"),
+    ("/predict", {"text": 42}, "text: must be a string"),
+    ("/predict", {"text": None}, "text: must be a string"),
+    ("/predict", {}, "text: required"),
+    ("/predict", {"text": "좋다", "extra": 1}, "extra: unknown field"),
+    ("/predict", ["좋다"], "the body must be a JSON object"),
+    ("/predict/batch", {"texts": ["좋다"] * 257}, "at most 256 texts per batch (got 257)"),
+    ("/predict/batch", {"texts": []}, "texts must hold at least one text"),
+    ("/predict/batch", {"texts": ["좋다", 3]}, "texts.1: must be a string"),
+    ("/predict/batch", {"texts": ["좋다", " "]}, f"texts[1]: {EMPTY}"),
+    ("/predict/batch", {"texts": "좋다"}, "texts: Input should be a valid list"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "message"), BAD_REQUESTS)
+def test_bad_input_gets_422_with_its_message(client, path, body, message):
+    # json.dumps keeps a lone surrogate as the \ud800 escape, as a hostile client would send it
+    response = client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert message in response.json()["detail"]
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'{"text": "\xff"}'])
+def test_invalid_json_gets_422(client, raw):
+    response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("invalid JSON")
+
+
+def test_an_empty_body_gets_a_sentence(client):
+    """Issue 9.8: not ': required'."""
+    response = client.post("/predict", content=b"", headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("the body is empty; send a JSON object")
+
+
+def test_head_health_and_offline_docs(client):
+    """Issue 9.8 and 9.6: load balancers probe with HEAD; /docs needs no CDN."""
+    assert client.head("/health").status_code == 200
+    page = client.get("/docs").text
+    assert "/docs-assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+    asset = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and len(asset.content) > 100_000
+    assert client.get("/openapi.json").json()["paths"]["/predict"]
+
+
+def test_model_card_shows_no_absolute_path(client):
+    """Issue 9.7."""
+    card = client.get("/model").json()
+    strings = [v for v in _leaves(card) if isinstance(v, str)]
+    assert not [s for s in strings if os.path.isabs(s)]
+    assert card["source_checkpoint"].startswith("..") and "checkpoint_" in card["source_checkpoint"]
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _leaves(v)
+    else:
+        yield value
+
+
+def test_an_oversized_body_is_refused_before_parsing(client):
+    response = client.post("/predict", content=b"x" * (3 << 20), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_api_key_is_required_when_set(model_dir):
+    with TestClient(create_app(model_dir, api_key="s3cret")) as client:
+        assert client.post("/predict", json={"text": "좋다"}).status_code == 401
+        bad = client.post("/predict", json={"text": "좋다"}, headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401
+        # issue 9.3: a non-ASCII token is a wrong key (401), not a 500
+        weird = client.post("/predict", json={"text": "좋다"}, headers={"Authorization": "Bearer 비밀".encode()})
+        assert weird.status_code == 401
+        ok = client.post("/predict", json={"text": "좋다"}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200
+        assert client.get("/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [("", "is set but empty"), ("비밀번호", "printable ASCII"), ("two words", "printable ASCII")],
+)
+def test_an_unusable_api_key_stops_start_up(model_dir, cli, monkeypatch, key, message):
+    """Issue 9.3 and 9.4: an empty key must not turn auth off; a non-ASCII one cannot be sent."""
+    with pytest.raises(UserError, match=message):
+        create_app(model_dir, api_key=key)
+    monkeypatch.setenv("CAVIAR_API_KEY", key)
+    proc = cli("serve", "--model", model_dir, "--port", "0")
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_one_failing_request_never_fails_another():
+    """Issue 9.1: micro-batching shares one forward pass; if it fails, each request is re-run alone."""
+
+    class Fussy:
+        def predict(self, texts):
+            if "poison" in texts:
+                raise RuntimeError("the tokenizer choked")
+            return [Prediction("긍정", 1, 0.9) for _ in texts]
+
+    async def scenario():
+        batcher = MicroBatcher(Fussy())
+        batcher.task = asyncio.create_task(batcher.run())
+        calls = [batcher.predict([t]) for t in ["a", "b", "poison", "c"]]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        batcher.task.cancel()
+        return results
+
+    results = asyncio.run(scenario())
+    assert isinstance(results[2], RuntimeError)
+    assert all(isinstance(r, list) and r[0].label == "긍정" for i, r in enumerate(results) if i != 2)
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+BODIES = (
+    JSON
+    | st.fixed_dictionaries({"text": st.text(max_size=60)})
+    | st.fixed_dictionaries({"texts": st.lists(st.text(max_size=30), max_size=5)})
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=BODIES, path=st.sampled_from(["/predict", "/predict/batch"]))
+def test_no_json_body_gets_a_5xx(client, body, path):
+    response = client.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+    assert response.status_code in (200, 422), (response.status_code, response.text)
+    assert isinstance(
+        response.json()["detail" if response.status_code == 422 else next(iter(response.json()))], (str, list, int)
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(others=st.lists(st.text(max_size=40), min_size=1, max_size=6))
+def test_other_texts_never_change_an_answer(client, others):
+    """A batch's answer for one text is the same whatever stands beside it (or it is refused whole)."""
+    anchor = "배우들 연기가 너무 좋았다"
+    alone = client.post("/predict", json={"text": anchor}).json()["positive_probability"]
+    response = client.post(
+        "/predict/batch", content=json.dumps({"texts": [anchor, *others]}), headers={"content-type": "application/json"}
+    )
+    assert response.status_code in (200, 422), response.text
+    if response.status_code == 200:
+        assert response.json()["predictions"][0]["positive_probability"] == pytest.approx(alone, abs=1e-5)
+
+
+def test_slow_clients_are_closed(tmp_path):
+    """Issue 9.5: half a request head, or a body that never ends, does not hold a connection."""
+    import uvicorn
+
+    class QuickH11(TimedH11Protocol):
+        header_timeout_s = 1.0
+
+    app = FastAPI()
+
+    @app.post("/echo")
+    async def echo(body: dict) -> dict:
+        return body
+
+    wrapped = BodyLimit(app, timeout_s=1.0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(wrapped, host="127.0.0.1", port=port, http=QuickH11, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 10
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n")  # the head never ends
+            started = time.perf_counter()
+            assert s.recv(1024) == b""  # closed by the server
+            assert time.perf_counter() - started < 4
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(
+                b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"
+            )
+            assert b"408" in s.recv(1024).split(b"\r\n")[0]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not thread.is_alive()
