@@ -5,10 +5,12 @@ To run: caviar --help
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -25,13 +27,21 @@ def root() -> None:
     """caviar: tune a Korean sentiment classifier (NSMC) with Ray Tune, then promote and serve the best."""
 
 
-def make_run_folder(folder: Path) -> Path:
-    """Create the output folder before any work starts: a bad path fails in a second, not after training."""
+@contextlib.contextmanager
+def run_folder(folder: Path) -> Iterator[Path]:
+    """Create the output folder before any work starts (a bad path fails in a second, not after
+    training); if the run then fails before writing anything, the empty folder goes again."""
+    fresh = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"{folder}: cannot create the run folder ({err.strerror})") from None
-    return folder
+    try:
+        yield folder
+    except BaseException:
+        if fresh and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 @app.command("train")
@@ -46,8 +56,9 @@ def train_cmd(
     from caviar.single import run_single
 
     spec = load_job(job, overrides)
-    out = make_run_folder(out or Path("results") / "train" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    summary = run_single(spec, out)
+    out = out or Path("results") / "train" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with run_folder(out):
+        summary = run_single(spec, out)
     typer.echo(
         f"best val_accuracy {summary['val_accuracy']:.4f} (step {summary['best_step']}), "
         f"test_accuracy {summary['test_accuracy']:.4f}, test_f1 {summary['test_f1']:.4f}, "
@@ -71,8 +82,9 @@ def lr_find_cmd(
     from caviar.lr_find import lr_find
 
     spec = load_job(job, overrides)
-    out = make_run_folder(out or Path("results") / "lr_find" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = lr_find(spec, out)
+    out = out or Path("results") / "lr_find" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with run_folder(out):
+        result = lr_find(spec, out)
     typer.echo(
         f"base_lr {result['base_lr']:.2e}  max_lr {result['max_lr']:.2e}  ({result['steps']} steps"
         f"{', stopped at divergence' if result['diverged'] else ''})",

@@ -140,3 +140,36 @@ def test_download_with_wrong_row_count_is_refused(http_server, tmp_path, monkeyp
     with pytest.raises(UserError, match="240 rows, expected 150000"):
         nsmc.locate_nsmc(DataConfig(download_url=url))
     assert not (tmp_path / "cache" / "nsmc" / "ratings_train.txt").exists()
+
+
+def test_a_line_that_is_not_utf8_is_dropped_and_named(tmp_path, caplog):
+    """Issue 9.21: one bad byte is a bad row (counted, line named), not a traceback."""
+    path = write(tmp_path, GOOD)
+    with open(path, "ab") as f:
+        f.write(b"950\t\xff\xfe broken\t1\n")
+    df = nsmc.read_reviews(path)
+    assert len(df) == 300
+    assert "dropped 1 bad rows of 301 (first: line 302, not UTF-8 (byte 0xff))" in caplog.text
+
+
+def test_a_utf16_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "ratings_train.txt"
+    path.write_text("\n".join(GOOD) + "\n", encoding="utf-16")
+    with pytest.raises(UserError, match="the file is UTF-16; NSMC files are UTF-8"):
+        nsmc.read_reviews(path)
+
+
+def test_a_single_class_train_file_is_refused(tmp_path):
+    """Issue 9.22: it would train silently to val_accuracy 1.0."""
+    write(tmp_path, ["id\tdocument\tlabel"] + [f"{i}\t좋은 영화 {i}\t1" for i in range(300)])
+    shutil.copy(FIXTURE_NSMC / "ratings_test.txt", tmp_path / "ratings_test.txt")
+    with pytest.raises(UserError, match=r"the train split holds 0 부정, 270 긍정; a classifier needs both labels"):
+        nsmc.load_splits(DataConfig(dir=str(tmp_path)))
+
+
+def test_heavy_duplication_is_warned_with_counts(tmp_path, caplog):
+    rows = [f"{i}\t좋은 영화 {i % 30}\t{i % 2}" for i in range(300)]  # every review 10 times
+    write(tmp_path, ["id\tdocument\tlabel", *rows])
+    shutil.copy(FIXTURE_NSMC / "ratings_test.txt", tmp_path / "ratings_test.txt")
+    nsmc.load_splits(DataConfig(dir=str(tmp_path)))
+    assert "240 of 270 train reviews (89%) repeat an earlier one" in caplog.text
