@@ -11,10 +11,11 @@ endif
 
 .PHONY: setup tune train test lint format clean
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+# --no-deps on the last line: requirements-dev.txt has already installed the pinned set
+$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 

@@ -14,6 +14,12 @@ import torch
 from model.checkpoint import write_json_atomically
 
 RESULTS = Path(__file__).parent / "results"
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def project_path(path: Path | str) -> str:
+    """A path as benchmark JSON records it: relative to the project, never this machine's layout."""
+    return os.path.relpath(Path(path).resolve(), PROJECT)
 
 
 def peak_rss_gb() -> float:

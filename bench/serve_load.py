@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import project_path, write_result  # noqa: E402
 from model.config import DataConfig  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -158,7 +158,7 @@ def main() -> None:
     write_result(
         "serve_load",
         {
-            "model": str(args.model.resolve()),
+            "model": project_path(args.model),
             "model_config": card.get("config", {}).get("model"),
             "clients": args.clients,
             "single": single,

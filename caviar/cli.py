@@ -258,7 +258,9 @@ _register_cluster(app)
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="caviar: %(message)s", stream=sys.stderr)
+    """caviar's own INFO lines; other libraries (Ray's packaging chatter) only from WARNING up."""
+    logging.basicConfig(level=logging.WARNING, format="caviar: %(message)s", stream=sys.stderr)
+    logging.getLogger("caviar").setLevel(logging.INFO)
     import transformers
 
     transformers.logging.set_verbosity_error()

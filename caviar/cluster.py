@@ -80,6 +80,12 @@ def resolve_storage(job, overrides: list[str]) -> list[str]:
     return [*overrides, f"storage={shared}"]
 
 
+def runtime_requirements() -> list[str]:
+    """The pinned runtime set (requirements.txt): what a cluster needs, no test tools."""
+    lines = (PROJECT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith(("#", "-"))]
+
+
 def submit(job_file: Path, address: str, overrides: list[str], install: bool) -> str:
     from caviar.jobfile import load_job
 
@@ -99,8 +105,7 @@ def submit(job_file: Path, address: str, overrides: list[str], install: bool) ->
     if env_vars:
         runtime_env["env_vars"] = env_vars
     if install:
-        requirements = (PROJECT / "requirements.txt").read_text(encoding="utf-8").splitlines()
-        runtime_env["pip"] = [r for r in requirements if r.strip() and not r.startswith("#")]
+        runtime_env["pip"] = runtime_requirements()
     jobs = client(address)
     return call(address, lambda: jobs.submit_job(entrypoint=entrypoint, runtime_env=runtime_env))
 

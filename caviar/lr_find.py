@@ -8,7 +8,6 @@ and then searches log-uniformly inside [base_lr, max_lr].
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -20,18 +19,17 @@ from model.checkpoint import write_json_atomically
 from model.data import Splits
 from model.lr_range import run_range_test, suggest
 
-log = logging.getLogger("caviar.lr_find")
-
 
 def lr_find(job: JobSpec, out_dir: Path, splits: Splits | None = None, progress: bool = True) -> dict:
     spec = job.lr_find
     out_dir.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(desc="lr range test", unit="step", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    bars = []  # opened at the first step, so the data-loading lines print above it, not inside it
 
     def on_step(step: int, total: int, lr: float, loss: float) -> None:
-        bar.total = total
-        bar.update(1)
-        bar.set_postfix(lr=f"{lr:.2e}", loss=f"{loss:.3f}", refresh=False)
+        if not bars:
+            bars.append(tqdm(total=total, desc="lr range test", unit="step", disable=not progress, file=sys.stderr))
+        bars[0].update(1)
+        bars[0].set_postfix(lr=f"{lr:.2e}", loss=f"{loss:.3f}", refresh=False)
 
     test = run_range_test(
         job.trial_config(),
@@ -45,10 +43,10 @@ def lr_find(job: JobSpec, out_dir: Path, splits: Splits | None = None, progress:
         splits=splits,
         on_step=on_step,
     )
-    bar.close()
+    for bar in bars:
+        bar.close()
     result = {**test.as_dict(), **suggest(test.lrs, test.losses, test.val_lrs, test.val_accuracies)}
     result.update({"mode": spec.mode, "steps": len(test.lrs), "job": job.name})
     write_json_atomically(out_dir / "lr_find.json", result)
     plots.lr_find(result, out_dir / "lr_find.png")
-    log.info("lr range test: base_lr %.2e, max_lr %.2e (%d steps)", result["base_lr"], result["max_lr"], len(test.lrs))
     return {**result, "json": str(out_dir / "lr_find.json"), "plot": str(out_dir / "lr_find.png")}

@@ -6,6 +6,9 @@ Runs only once every trial has ended; an interrupted run raises Interrupted inst
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
+import sys
 from pathlib import Path
 
 from caviar.disk import checkpoint_bytes, prune
@@ -91,8 +94,21 @@ def describe_best(summary: dict, metric: str) -> list[str]:
         f"{len(summary['trials'])} trials, {summary['stopped_early']} stopped early, {summary['errored']} errored, "
         f"{summary['wall_s']:.0f}s; checkpoints on disk {summary['checkpoint_bytes'] / 2**20:.1f} MiB",
         f"experiment: {summary['experiment_dir']}",
-        f"compare: tensorboard --logdir {summary['experiment_dir']}",
+        "next:",
+        f"  compare trials:  {runnable('tensorboard')} --logdir {shlex.quote(summary['experiment_dir'])}",
+        f"  leaderboard:     {runnable('caviar')} report {shlex.quote(summary['experiment_dir'])}",
+        f"  promote best:    {runnable('caviar')} promote {shlex.quote(summary['experiment_dir'])}",
     ]
+
+
+def runnable(command: str) -> str:
+    """The command as it runs from this shell: its bare name when the PATH finds this environment's
+    copy, else its path inside this environment (a venv that was never activated)."""
+    here = Path(sys.executable).parent / command
+    found = shutil.which(command)
+    if here.is_file() and (found is None or Path(found).resolve() != here.resolve()):
+        return shlex.quote(str(here))
+    return command
 
 
 def _short(value) -> str:

@@ -52,6 +52,9 @@ def start_ray(address: str | None) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic live table, with our columns
+    # Ray turns token auth on by default for a local cluster (kept on), and warns that it did on
+    # every start; that line tells a user nothing to do, so it is muted
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # each report saves a checkpoint, so Ray snapshots often: by design here, not a bottleneck to warn of
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True, "configure_logging": True}
@@ -116,7 +119,8 @@ def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None,
 
     root = root or storage_root(job)
     local_dir = None if is_remote(root) else Path(root) / experiment
-    reporter = tune.CLIReporter(
+    QuietReporter = _quiet_reporter_class()
+    reporter = QuietReporter(
         metric_columns=METRIC_COLUMNS,
         parameter_columns={k.replace(".", "/"): k for k in job.search_space},
         max_report_frequency=15,
@@ -152,6 +156,20 @@ def build_tuner(job: JobSpec, experiment: str, restore_from: Path | None = None,
             verbose=1,
         ),
     )
+
+
+def _quiet_reporter_class():
+    from ray import tune
+
+    class QuietReporter(tune.CLIReporter):
+        """Ray's live table without its 'Result logdir: /tmp/ray/session_.../driver_artifacts' line:
+        that folder is Ray's scratch copy, not where results go (caviar prints the experiment folder)."""
+
+        def _progress_str(self, *args, **kwargs) -> str:
+            text = super()._progress_str(*args, **kwargs)
+            return "\n".join(line for line in text.split("\n") if not line.startswith("Result logdir:"))
+
+    return QuietReporter
 
 
 def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = None) -> dict:

@@ -94,4 +94,28 @@ def test_lr_find_cli_writes_json_and_plot(cli, tmp_path):
     assert 1e-5 <= result["base_lr"] < result["max_lr"] <= 1.0
     saved = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
     assert len(saved["lrs"]) == len(saved["losses"]) == result["steps"]
+    assert proc.stderr.count("base_lr") == 1, proc.stderr  # issue 9.26: the result once
+
+
+def test_lr_find_prints_the_data_line_before_its_bar(tmp_path):
+    """Issue 9.26: the data line used to land inside the progress bar."""
+    import subprocess
+    import sys
+
+    job = tiny_job_yaml(tmp_path / "job.yaml", lr_find={"min_lr": 1e-5, "max_lr": 1.0, "steps": 20, "eval_points": 2})
+    cmd = [
+        sys.executable,
+        "-c",
+        "from caviar.cli import main; main()",
+        "lr-find",
+        str(job),
+        "--out",
+        str(tmp_path / "lr"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.replace("\r", "\n").splitlines()
+    data = [i for i, ln in enumerate(lines) if ln.startswith("caviar: data ")]
+    bar = [i for i, ln in enumerate(lines) if "lr range test" in ln]
+    assert len(data) == 1 and bar and data[0] < bar[0], proc.stderr
     assert (tmp_path / "lr" / "lr_find.png").read_bytes().startswith(b"\x89PNG")

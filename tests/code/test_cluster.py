@@ -127,6 +127,8 @@ def test_submit_runs_on_both_nodes_then_report_and_promote(cluster, cluster_job,
     proc = caviar("submit", cluster_job(), "--address", cluster.address, "--follow", env=cluster.env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "SUCCEEDED" in proc.stdout
+    # issue 9.27: Ray's packaging INFO lines stay out of caviar's own output
+    assert not [ln for ln in proc.stderr.splitlines() if " INFO " in ln or "packag" in ln.lower()], proc.stderr
     experiment = the_experiment(tmp_path)
     trials = load_trials(experiment)
     assert len(trials) == 4 and all(t.status == "TERMINATED" for t in trials)

@@ -117,3 +117,11 @@ def test_pausing_schedulers_get_no_live_cap_or_actor_reuse(scheduler, live_cap, 
     )
     assert concurrency_limit(job) == live_cap
     assert reuse_actors(job) is reuse
+
+
+def test_submit_install_ships_runtime_dependencies_only():
+    from caviar.cluster import runtime_requirements
+
+    names = {r.split("==")[0].split("[")[0].lower() for r in runtime_requirements()}
+    assert {"ray", "torch", "transformers", "fastapi", "numpy", "tqdm", "pyarrow", "swagger-ui-bundle"} <= names
+    assert not names & {"pytest", "ruff", "hypothesis"}

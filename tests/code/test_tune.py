@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,13 +76,33 @@ def summary_of(proc) -> dict:
 
 
 @pytest.fixture(scope="module")
-def asha_run(tmp_path_factory):
+def asha_proc(tmp_path_factory) -> subprocess.CompletedProcess:
     tmp = tmp_path_factory.mktemp("asha")
     # lr where every tiny trial learns within the run: ASHA's rungs then rank real differences,
     # not a tie of every trial at chance accuracy (which lets every trial through)
     space = {**TUNE["search_space"], "train.lr": {"loguniform": [2e-3, 1e-2]}}
     job = tiny_job_yaml(tmp / "job.yaml", storage=str(tmp / "results"), **{**TUNE, "search_space": space})
-    return summary_of(run_caviar("tune", job, "--name", "asha", "--json"))
+    return run_caviar("tune", job, "--name", "asha", "--json")
+
+
+@pytest.fixture(scope="module")
+def asha_run(asha_proc) -> dict:
+    return summary_of(asha_proc)
+
+
+def test_tune_prints_the_next_commands_and_no_ray_noise(asha_proc, asha_run):
+    """Issue 9.24 and 9.27: report, promote and a TensorBoard command that runs as printed; no
+    'Result logdir' of Ray's scratch folder, no token-auth warning."""
+    output = asha_proc.stdout + asha_proc.stderr
+    assert "Result logdir" not in output and "Token authentication is enabled" not in output
+    lines = asha_proc.stderr.splitlines()
+    steps = {ln.split(":", 1)[0].strip(): ln.split(":", 1)[1].split() for ln in lines[lines.index("next:") + 1 :]}
+    assert steps["leaderboard"][1:] == ["report", asha_run["experiment_dir"]]
+    assert steps["promote best"][1:] == ["promote", asha_run["experiment_dir"]]
+    tensorboard = steps["compare trials"]
+    assert tensorboard[1:] == ["--logdir", asha_run["experiment_dir"]]
+    assert shutil.which(tensorboard[0]), f"{tensorboard[0]} does not run from this shell"
+    assert shutil.which(steps["leaderboard"][0])
 
 
 def test_asha_stops_trials_early_and_completes(asha_run):
