@@ -11,6 +11,7 @@ authentication is never turned off.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 import time
@@ -19,7 +20,16 @@ from pathlib import Path
 from model.errors import UserError
 
 PROJECT = Path(__file__).resolve().parents[1]
-EXCLUDES = ["results/", ".venv/", ".git/", "bench/results/", "**/__pycache__/", ".pytest_cache/", ".ruff_cache/"]
+EXCLUDES = [
+    "results/",
+    ".venv/",
+    ".git/",
+    "bench/results/",
+    "**/__pycache__/",
+    ".pytest_cache/",
+    ".ruff_cache/",
+    ".hypothesis/",
+]
 PASSED_ENV = ("NSMC_DIR", "CAVIAR_CACHE", "CAVIAR_REGISTRY")  # local paths a same-machine cluster can use
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
@@ -41,9 +51,17 @@ def auth_token() -> str:
     return token
 
 
+# Ray's packaging chatter on submit: ~10 INFO lines per upload and a notice about default excludes;
+# caviar prints what the user needs (the job id, how to follow it), real errors still come through
+QUIET_LOGGERS = ("ray._private.runtime_env", "ray.dashboard.modules.dashboard_sdk", "ray.dashboard.modules.job.sdk")
+
+
 def client(address: str):
     """A JobSubmissionClient that sends the token; a refused token is a one-line error."""
     from ray.job_submission import JobSubmissionClient
+
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     try:
         return JobSubmissionClient(address, headers={"Authorization": f"Bearer {auth_token()}"})

@@ -109,3 +109,14 @@ def experiment(tmp_path_factory) -> Path:
 def registry_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("CAVIAR_REGISTRY", str(tmp_path / "registry"))
     return tmp_path / "registry"
+
+
+def _hypothesis_profile() -> None:
+    """No example database in the checkout: CI starts clean, and nothing lands in a job's working_dir."""
+    from hypothesis import settings
+
+    settings.register_profile("caviar", database=None)
+    settings.load_profile("caviar")
+
+
+_hypothesis_profile()
