@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint import write_json_atomically
+from model.atomic import write_json_atomically
 
 RESULTS = Path(__file__).parent / "results"
 PROJECT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from caviar import plots
 from caviar.spec import JobSpec
-from model.checkpoint import write_json_atomically
+from model.atomic import write_json_atomically
 from model.data import Splits
 from model.lr_range import run_range_test, suggest
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from model.checkpoint import META, STATE, WEIGHTS, write_json_atomically
+from model.atomic import write_json_atomically
+from model.checkpoint import META, STATE, WEIGHTS
 from model.config import SAFE_NAME, check_safe_name
 from model.errors import UserError
 

@@ -17,7 +17,7 @@ from caviar import plots
 from caviar.disk import folder_bytes
 from caviar.experiment import TrialRecord, load_job_of, load_trials
 from caviar.spec import JobSpec
-from model.checkpoint import write_json_atomically, write_text_atomically
+from model.atomic import write_json_atomically, write_text_atomically
 from model.errors import UserError
 
 LEADERBOARD_CSV, LEADERBOARD_MD, SUMMARY = "leaderboard.csv", "leaderboard.md", "summary.json"

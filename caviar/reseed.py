@@ -15,7 +15,7 @@ from pathlib import Path
 
 from caviar.experiment import TrialRecord, load_trials
 from caviar.spec import JobSpec
-from model.checkpoint import write_json_atomically
+from model.atomic import write_json_atomically
 from model.data import load_splits
 from model.errors import UserError
 from model.evaluate import evaluate_checkpoint

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caviar.http_limits import BodyLimit, uvicorn_limits
 from caviar.registry import public_card, verify
+from model.device import set_threads
 from model.errors import UserError
 from model.predict import Prediction, Predictor
 
@@ -177,10 +178,7 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
     key = check_api_key(api_key)
     card = verify(model_dir)
     shown_card = public_card(card)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     predictor = Predictor.from_checkpoint(model_dir)
     batcher = MicroBatcher(predictor)
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from model.checkpoint import write_atomically, write_json_atomically
+from model.atomic import write_atomically, write_json_atomically
 from model.data import load_splits
+from model.device import pick_device
 from model.evaluate import evaluate_checkpoint
-from model.train import pick_device, train
+from model.train import train
 
 METRIC = "val_accuracy"
 

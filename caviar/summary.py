@@ -15,7 +15,7 @@ from caviar.disk import checkpoint_bytes, prune
 from caviar.experiment import ROUNDS_FILE, SUMMARY_FILE, best_trial, interrupted, load_trials
 from caviar.space import flatten
 from caviar.spec import JobSpec
-from model.checkpoint import write_json_atomically
+from model.atomic import write_json_atomically
 from model.errors import UserError
 
 

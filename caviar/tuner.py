@@ -24,7 +24,7 @@ from caviar.spec import JobSpec
 from caviar.summary import Interrupted, finish
 from caviar.tensorboard import TrialTensorBoard
 from caviar.trainable import run_trial
-from model.checkpoint import write_json_atomically
+from model.atomic import write_json_atomically
 from model.data import load_splits
 from model.errors import UserError
 

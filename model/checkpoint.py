@@ -10,9 +10,6 @@ trainer_state.pt    optimizer, scheduler, step, RNG state: enough to resume bit 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,43 +18,12 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from model.atomic import write_json_atomically
 from model.config import TrialConfig
 from model.errors import UserError
 from model.network import from_config, load_hf_config
 
 WEIGHTS, META, STATE = "model.safetensors", "caviar.json", "trainer_state.pt"
-
-
-def write_atomically(final: Path, fill) -> Path:
-    """Build a folder beside `final` with fill(tmp_dir), then swap it in; a crash leaves the old one."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        fill(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write beside the target, then rename over it: a crash leaves the old file or the new, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_json_atomically(path: Path, payload) -> None:
-    write_text_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
 
 
 def fill_checkpoint(folder: Path, net, tokenizer, cfg: TrialConfig, meta: dict, trainer_state: dict | None) -> None:

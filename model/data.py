@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model.atomic import atomic_path
 from model.config import DataConfig
 from model.errors import UserError
 
@@ -60,16 +61,14 @@ def download_nsmc(base_url: str, dest: Path, timeout_s: float = 60.0) -> Path:
         if (dest / name).is_file():
             continue
         url = f"{base_url.rstrip('/')}/{name}"
-        tmp = dest / f".{name}.{os.getpid()}.tmp"
         log.info("downloading %s", url)
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response, open(tmp, "wb") as out:
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-            _check_download(tmp, name)
-            os.replace(tmp, dest / name)
+            with atomic_path(dest / name) as tmp:  # renamed into place only once it checks out
+                with urllib.request.urlopen(url, timeout=timeout_s) as response, open(tmp, "wb") as out:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                _check_download(tmp, name)
         except (urllib.error.URLError, OSError, ValueError) as err:
-            tmp.unlink(missing_ok=True)
             reason = getattr(err, "reason", None) or err
             raise UserError(
                 f"NSMC not found locally and the download from {url} failed ({reason}); {HOW_TO_POINT}"
@@ -155,7 +154,6 @@ class Splits:
     val: pd.DataFrame
     test: pd.DataFrame
     fingerprint: str
-    source: Path
 
 
 def load_splits(cfg: DataConfig) -> Splits:
@@ -175,7 +173,6 @@ def load_splits(cfg: DataConfig) -> Splits:
         val=full[is_val].reset_index(drop=True),
         test=test,
         fingerprint=fingerprint([folder / TRAIN_FILE, folder / TEST_FILE]),
-        source=folder,
     )
     check_splits(splits, folder / TRAIN_FILE)
     log.info("data %s: train %d, val %d, test %d", folder, len(splits.train), len(splits.val), len(splits.test))

@@ -11,6 +11,8 @@ from torch import nn
 
 from model.batches import Encoded, collate, eval_batches
 
+EVAL_BATCH = 256
+
 
 @dataclass
 class Metrics:
@@ -68,7 +70,7 @@ def evaluate_checkpoint(folder, reviews, device=None) -> Metrics:
     """Metrics of a saved checkpoint on a split (a DataFrame with `document` and `label`)."""
     from model.batches import encode
     from model.checkpoint import load_checkpoint
-    from model.train import EVAL_BATCH, pick_device
+    from model.device import pick_device
 
     device = device or pick_device("auto")
     loaded = load_checkpoint(folder)

@@ -15,9 +15,10 @@ import pandas as pd
 from model.batches import Encoded, epoch_batches
 from model.config import TrialConfig
 from model.data import Splits
-from model.evaluate import evaluate
+from model.evaluate import EVAL_BATCH, evaluate
 from model.schedule import build_optimizer
-from model.train import EVAL_BATCH, prepare, train_step
+from model.train import prepare
+from model.trainer import train_step
 
 DIVERGED = 4.0  # stop once the smoothed loss exceeds 4x its best: the rest would only be noise
 FALL_SHARE = 0.1  # base_lr: where the loss has made 10% of its way down to its minimum

@@ -14,8 +14,8 @@ import torch
 from model.batches import encode
 from model.checkpoint import load_checkpoint
 from model.data import LABEL_NAMES
+from model.device import pick_device
 from model.evaluate import positive_probabilities
-from model.train import pick_device
 
 PREDICT_BATCH = 64
 
@@ -53,7 +53,3 @@ class Predictor:
             Prediction(label=LABEL_NAMES[int(p >= 0.5)], label_id=int(p >= 0.5), positive_probability=float(p))
             for p in self.probabilities(texts)
         ]
-
-
-def predict(texts: list[str], checkpoint: Path) -> list[Prediction]:
-    return Predictor.from_checkpoint(checkpoint).predict(texts)

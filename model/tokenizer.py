@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 from filelock import FileLock
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from model.atomic import atomic_path
 from model.config import ModelConfig
 from model.data import cache_root
 
@@ -32,6 +32,12 @@ def train_wordpiece(texts: list[str], vocab_size: int) -> Tokenizer:
     tok.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    # The trainer's token SET is a function of the texts, but its ids are not: it merges in parallel
+    # and numbers tokens in whatever order the threads finish, so two processes gave one model
+    # different embedding rows (and different results). Number them in one fixed order instead;
+    # WordPiece matches greedily by string, so tokenization itself is unchanged.
+    learned = sorted(t for t in tok.get_vocab() if t not in SPECIAL_TOKENS)
+    tok.model = models.WordPiece({t: i for i, t in enumerate(SPECIAL_TOKENS + learned)}, unk_token="[UNK]")
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
@@ -48,7 +54,7 @@ def wrap(tok: Tokenizer | str | Path) -> PreTrainedTokenizerFast:
 
 
 def texts_key(texts: list[str], vocab_size: int) -> str:
-    digest = hashlib.sha256(f"wordpiece-v1|{vocab_size}|".encode())
+    digest = hashlib.sha256(f"wordpiece-v2|{vocab_size}|".encode())  # v2: fixed token ids
     for text in texts:
         digest.update(text.encode())
         digest.update(b"\n")
@@ -63,9 +69,8 @@ def cached_wordpiece(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFa
     with FileLock(str(folder / ".lock")):
         if not path.is_file():
             log.info("training a %d-token WordPiece on %d reviews", vocab_size, len(texts))
-            tmp = folder / f".{TOKENIZER_FILE}.{os.getpid()}.tmp"
-            train_wordpiece(texts, vocab_size).save(str(tmp))
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                train_wordpiece(texts, vocab_size).save(str(tmp))
     return wrap(path)
 
 

@@ -36,3 +36,18 @@ def test_cached_tokenizer_is_trained_once(monkeypatch):
     assert first.get_vocab() == second.get_vocab()
     tk.cached_wordpiece(texts, 360)  # another vocab size is another tokenizer
     assert len(calls) == 2
+
+
+def test_token_ids_are_the_same_in_every_process():
+    """The trainer numbers tokens in thread-finishing order; the ids must not depend on it, or one
+    model trains differently per process (a test near its threshold then fails now and then)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import json; from model import tokenizer as tk; from tests.model.test_tokenizer import fixture_texts; "
+        "print(json.dumps(sorted(tk.wrap(tk.train_wordpiece(fixture_texts(), 300)).get_vocab().items())))"
+    )
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120) for _ in range(3)]
+    assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
+    assert runs[0].stdout == runs[1].stdout == runs[2].stdout

@@ -31,7 +31,7 @@ def test_tiny_training_lowers_val_loss(tiny_config):
     assert len(losses) == 6  # eval_every 0.5 over 3 epochs
     assert losses[-1] < losses[0] - 0.1
     assert result.history == rec.rows
-    assert result.best()["val_accuracy"] >= 0.9  # the fixture is easy: one phrase decides the label
+    assert max(r["val_accuracy"] for r in result.history) >= 0.9  # the fixture is easy: one phrase decides the label
     assert {"epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "examples_per_s"} <= set(
         rec.rows[0]
     )

@@ -1,0 +1,56 @@
+"""Write-then-rename, the one way files and folders are written: a crash leaves the old version or
+the new one, never half of either. Both packages (model/ and caviar/) import it from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
+    """A temp path beside `path` to write into; renamed over `path` on success, removed on failure.
+    `suffix` keeps an extension for writers that read it (matplotlib picks the format by it)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomically(path: Path, payload) -> None:
+    write_text_atomically(path, json.dumps(payload, indent=2, ensure_ascii=False, default=str))
+
+
+def write_atomically(final: Path, fill: Callable[[Path], None]) -> Path:
+    """Build a folder beside `final` with fill(tmp_dir), then swap it in; a crash leaves the old one."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        fill(tmp)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final

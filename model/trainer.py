@@ -1,0 +1,228 @@
+"""The training loop as an object: one optimizer step, one evaluation, the whole fit, and a state that
+saves and loads as one dict (the checkpoint's trainer_state.pt).
+
+Resume and the PBT hand-over are named methods; the loop itself (`fit`) only steps, evaluates at
+fixed places and asks `report` to keep a checkpoint. Nothing here knows about Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from model.batches import Encoded, collate, epoch_batches
+from model.config import TrainConfig, TrialConfig
+from model.data import Splits
+from model.errors import UserError
+from model.evaluate import EVAL_BATCH, cross_entropy, evaluate
+from model.schedule import build_optimizer, build_schedule
+
+Report = Callable[[dict, Path], None]  # (metrics, checkpoint folder): the one link to the outside
+MIN_IMPROVEMENT = 1e-4  # val_loss must drop by this much to reset the patience counter
+
+
+class NonFiniteLoss(UserError):
+    """The loss went NaN or infinite: the run stops before it can save (and so promote) such weights."""
+
+
+@dataclass
+class Run:
+    """What a training loop works on, built once: network, tokenizer, encoded splits, device."""
+
+    net: torch.nn.Module
+    tokenizer: object  # a transformers PreTrainedTokenizerBase
+    train_set: Encoded
+    val_set: Encoded
+    device: torch.device
+    splits: Splits
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    steps: int = 0
+    examples_per_s: float = 0.0
+    stopped_early: bool = False
+
+
+@dataclass
+class _Window:
+    """Train-loss and throughput since the last evaluation."""
+
+    loss: float = 0.0
+    steps: int = 0
+    examples: int = 0
+    seconds: float = 0.0
+
+    def add(self, loss: float, examples: int, seconds: float) -> None:
+        self.loss, self.steps = self.loss + loss, self.steps + 1
+        self.examples, self.seconds = self.examples + examples, self.seconds + seconds
+
+
+def train_step(run: Run, rows: np.ndarray, optimizer, grad_clip: float | None) -> float:
+    """One optimizer step on the reviews `rows`; returns the batch loss."""
+    batch = {
+        k: v.to(run.device, non_blocking=True)
+        for k, v in collate(run.train_set, rows, run.tokenizer.pad_token_id).items()
+    }
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
+        logits = run.net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    loss = cross_entropy(logits, batch["labels"])
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.net.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
+
+
+class Trainer:
+    """Trains `run.net` with `cfg.train`, evaluating at fixed places in every epoch."""
+
+    # the loop's own counters: with the optimizer, scheduler and RNG, all a resume needs
+    STATE_KEYS = ("step", "best_val_loss", "bad_evals", "seen", "train_time", "history")
+
+    def __init__(self, cfg: TrialConfig, run: Run, progress: bool = False):
+        self.cfg, self.tc, self.run, self.progress = cfg, cfg.train, run, progress
+        self.steps_per_epoch = math.ceil(len(run.train_set) / self.tc.batch_size)
+        self.total_steps = self.tc.epochs * self.steps_per_epoch
+        if self.tc.max_steps is not None:
+            self.total_steps = min(self.tc.max_steps, self.total_steps)
+        # evaluations fall at fixed places in every epoch (and its end), so a job's max_t is exactly
+        # epochs x evaluations-per-epoch
+        per_epoch = max(1, round(1 / self.tc.eval_every))
+        self.eval_points = {max(1, round(self.steps_per_epoch * k / per_epoch)) for k in range(1, per_epoch + 1)}
+        self.optimizer = build_optimizer(run.net, self.tc)
+        self.scheduler = build_schedule(self.optimizer, self.tc, self.total_steps, self.steps_per_epoch)
+        self.step, self.best_val_loss, self.bad_evals, self.seen, self.train_time = 0, math.inf, 0, 0, 0.0
+        self.history: list[dict] = []
+        self.stopped_early = False
+
+    # --- state -----------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            **{key: getattr(self, key) for key in self.STATE_KEYS},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in self.STATE_KEYS:
+            setattr(self, key, state[key])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+
+    def resume(self, state: dict, saved_train: TrainConfig) -> None:
+        """Continue from a checkpoint's state. Saved with other optimizer settings (a PBT exploit:
+        the donor's weights, this trial's mutated hyperparameters), the hand-over keeps the donor's
+        moments and fast-forwards a fresh schedule to the current step."""
+        if _same_recipe(saved_train, self.tc):
+            self.load_state_dict(state)
+        else:
+            self.load_state_dict({**state, "scheduler": self.scheduler.state_dict()})
+            self._adopt_new_hyperparameters()
+        finished = bool(self.history) and bool(self.history[-1].get("done_training"))
+        self.stopped_early = finished and self.step < self.total_steps
+
+    def _adopt_new_hyperparameters(self) -> None:
+        fresh = build_optimizer(self.run.net, self.tc)
+        for group, new in zip(self.optimizer.param_groups, fresh.param_groups, strict=True):
+            group.update({k: v for k, v in new.items() if k != "params"})
+            group.pop("initial_lr", None)
+        self.scheduler = build_schedule(self.optimizer, self.tc, self.total_steps, self.steps_per_epoch)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+            for _ in range(self.step):
+                self.scheduler.step()
+
+    @property
+    def done(self) -> bool:
+        return self.stopped_early or self.step >= self.total_steps
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def train_one(self, rows: np.ndarray) -> float:
+        loss = train_step(self.run, rows, self.optimizer, self.tc.grad_clip)
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(
+                f"train loss became {loss} at step {self.step + 1} (lr {self.scheduler.get_last_lr()[0]:.3g}); "
+                "no checkpoint was written from here on: lower train.lr or keep train.grad_clip on"
+            )
+        self.scheduler.step()
+        self.step += 1
+        return loss
+
+    def evaluate(self, window: _Window) -> dict:
+        """Validation metrics plus the window's train loss; updates patience and the run's totals."""
+        self.seen, self.train_time = self.seen + window.examples, self.train_time + window.seconds
+        val = evaluate(self.run.net, self.run.val_set, EVAL_BATCH, self.run.tokenizer.pad_token_id, self.run.device)
+        if val.loss < self.best_val_loss - MIN_IMPROVEMENT:
+            self.best_val_loss, self.bad_evals = val.loss, 0
+        else:
+            self.bad_evals += 1
+        self.stopped_early = self.tc.patience is not None and self.bad_evals >= self.tc.patience
+        metrics = {
+            "epoch": round(self.step / self.steps_per_epoch, 4),
+            "step": self.step,
+            "train_loss": window.loss / window.steps,
+            **{k: v for k, v in val.as_dict("val").items() if k != "val_confusion"},
+            "lr": self.scheduler.get_last_lr()[0],
+            "examples_per_s": window.examples / window.seconds,
+            # True on the run's own last evaluation; a run a scheduler stops never reports it
+            "done_training": self.done,
+        }
+        self.history.append(metrics)
+        return metrics
+
+    def fit(self, on_evaluation: Callable[[dict], None] | None = None) -> TrainResult:
+        """Train to the end (or patience); `on_evaluation(metrics)` keeps each evaluation's checkpoint."""
+        window = _Window()
+        while not self.done:
+            epoch, offset = divmod(self.step, self.steps_per_epoch)
+            batches = epoch_batches(self.run.train_set, self.tc.batch_size, self.tc.seed, epoch)
+            with self._bar(epoch, offset) as bar:
+                for rows in batches[offset:]:
+                    started = time.perf_counter()
+                    loss = self.train_one(rows)
+                    window.add(loss, len(rows), time.perf_counter() - started)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{window.loss / window.steps:.4f}", refresh=False)
+                    if self.step - epoch * self.steps_per_epoch in self.eval_points or self.step == self.total_steps:
+                        metrics = self.evaluate(window)
+                        if on_evaluation is not None:
+                            on_evaluation(metrics)
+                        window = _Window()
+                    if self.done:
+                        break
+        return TrainResult(
+            history=self.history,
+            steps=self.step,
+            examples_per_s=self.seen / self.train_time if self.train_time else 0.0,
+            stopped_early=self.stopped_early,
+        )
+
+    def _bar(self, epoch: int, offset: int) -> tqdm:
+        return tqdm(
+            total=min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch),
+            initial=offset,
+            desc=f"epoch {epoch + 1}/{self.tc.epochs}",
+            unit="batch",
+            disable=not self.progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+
+def _same_recipe(a: TrainConfig, b: TrainConfig) -> bool:
+    ignore = {"num_threads", "device"}
+    return a.model_dump(exclude=ignore) == b.model_dump(exclude=ignore)
