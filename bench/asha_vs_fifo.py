@@ -1,6 +1,6 @@
 """ASHA against FIFO on the same 16 sampled configurations (same seed), same concurrency, 2 CPUs.
 
-To run: NSMC_DIR=../shared/data/nsmc python bench/asha_vs_fifo.py --subset 30000
+To run: NSMC_DIR=/path/to/nsmc python -m bench.asha_vs_fifo --subset 30000
 
 Target: ASHA's wall time <= 1/3 of FIFO's, with best val accuracy within 0.5 points.
 Each trial trains the default from-scratch model for one epoch, evaluated every 1/8 epoch
@@ -10,16 +10,13 @@ Each trial trains the default from-scratch model for one epoch, evaluated every 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ray
 
-import ray  # noqa: E402
-
-from bench.common import bench_job, timed_ray_start, write_result  # noqa: E402
-from caviar.tuner import tune_job  # noqa: E402
+from bench.common import bench_job, timed_ray_start, write_result
+from caviar.pipeline import tune_job
 
 SPACE = {
     "train.lr": {"loguniform": [1e-4, 5e-3]},

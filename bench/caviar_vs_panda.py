@@ -1,6 +1,6 @@
 """Caviar against panda under the same wall-clock budget on 2 CPUs: best test accuracy each finds.
 
-To run: NSMC_DIR=../shared/data/nsmc python bench/caviar_vs_panda.py --budget 1800
+To run: NSMC_DIR=/path/to/nsmc python -m bench.caviar_vs_panda --budget 1800
 
 - panda: ONE model on both CPUs, its learning rate from the LR range test (the geometric middle of
   [base_lr, max_lr]), patience early stopping, trained until the budget ends.
@@ -13,20 +13,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ray
 
-import ray  # noqa: E402
-
-from bench.common import bench_job, timed_ray_start, write_result  # noqa: E402
-from caviar.lr_find import lr_find  # noqa: E402
-from caviar.tuner import tune_job  # noqa: E402
-from model.data import load_splits  # noqa: E402
-from model.evaluate import evaluate_checkpoint  # noqa: E402
+from bench.common import bench_job, timed_ray_start, write_result
+from caviar.lr_find import lr_find
+from caviar.pipeline import tune_job
+from model.data import load_splits
+from model.evaluate import evaluate_checkpoint
 
 CAVIAR_SPACE = {
     "train.lr": {"loguniform": [1e-4, 5e-3]},

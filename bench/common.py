@@ -56,7 +56,7 @@ def bench_job(overrides: dict, storage: Path):
 
 def timed_ray_start() -> float:
     """Seconds for ray.init() of a local cluster, as `caviar tune` starts it."""
-    from caviar.tuner import start_ray
+    from caviar.ray_session import start_ray
 
     started = time.perf_counter()
     start_ray(None)

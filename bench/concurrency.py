@@ -1,6 +1,6 @@
 """Parallel trials pay: 8 short trials at 1 CPU each, 2 at a time against 1 at a time.
 
-To run: NSMC_DIR=../shared/data/nsmc python bench/concurrency.py
+To run: NSMC_DIR=/path/to/nsmc python -m bench.concurrency
 
 Target: throughput (trials per hour) of 2-at-a-time over 1-at-a-time >= 1.7 on 2 CPUs.
 """
@@ -8,16 +8,13 @@ Target: throughput (trials per hour) of 2-at-a-time over 1-at-a-time >= 1.7 on 2
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ray
 
-import ray  # noqa: E402
-
-from bench.common import bench_job, timed_ray_start, write_result  # noqa: E402
-from caviar.tuner import tune_job  # noqa: E402
+from bench.common import bench_job, timed_ray_start, write_result
+from caviar.pipeline import tune_job
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Ray Tune's overhead: one trial under `caviar tune` against the same configuration under `caviar train`.
 
-To run: NSMC_DIR=../shared/data/nsmc python bench/overhead.py            (one epoch of full NSMC)
+To run: NSMC_DIR=/path/to/nsmc python -m bench.overhead            (one epoch of full NSMC)
         NSMC_DIR=../shared/data/nsmc python bench/overhead.py --subset 30000
 
 Target: examples/s under Ray / examples/s without Ray >= 0.95 (both count training steps only).
@@ -11,18 +11,15 @@ processes start up while the first trial begins, which costs a short run more th
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ray
 
-import ray  # noqa: E402
-
-from bench.common import bench_job, timed_ray_start, write_result  # noqa: E402
-from caviar.experiment import load_trials  # noqa: E402
-from caviar.single import run_single  # noqa: E402
-from caviar.tuner import tune_job  # noqa: E402
+from bench.common import bench_job, timed_ray_start, write_result
+from caviar.experiment import load_trials
+from caviar.pipeline import tune_job
+from caviar.train_run import run_single
 
 
 def aggregate(rows: list[dict], batch: int, skip: int = 0) -> float:

@@ -1,6 +1,6 @@
 """The quality target: the promoted from-scratch model on the full NSMC test file, after the best job.
 
-To run: NSMC_DIR=../shared/data/nsmc python bench/quality.py --job tune_jobs/nsmc_best.yaml
+To run: NSMC_DIR=/path/to/nsmc python -m bench.quality --job tune_jobs/nsmc_best.yaml
         NSMC_DIR=../shared/data/nsmc python bench/quality.py --experiment results/<done>   (skip tuning)
 
 Target: >= 87.0% test accuracy without pretrained weights (published from-scratch NSMC results:
@@ -11,25 +11,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import ray
 
-import numpy as np  # noqa: E402
-import ray  # noqa: E402
-
-from bench.common import write_result  # noqa: E402
-from caviar.experiment import SUMMARY_FILE, load_job_of, load_trials  # noqa: E402
-from caviar.jobfile import load_job  # noqa: E402
-from caviar.promote import promote  # noqa: E402
-from caviar.tuner import tune_job  # noqa: E402
-from model.data import TEST_FILE, locate_nsmc, read_reviews  # noqa: E402
-from model.errors import UserError  # noqa: E402
-from model.evaluate import evaluate_checkpoint  # noqa: E402
-from model.predict import Predictor  # noqa: E402
+from bench.common import write_result
+from caviar.experiment import OUTCOME_FILE, load_job_of, load_trials
+from caviar.jobfile import load_job
+from caviar.pipeline import tune_job
+from caviar.promote import promote
+from model.data import TEST_FILE, locate_nsmc, read_reviews
+from model.errors import UserError
+from model.evaluate import evaluate_checkpoint
+from model.predict import Predictor
 
 TARGET = 0.87
 
@@ -58,7 +55,7 @@ def main() -> None:
         metrics = evaluate_checkpoint(Path(done["path"]), full_test)
     wall = time.perf_counter() - started
     if args.experiment is not None:  # tuned earlier: count that run's wall time too
-        wall += json.loads((experiment / SUMMARY_FILE).read_text(encoding="utf-8"))["wall_s"]
+        wall += json.loads((experiment / OUTCOME_FILE).read_text(encoding="utf-8"))["wall_s"]
     ensemble = ensemble_of_kept(experiment, job.metric, job.mode, full_test)
     write_result(
         "quality",

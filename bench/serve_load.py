@@ -1,6 +1,6 @@
 """Load on the promoted model's HTTP service: 2,000 single requests from 32 concurrent clients, then batches.
 
-To run: python bench/serve_load.py --model results/registry/nsmc-sentiment/current
+To run: python -m bench.serve_load --model results/registry/nsmc-sentiment/current
 
 Traffic goes to 127.0.0.1 only; every loop is bounded in count and in time, and the server it
 starts is stopped at the end. Targets on 2 CPUs: p50 <= 10 ms, p99 <= 50 ms, >= 300 requests/s,
@@ -22,10 +22,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import project_path, write_result  # noqa: E402
-from model.config import DataConfig  # noqa: E402
+from bench.common import project_path, write_result
+from model.config import DataConfig
 
 HOST = "127.0.0.1"
 DEADLINE_S = 180  # the whole load phase stops by itself after this, finished or not
@@ -91,6 +89,43 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def start_server(model: Path, threads: int | None) -> tuple[subprocess.Popen, str]:
+    """`caviar serve` on a free loopback port, once /health answers (up to 60 s for the model to load)."""
+    port = free_port()
+    command = [sys.executable, "-c", "from caviar.cli import main; main()", "serve", "--model", str(model)]
+    command += ["--host", HOST, "--port", str(port)] + (["--threads", str(threads)] if threads else [])
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://{HOST}:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return server, base
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    server.terminate()
+    raise SystemExit(f"serve_load: the server did not come up: {server.stderr.read().decode()[-500:]}")
+
+
+def measure(base: str, server_pid: int, args) -> tuple[dict, dict, dict, dict]:
+    """Single requests from many clients, the same from one client, then batches; and the model card."""
+    texts = review_texts(max(args.requests, args.batch_requests * args.batch_size))
+    deadline = time.monotonic() + DEADLINE_S
+    asyncio.run(hammer(f"{base}/predict", [{"text": t} for t in texts[:100]], args.clients, deadline))  # warm-up
+    singles = [{"text": t} for t in texts[: args.requests]]
+    server_cpu, client_cpu = cpu_seconds(server_pid), time.process_time()
+    single = stats(*asyncio.run(hammer(f"{base}/predict", singles, args.clients, deadline)), len(singles))
+    # who spends the CPU: on 2 cores the load generator competes with the server it measures
+    single["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(server_pid) - server_cpu) / single["requests"]
+    single["client_cpu_ms_per_request"] = 1000 * (time.process_time() - client_cpu) / single["requests"]
+    alone = [{"text": t} for t in texts[:200]]
+    unloaded = stats(*asyncio.run(hammer(f"{base}/predict", alone, 1, deadline)), len(alone))
+    size = args.batch_size
+    batches = [{"texts": texts[i * size : (i + 1) * size]} for i in range(args.batch_requests)]
+    batch = stats(*asyncio.run(hammer(f"{base}/predict/batch", batches, 8, deadline)), len(batches))
+    batch["texts_per_s"] = batch["requests_per_s"] * size
+    return single, unloaded, batch, httpx.get(f"{base}/model", timeout=5).json()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=Path("results/registry/nsmc-sentiment/current"))
@@ -103,48 +138,9 @@ def main() -> None:
     if not args.model.exists():
         sys.exit(f"serve_load: {args.model} does not exist; promote a model first (caviar promote results/<exp>)")
 
-    port = free_port()
-    command = [
-        sys.executable,
-        "-c",
-        "from caviar.cli import main; main()",
-        "serve",
-        "--model",
-        str(args.model),
-        "--host",
-        HOST,
-        "--port",
-        str(port),
-    ] + (["--threads", str(args.threads)] if args.threads else [])
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://{HOST}:{port}"
+    server, base = start_server(args.model, args.threads)
     try:
-        for _ in range(600):  # up to 60 s for the model to load
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit(f"serve_load: the server did not come up: {server.stderr.read().decode()[-500:]}")
-        texts = review_texts(max(args.requests, args.batch_requests * args.batch_size))
-        deadline = time.monotonic() + DEADLINE_S
-        warm = [{"text": t} for t in texts[:100]]
-        asyncio.run(hammer(f"{base}/predict", warm, args.clients, deadline))
-        singles = [{"text": t} for t in texts[: args.requests]]
-        server_cpu, client_cpu = cpu_seconds(server.pid), time.process_time()
-        single = stats(*asyncio.run(hammer(f"{base}/predict", singles, args.clients, deadline)), len(singles))
-        # who spends the CPU: on 2 cores the load generator competes with the server it measures
-        single["server_cpu_ms_per_request"] = 1000 * (cpu_seconds(server.pid) - server_cpu) / single["requests"]
-        single["client_cpu_ms_per_request"] = 1000 * (time.process_time() - client_cpu) / single["requests"]
-        alone = [{"text": t} for t in texts[:200]]
-        unloaded = stats(*asyncio.run(hammer(f"{base}/predict", alone, 1, deadline)), len(alone))
-        batches = [
-            {"texts": texts[i * args.batch_size : (i + 1) * args.batch_size]} for i in range(args.batch_requests)
-        ]
-        batch = stats(*asyncio.run(hammer(f"{base}/predict/batch", batches, 8, deadline)), len(batches))
-        batch["texts_per_s"] = batch["requests_per_s"] * args.batch_size
-        card = httpx.get(f"{base}/model", timeout=5).json()
+        single, unloaded, batch, card = measure(base, server.pid, args)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -153,7 +149,7 @@ def main() -> None:
         "p50_ms": single["p50_ms"] <= 10,
         "p99_ms": single["p99_ms"] <= 50,
         "requests_per_s": single["requests_per_s"] >= 300,
-        "errors": single["errors"] == 0 and batch["errors"] == 0 and single["requests"] == len(singles),
+        "errors": single["errors"] == 0 and batch["errors"] == 0 and single["requests"] == args.requests,
     }
     write_result(
         "serve_load",

@@ -1,6 +1,6 @@
 """One epoch of the default from-scratch model on full NSMC, against a plain torch loop as yardstick.
 
-To run: NSMC_DIR=../shared/data/nsmc python bench/train_one.py
+To run: NSMC_DIR=/path/to/nsmc python -m bench.train_one
 
 Figures (targets from the issue): test accuracy after one epoch (>= 84%), caviar's training
 throughput over a plain loop's on the same model and batches (ratio >= 0.95), peak RSS (<= 4 GB).
@@ -10,22 +10,19 @@ Both loops time only their training steps (collate, forward, backward, optimizer
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import peak_rss_gb, write_result  # noqa: E402
-from caviar.single import run_single  # noqa: E402
-from caviar.spec import JobSpec  # noqa: E402
-from model.batches import collate, encode, epoch_batches  # noqa: E402
-from model.data import load_splits  # noqa: E402
-from model.evaluate import cross_entropy  # noqa: E402
-from model.network import build_network  # noqa: E402
-from model.tokenizer import build_tokenizer  # noqa: E402
+from bench.common import peak_rss_gb, write_result
+from caviar.spec import JobSpec
+from caviar.train_run import run_single
+from model.batches import collate, encode, epoch_batches
+from model.data import load_splits
+from model.evaluate import cross_entropy
+from model.network import build_network
+from model.tokenizer import build_tokenizer
 
 
 def plain_loop_examples_per_s(job: JobSpec, steps: int | None) -> tuple[float, int]:

@@ -9,16 +9,17 @@ import contextlib
 import json
 import logging
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
 from caviar.jobfile import SET_HELP
+from caviar.storage import timestamped
 from model.config import check_safe_name
 from model.errors import UserError
 
+SMOKE_HELP = "a seconds-long run of the job: 2 trials, 4 steps, 400 reviews, 1 CPU (what CI runs)"
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
 
 
@@ -50,13 +51,14 @@ def train_cmd(
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     as_json: bool = typer.Option(False, "--json", help="end with one JSON line of the results"),
     out: Path | None = typer.Option(None, help="run folder (default results/train/<name>-<time>)"),
+    smoke: bool = typer.Option(False, "--smoke", help=SMOKE_HELP),
 ) -> None:
     """Train ONE configuration (the job's fixed values, no Ray) and report val and test metrics."""
     from caviar.jobfile import load_job
-    from caviar.single import run_single
+    from caviar.train_run import run_single
 
-    spec = load_job(job, overrides)
-    out = out or Path("results") / "train" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    spec = load_job(job, overrides, smoke=smoke)
+    out = out or Path("results") / "train" / timestamped(spec.name)
     with run_folder(out):
         summary = run_single(spec, out)
     typer.echo(
@@ -82,7 +84,7 @@ def lr_find_cmd(
     from caviar.lr_find import lr_find
 
     spec = load_job(job, overrides)
-    out = out or Path("results") / "lr_find" / f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = out or Path("results") / "lr_find" / timestamped(spec.name)
     with run_folder(out):
         result = lr_find(spec, out)
     typer.echo(
@@ -103,12 +105,13 @@ def tune_cmd(
     address: str | None = typer.Option(None, help="Ray cluster to join, e.g. auto or ray://head:10001"),
     name: str | None = typer.Option(None, help="experiment folder name (default <job name>-<time>)"),
     as_json: bool = typer.Option(False, "--json", help="end with one JSON line of the results"),
+    smoke: bool = typer.Option(False, "--smoke", help=SMOKE_HELP),
 ) -> None:
     """Tune: many trials in parallel on Ray Tune, weak ones stopped early; prints the best trial."""
     from caviar.jobfile import load_job
-    from caviar.tuner import tune_job
+    from caviar.pipeline import tune_job
 
-    spec = load_job(job, overrides)
+    spec = load_job(job, overrides, smoke=smoke)
     if name is not None:
         check_safe_name(name, "--name")
     _finish_tuning(lambda: tune_job(spec, address=address, experiment=name), spec.metric, as_json)
@@ -122,7 +125,7 @@ def resume_cmd(
 ) -> None:
     """Continue an experiment whose driver stopped; finished trials are not run again."""
     from caviar.experiment import load_job_of
-    from caviar.tuner import resume_experiment
+    from caviar.pipeline import resume_experiment
 
     metric = load_job_of(experiment).metric
     _finish_tuning(lambda: resume_experiment(experiment, address=address), metric, as_json)
@@ -131,36 +134,36 @@ def resume_cmd(
 def _finish_tuning(run, metric: str, as_json: bool) -> None:
     import ray
 
-    from caviar.summary import Interrupted, describe_best
+    from caviar.outcome import Interrupted, describe_best
 
     try:
-        summary = run()
+        outcome = run()
     except Interrupted as stop:
         typer.echo(f"caviar: {stop}", err=True)
         raise typer.Exit(130) from None
     finally:
         ray.shutdown()
-    for line in describe_best(summary, metric):
+    for line in describe_best(outcome, metric):
         typer.echo(line, err=as_json)
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(json.dumps(outcome))
 
 
 @app.command("report")
 def report_cmd(
     experiment: Path = typer.Argument(..., help="results/<experiment>"),
     evaluate_top: int | None = typer.Option(None, "--evaluate-top", min=1, help="test-evaluate the K best"),
-    as_json: bool = typer.Option(False, "--json", help="end with one JSON line of the summary"),
+    as_json: bool = typer.Option(False, "--json", help="end with one JSON line of the report"),
 ) -> None:
-    """Leaderboard (CSV, Markdown), summary.json and plots of an experiment, read from disk."""
+    """Leaderboard (CSV, Markdown), report.json and plots of an experiment, read from disk."""
     from caviar.report import write_report
 
-    summary = write_report(experiment, evaluate_top)
-    table = summary.pop("table")
+    report = write_report(experiment, evaluate_top)
+    table = report.pop("table")
     typer.echo(table, err=as_json)
-    typer.echo(f"wrote {', '.join(summary['files'])} and summary.json in {experiment}", err=as_json)
+    typer.echo(f"wrote {', '.join(report['files'])} in {experiment}", err=as_json)
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(json.dumps(report))
 
 
 @app.command("promote")

@@ -1,7 +1,9 @@
-"""An experiment folder read back from disk: its trials, their histories, statuses and checkpoints.
+"""An experiment folder read back from disk: its trials, their histories, statuses and checkpoints,
+and the one ranking of them ("which trial is best").
 
-Works after the driver has exited and on a copied folder; `caviar tune`'s summary, `caviar resume`
-and the results report all read experiments through here.
+Works after the driver has exited and on a copied folder. The tuner's rounds, the end-of-tune
+outcome, `caviar resume`, `report`, `promote` and the seed re-runs all read an experiment through
+`Experiment` and rank its trials with `Experiment.ranked`; nothing else ranks trials.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from caviar.spec import JobSpec
 from model.errors import UserError
 
 JOB_FILE = "caviar_job.json"  # the validated job, written before the first trial starts
-SUMMARY_FILE = "caviar_tune.json"
+OUTCOME_FILE = "caviar_tune.json"  # the end of `caviar tune` (caviar/outcome.py)
 ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
 # A driver stopped by Ctrl+C or a kill leaves RUNNING/PENDING trials behind; a run that ended does not
 # (synchronous HyperBand may leave the trials it stopped PAUSED).
@@ -80,18 +82,6 @@ def load_job_of(experiment_dir: Path) -> JobSpec:
     return JobSpec.model_validate(json.loads(path.read_text(encoding="utf-8")))
 
 
-def _history(trial_dir: Path) -> pd.DataFrame:
-    rows = []
-    result_file = trial_dir / "result.json"
-    if result_file.is_file():
-        for line in result_file.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                row.pop("config", None)
-                rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def round_dirs(experiment_dir: Path) -> list[Path]:
     """round-1, round-2, ... of a coarse-to-fine experiment, in order (none for a one-round job)."""
     found = [p for p in Path(experiment_dir).glob("round-*") if p.is_dir() and p.name[6:].isdigit()]
@@ -127,15 +117,17 @@ def _load_one(experiment_dir: Path) -> list[TrialRecord]:
     finally:
         quiet.setLevel(level)
     records = []
+    histories = analysis.trial_dataframes  # Ray has read every result.json already
     for trial in analysis.trials:
         path = experiment_dir / trial.storage.trial_dir_name  # relocatable: copied folders keep working
+        history = histories.get(trial.trial_id, pd.DataFrame())
         records.append(
             TrialRecord(
                 trial_id=trial.trial_id,
                 status=trial.status,
                 params=flatten(trial.config),
                 path=path,
-                history=_history(path),
+                history=history.drop(columns=[c for c in history.columns if c.startswith("config/")]),
                 error=_last_line(path / name) if (name := trial.run_metadata.error_filename) else None,
                 resume_from=path / Path(trial.checkpoint.path).name if trial.checkpoint else None,
             )
@@ -194,10 +186,50 @@ def interrupted(trials: list[TrialRecord]) -> bool:
     return any(t.status in UNFINISHED for t in trials)
 
 
-def best_trial(trials: list[TrialRecord], metric: str, mode: str) -> tuple[TrialRecord, pd.Series] | None:
-    """The trial whose BEST evaluation is best: a trial that peaked and then overfit still counts."""
-    scored = [(t, row) for t in trials if (row := t.best_row(metric, mode)) is not None]
-    if not scored:
-        return None
-    pick = max if mode == "max" else min
-    return pick(scored, key=lambda tr: tr[1][metric])
+class Experiment:
+    """An experiment (or one round of it) read once from disk, with its job's metric and mode."""
+
+    def __init__(self, folder: Path, trials: list[TrialRecord], job: JobSpec):
+        self.folder, self._trials, self.job = Path(folder), trials, job
+
+    @classmethod
+    def load(cls, folder: Path, job: JobSpec | None = None) -> Experiment:
+        """`job` for a folder that holds none itself (a round, a seed re-run)."""
+        folder = Path(folder).resolve()
+        return cls(folder, load_trials(folder), job or load_job_of(folder))
+
+    def trials(self) -> list[TrialRecord]:
+        return self._trials
+
+    def rounds(self) -> list[Path]:
+        return round_dirs(self.folder)
+
+    @property
+    def interrupted(self) -> bool:
+        return interrupted(self._trials)
+
+    def ranked(self, metric: str | None = None, mode: str | None = None) -> list[tuple[TrialRecord, pd.Series]]:
+        """Trials that reported the metric, best first, each with its best evaluation: a trial that
+        peaked and then overfit still counts at its peak. Ties keep the order the trials started in."""
+        metric, mode = metric or self.job.metric, mode or self.job.mode
+        scored = [(t, row) for t in self._trials if (row := t.best_row(metric, mode)) is not None]
+        scored.sort(key=lambda tr: tr[1][metric], reverse=mode == "max")
+        return scored
+
+    def best(self) -> tuple[TrialRecord, pd.Series] | None:
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
+
+    def best_checkpoint(self, trial: TrialRecord) -> Path | None:
+        return trial.best_checkpoint(self.job.metric, self.job.mode)
+
+    def prune(self, keep_best_trials: int | None) -> int:
+        """Each trial keeps its best checkpoint, and trials outside the best K keep none; bytes freed."""
+        from caviar.prune import remove_all_but
+
+        ranked = [t for t, _ in self.ranked()]
+        kept = {t.trial_id for t in (ranked if keep_best_trials is None else ranked[:keep_best_trials])}
+        return sum(
+            remove_all_but(trial, self.best_checkpoint(trial) if trial.trial_id in kept else None)
+            for trial in self._trials
+        )

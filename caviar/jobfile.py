@@ -23,6 +23,21 @@ MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000  # values in the job once aliases are expanded; a real job has a few hundred
 MAX_DEPTH = 20
 DICT_OF_DOTTED_KEYS = ("search_space", "scheduler.mutations")  # their keys hold dots themselves
+# --smoke: the job's own model, space and scheduler, shrunk to seconds on 1 CPU (CI runs every shipped
+# job this way); the user's --set still comes last, e.g. to point data.dir at a small copy
+SMOKE = [
+    "num_samples=2",
+    "max_concurrent_trials=2",
+    "resources_per_trial={cpu: 1, gpu: 0}",
+    "train.device=cpu",
+    "train.epochs=1",
+    "train.max_steps=4",
+    "train.num_threads=1",
+    "data.limit=400",
+    "data.test_limit=100",
+    "final.seeds=null",
+    "time_budget_s=null",
+]
 
 
 def read_yaml(path: Path) -> dict:
@@ -141,9 +156,10 @@ def validate(raw: dict, source: str, cls: type = JobSpec):
         raise UserError(f"{short(source, 200)}: nested too deeply (at most {MAX_DEPTH} levels)") from None
 
 
-def load_job(path: Path, overrides: list[str] | None = None, cls: type = JobSpec) -> Any:
+def load_job(path: Path, overrides: list[str] | None = None, cls: type = JobSpec, smoke: bool = False) -> Any:
     raw = read_yaml(path)
     job = validate(raw, str(path), cls)
+    overrides = [*(SMOKE if smoke else []), *(overrides or [])]
     if not overrides:
         return job
     for assignment in overrides:

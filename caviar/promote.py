@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from caviar import registry
-from caviar.experiment import best_trial, load_job_of, load_trials
+from caviar.experiment import Experiment
 from caviar.reseed import reseed
 from model.checkpoint import META
 from model.data import load_splits
@@ -31,21 +31,9 @@ def promote(
     experiment_dir = Path(experiment_dir).resolve()
     root = Path(root or registry.registry_root())
     model_dir = registry.model_dir_of(name, root)  # checked before any work: the name must stay inside
-    job = load_job_of(experiment_dir)
-    trials = load_trials(experiment_dir)
-    found = best_trial(trials, job.metric, job.mode)
-    if found is None:
-        raise UserError(f"{experiment_dir}: no trial reported {job.metric}; nothing to promote")
-    trial, _ = found
-    checkpoint = trial.best_checkpoint(job.metric, job.mode)
-    seeds, spread = reseed_seeds or job.final.seeds, None
-    if seeds:
-        spread = reseed(experiment_dir, job, seeds, top_k or job.final.top_k)
-        chosen = next(c for c in spread["configs"] if c["rank"] == spread["chosen_rank"])
-        trial = next(t for t in trials if t.trial_id == chosen["source_trial"])
-        checkpoint = Path(spread["best_run"]["checkpoint"])
-    if checkpoint is None:
-        raise UserError(f"{experiment_dir}: the best trial {trial.trial_id} kept no checkpoint")
+    experiment = Experiment.load(experiment_dir)
+    job = experiment.job
+    trial, checkpoint, spread = _candidate(experiment, reseed_seeds or job.final.seeds, top_k or job.final.top_k)
     saved = json.loads((checkpoint / META).read_text(encoding="utf-8"))
     meta = saved["metrics"]
     splits = load_splits(job.data)
@@ -73,6 +61,24 @@ def promote(
         "forced": bool(force and previous),
         "reseed": card.get("reseed"),
     }
+
+
+def _candidate(experiment: Experiment, seeds: int | None, top_k: int):
+    """(trial, checkpoint, seed spread): the best trial's best checkpoint, or with seed re-runs, the
+    best seed of the configuration whose mean validation score is best."""
+    found = experiment.best()
+    if found is None:
+        raise UserError(f"{experiment.folder}: no trial reported {experiment.job.metric}; nothing to promote")
+    trial, _ = found
+    checkpoint, spread = experiment.best_checkpoint(trial), None
+    if seeds:
+        spread = reseed(experiment, seeds, top_k)
+        chosen = next(c for c in spread["configs"] if c["rank"] == spread["chosen_rank"])
+        trial = next(t for t in experiment.trials() if t.trial_id == chosen["source_trial"])
+        checkpoint = Path(spread["best_run"]["checkpoint"])
+    if checkpoint is None:
+        raise UserError(f"{experiment.folder}: the best trial {trial.trial_id} kept no checkpoint")
+    return trial, checkpoint, spread
 
 
 def _card(name, job, experiment_dir, trial, saved, meta, test, splits, checkpoint, previous, spread, root) -> dict:

@@ -2,7 +2,7 @@
 
 To run: caviar report results/<experiment> [--evaluate-top 3] [--json]
 
-Writes leaderboard.csv / leaderboard.md, summary.json and three PNG plots into the experiment
+Writes leaderboard.csv / leaderboard.md, report.json and three PNG plots into the experiment
 folder. Validation chooses the model; `--evaluate-top K` only reports the test file's verdict.
 """
 
@@ -14,13 +14,13 @@ from pathlib import Path
 import pandas as pd
 
 from caviar import plots
-from caviar.disk import folder_bytes
-from caviar.experiment import TrialRecord, load_job_of, load_trials
+from caviar.experiment import Experiment, TrialRecord
+from caviar.prune import folder_bytes
 from caviar.spec import JobSpec
 from model.atomic import write_json_atomically, write_text_atomically
 from model.errors import UserError
 
-LEADERBOARD_CSV, LEADERBOARD_MD, SUMMARY = "leaderboard.csv", "leaderboard.md", "summary.json"
+LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_FILE = "leaderboard.csv", "leaderboard.md", "report.json"
 PLOTS = ("learning_curves.png", "params_vs_metric.png", "parallel_coordinates.png")
 
 
@@ -49,11 +49,13 @@ def trial_row(trial: TrialRecord, job: JobSpec) -> dict:
     }
 
 
-def leaderboard(trials: list[TrialRecord], job: JobSpec) -> pd.DataFrame:
-    board = pd.DataFrame([trial_row(t, job) for t in trials])
-    board = board.sort_values(f"best_{job.metric}", ascending=job.mode == "min", na_position="last")
+def leaderboard(experiment: Experiment) -> pd.DataFrame:
+    """One row per trial in the experiment's ranking; trials that never reported come last."""
+    ranked = [t for t, _ in experiment.ranked()]
+    unranked = [t for t in experiment.trials() if t not in ranked]
+    board = pd.DataFrame([trial_row(t, experiment.job) for t in ranked + unranked])
     board.insert(0, "rank", range(1, len(board) + 1))
-    return board.reset_index(drop=True)
+    return board
 
 
 def evaluate_top(board: pd.DataFrame, job: JobSpec, k: int) -> pd.DataFrame:
@@ -86,11 +88,11 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
     experiment_dir = Path(experiment_dir)
     if not experiment_dir.is_dir():
         raise UserError(f"{experiment_dir}: no such experiment folder")
-    job = load_job_of(experiment_dir)
-    trials = load_trials(experiment_dir)
+    experiment = Experiment.load(experiment_dir)
+    job, trials = experiment.job, experiment.trials()
     if not any(len(t.history) for t in trials):
         raise UserError(f"{experiment_dir}: no trial has reported yet")
-    board = leaderboard(trials, job)
+    board = leaderboard(experiment)
     if evaluate_top_k:
         board = evaluate_top(board, job, evaluate_top_k)
     params = list(job.search_space)
@@ -105,7 +107,7 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
     plots.parallel_coordinates(reported, params, log_params, job.metric, experiment_dir / PLOTS[2])
 
     best = board.iloc[0]
-    summary = {
+    report = {
         "experiment_dir": str(experiment_dir.resolve()),
         "job": job.name,
         "metric": job.metric,
@@ -119,11 +121,11 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
             **({"test_accuracy": _plain(best["test_accuracy"])} if "test_accuracy" in board else {}),
         },
         "trials": [{k: _plain(v) for k, v in row.items()} for _, row in board.iterrows()],
-        "files": [LEADERBOARD_CSV, LEADERBOARD_MD, *PLOTS],
+        "files": [LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_FILE, *PLOTS],
     }
-    write_json_atomically(experiment_dir / SUMMARY, summary)
-    summary["table"] = markdown(board.head(15), _table_columns(board, params, job.metric))
-    return summary
+    write_json_atomically(experiment_dir / REPORT_FILE, report)
+    report["table"] = markdown(board.head(15), _table_columns(board, params, job.metric))
+    return report
 
 
 def _table_columns(board: pd.DataFrame, params: list[str], metric: str) -> list[str]:

@@ -3,19 +3,20 @@
 To run: caviar promote results/<experiment> --reseed 3 [--top-k 3]
 
 One lucky seed can win a search; the mean over seeds is what the configuration is worth. The
-configuration with the best mean VALIDATION accuracy is chosen (test only reports), and its best
-seed's checkpoint is promoted. Runs go to <experiment>/reseed/config-<rank>/, in parallel on Ray.
+configuration with the best mean of the job's VALIDATION metric is chosen (test only reports), and
+its best seed's checkpoint is promoted. Runs go to <experiment>/reseed/config-<rank>/, in parallel on Ray.
 """
 
 from __future__ import annotations
 
 import statistics
 from dataclasses import asdict
-from pathlib import Path
 
-from caviar.experiment import TrialRecord, load_trials
+from caviar.experiment import Experiment
 from caviar.spec import JobSpec
+from caviar.storage import Storage
 from model.atomic import write_json_atomically
+from model.config import set_dotted
 from model.data import load_splits
 from model.errors import UserError
 from model.evaluate import evaluate_checkpoint
@@ -23,18 +24,11 @@ from model.evaluate import evaluate_checkpoint
 RESEED_DIR, RESEED_FILE = "reseed", "reseed.json"
 
 
-def ranked(trials: list[TrialRecord], job: JobSpec) -> list[TrialRecord]:
-    scored = [(row[job.metric], t) for t in trials if (row := t.best_row(job.metric, job.mode)) is not None]
-    scored.sort(key=lambda st: st[0], reverse=job.mode == "max")
-    return [t for _, t in scored]
-
-
 def seed_job(job: JobSpec, params: dict, seeds: list[int], rank: int) -> JobSpec:
     """The job with one configuration's values fixed, searching only over the seed, to full length."""
     raw = job.model_dump(mode="json")
     for key, value in params.items():
-        section, _, leaf = key.partition(".")
-        raw[section][leaf] = value
+        set_dotted(raw, key, value)
     raw.update(
         name=f"{job.name}-reseed-{rank}",
         search_space={"train.seed": {"grid": seeds}},
@@ -48,46 +42,35 @@ def seed_job(job: JobSpec, params: dict, seeds: list[int], rank: int) -> JobSpec
     return JobSpec.model_validate(raw)
 
 
-def reseed(experiment_dir: Path, job: JobSpec, seeds: int, top_k: int) -> dict:
-    from caviar.tuner import build_tuner, check_resources, start_ray
+def reseed(experiment: Experiment, seeds: int, top_k: int) -> dict:
+    """Re-train the experiment's top-K configurations with `seeds` new seeds each; choose on the job's
+    metric (validation), report the test file's verdict, and record it all in reseed/reseed.json."""
+    from caviar.ray_session import check_resources, start_ray
+    from caviar.tuner import build_tuner
 
-    top = ranked(load_trials(experiment_dir), job)[:top_k]
+    job = experiment.job
+    top = [trial for trial, _ in experiment.ranked()[:top_k]]
     if not top:
-        raise UserError(f"{experiment_dir}: no trial reported {job.metric}; nothing to re-run")
+        raise UserError(f"{experiment.folder}: no trial reported {job.metric}; nothing to re-run")
     test = load_splits(job.data).test
-    folder = experiment_dir / RESEED_DIR
+    folder = experiment.folder / RESEED_DIR
     folder.mkdir(exist_ok=True)
     start_ray(None)
     check_resources(job)
     configs = []
     for rank, trial in enumerate(top, start=1):
         seed_list = [job.train.seed + 1000 * i for i in range(1, seeds + 1)]
-        build_tuner(seed_job(job, trial.params, seed_list, rank), f"config-{rank}", root=str(folder)).fit()
-        runs = []
-        for run in load_trials(folder / f"config-{rank}"):
-            row = run.best_row("val_accuracy", "max")
-            checkpoint = run.best_checkpoint("val_accuracy", "max")
-            if row is None or checkpoint is None:
-                raise UserError(f"re-run {run.trial_id} of configuration {rank} failed: {run.error or 'no report'}")
-            metrics = evaluate_checkpoint(checkpoint, test)
-            runs.append(
-                {
-                    "seed": run.params["train.seed"],
-                    "val_accuracy": float(row["val_accuracy"]),
-                    "test_accuracy": metrics.accuracy,
-                    "test_f1": metrics.f1,
-                    "test_metrics": asdict(metrics),  # promote reuses it: no second pass over test
-                    "checkpoint": str(checkpoint),
-                }
-            )
+        build_tuner(seed_job(job, trial.params, seed_list, rank), f"config-{rank}", Storage(str(folder))).fit()
+        runs = _seed_runs(Experiment.load(folder / f"config-{rank}", job), rank, test)
         configs.append(
             {"rank": rank, "source_trial": trial.trial_id, "params": trial.params, "runs": runs, **spread(runs)}
         )
-    chosen = max(configs, key=lambda c: c["val_mean"])
-    best_run = max(chosen["runs"], key=lambda r: r["val_accuracy"])
+    chosen = max(configs, key=lambda c: c["val_mean"] if job.mode == "max" else -c["val_mean"])
+    best_run = max(chosen["runs"], key=lambda r: r["val"] if job.mode == "max" else -r["val"])
     outcome = {
         "seeds": seeds,
         "top_k": len(configs),
+        "metric": job.metric,
         "configs": configs,
         "chosen_rank": chosen["rank"],
         "best_run": best_run,
@@ -96,8 +79,32 @@ def reseed(experiment_dir: Path, job: JobSpec, seeds: int, top_k: int) -> dict:
     return outcome
 
 
+def _seed_runs(runs: Experiment, rank: int, test) -> list[dict]:
+    """Each seed's best evaluation by the job's metric (its checkpoint scored on the test file)."""
+    rows = []
+    for run in runs.trials():
+        row = run.best_row(runs.job.metric, runs.job.mode)
+        checkpoint = runs.best_checkpoint(run)
+        if row is None or checkpoint is None:
+            raise UserError(f"re-run {run.trial_id} of configuration {rank} failed: {run.error or 'no report'}")
+        metrics = evaluate_checkpoint(checkpoint, test)
+        rows.append(
+            {
+                "seed": run.params["train.seed"],
+                "val": float(row[runs.job.metric]),  # the job's metric: what chooses
+                "val_accuracy": float(row["val_accuracy"]),
+                "test_accuracy": metrics.accuracy,
+                "test_f1": metrics.f1,
+                "test_metrics": asdict(metrics),  # promote reuses it: no second pass over test
+                "checkpoint": str(checkpoint),
+            }
+        )
+    return rows
+
+
 def spread(runs: list[dict]) -> dict:
-    val = [r["val_accuracy"] for r in runs]
+    """Mean and spread over seeds of the job's metric (val_*) and the test accuracy (test_*)."""
+    val = [r["val"] for r in runs]
     test = [r["test_accuracy"] for r in runs]
     return {
         "val_mean": statistics.fmean(val),

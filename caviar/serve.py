@@ -179,8 +179,43 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
     card = verify(model_dir)
     shown_card = public_card(card)
     set_threads(threads)
-    predictor = Predictor.from_checkpoint(model_dir)
-    batcher = MicroBatcher(predictor)
+    batcher = MicroBatcher(Predictor.from_checkpoint(model_dir))
+    app = FastAPI(
+        title="caviar sentiment",
+        description="NSMC movie-review sentiment: 긍정 (positive) / 부정 (negative)",
+        version=card.get("version", "?"),
+        lifespan=_batching(batcher),
+        docs_url=None,  # served from the swagger-ui-bundle package instead: offline, no CDN
+        redoc_url=None,
+    )
+    _local_docs(app)
+    _one_line_errors(app)
+    app.add_middleware(BodyLimit)
+    authorized = Depends(_bearer_check(key))
+
+    @app.get("/health")
+    @app.head("/health", include_in_schema=False)  # load balancers probe with HEAD
+    async def health() -> dict:
+        return {"status": "ok", "model": card.get("name"), "version": card.get("version")}
+
+    @app.get("/model", dependencies=[authorized])
+    async def model_card() -> dict:
+        return shown_card
+
+    @app.post("/predict", response_model=PredictionOut, dependencies=[authorized])
+    async def predict(request: PredictRequest) -> dict:
+        (prediction,) = await batcher.predict([request.text])
+        return prediction.as_dict()
+
+    @app.post("/predict/batch", response_model=BatchOut, dependencies=[authorized])
+    async def predict_batch(request: BatchRequest) -> dict:
+        return {"predictions": [p.as_dict() for p in await batcher.predict(request.texts)]}
+
+    return app
+
+
+def _batching(batcher: MicroBatcher):
+    """The app's lifespan: the micro-batcher's loop runs while the app does."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -190,16 +225,10 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
         with contextlib.suppress(asyncio.CancelledError):
             await batcher.task
 
-    app = FastAPI(
-        title="caviar sentiment",
-        description="NSMC movie-review sentiment: 긍정 (positive) / 부정 (negative)",
-        version=card.get("version", "?"),
-        lifespan=lifespan,
-        docs_url=None,  # served below from the swagger-ui-bundle package: offline, no CDN
-        redoc_url=None,
-    )
-    _local_docs(app)
-    app.add_middleware(BodyLimit)
+    return lifespan
+
+
+def _bearer_check(key: bytes | None):
     bearer = HTTPBearer(auto_error=False)
 
     def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -209,6 +238,12 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
         given = credentials.credentials.encode("utf-8", "surrogateescape") if credentials else b""
         if not secrets.compare_digest(given, key):
             raise HTTPException(401, "missing or wrong bearer API key", headers={"WWW-Authenticate": "Bearer"})
+
+    return authorized
+
+
+def _one_line_errors(app: FastAPI) -> None:
+    """Every client mistake as 422 with a one-line `detail`."""
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -220,26 +255,6 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
         if err.status_code == 400:
             return JSONResponse(status_code=422, content={"detail": f"invalid JSON: {err.detail}"})
         return await http_exception_handler(request, err)
-
-    @app.get("/health")
-    @app.head("/health", include_in_schema=False)  # load balancers probe with HEAD
-    async def health() -> dict:
-        return {"status": "ok", "model": card.get("name"), "version": card.get("version")}
-
-    @app.get("/model", dependencies=[Depends(authorized)])
-    async def model_card() -> dict:
-        return shown_card
-
-    @app.post("/predict", response_model=PredictionOut, dependencies=[Depends(authorized)])
-    async def predict(request: PredictRequest) -> dict:
-        (prediction,) = await batcher.predict([request.text])
-        return prediction.as_dict()
-
-    @app.post("/predict/batch", response_model=BatchOut, dependencies=[Depends(authorized)])
-    async def predict_batch(request: BatchRequest) -> dict:
-        return {"predictions": [p.as_dict() for p in await batcher.predict(request.texts)]}
-
-    return app
 
 
 def _local_docs(app: FastAPI) -> None:

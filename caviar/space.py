@@ -11,7 +11,7 @@ import copy
 from ray import tune
 
 from caviar.spec import Distribution, JobSpec
-from model.config import TrialConfig
+from model.config import TrialConfig, set_dotted
 
 
 def to_ray(dist: Distribution, as_grid: bool = False):
@@ -31,8 +31,7 @@ def nest(flat: dict) -> dict:
     """{"train.lr": x} -> {"train": {"lr": x}}."""
     nested: dict = {}
     for key, value in flat.items():
-        section, _, leaf = key.partition(".")
-        nested.setdefault(section, {})[leaf] = value
+        set_dotted(nested, key, value)
     return nested
 
 
@@ -55,6 +54,5 @@ def trial_config(base: dict, sampled: dict) -> TrialConfig:
     """The job's fixed values with a trial's sampled values laid over them."""
     merged = copy.deepcopy(base)
     for key, value in flatten(sampled).items():
-        section, _, leaf = key.partition(".")
-        merged[section][leaf] = value
+        set_dotted(merged, key, value)
     return TrialConfig.model_validate(merged)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from model.config import Strict, TrialConfig
+from model.config import Strict, TrialConfig, split_dotted
 
 REPORTED_METRICS = ("val_accuracy", "val_loss", "val_f1", "train_loss")
 TIME_ATTRS = ("training_iteration", "epoch", "step", "time_total_s")
@@ -249,7 +249,7 @@ def trial_keys() -> list[str]:
 
 def check_key(where: str, key: str, dist: Distribution, fixed: dict) -> None:
     """The dotted key must name a TrialConfig value, and every edge value must be valid there."""
-    section, _, leaf = key.partition(".")
+    section, leaf = split_dotted(key)
     if key not in trial_keys():
         close = difflib.get_close_matches(key, trial_keys(), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]}?" if close else "expected e.g. train.lr or model.layers"

@@ -18,6 +18,18 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 NAME_RULE = "1 to 100 of A-Z a-z 0-9 _ . -, starting with a letter or digit"
 
 
+def split_dotted(key: str) -> tuple[str, str]:
+    """'train.lr' -> ('train', 'lr'): a TrialConfig section and one of its keys (search spaces,
+    sampled configs and seed re-runs all name values this way)."""
+    section, _, leaf = key.partition(".")
+    return section, leaf
+
+
+def set_dotted(raw: dict, key: str, value) -> None:
+    section, leaf = split_dotted(key)
+    raw.setdefault(section, {})[leaf] = value
+
+
 def check_safe_name(name: str, what: str = "name") -> str:
     if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
         raise UserError(f"{what} {str(name)[:60]!r}: use {NAME_RULE}")

@@ -25,7 +25,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_columns_best_and_plots(experiment):
-    summary = write_report(experiment, evaluate_top_k=2)
+    report = write_report(experiment, evaluate_top_k=2)
     board = pd.read_csv(experiment / "leaderboard.csv")
     for column in (
         "rank",
@@ -52,14 +52,14 @@ def test_report_columns_best_and_plots(experiment):
         rows = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
         best_so_far[rows[0]["trial_id"]] = max(r["val_accuracy"] for r in rows)
     winner = max(best_so_far, key=best_so_far.get)
-    assert summary["best"]["val_accuracy"] == best_so_far[winner]
+    assert report["best"]["val_accuracy"] == best_so_far[winner]
     assert board.loc[0, "best_val_accuracy"] == max(best_so_far.values())
     assert board["test_accuracy"].notna().sum() == 2
     for name in ("learning_curves.png", "params_vs_metric.png", "parallel_coordinates.png"):
         data = (experiment / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
     assert (experiment / "leaderboard.md").read_text().startswith("# copied")
-    assert json.loads((experiment / "summary.json").read_text())["best"]["trial_id"] == summary["best"]["trial_id"]
+    assert json.loads((experiment / "report.json").read_text())["best"]["trial_id"] == report["best"]["trial_id"]
 
 
 def test_report_cli_prints_a_table(cli, experiment):
@@ -162,10 +162,12 @@ def test_predict_cli(cli, experiment, registry_dir):
     assert line["label"] in ("긍정", "부정") and 0 <= line["positive_probability"] <= 1
 
 
-def test_predict_and_serve_find_the_model_through_the_registry_root(cli, experiment, registry_dir, tmp_path):
+def test_predict_and_serve_find_the_model_through_the_registry_root(
+    cli, experiment, registry_dir, tmp_path, monkeypatch
+):
     """Issue 9.10 and 9.25: no --model needed, --name picks one, and the number printed is the label's own."""
     promote(experiment, "other")
-    os.chdir(tmp_path)  # the default must not depend on the working folder
+    monkeypatch.chdir(tmp_path)  # the default must not depend on the working folder
     proc = cli("predict", "배우들 연기가 너무 좋았다", "돈 주고 보기 아까웠어요", "--name", "other")
     assert proc.returncode == 0, proc.stderr
     for line in proc.stdout.strip().splitlines():

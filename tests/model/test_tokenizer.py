@@ -48,6 +48,10 @@ def test_token_ids_are_the_same_in_every_process():
         "import json; from model import tokenizer as tk; from tests.model.test_tokenizer import fixture_texts; "
         "print(json.dumps(sorted(tk.wrap(tk.train_wordpiece(fixture_texts(), 300)).get_vocab().items())))"
     )
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120) for _ in range(3)]
+    root = FIXTURE_NSMC.parents[2]
+    runs = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+        for _ in range(3)
+    ]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
     assert runs[0].stdout == runs[1].stdout == runs[2].stdout

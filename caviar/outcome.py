@@ -1,4 +1,5 @@
-"""The end of a tuning run, read back from disk: best trial, per-trial table, disk use; and what to print.
+"""The outcome of a tuning run (caviar_tune.json), read back from disk: best trial, per-trial table,
+disk use; and what to print. `caviar report` is the fuller, re-runnable view of the same folder.
 
 Runs only once every trial has ended; an interrupted run raises Interrupted instead.
 """
@@ -11,8 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from caviar.disk import checkpoint_bytes, prune
-from caviar.experiment import ROUNDS_FILE, SUMMARY_FILE, best_trial, interrupted, load_trials
+from caviar.experiment import OUTCOME_FILE, ROUNDS_FILE, Experiment
+from caviar.prune import checkpoint_bytes
 from caviar.space import flatten
 from caviar.spec import JobSpec
 from model.atomic import write_json_atomically
@@ -29,20 +30,21 @@ class Interrupted(Exception):
 
 def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
     """Summarize from disk; prune checkpoints only once every trial has ended."""
-    trials = load_trials(experiment_dir)
-    if interrupted(trials):
+    experiment = Experiment.load(experiment_dir, job)
+    if experiment.interrupted:
         raise Interrupted(experiment_dir)
-    freed = prune(trials, job.metric, job.mode, job.checkpoint.keep_best_trials)
+    freed = experiment.prune(job.checkpoint.keep_best_trials)
+    trials = experiment.trials()
     total_bytes, largest = checkpoint_bytes(trials)
-    best = best_trial(trials, job.metric, job.mode)
+    best = experiment.best()
     if best is None:
         errors = [t.error for t in trials if t.error]
         raise UserError(f"no trial reported {job.metric}; first error: {errors[0] if errors else 'none recorded'}")
     trial, row = best
-    checkpoint = trial.best_checkpoint(job.metric, job.mode)
+    checkpoint = experiment.best_checkpoint(trial)
     row = _row_of_checkpoint(trial, checkpoint, row, job.metric)
     bound = (job.checkpoint.keep_best_trials or len(trials)) + (job.max_concurrent_trials or len(trials))
-    summary = {
+    outcome = {
         "experiment_dir": str(experiment_dir),
         "best_trial": trial.trial_id,
         "best_config": trial.params,
@@ -50,19 +52,7 @@ def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
         "best_val_accuracy": float(row["val_accuracy"]),
         "best_evaluation": int(row["training_iteration"]),
         "best_checkpoint": str(checkpoint),
-        "trials": [
-            {
-                "trial_id": t.trial_id,
-                "status": t.status,
-                "evaluations": t.evaluations,
-                f"best_{job.metric}": None if (r := t.best_row(job.metric, job.mode)) is None else float(r[job.metric]),
-                "stopped_early": t.stopped_early,
-                "round": t.round,
-                "params": t.params,
-                **({"error": t.error} if t.error else {}),
-            }
-            for t in trials
-        ],
+        "trials": [_trial_row(t, job) for t in trials],
         "stopped_early": sum(t.stopped_early for t in trials),
         "errored": sum(t.status == "ERROR" for t in trials),
         "wall_s": wall_s,
@@ -71,9 +61,23 @@ def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
         "checkpoint_bytes_freed": freed,
     }
     if (lineage := experiment_dir / ROUNDS_FILE).is_file():
-        summary["rounds"] = json.loads(lineage.read_text(encoding="utf-8"))
-    write_json_atomically(experiment_dir / SUMMARY_FILE, summary)
-    return summary
+        outcome["rounds"] = json.loads(lineage.read_text(encoding="utf-8"))
+    write_json_atomically(experiment_dir / OUTCOME_FILE, outcome)
+    return outcome
+
+
+def _trial_row(trial, job: JobSpec) -> dict:
+    best = trial.best_row(job.metric, job.mode)
+    return {
+        "trial_id": trial.trial_id,
+        "status": trial.status,
+        "evaluations": trial.evaluations,
+        f"best_{job.metric}": None if best is None else float(best[job.metric]),
+        "stopped_early": trial.stopped_early,
+        "round": trial.round,
+        "params": trial.params,
+        **({"error": trial.error} if trial.error else {}),
+    }
 
 
 def _row_of_checkpoint(trial, checkpoint, row, metric: str):
