@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from caviar.prune import checkpoint_bytes, remove_all_but
 from caviar.space import flatten
 from caviar.spec import JobSpec
 from model.errors import UserError
@@ -225,11 +226,13 @@ class Experiment:
 
     def prune(self, keep_best_trials: int | None) -> int:
         """Each trial keeps its best checkpoint, and trials outside the best K keep none; bytes freed."""
-        from caviar.prune import remove_all_but
-
         ranked = [t for t, _ in self.ranked()]
         kept = {t.trial_id for t in (ranked if keep_best_trials is None else ranked[:keep_best_trials])}
         return sum(
-            remove_all_but(trial, self.best_checkpoint(trial) if trial.trial_id in kept else None)
+            remove_all_but(trial.checkpoints(), self.best_checkpoint(trial) if trial.trial_id in kept else None)
             for trial in self._trials
         )
+
+    def checkpoint_bytes(self) -> tuple[int, int]:
+        """(bytes of every checkpoint on disk, bytes of the largest one)."""
+        return checkpoint_bytes([c for t in self._trials for c in t.checkpoints()])

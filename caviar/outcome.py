@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 from caviar.experiment import OUTCOME_FILE, ROUNDS_FILE, Experiment
-from caviar.prune import checkpoint_bytes
 from caviar.space import flatten
 from caviar.spec import JobSpec
 from model.atomic import write_json_atomically
@@ -35,7 +34,7 @@ def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
         raise Interrupted(experiment_dir)
     freed = experiment.prune(job.checkpoint.keep_best_trials)
     trials = experiment.trials()
-    total_bytes, largest = checkpoint_bytes(trials)
+    total_bytes, largest = experiment.checkpoint_bytes()
     best = experiment.best()
     if best is None:
         errors = [t.error for t in trials if t.error]

@@ -10,23 +10,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from caviar.experiment import TrialRecord
-
 
 def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
 
 
-def checkpoint_bytes(trials: list[TrialRecord]) -> tuple[int, int]:
-    """(total bytes of all checkpoints, bytes of the largest single checkpoint)."""
-    sizes = [folder_bytes(c) for t in trials for c in t.checkpoints()]
+def checkpoint_bytes(checkpoints: list[Path]) -> tuple[int, int]:
+    """(total bytes of the checkpoints, bytes of the largest one)."""
+    sizes = [folder_bytes(c) for c in checkpoints]
     return sum(sizes), max(sizes, default=0)
 
 
-def remove_all_but(trial: TrialRecord, keep: Path | None) -> int:
-    """Delete every checkpoint of `trial` except `keep`; returns the bytes freed."""
+def remove_all_but(checkpoints: list[Path], keep: Path | None) -> int:
+    """Delete every checkpoint folder except `keep`; returns the bytes freed."""
     freed = 0
-    for folder in trial.checkpoints():
+    for folder in checkpoints:
         if folder != keep:
             freed += folder_bytes(folder)
             shutil.rmtree(folder, ignore_errors=True)

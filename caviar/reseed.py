@@ -36,7 +36,6 @@ def seed_job(job: JobSpec, params: dict, seeds: list[int], rank: int) -> JobSpec
         scheduler={"type": "fifo"},
         num_samples=1,
         rounds=1,
-        lr_from_lr_find=False,
         checkpoint={"num_to_keep": 1, "keep_best_trials": None},
     )
     return JobSpec.model_validate(raw)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from model.config import Strict, TrialConfig, split_dotted
 
@@ -152,12 +152,20 @@ class LrFindSpec(Strict):
     eval_points: int = Field(20, ge=2, description="val-accuracy measurements along the ramp")
     val_limit: int = Field(1000, ge=10, description="val reviews per measurement")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_or_epochs(cls, raw: Any) -> Any:
+        """Epochs given: they set the length, and the default step count no longer applies."""
+        if isinstance(raw, dict) and raw.get("epochs") is not None:
+            if raw.get("steps") is not None:
+                raise ValueError("lr_find: give steps or epochs, not both")
+            raw = {**raw, "steps": None}
+        return raw
+
     @model_validator(mode="after")
     def _range(self) -> LrFindSpec:
         if self.min_lr >= self.max_lr:
             raise ValueError(f"lr_find.min_lr ({self.min_lr}) must be below lr_find.max_lr ({self.max_lr})")
-        if self.epochs is not None:
-            self.__dict__["steps"] = None  # epochs given: they set the length
         return self
 
 
@@ -179,19 +187,30 @@ class JobSpec(TrialConfig):
     refine: RefineSpec = Field(default_factory=lambda: RefineSpec())
     lr_find: LrFindSpec = Field(default_factory=LrFindSpec)
     final: FinalSpec = Field(default_factory=lambda: FinalSpec())
-    lr_from_lr_find: bool = Field(False, description="set by `train.lr: {from_lr_find: true}`")
+    # `train.lr: {from_lr_find: true}` in the YAML: input shorthand, not a job value, so it is kept
+    # out of the dump (the saved job holds the lr range the test found instead)
+    _lr_from_lr_find: bool = PrivateAttr(False)
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _lr_from_lr_find(cls, raw: Any) -> Any:
+    def _lr_marker(cls, raw: Any, handler) -> JobSpec:
         """`train.lr: {from_lr_find: true}`: the tuner runs the range test, then searches inside it."""
         train = raw.get("train") if isinstance(raw, dict) else None
-        if isinstance(train, dict) and isinstance(train.get("lr"), dict):
-            marker = train["lr"]
-            if set(marker) != {"from_lr_find"} or marker["from_lr_find"] is not True:
+        marked = isinstance(train, dict) and isinstance(train.get("lr"), dict)
+        if marked:
+            if set(train["lr"]) != {"from_lr_find"} or train["lr"]["from_lr_find"] is not True:
                 raise ValueError("train.lr: give a number or {from_lr_find: true}")
-            raw = {**raw, "train": {k: v for k, v in train.items() if k != "lr"}, "lr_from_lr_find": True}
-        return raw
+            raw = {**raw, "train": {k: v for k, v in train.items() if k != "lr"}}
+        job = handler(raw)
+        if marked:
+            if "train.lr" in job.search_space:
+                raise ValueError("search_space.train.lr: train.lr comes from lr-find in this job; drop one of them")
+            job._lr_from_lr_find = True
+        return job
+
+    @property
+    def lr_from_lr_find(self) -> bool:
+        return self._lr_from_lr_find
 
     @model_validator(mode="before")
     @classmethod
@@ -209,8 +228,6 @@ class JobSpec(TrialConfig):
         for where, space in spaces:
             for key, dist in space.items():
                 check_key(f"{where}.{key}", key, dist, fixed)
-        if self.lr_from_lr_find and "train.lr" in self.search_space:
-            raise ValueError("search_space.train.lr: train.lr comes from lr-find in this job; drop one of them")
         if self.search == "grid" and (bad := [k for k, d in self.search_space.items() if d.kind in RANGE_KINDS]):
             raise ValueError(f"search_space.{bad[0]}: search: grid takes only grid or choice values")
         if self.search == "optuna" and (bad := [k for k, d in self.search_space.items() if d.kind == "grid"]):
@@ -224,7 +241,6 @@ class JobSpec(TrialConfig):
         """The job after its LR range test: lr searched log-uniformly inside [base_lr, max_lr], and a
         cyclical schedule bounded by the same pair."""
         raw = self.model_dump(mode="json")
-        raw["lr_from_lr_find"] = False
         raw["search_space"]["train.lr"] = {"loguniform": [base_lr, max_lr]}
         raw["train"]["lr"] = max_lr
         if self.train.schedule == "cyclical":

@@ -45,7 +45,7 @@ def test_token_ids_are_the_same_in_every_process():
     import sys
 
     code = (
-        "import json; from model import tokenizer as tk; from tests.model.test_tokenizer import fixture_texts; "
+        "import json; from model import tokenizer as tk; from tests.code.test_tokenizer import fixture_texts; "
         "print(json.dumps(sorted(tk.wrap(tk.train_wordpiece(fixture_texts(), 300)).get_vocab().items())))"
     )
     root = FIXTURE_NSMC.parents[2]
