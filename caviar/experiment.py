@@ -80,7 +80,11 @@ def load_job_of(experiment_dir: Path) -> JobSpec:
     path = Path(experiment_dir) / JOB_FILE
     if not path.is_file():
         raise UserError(f"{experiment_dir} is not a caviar experiment (no {JOB_FILE})")
-    return JobSpec.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    # saved by caviar before 0.2, where the lr-find shorthand was a job key; it is always false once
+    # saved (the range test has run by then), so older experiments still report, promote and resume
+    raw.pop("lr_from_lr_find", None)
+    return JobSpec.model_validate(raw)
 
 
 def round_dirs(experiment_dir: Path) -> list[Path]:

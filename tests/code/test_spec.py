@@ -125,3 +125,14 @@ def test_submit_install_ships_runtime_dependencies_only():
     names = {r.split("==")[0].split("[")[0].lower() for r in runtime_requirements()}
     assert {"ray", "torch", "transformers", "fastapi", "numpy", "tqdm", "pyarrow", "swagger-ui-bundle"} <= names
     assert not names & {"pytest", "ruff", "hypothesis"}
+
+
+def test_an_experiment_saved_by_an_older_caviar_still_loads(tmp_path):
+    """caviar_job.json files written before the lr-find shorthand became a private flag hold it as a key."""
+    import json
+
+    from caviar.experiment import JOB_FILE, load_job_of
+
+    saved = {**JobSpec.model_validate(TINY).model_dump(mode="json"), "lr_from_lr_find": False}
+    (tmp_path / JOB_FILE).write_text(json.dumps(saved))
+    assert load_job_of(tmp_path).name == "tiny"
