@@ -18,7 +18,7 @@ import torch
 from bench.common import peak_rss_gb, write_result
 from caviar.spec import JobSpec
 from caviar.train_run import run_single
-from model.batches import collate, encode, epoch_batches
+from model.batches import DeviceSplit, encode, epoch_batches
 from model.data import load_splits
 from model.evaluate import cross_entropy
 from model.network import build_network
@@ -33,11 +33,12 @@ def plain_loop_examples_per_s(job: JobSpec, steps: int | None) -> tuple[float, i
     tokenizer = build_tokenizer(cfg.model, splits.train.document.tolist())
     net = build_network(cfg.model, len(tokenizer), tokenizer.pad_token_id).train()
     data = encode(tokenizer, splits.train.document, splits.train.label, cfg.model.max_len)
+    split = DeviceSplit(data, torch.device("cpu"))
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     batches = epoch_batches(data, cfg.train.batch_size, cfg.train.seed, 0)[:steps]
     seen, started = 0, time.perf_counter()
-    for rows in batches:
-        batch = collate(data, rows, tokenizer.pad_token_id)
+    for width, rows in split.plan(batches):
+        batch = split.batch(width, rows)
         logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         cross_entropy(logits, batch["labels"]).backward()
         optimizer.step()

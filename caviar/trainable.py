@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import ray
@@ -23,6 +24,7 @@ FAULT_ENV = "CAVIAR_INJECT_FAULT"
 
 def run_trial(config: dict, *, base: dict, splits, cpus: float, replay: frozenset[str] = frozenset()) -> None:
     """`replay`: trials whose resume checkpoint holds an evaluation the driver never recorded."""
+    started = time.perf_counter()  # for `startup_s`: this trial's set-up until its first step
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per report
     cfg = trial_config(base, config)
     if cfg.train.num_threads is None:
@@ -38,11 +40,13 @@ def run_trial(config: dict, *, base: dict, splits, cpus: float, replay: frozense
 
     checkpoint = tune.get_checkpoint()
     if checkpoint is None:
-        train(cfg, splits=splits, report=report)
+        train(cfg, splits=splits, report=report, started=started)
         return
     with checkpoint.as_directory() as folder:
         replay_last = tune.get_context().get_trial_id() in replay
-        train(cfg, splits=splits, report=report, resume_from=Path(folder), replay_last_report=replay_last)
+        train(
+            cfg, splits=splits, report=report, resume_from=Path(folder), replay_last_report=replay_last, started=started
+        )
 
 
 class _FaultOnce:

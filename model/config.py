@@ -100,6 +100,9 @@ class TrainConfig(Strict):
     seed: int = 42
     num_threads: int | None = Field(None, ge=1, description="torch threads; default = CPUs given to the run")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the model: auto = on for CUDA, off for CPU (compiling costs 20-50 s there)"
+    )
 
     @model_validator(mode="after")
     def _cyclical_bounds(self) -> TrainConfig:

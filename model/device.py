@@ -39,3 +39,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+COMPILE_BACKEND_ENV = "CAVIAR_COMPILE_BACKEND"  # testing hook: "aot_eager" traces without code generation
+
+
+def maybe_compile(net: torch.nn.Module, setting: str, device: torch.device) -> torch.nn.Module:
+    """The module the steps call: compiled for `on`, and for `auto` on CUDA, where host overhead per
+    step is what holds a GPU back; on CPU, `auto` stays eager (a tiny BERT took ~50 s to compile
+    here, more than a short trial gains). Shapes are few (bucketed widths), so graphs are reused;
+    dynamic=None lets torch fall back to one dynamic graph after the second width instead of one
+    graph per width. Checkpoints always save the plain module, which shares the parameters."""
+    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+        return net
+    return torch.compile(net, dynamic=None, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.batches import Encoded, collate, eval_batches
+from model.batches import DeviceSplit, eval_batches
 
 EVAL_BATCH = 256
 
@@ -39,27 +39,31 @@ def confusion_metrics(labels: np.ndarray, predicted: np.ndarray, loss: float) ->
 
 
 @torch.no_grad()
-def positive_probabilities(net: nn.Module, data: Encoded, batch_size: int, pad_id: int, device) -> np.ndarray:
-    """P(긍정) per review, in the order of `data`."""
+def positive_probabilities(net: nn.Module, split: DeviceSplit, batch_size: int = EVAL_BATCH) -> np.ndarray:
+    """P(긍정) per review, in the order of the split; one copy to the host at the end."""
     was_training = net.training
     net.eval()
-    probs = np.empty(len(data), dtype=np.float64)
-    for rows in eval_batches(data, batch_size):
-        batch = collate(data, rows, pad_id)
+    batches = eval_batches(split.data, batch_size)
+    device = split.device
+    out = []
+    for width, rows in split.plan(batches):
+        batch = split.batch(width, rows)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits = net(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-            ).logits
-        probs[rows] = torch.softmax(logits.float(), dim=-1)[:, 1].cpu().numpy()
+            logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out.append(torch.softmax(logits.float(), dim=-1)[:, 1])
     net.train(was_training)
+    probs = np.empty(len(split), dtype=np.float64)
+    if batches:
+        probs[np.concatenate(batches)] = torch.cat(out).double().cpu().numpy()
     return probs
 
 
-def evaluate(net: nn.Module, data: Encoded, batch_size: int, pad_id: int, device) -> Metrics:
-    probs = positive_probabilities(net, data, batch_size, pad_id, device)
-    p_true = np.clip(np.where(data.labels == 1, probs, 1 - probs), 1e-12, 1.0)
+def evaluate(net: nn.Module, split: DeviceSplit, batch_size: int = EVAL_BATCH) -> Metrics:
+    probs = positive_probabilities(net, split, batch_size)
+    labels = np.asarray(split.data.labels)
+    p_true = np.clip(np.where(labels == 1, probs, 1 - probs), 1e-12, 1.0)
     loss = float(-np.log(p_true).mean())
-    return confusion_metrics(data.labels, (probs >= 0.5).astype(np.int64), loss)
+    return confusion_metrics(labels, (probs >= 0.5).astype(np.int64), loss)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -68,11 +72,11 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def evaluate_checkpoint(folder, reviews, device=None) -> Metrics:
     """Metrics of a saved checkpoint on a split (a DataFrame with `document` and `label`)."""
-    from model.batches import encode
+    from model.batches import encode_cached
     from model.checkpoint import load_checkpoint
     from model.device import pick_device
 
     device = device or pick_device("auto")
     loaded = load_checkpoint(folder)
-    data = encode(loaded.tokenizer, reviews.document, reviews.label, loaded.config.model.max_len)
-    return evaluate(loaded.net.to(device), data, EVAL_BATCH, loaded.tokenizer.pad_token_id, device)
+    data = encode_cached(loaded.tokenizer, reviews.document, reviews.label, loaded.config.model.max_len)
+    return evaluate(loaded.net.to(device), DeviceSplit(data, device))

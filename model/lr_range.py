@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from model.batches import Encoded, epoch_batches
+from model.batches import DeviceSplit, epoch_batches
 from model.config import TrialConfig
 from model.data import Splits
 from model.evaluate import EVAL_BATCH, evaluate
@@ -101,19 +101,18 @@ def run_range_test(
     test, best, step = RangeTest(), math.inf, 0
     ema = None
     while step < total:
-        for rows in epoch_batches(run.train_set, cfg.train.batch_size, cfg.train.seed, step // per_epoch):
-            if step >= total:
-                break
+        batches = epoch_batches(run.train_set.data, cfg.train.batch_size, cfg.train.seed, step // per_epoch)
+        for width, rows in run.train_set.plan(batches[: total - step]):
             for group in optimizer.param_groups:
                 group["lr"] = float(ramp[step])
-            loss = train_step(run, rows, optimizer, cfg.train.grad_clip)
+            loss = float(train_step(run, width, rows, optimizer, cfg.train.grad_clip))  # each step's loss is the curve
             test.lrs.append(float(ramp[step]))
             test.losses.append(loss)
             step += 1
             ema = loss if ema is None else 0.9 * ema + 0.1 * loss
             best = min(best, ema)
             if step % every == 0 or step == total:
-                metrics = evaluate(run.net, val, EVAL_BATCH, run.tokenizer.pad_token_id, run.device)
+                metrics = evaluate(run.net, val, EVAL_BATCH)
                 test.val_lrs.append(float(ramp[step - 1]))
                 test.val_accuracies.append(metrics.accuracy)
                 test.val_losses.append(metrics.loss)
@@ -125,8 +124,8 @@ def run_range_test(
     return test
 
 
-def _subset(data: Encoded, limit: int) -> Encoded:
-    if len(data) <= limit:
-        return data
-    rows = np.random.default_rng(0).choice(len(data), size=limit, replace=False)
-    return Encoded(ids=[data.ids[r] for r in rows], labels=data.labels[rows])
+def _subset(split: DeviceSplit, limit: int) -> DeviceSplit:
+    if len(split) <= limit:
+        return split
+    rows = np.random.default_rng(0).choice(len(split), size=limit, replace=False)
+    return DeviceSplit(split.data.subset(rows), split.device)

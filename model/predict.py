@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.batches import encode
+from model.batches import DeviceSplit, encode
 from model.checkpoint import load_checkpoint
 from model.data import LABEL_NAMES
 from model.device import pick_device
@@ -46,7 +46,7 @@ class Predictor:
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
         data = encode(self.tokenizer, texts, np.zeros(len(texts)), self.max_len)
-        return positive_probabilities(self.net, data, PREDICT_BATCH, self.tokenizer.pad_token_id, self.device)
+        return positive_probabilities(self.net, DeviceSplit(data, self.device), PREDICT_BATCH)
 
     def predict(self, texts: list[str]) -> list[Prediction]:
         return [

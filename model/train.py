@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
-from model.batches import encode
+from model.batches import DeviceSplit, encode_cached
 from model.checkpoint import Loaded, fill_checkpoint, load_checkpoint
 from model.config import TrialConfig
 from model.data import Splits, load_splits
-from model.device import pick_device, seed_everything, set_threads
+from model.device import maybe_compile, pick_device, seed_everything, set_threads
 from model.network import build_network
 from model.tokenizer import build_tokenizer
 from model.trainer import NonFiniteLoss, Report, Run, Trainer, TrainResult
@@ -37,9 +38,10 @@ def prepare(cfg: TrialConfig, splits: Splits | None = None, loaded: Loaded | Non
         tokenizer = build_tokenizer(cfg.model, splits.train.document.tolist())
         net = build_network(cfg.model, len(tokenizer), tokenizer.pad_token_id)
     net.to(device).train()
-    train_set = encode(tokenizer, splits.train.document, splits.train.label, cfg.model.max_len)
-    val_set = encode(tokenizer, splits.val.document, splits.val.label, cfg.model.max_len)
-    return Run(net, tokenizer, train_set, val_set, device, splits)
+    train_set = encode_cached(tokenizer, splits.train.document, splits.train.label, cfg.model.max_len)
+    val_set = encode_cached(tokenizer, splits.val.document, splits.val.label, cfg.model.max_len)
+    step_net = maybe_compile(net, cfg.train.compile, device)
+    return Run(net, tokenizer, DeviceSplit(train_set, device), DeviceSplit(val_set, device), device, splits, step_net)
 
 
 def train(
@@ -50,16 +52,19 @@ def train(
     resume_from: Path | None = None,
     replay_last_report: bool = False,
     progress: bool = False,
+    started: float | None = None,
 ) -> TrainResult:
     """Train `cfg` to its end (or patience), calling `report` at every evaluation.
 
     `resume_from`: continue from a checkpoint folder (a crash, a driver restart, a PBT exploit).
     `replay_last_report`: the checkpoint's own evaluation never reached the driver's record (it was
     killed in between), so report it again before going on; otherwise a resumed run reports only new
-    evaluations, and a run whose checkpoint is already its last reports nothing at all."""
+    evaluations, and a run whose checkpoint is already its last reports nothing at all.
+    `started`: a time.perf_counter() reading; metrics report `startup_s`, from it to the first step."""
+    started = time.perf_counter() if started is None else started
     saved = load_checkpoint(resume_from, with_state=True) if resume_from is not None else None
     run = prepare(cfg, splits, saved)
-    trainer = Trainer(cfg, run, progress)
+    trainer = Trainer(cfg, run, progress, started=started)
     if saved is not None and saved.trainer_state is not None:
         trainer.resume(saved.trainer_state, saved.config.train)
         if replay_last_report and trainer.history and report is not None:

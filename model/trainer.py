@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
 
-from model.batches import Encoded, collate, epoch_batches
+from model.batches import DeviceSplit, epoch_batches
 from model.config import TrainConfig, TrialConfig
 from model.data import Splits
 from model.errors import UserError
@@ -38,12 +38,17 @@ class NonFiniteLoss(UserError):
 class Run:
     """What a training loop works on, built once: network, tokenizer, encoded splits, device."""
 
-    net: torch.nn.Module
-    tokenizer: object  # a transformers PreTrainedTokenizerBase
-    train_set: Encoded
-    val_set: Encoded
+    net: torch.nn.Module  # the plain module: what checkpoints save
+    tokenizer: PreTrainedTokenizerBase
+    train_set: DeviceSplit
+    val_set: DeviceSplit
     device: torch.device
     splits: Splits
+    step_net: torch.nn.Module | None = None  # what the steps call: `net`, or `net` compiled
+
+    def __post_init__(self):
+        if self.step_net is None:
+            self.step_net = self.net
 
 
 @dataclass
@@ -54,35 +59,35 @@ class TrainResult:
     stopped_early: bool = False
 
 
-@dataclass
 class _Window:
-    """Train-loss and throughput since the last evaluation."""
+    """Train loss and throughput since the last evaluation. The loss adds up on the device: reading
+    it is a host sync, done at evaluations and for the progress bar every BAR_EVERY steps only."""
 
-    loss: float = 0.0
-    steps: int = 0
-    examples: int = 0
-    seconds: float = 0.0
+    def __init__(self):
+        self.loss, self.steps, self.examples, self.started = 0.0, 0, 0, time.perf_counter()
 
-    def add(self, loss: float, examples: int, seconds: float) -> None:
-        self.loss, self.steps = self.loss + loss, self.steps + 1
-        self.examples, self.seconds = self.examples + examples, self.seconds + seconds
+    def add(self, loss: torch.Tensor, examples: int) -> None:
+        self.loss, self.steps, self.examples = self.loss + loss, self.steps + 1, self.examples + examples
+
+    def mean_loss(self) -> float:
+        return float(self.loss) / max(1, self.steps)
 
 
-def train_step(run: Run, rows: np.ndarray, optimizer, grad_clip: float | None) -> float:
-    """One optimizer step on the reviews `rows`; returns the batch loss."""
-    batch = {
-        k: v.to(run.device, non_blocking=True)
-        for k, v in collate(run.train_set, rows, run.tokenizer.pad_token_id).items()
-    }
+BAR_EVERY = 50  # steps between progress-bar loss readings (each one waits for the device)
+
+
+def train_step(run: Run, width: int, rows: torch.Tensor, optimizer, grad_clip: float | None) -> torch.Tensor:
+    """One optimizer step on the reviews `rows` (padded to `width`); returns the batch loss, on the device."""
+    batch = run.train_set.batch(width, rows)
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
-        logits = run.net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = run.step_net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     loss = cross_entropy(logits, batch["labels"])
     loss.backward()
     if grad_clip:
-        torch.nn.utils.clip_grad_norm_(run.net.parameters(), grad_clip)
+        torch.nn.utils.clip_grad_norm_(run.net.parameters(), grad_clip, foreach=True)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss.item()
+    return loss.detach()
 
 
 class Trainer:
@@ -91,8 +96,9 @@ class Trainer:
     # the loop's own counters: with the optimizer, scheduler and RNG, all a resume needs
     STATE_KEYS = ("step", "best_val_loss", "bad_evals", "seen", "train_time", "history")
 
-    def __init__(self, cfg: TrialConfig, run: Run, progress: bool = False):
+    def __init__(self, cfg: TrialConfig, run: Run, progress: bool = False, started: float | None = None):
         self.cfg, self.tc, self.run, self.progress = cfg, cfg.train, run, progress
+        self.started, self.startup_s = started or time.perf_counter(), None
         self.steps_per_epoch = math.ceil(len(run.train_set) / self.tc.batch_size)
         self.total_steps = self.tc.epochs * self.steps_per_epoch
         if self.tc.max_steps is not None:
@@ -106,6 +112,8 @@ class Trainer:
         self.step, self.best_val_loss, self.bad_evals, self.seen, self.train_time = 0, math.inf, 0, 0, 0.0
         self.history: list[dict] = []
         self.stopped_early = False
+        self.widths_seen: set[int] = set()
+        self.compile_s = 0.0  # seconds in steps that compiled a new shape (0 when eager)
 
     # --- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -151,21 +159,34 @@ class Trainer:
         return self.stopped_early or self.step >= self.total_steps
 
     # --- the loop ----------------------------------------------------------------------------------
-    def train_one(self, rows: np.ndarray) -> float:
-        loss = train_step(self.run, rows, self.optimizer, self.tc.grad_clip)
-        if not math.isfinite(loss):
-            raise NonFiniteLoss(
-                f"train loss became {loss} at step {self.step + 1} (lr {self.scheduler.get_last_lr()[0]:.3g}); "
-                "no checkpoint was written from here on: lower train.lr or keep train.grad_clip on"
-            )
+    def train_one(self, width: int, rows: torch.Tensor) -> torch.Tensor:
+        new_shape = self.run.step_net is not self.run.net and width not in self.widths_seen
+        started = time.perf_counter() if new_shape else 0.0
+        loss = train_step(self.run, width, rows, self.optimizer, self.tc.grad_clip)
+        if new_shape:  # a compiled module compiles on the first call of each shape: paid once per trial
+            self.widths_seen.add(width)
+            self.compile_s += time.perf_counter() - started
         self.scheduler.step()
         self.step += 1
+        if self.startup_s is None:  # set-up (data, tokenizer, network, first compile) until one step is done
+            self.startup_s = time.perf_counter() - self.started
         return loss
+
+    def check_finite(self, loss: float) -> None:
+        """Checked whenever the loss is read (evaluations, the progress bar): a diverged run stops
+        before its next checkpoint, so no NaN weights can be saved or promoted."""
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(
+                f"train loss became {loss} by step {self.step} (lr {self.scheduler.get_last_lr()[0]:.3g}); "
+                "no checkpoint was written from here on: lower train.lr or keep train.grad_clip on"
+            )
 
     def evaluate(self, window: _Window) -> dict:
         """Validation metrics plus the window's train loss; updates patience and the run's totals."""
-        self.seen, self.train_time = self.seen + window.examples, self.train_time + window.seconds
-        val = evaluate(self.run.net, self.run.val_set, EVAL_BATCH, self.run.tokenizer.pad_token_id, self.run.device)
+        train_loss, seconds = window.mean_loss(), time.perf_counter() - window.started
+        self.check_finite(train_loss)
+        self.seen, self.train_time = self.seen + window.examples, self.train_time + seconds
+        val = evaluate(self.run.step_net, self.run.val_set, EVAL_BATCH)
         if val.loss < self.best_val_loss - MIN_IMPROVEMENT:
             self.best_val_loss, self.bad_evals = val.loss, 0
         else:
@@ -174,10 +195,12 @@ class Trainer:
         metrics = {
             "epoch": round(self.step / self.steps_per_epoch, 4),
             "step": self.step,
-            "train_loss": window.loss / window.steps,
+            "train_loss": train_loss,
             **{k: v for k, v in val.as_dict("val").items() if k != "val_confusion"},
             "lr": self.scheduler.get_last_lr()[0],
-            "examples_per_s": window.examples / window.seconds,
+            "examples_per_s": window.examples / seconds,
+            "compile_s": self.compile_s,
+            "startup_s": self.startup_s,
             # True on the run's own last evaluation; a run a scheduler stops never reports it
             "done_training": self.done,
         }
@@ -189,19 +212,19 @@ class Trainer:
         window = _Window()
         while not self.done:
             epoch, offset = divmod(self.step, self.steps_per_epoch)
-            batches = epoch_batches(self.run.train_set, self.tc.batch_size, self.tc.seed, epoch)
+            batches = epoch_batches(self.run.train_set.data, self.tc.batch_size, self.tc.seed, epoch)
             with self._bar(epoch, offset) as bar:
-                for rows in batches[offset:]:
-                    started = time.perf_counter()
-                    loss = self.train_one(rows)
-                    window.add(loss, len(rows), time.perf_counter() - started)
+                for width, rows in self.run.train_set.plan(batches[offset:]):
+                    window.add(self.train_one(width, rows), len(rows))
                     bar.update(1)
-                    bar.set_postfix(loss=f"{window.loss / window.steps:.4f}", refresh=False)
+                    if self.progress and window.steps % BAR_EVERY == 0:
+                        self.check_finite(window.mean_loss())
+                        bar.set_postfix(loss=f"{window.mean_loss():.4f}", refresh=False)
                     if self.step - epoch * self.steps_per_epoch in self.eval_points or self.step == self.total_steps:
                         metrics = self.evaluate(window)
                         if on_evaluation is not None:
                             on_evaluation(metrics)
-                        window = _Window()
+                        window = _Window()  # starts after the evaluation: throughput counts training only
                     if self.done:
                         break
         return TrainResult(

@@ -120,3 +120,15 @@ def _hypothesis_profile() -> None:
 
 
 _hypothesis_profile()
+
+
+def leaves(value):
+    """Every scalar inside nested dicts and lists (JSON as Python)."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from leaves(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from leaves(v)
+    else:
+        yield value

@@ -21,6 +21,7 @@ from caviar.promote import promote
 from caviar.serve import MicroBatcher, create_app
 from model.errors import UserError
 from model.predict import Prediction, Predictor
+from tests.conftest import leaves
 
 pytestmark = pytest.mark.slow
 
@@ -109,20 +110,9 @@ def test_head_health_and_offline_docs(client):
 def test_model_card_shows_no_absolute_path(client):
     """Issue 9.7."""
     card = client.get("/model").json()
-    strings = [v for v in _leaves(card) if isinstance(v, str)]
+    strings = [v for v in leaves(card) if isinstance(v, str)]
     assert not [s for s in strings if os.path.isabs(s)]
     assert card["source_checkpoint"].startswith("..") and "checkpoint_" in card["source_checkpoint"]
-
-
-def _leaves(value):
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _leaves(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _leaves(v)
-    else:
-        yield value
 
 
 def test_an_oversized_body_is_refused_before_parsing(client):
