@@ -115,7 +115,7 @@ def packed(args, fraction: float, storage: str) -> dict:
     )
     with Utilization(args.device) as util:
         outcome = tune_job(job, experiment=f"pack-{fraction:g}")
-    rows = _last_reports(outcome["experiment_dir"])
+    rows = _last_reports(outcome["experiment_dir"], job.train.batch_size)
     examples = sum(r["examples"] for r in rows)
     return {
         "fraction": fraction,
@@ -131,7 +131,7 @@ def packed(args, fraction: float, storage: str) -> dict:
     }
 
 
-def _last_reports(experiment_dir: str) -> list[dict]:
+def _last_reports(experiment_dir: str, batch_size: int) -> list[dict]:
     """Each trial's examples trained (steps x batch size) and start-up, from its last report."""
     from caviar.experiment import load_trials
 
@@ -139,7 +139,7 @@ def _last_reports(experiment_dir: str) -> list[dict]:
     for trial in load_trials(experiment_dir):
         if len(trial.history):
             last = trial.history.iloc[-1]
-            rows.append({"examples": int(last["step"]) * 64, "startup_s": float(last["startup_s"])})
+            rows.append({"examples": int(last["step"]) * batch_size, "startup_s": float(last["startup_s"])})
     return rows
 
 

@@ -206,9 +206,6 @@ class Experiment:
     def trials(self) -> list[TrialRecord]:
         return self._trials
 
-    def rounds(self) -> list[Path]:
-        return round_dirs(self.folder)
-
     @property
     def interrupted(self) -> bool:
         return interrupted(self._trials)

@@ -111,8 +111,7 @@ def rounds_stage(job: JobSpec, experiment_dir: Path) -> None:
             write_json_atomically(lineage_file, lineage)
             log.info("round %d/%d searches %s", r, job.rounds, lineage[-1]["space"])
         round_job = job.model_copy(update={"search_space": read_space(lineage[r - 1]["space"])})
-        _run_round(round_job, folder)
-        if Experiment.load(folder, job).interrupted:
+        if _run_round(round_job, folder):
             raise Interrupted(experiment_dir)
 
 
@@ -122,10 +121,14 @@ def _narrowed(job: JobSpec, last: dict, last_folder: Path) -> dict:
     return narrow_space(read_space(last["space"]), top, job.refine.margin)
 
 
-def _run_round(round_job: JobSpec, folder: Path) -> None:
+def _run_round(round_job: JobSpec, folder: Path) -> bool:
+    """Run one round, or continue it if it was cut short; True if it is still unfinished after."""
     from ray import tune
 
     if not (folder.is_dir() and tune.Tuner.can_restore(str(folder))):
         build_tuner(round_job, folder.name, Storage(str(folder.parent))).fit()
     elif Experiment.load(folder, round_job).interrupted:
         restore_tuner(round_job, folder).fit()
+    else:
+        return False  # finished before the driver stopped: nothing to read again
+    return Experiment.load(folder, round_job).interrupted

@@ -64,8 +64,9 @@ def reseed(experiment: Experiment, seeds: int, top_k: int) -> dict:
         configs.append(
             {"rank": rank, "source_trial": trial.trial_id, "params": trial.params, "runs": runs, **spread(runs)}
         )
-    chosen = max(configs, key=lambda c: c["val_mean"] if job.mode == "max" else -c["val_mean"])
-    best_run = max(chosen["runs"], key=lambda r: r["val"] if job.mode == "max" else -r["val"])
+    sign = 1 if job.mode == "max" else -1  # the job's metric may be a loss
+    chosen = max(configs, key=lambda c: sign * c["val_mean"])
+    best_run = max(chosen["runs"], key=lambda r: sign * r["val"])
     outcome = {
         "seeds": seeds,
         "top_k": len(configs),

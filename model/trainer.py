@@ -97,7 +97,7 @@ class Trainer:
     STATE_KEYS = ("step", "best_val_loss", "bad_evals", "seen", "train_time", "history")
 
     def __init__(self, cfg: TrialConfig, run: Run, progress: bool = False, started: float | None = None):
-        self.cfg, self.tc, self.run, self.progress = cfg, cfg.train, run, progress
+        self.tc, self.run, self.progress = cfg.train, run, progress
         self.started, self.startup_s = started or time.perf_counter(), None
         self.steps_per_epoch = math.ceil(len(run.train_set) / self.tc.batch_size)
         self.total_steps = self.tc.epochs * self.steps_per_epoch
@@ -128,7 +128,8 @@ class Trainer:
         for key in self.STATE_KEYS:
             setattr(self, key, state[key])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
 
     def resume(self, state: dict, saved_train: TrainConfig) -> None:
@@ -138,7 +139,7 @@ class Trainer:
         if _same_recipe(saved_train, self.tc):
             self.load_state_dict(state)
         else:
-            self.load_state_dict({**state, "scheduler": self.scheduler.state_dict()})
+            self.load_state_dict({k: v for k, v in state.items() if k != "scheduler"})
             self._adopt_new_hyperparameters()
         finished = bool(self.history) and bool(self.history[-1].get("done_training"))
         self.stopped_early = finished and self.step < self.total_steps
