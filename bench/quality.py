@@ -1,10 +1,14 @@
-"""The quality target: the promoted from-scratch model on the full NSMC test file, after the best job.
+"""The quality target: NSMC test accuracy of the promoted model, pretrained on NSMC's own train text.
 
-To run: NSMC_DIR=/path/to/nsmc python -m bench.quality --job tune_jobs/nsmc_best.yaml
-        NSMC_DIR=../shared/data/nsmc python bench/quality.py --experiment results/<done>   (skip tuning)
+To run: NSMC_DIR=../shared/data/nsmc python -m bench.quality                 (both routes, side by side)
+        NSMC_DIR=../shared/data/nsmc python -m bench.quality --no-compare    (the pretrained route only)
+        NSMC_DIR=../shared/data/nsmc python -m bench.quality --experiment results/<done>   (skip tuning)
 
-Target: >= 87.0% test accuracy without pretrained weights (published from-scratch NSMC results:
-word-CNN 85.99, self-attentive 86.37, Word2Vec+BiLSTM 86.52, fastText 85.50), in <= 90 min on 2 CPUs.
+The route (tune_jobs/nsmc_pretrained.yaml): masked-LM pretraining on the train split's reviews,
+an ASHA search over fine-tuning settings, promotion (validation chooses), then one pass over the
+whole test file. Target: >= 88.0% test accuracy in <= 2 h on 2 CPUs, with no outside weights and
+no text beyond NSMC's train split. The comparison: the from-scratch job (nsmc_best.yaml), run after
+it in the same process with its Tuner's time budget set to the pretrained route's wall time.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from bench.common import write_result
-from caviar.experiment import OUTCOME_FILE, load_job_of, load_trials
+from bench.common import project_path, write_result
+from caviar.experiment import OUTCOME_FILE, PRETRAIN_FILE, load_job_of, load_trials
 from caviar.jobfile import load_job
 from caviar.pipeline import tune_job
 from caviar.promote import promote
@@ -28,50 +32,85 @@ from model.errors import UserError
 from model.evaluate import evaluate_checkpoint
 from model.predict import Predictor
 
-TARGET = 0.87
+TARGET = 0.88
+WALL_LIMIT_S = 7200
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--job", type=Path, default=Path("tune_jobs/nsmc_best.yaml"))
+    parser.add_argument("--job", type=Path, default=Path("tune_jobs/nsmc_pretrained.yaml"))
+    parser.add_argument("--compare-job", type=Path, default=Path("tune_jobs/nsmc_best.yaml"))
+    parser.add_argument("--no-compare", action="store_true", help="skip the from-scratch route")
     parser.add_argument("--experiment", type=Path, default=None, help="a finished experiment: skip tuning")
     parser.add_argument("--reseed", type=int, default=None, help="seed re-runs before promotion")
     args = parser.parse_args()
 
-    started = time.perf_counter()
-    if args.experiment is None:
-        job = load_job(args.job)
-        if job.model.pretrained:
-            raise UserError(f"{args.job}: model.pretrained is set; the quality target is for from-scratch models")
-        experiment = Path(tune_job(job)["experiment_dir"])
-    else:
-        experiment = args.experiment
-    with tempfile.TemporaryDirectory() as registry:
-        done = promote(experiment, "quality", force=True, root=Path(registry), reseed_seeds=args.reseed)
-        ray.shutdown()
-        job = load_job_of(experiment)
-        folder = locate_nsmc(job.data)
-        full_test = read_reviews(folder / TEST_FILE)  # the whole file, whatever the job's test_limit
-        metrics = evaluate_checkpoint(Path(done["path"]), full_test)
-    wall = time.perf_counter() - started
-    if args.experiment is not None:  # tuned earlier: count that run's wall time too
-        wall += json.loads((experiment / OUTCOME_FILE).read_text(encoding="utf-8"))["wall_s"]
-    ensemble = ensemble_of_kept(experiment, job.metric, job.mode, full_test)
+    main_route = route(args.job, args.experiment, args.reseed)
+    record(main_route, None)  # kept even if the comparison is cut short
+    if not args.no_compare:
+        record(main_route, route(args.compare_job, None, args.reseed, budget_s=main_route["wall_s"]))
+
+
+def record(main_route: dict, scratch: dict | None) -> None:
     write_result(
         "quality",
         {
-            "experiment": str(experiment),
-            "promoted": {k: done[k] for k in ("version", "val_accuracy", "reseed")},
-            "test_examples": len(full_test),
-            "test_accuracy": metrics.accuracy,
-            "test_f1": metrics.f1,
-            "wall_s": wall,  # tuning, promotion and the test pass
-            "tuned_here": args.experiment is None,
-            "ensemble_of_kept_trials": ensemble,
-            "target": {"test_accuracy": f">= {TARGET}", "wall_s": "<= 5400"},
-            "met": {"test_accuracy": metrics.accuracy >= TARGET, "wall_s": wall <= 5400},
+            "route": main_route,
+            "scratch_route": scratch,
+            "gain_test_accuracy": None if scratch is None else main_route["test_accuracy"] - scratch["test_accuracy"],
+            "target": {"test_accuracy": f">= {TARGET}", "wall_s": f"<= {WALL_LIMIT_S}"},
+            "met": {
+                "test_accuracy": main_route["test_accuracy"] >= TARGET,
+                "wall_s": main_route["wall_s"] <= WALL_LIMIT_S,
+            },
         },
     )
+
+
+def route(job_file: Path, experiment: Path | None, reseed: int | None, budget_s: float | None = None) -> dict:
+    """Tune (unless given a finished experiment), promote, and score once on the whole test file."""
+    started, tuned_here = time.perf_counter(), experiment is None
+    if experiment is None:
+        job = load_job(job_file)
+        if job.model.pretrained:
+            raise UserError(f"{job_file}: model.pretrained names outside weights; the target allows none")
+        if budget_s is not None:
+            job = job.model_copy(update={"time_budget_s": budget_s})
+        experiment = Path(tune_job(job)["experiment_dir"])
+    with tempfile.TemporaryDirectory() as registry:
+        done = promote(experiment, "quality", force=True, root=Path(registry), reseed_seeds=reseed)
+        ray.shutdown()
+        job = load_job_of(experiment)
+        full_test = read_reviews(locate_nsmc(job.data) / TEST_FILE)  # the whole file, whatever test_limit says
+        metrics = evaluate_checkpoint(Path(done["path"]), full_test)
+    wall = time.perf_counter() - started
+    outcome = json.loads((experiment / OUTCOME_FILE).read_text(encoding="utf-8"))
+    if not tuned_here:
+        wall += outcome["wall_s"]  # tuned earlier: count that run's wall time too
+    stage0 = experiment / PRETRAIN_FILE
+    pretrain = _pretrain_figures(json.loads(stage0.read_text(encoding="utf-8"))) if stage0.is_file() else None
+    if pretrain is not None and pretrain["reused"]:
+        wall += pretrain["wall_s"]  # pretrained by an earlier job: its cost still belongs to the route
+    return {
+        "job": job.name,
+        "experiment": project_path(experiment),
+        "pretrain": pretrain,
+        "time_budget_s": budget_s,
+        "trials": len(outcome["trials"]),
+        "stopped_early": outcome["stopped_early"],
+        "promoted": {k: done[k] for k in ("version", "val_accuracy", "reseed")},
+        "test_examples": len(full_test),
+        "test_accuracy": metrics.accuracy,
+        "test_f1": metrics.f1,
+        "wall_s": wall,  # pretraining, tuning, promotion and the test pass
+        "ensemble_of_kept_trials": ensemble_of_kept(experiment, job.metric, job.mode, full_test),
+    }
+
+
+def _pretrain_figures(record: dict) -> dict:
+    card = json.loads((Path(record["folder"]) / "pretrain.json").read_text(encoding="utf-8"))
+    keep = ("texts", "not_read", "steps", "mlm_loss", "examples_per_s", "wall_s", "settings")
+    return {"folder": project_path(record["folder"]), "reused": record["reused"], **{k: card[k] for k in keep}}
 
 
 def ensemble_of_kept(experiment: Path, metric: str, mode: str, reviews) -> dict:

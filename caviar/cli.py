@@ -60,6 +60,10 @@ def train_cmd(
     spec = load_job(job, overrides, smoke=smoke)
     out = out or Path("results") / "train" / timestamped(spec.name)
     with run_folder(out):
+        if spec.from_pretrain:
+            from caviar.pretrain import pretrain_stage
+
+            spec, _ = pretrain_stage(spec)
         summary = run_single(spec, out)
     typer.echo(
         f"best val_accuracy {summary['val_accuracy']:.4f} (step {summary['best_step']}), "
@@ -70,6 +74,37 @@ def train_cmd(
     typer.echo(f"checkpoint: {summary['checkpoint']}", err=as_json)
     if as_json:
         typer.echo(json.dumps({k: v for k, v in summary.items() if k not in ("history", "config")}))
+
+
+@app.command("pretrain")
+def pretrain_cmd(
+    job: Path = typer.Argument(..., help="tune_jobs/<job>.yaml (its data, model and pretrain: sections)"),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    out: Path | None = typer.Option(None, help="folder (default <storage>/pretrain/<name>-<time>)"),
+    as_json: bool = typer.Option(False, "--json", help="end with one JSON line: folder, mlm_loss, steps, wall_s"),
+    smoke: bool = typer.Option(False, "--smoke", help=SMOKE_HELP),
+) -> None:
+    """Masked-LM pretraining of the job's model on the train split's texts; fine-tune it with
+    --set model.pretrained=<folder>."""
+    from caviar.jobfile import load_job
+    from caviar.pretrain import pretrain_root, run_pretrain
+
+    spec = load_job(job, overrides, smoke=smoke)
+    if spec.model.pretrained:
+        raise UserError("model.pretrained is set: caviar pretrain starts the job's from-scratch model; unset it")
+    out = out or pretrain_root(spec) / timestamped(spec.name)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; pick another --out")
+    with run_folder(out):
+        card = run_pretrain(spec, out)
+    typer.echo(
+        f"MLM loss {card['mlm_loss']:.3f} after {card['steps']} steps on {card['texts']} train reviews, "
+        f"{card['wall_s']:.0f}s",
+        err=as_json,
+    )
+    typer.echo(f"pretrained model: {out}  (fine-tune it: --set model.pretrained={out})", err=as_json)
+    if as_json:
+        typer.echo(json.dumps({"folder": str(out), **{k: card[k] for k in ("mlm_loss", "steps", "wall_s")}}))
 
 
 @app.command("lr-find")

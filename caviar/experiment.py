@@ -24,6 +24,7 @@ from model.errors import UserError
 JOB_FILE = "caviar_job.json"  # the validated job, written before the first trial starts
 OUTCOME_FILE = "caviar_tune.json"  # the end of `caviar tune` (caviar/outcome.py)
 ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
+PRETRAIN_FILE = "caviar_pretrain.json"  # stage 0: the pretrained folder the trials fine-tune, and its key
 # A driver stopped by Ctrl+C or a kill leaves RUNNING/PENDING trials behind; a run that ended does not
 # (synchronous HyperBand may leave the trials it stopped PAUSED).
 UNFINISHED = ("RUNNING", "PENDING")

@@ -5,6 +5,7 @@ To run: caviar tune tune_jobs/quickstart.yaml            (local Ray on this mach
         caviar resume results/<experiment>
 
 The stages, in order:
+  0. masked-LM pretraining, when the job's model.pretrained is {from_pretrain: true} (caviar/pretrain.py);
   1. the LR range test, when the job's train.lr comes from it (caviar/lr_find.py);
   2. the search: one Tuner, or coarse-to-fine rounds, each narrowed around the round before's
      best (caviar/rounds.py), every Tuner built by caviar/tuner.py;
@@ -20,7 +21,7 @@ import logging
 import time
 from pathlib import Path
 
-from caviar.experiment import JOB_FILE, ROUNDS_FILE, Experiment, load_job_of
+from caviar.experiment import JOB_FILE, PRETRAIN_FILE, ROUNDS_FILE, Experiment, load_job_of
 from caviar.outcome import Interrupted, finish
 from caviar.ray_session import check_resources, leave_job_working_dir, start_ray
 from caviar.rounds import describe_space, narrow_space, read_space
@@ -40,6 +41,8 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
     if storage.is_remote and job.rounds > 1:
         raise UserError("rounds: coarse-to-fine rounds keep their lineage in a local (or shared) storage folder")
     folder = None if storage.is_remote else _new_experiment_folder(storage.local(name))
+    if job.from_pretrain:
+        job = pretrain_stage_of(job, folder)
     if job.lr_from_lr_find:
         job = lr_range_stage(job, folder or Path("results") / "lr_find" / name)
     if folder is not None:
@@ -78,6 +81,17 @@ def _run(job: JobSpec, storage: Storage, name: str, address: str | None, restore
         log.warning("remote storage: the outcome and checkpoint pruning need a local copy of %s", storage.uri(name))
         return {"experiment_dir": storage.uri(name), "wall_s": time.perf_counter() - started}
     return finish(job, storage.local(name), time.perf_counter() - started)
+
+
+def pretrain_stage_of(job: JobSpec, folder: Path | None) -> JobSpec:
+    """Stage 0: pretrain once (or find the folder a job with the same data, tokenizer, shape and
+    settings made); the experiment records which folder its trials fine-tune."""
+    from caviar.pretrain import pretrain_stage
+
+    job, record = pretrain_stage(job)
+    if folder is not None:
+        write_json_atomically(folder / PRETRAIN_FILE, record)
+    return job
 
 
 def lr_range_stage(job: JobSpec, folder: Path) -> JobSpec:

@@ -124,3 +124,18 @@ def lr_find(result: dict, path: Path) -> Path:
     ax.set_title("LR range test")
     ax.grid(alpha=0.3, which="both")
     return _save(fig, path)
+
+
+def mlm_loss(curve: list[dict], path: Path) -> Path:
+    """The pretraining curve: MLM loss and learning rate against the step."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    steps = [p["step"] for p in curve]
+    ax.plot(steps, [p["mlm_loss"] for p in curve], color="C0", lw=2, label="MLM loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("MLM loss (masked tokens)")
+    lr = ax.twinx()
+    lr.plot(steps, [p["lr"] for p in curve], color="C1", lw=1, ls="--", label="lr")
+    lr.set_ylabel("learning rate", color="C1")
+    ax.set_title("masked-LM pretraining")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

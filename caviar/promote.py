@@ -98,12 +98,22 @@ def _card(name, job, experiment_dir, trial, saved, meta, test, splits, checkpoin
             "examples": len(splits.test),
         },
         "data_fingerprint": splits.fingerprint,
+        "pretrained": _card_origin(saved.get("pretrained"), root),
         "packages": registry.package_versions(),
         "created": registry.now_iso(),
         "source_checkpoint": registry.relative_to_registry(checkpoint, root),
         "previous": previous,
         **({"reseed": _card_spread(spread)} if spread else {}),
     }
+
+
+def _card_origin(origin: dict | None, root) -> dict | None:
+    """The encoder fine-tuning started from: a local folder as a registry-relative path, or a hub id."""
+    if not origin:
+        return None
+    source = origin["source"]
+    shown = registry.relative_to_registry(source, root) if Path(source).is_absolute() else source
+    return {"source": shown, "fingerprint": origin.get("fingerprint")}
 
 
 def _card_spread(spread: dict) -> dict:

@@ -13,12 +13,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from model.config import Strict, TrialConfig, split_dotted
+from model.config import PretrainConfig, Strict, TrialConfig, split_dotted
 
 REPORTED_METRICS = ("val_accuracy", "val_loss", "val_f1", "train_loss")
 TIME_ATTRS = ("training_iteration", "epoch", "step", "time_total_s")
 RANGE_KINDS = ("loguniform", "uniform", "quniform", "randint")
 KINDS = (*RANGE_KINDS, "choice", "grid")
+# model keys a pretrained network brings with it
+SHAPE_KEYS = ("model.vocab_size", "model.layers", "model.hidden", "model.heads", "model.intermediate")
 
 
 class Distribution(Strict):
@@ -187,9 +189,39 @@ class JobSpec(TrialConfig):
     refine: RefineSpec = Field(default_factory=lambda: RefineSpec())
     lr_find: LrFindSpec = Field(default_factory=LrFindSpec)
     final: FinalSpec = Field(default_factory=lambda: FinalSpec())
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     # `train.lr: {from_lr_find: true}` in the YAML: input shorthand, not a job value, so it is kept
     # out of the dump (the saved job holds the lr range the test found instead)
     _lr_from_lr_find: bool = PrivateAttr(False)
+    # `model.pretrained: {from_pretrain: true}`: stage 0 pretrains (or finds) the folder, and the
+    # saved job names that folder instead
+    _from_pretrain: bool = PrivateAttr(False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _pretrain_marker(cls, raw: Any, handler) -> JobSpec:
+        """`model.pretrained: {from_pretrain: true}`: fine-tune what this job's `pretrain:` makes."""
+        model = raw.get("model") if isinstance(raw, dict) else None
+        marked = isinstance(model, dict) and isinstance(model.get("pretrained"), dict)
+        if marked:
+            if set(model["pretrained"]) != {"from_pretrain"} or model["pretrained"]["from_pretrain"] is not True:
+                raise ValueError("model.pretrained: give a hub id, a folder or {from_pretrain: true}")
+            raw = {**raw, "model": {k: v for k, v in model.items() if k != "pretrained"}}
+        job = handler(raw)
+        if marked:
+            job._from_pretrain = True
+            job._check_shape_is_fixed("the pretrain stage")
+        return job
+
+    @property
+    def from_pretrain(self) -> bool:
+        return self._from_pretrain
+
+    def _check_shape_is_fixed(self, source: str) -> None:
+        """The network's shape comes from the pretrained weights: searching it would be silently ignored."""
+        for key in self.search_space:
+            if key in SHAPE_KEYS:
+                raise ValueError(f"search_space.{key}: the network's shape comes from {source}; drop it")
 
     @model_validator(mode="wrap")
     @classmethod
@@ -228,11 +260,21 @@ class JobSpec(TrialConfig):
         for where, space in spaces:
             for key, dist in space.items():
                 check_key(f"{where}.{key}", key, dist, fixed)
+        if self.model.pretrained:
+            self._check_shape_is_fixed(f"model.pretrained ({short(self.model.pretrained, 60)})")
         if self.search == "grid" and (bad := [k for k, d in self.search_space.items() if d.kind in RANGE_KINDS]):
             raise ValueError(f"search_space.{bad[0]}: search: grid takes only grid or choice values")
         if self.search == "optuna" and (bad := [k for k, d in self.search_space.items() if d.kind == "grid"]):
             raise ValueError(f"search_space.{bad[0]}: search: optuna cannot sample a grid; use choice")
         return self
+
+    def with_pretrained(self, folder: str) -> JobSpec:
+        """The job after stage 0: fine-tune from `folder`, the pretraining it asked for."""
+        raw = self.model_dump(mode="json")
+        raw["model"]["pretrained"] = folder
+        job = JobSpec.model_validate(raw)
+        job._lr_from_lr_find = self._lr_from_lr_find
+        return job
 
     def trial_config(self) -> TrialConfig:
         return TrialConfig.model_validate(self.model_dump(include=set(TrialConfig.model_fields)))

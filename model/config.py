@@ -116,6 +116,23 @@ class TrainConfig(Strict):
         return self.lr * {"none": 1.0, "linear": ratio, "sqrt": ratio**0.5}[self.lr_scaling]
 
 
+class PretrainConfig(Strict):
+    """Masked-LM pretraining of the job's from-scratch BERT on the train split's texts (`caviar pretrain`)."""
+
+    epochs: float = Field(3, gt=0, description="passes over the train split's texts")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke runs)")
+    lr: float = Field(5e-4, gt=0, description="AdamW peak learning rate")
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(128, ge=2)
+    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of all steps spent warming up (then linear decay)")
+    mask_probability: float = Field(
+        0.15, gt=0, lt=1, description="tokens chosen per review; of them 80% [MASK], 10% random, 10% kept"
+    )
+    grad_clip: float | None = Field(1.0, gt=0)
+    seed: int = 0
+    log_every: int = Field(50, ge=1, description="steps per point of the MLM loss curve (card, TensorBoard)")
+
+
 class TrialConfig(Strict):
     """Everything one training run needs; what `caviar train` runs and what each Ray trial gets."""
 

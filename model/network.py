@@ -6,10 +6,14 @@ even when it started from the hub.
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, PretrainedConfig
 
 from model.config import ModelConfig
+from model.errors import UserError
 
 NUM_LABELS = 2
 
@@ -48,11 +52,42 @@ def from_config(hf_config: PretrainedConfig, cfg: ModelConfig) -> nn.Module:
 
 def build_network(cfg: ModelConfig, vocab_size: int, pad_id: int) -> nn.Module:
     if cfg.pretrained:
-        net = AutoModelForSequenceClassification.from_pretrained(
-            cfg.pretrained, num_labels=NUM_LABELS, attn_implementation="sdpa"
-        )
-        return _finish(net, cfg)
+        return _finish(from_pretrained(cfg), cfg)
     return from_config(scratch_config(cfg, vocab_size, pad_id), cfg)
+
+
+def from_pretrained(cfg: ModelConfig) -> nn.Module:
+    """A hub model or a `caviar pretrain` folder, with a fresh classifier. model.dropout applies to
+    it too (when its config has BERT's dropout keys), so fine-tuning can search it."""
+    hf_config = AutoConfig.from_pretrained(cfg.pretrained, num_labels=NUM_LABELS)
+    positions = getattr(hf_config, "max_position_embeddings", None)
+    if positions is not None and cfg.max_len > positions:
+        raise UserError(f"model.max_len ({cfg.max_len}) is more than {cfg.pretrained} has positions for ({positions})")
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        if hasattr(hf_config, key):
+            setattr(hf_config, key, cfg.dropout)
+    return AutoModelForSequenceClassification.from_pretrained(
+        cfg.pretrained, config=hf_config, attn_implementation="sdpa"
+    )
+
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def pretrained_origin(cfg: ModelConfig) -> dict | None:
+    """Where a fine-tuned model's encoder came from, for its checkpoint and registry card: the
+    folder or hub id, and for a local folder a sha256 of its weights (a hub id names its own)."""
+    if not cfg.pretrained:
+        return None
+    folder = Path(cfg.pretrained)
+    weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
+    if weights is None:
+        return {"source": cfg.pretrained, "fingerprint": None}
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return {"source": str(folder.resolve()), "fingerprint": digest.hexdigest()}
 
 
 def _finish(net: nn.Module, cfg: ModelConfig) -> nn.Module:

@@ -18,7 +18,7 @@ from model.checkpoint import Loaded, fill_checkpoint, load_checkpoint
 from model.config import TrialConfig
 from model.data import Splits, load_splits
 from model.device import maybe_compile, pick_device, seed_everything, set_threads
-from model.network import build_network
+from model.network import build_network, pretrained_origin
 from model.tokenizer import build_tokenizer
 from model.trainer import NonFiniteLoss, Report, Run, Trainer, TrainResult
 
@@ -70,17 +70,21 @@ def train(
         if replay_last_report and trainer.history and report is not None:
             report(trainer.history[-1], resume_from)
 
+    origin = pretrained_origin(cfg.model)
+
     def keep(metrics: dict) -> None:
         if report is not None:
-            _report_with_checkpoint(report, metrics, run, cfg, trainer.state_dict())
+            _report_with_checkpoint(report, metrics, run, cfg, trainer.state_dict(), origin)
 
     return trainer.fit(on_evaluation=keep)
 
 
-def _report_with_checkpoint(report: Report, metrics: dict, run: Run, cfg: TrialConfig, trainer_state: dict) -> None:
+def _report_with_checkpoint(
+    report: Report, metrics: dict, run: Run, cfg: TrialConfig, trainer_state: dict, origin: dict | None
+) -> None:
     folder = Path(tempfile.mkdtemp(prefix="caviar-ckpt-"))
     try:
-        meta = {"data_fingerprint": run.splits.fingerprint, "metrics": metrics}
+        meta = {"data_fingerprint": run.splits.fingerprint, "metrics": metrics, "pretrained": origin}
         fill_checkpoint(folder, run.net, run.tokenizer, cfg, meta, trainer_state)
         report(metrics, folder)
     finally:

@@ -1,0 +1,167 @@
+"""Masked-LM pretraining of the job's from-scratch BERT on the train split's own texts.
+
+To run: caviar pretrain tune_jobs/nsmc_pretrained.yaml   (caviar/pretrain.py writes the folder)
+
+The from-scratch model plateaus at ~86% on NSMC with labels alone; BERT's self-supervised stage,
+run on the same 140k train reviews (never the validation or test ones), gives fine-tuning an
+encoder that already knows the language. The model, tokenizer and encoded split are exactly the
+ones fine-tuning uses (same WordPiece cache, same encoded-split cache), and the output is a
+`BertForMaskedLM` that `model.pretrained: <folder>` loads like any hub checkpoint.
+
+Masking is BERT's dynamic 15% (80% [MASK], 10% a random token, 10% unchanged), drawn afresh for
+every batch on the device, on the encoded-split path (no per-step collator). Only the chosen
+positions go through the vocabulary-sized output layer: that layer is most of an MLM step's cost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm import tqdm
+from transformers import BertForMaskedLM, PreTrainedTokenizerBase
+
+from model.batches import DeviceSplit, encode_cached, epoch_batches
+from model.config import PretrainConfig, TrainConfig, TrialConfig
+from model.data import Splits, load_splits
+from model.device import pick_device, seed_everything, set_threads
+from model.errors import UserError
+from model.network import scratch_config
+from model.schedule import build_optimizer, build_schedule
+from model.tokenizer import SPECIAL_TOKENS, cached_wordpiece
+
+OnLog = Callable[[dict], None]  # one point of the loss curve: {"step", "mlm_loss", "lr"}
+
+
+@dataclass
+class Pretrained:
+    net: BertForMaskedLM
+    tokenizer: PreTrainedTokenizerBase
+    steps: int
+    mlm_loss: float  # mean over the last logged window
+    curve: list[dict] = field(default_factory=list)
+    texts: int = 0  # train-split reviews read; nothing else is
+    texts_sha256: str = ""
+    examples_per_s: float = 0.0
+
+
+def texts_sha256(texts) -> str:
+    """What the pretraining read, as one hash: tests compare it against the train split alone."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def mask_tokens(
+    ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer: PreTrainedTokenizerBase, probability: float, gen
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(inputs, chosen, targets): BERT's 80/10/10 corruption of `probability` of the real tokens.
+    [CLS], [SEP] and padding are never chosen; `targets` are the original ids at the chosen places."""
+    special = torch.tensor(tokenizer.all_special_ids, device=ids.device)
+    candidates = attention_mask.bool() & ~torch.isin(ids, special)
+    draw = torch.rand(ids.shape, device=ids.device, generator=gen)
+    chosen = candidates & (draw < probability)
+    # one draw decides both: below 0.8*p -> [MASK], 0.8p..0.9p -> random token, the rest kept
+    to_mask = chosen & (draw < 0.8 * probability)
+    to_random = chosen & ~to_mask & (draw < 0.9 * probability)
+    random_ids = torch.randint(len(SPECIAL_TOKENS), len(tokenizer), ids.shape, device=ids.device, generator=gen)
+    inputs = torch.where(to_mask, tokenizer.mask_token_id, ids)
+    inputs = torch.where(to_random, random_ids, inputs)
+    return inputs, chosen, ids[chosen]
+
+
+def mlm_step(net: BertForMaskedLM, batch: dict, tokenizer, spec: PretrainConfig, gen, device) -> torch.Tensor | None:
+    """The MLM loss of one batch (None when no token was chosen, which only tiny batches see)."""
+    mask = batch["attention_mask"]
+    inputs, chosen, targets = mask_tokens(batch["input_ids"], mask, tokenizer, spec.mask_probability, gen)
+    if targets.numel() == 0:
+        return None
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        hidden = net.bert(input_ids=inputs, attention_mask=mask).last_hidden_state
+        logits = net.cls(hidden[chosen])
+    return torch.nn.functional.cross_entropy(logits.float(), targets)
+
+
+class _Curve:
+    """The loss adds up on the device and is read (a host sync) once per `every` steps: one point."""
+
+    def __init__(self, every: int, device, on_log: OnLog | None, bar):
+        self.every, self.device, self.on_log, self.bar = every, device, on_log, bar
+        self.points, self.window, self.counted = [], torch.zeros((), device=device), 0
+
+    def add(self, loss: torch.Tensor, step: int, total: int, lr: float) -> None:
+        self.window, self.counted = self.window + loss.detach(), self.counted + 1
+        if step % self.every and step != total:
+            return
+        point = {"step": step, "mlm_loss": float(self.window) / self.counted, "lr": lr}
+        if not math.isfinite(point["mlm_loss"]):
+            raise UserError(f"pretrain: the MLM loss went non-finite at step {step}; lower pretrain.lr")
+        self.points.append(point)
+        self.bar.set_postfix(mlm_loss=f"{point['mlm_loss']:.3f}", refresh=False)
+        if self.on_log is not None:
+            self.on_log(point)
+        self.window, self.counted = torch.zeros((), device=self.device), 0
+
+
+def pretrain(
+    cfg: TrialConfig, spec: PretrainConfig, splits: Splits | None = None, on_log: OnLog | None = None, progress=False
+) -> Pretrained:
+    """Train a BertForMaskedLM shaped by `cfg.model` on the train split's texts for `spec`'s length."""
+    if cfg.model.pretrained:
+        raise UserError("pretrain: model.pretrained is set; pretraining starts the job's from-scratch model")
+    set_threads(cfg.train.num_threads)
+    device = pick_device(cfg.train.device)
+    seed_everything(spec.seed)
+    splits = splits or load_splits(cfg.data)
+    texts = splits.train.document.tolist()
+    tokenizer = cached_wordpiece(texts, cfg.model.vocab_size)
+    data = DeviceSplit(encode_cached(tokenizer, texts, splits.train.label, cfg.model.max_len), device)
+    net = BertForMaskedLM(scratch_config(cfg.model, len(tokenizer), tokenizer.pad_token_id)).to(device).train()
+    net.config.architectures = ["BertForMaskedLM"]
+
+    steps_per_epoch = math.ceil(len(data) / spec.batch_size)
+    total = max(1, math.ceil(spec.epochs * steps_per_epoch))
+    total = min(total, spec.max_steps) if spec.max_steps else total
+    optim_cfg = TrainConfig(lr=spec.lr, weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio)
+    optimizer = build_optimizer(net, optim_cfg)
+    schedule = build_schedule(optimizer, optim_cfg, total, steps_per_epoch)
+    gen = torch.Generator(device=device).manual_seed(spec.seed)
+
+    bar = tqdm(total=total, desc="pretrain (MLM)", unit="step", disable=not progress, file=sys.stderr)
+    curve, step, seen, started = _Curve(spec.log_every, device, on_log, bar), 0, 0, time.perf_counter()
+    batches = (b for epoch in range(math.ceil(total / steps_per_epoch)) for b in _epoch(data, spec, epoch))
+    for width, rows in itertools.islice(batches, total):
+        loss = mlm_step(net, data.batch(width, rows), tokenizer, spec, gen, device)
+        step, seen = step + 1, seen + len(rows)
+        if loss is not None:
+            loss.backward()
+            if spec.grad_clip:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), spec.grad_clip, foreach=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            curve.add(loss, step, total, schedule.get_last_lr()[0])
+        schedule.step()
+        bar.update(1)
+    bar.close()
+    return Pretrained(
+        net=net.eval(),
+        tokenizer=tokenizer,
+        steps=step,
+        mlm_loss=curve.points[-1]["mlm_loss"] if curve.points else float("nan"),
+        curve=curve.points,
+        texts=len(texts),
+        texts_sha256=texts_sha256(texts),
+        examples_per_s=seen / max(time.perf_counter() - started, 1e-9),
+    )
+
+
+def _epoch(data: DeviceSplit, spec: PretrainConfig, epoch: int):
+    return data.plan(epoch_batches(data.data, spec.batch_size, spec.seed, epoch))
