@@ -203,7 +203,7 @@ def report_cmd(
 
 @app.command("promote")
 def promote_cmd(
-    experiment: Path = typer.Argument(..., help="results/<experiment>"),
+    experiment: Path = typer.Argument(..., help="results/<experiment>, or results/train/<run> from caviar train"),
     name: str = typer.Option("nsmc-sentiment", help="registry name"),
     force: bool = typer.Option(False, help="promote even if its test accuracy is below the current version's"),
     reseed_seeds: int | None = typer.Option(None, "--reseed", min=2, help="re-train the top-K with S seeds first"),

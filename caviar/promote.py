@@ -1,6 +1,7 @@
 """`caviar promote`: the experiment's best checkpoint (chosen on validation) into the registry.
 
 To run: caviar promote results/<experiment> [--name nsmc-sentiment] [--force]
+        caviar promote results/train/<run>      (one `caviar train` run: its best checkpoint)
 
 The candidate is scored on the NSMC test file; if that is below the current version's score,
 promotion is refused unless --force.
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 from caviar import registry
 from caviar.experiment import Experiment
 from caviar.reseed import reseed
-from model.checkpoint import META
+from caviar.spec import JobSpec
+from caviar.train_run import RESULT as TRAIN_RESULT
+from model.checkpoint import META, is_checkpoint
 from model.data import load_splits
 from model.errors import UserError
 from model.evaluate import Metrics, evaluate_checkpoint
@@ -31,9 +35,14 @@ def promote(
     experiment_dir = Path(experiment_dir).resolve()
     root = Path(root or registry.registry_root())
     model_dir = registry.model_dir_of(name, root)  # checked before any work: the name must stay inside
-    experiment = Experiment.load(experiment_dir)
-    job = experiment.job
-    trial, checkpoint, spread = _candidate(experiment, reseed_seeds or job.final.seeds, top_k or job.final.top_k)
+    if (experiment_dir / TRAIN_RESULT).is_file():
+        if reseed_seeds:
+            raise UserError(f"{experiment_dir}: seed re-runs need a tuning experiment, not one train run")
+        job, trial, checkpoint, spread = *_train_run(experiment_dir), None
+    else:
+        experiment = Experiment.load(experiment_dir)
+        job = experiment.job
+        trial, checkpoint, spread = _candidate(experiment, reseed_seeds or job.final.seeds, top_k or job.final.top_k)
     saved = json.loads((checkpoint / META).read_text(encoding="utf-8"))
     meta = saved["metrics"]
     splits = load_splits(job.data)
@@ -61,6 +70,15 @@ def promote(
         "forced": bool(force and previous),
         "reseed": card.get("reseed"),
     }
+
+
+def _train_run(folder: Path) -> tuple[JobSpec, SimpleNamespace, Path]:
+    """A `caviar train` run as a candidate: its one configuration and the checkpoint it kept."""
+    result = json.loads((folder / TRAIN_RESULT).read_text(encoding="utf-8"))
+    checkpoint = folder / "checkpoint"
+    if not is_checkpoint(checkpoint):
+        raise UserError(f"{folder}: the run kept no checkpoint; nothing to promote")
+    return JobSpec.model_validate(result["config"]), SimpleNamespace(trial_id="train", params={}), checkpoint
 
 
 def _candidate(experiment: Experiment, seeds: int | None, top_k: int):

@@ -18,6 +18,7 @@ from model.evaluate import evaluate_checkpoint
 from model.train import train
 
 METRIC = "val_accuracy"
+RESULT = "result.json"  # the run's summary; its presence is what `caviar promote` knows a train run by
 
 
 class KeepBest:
@@ -63,5 +64,5 @@ def run_single(job, out_dir: Path, progress: bool = True) -> dict:
         "history": result.history,
         "config": cfg.model_dump(mode="json"),
     }
-    write_json_atomically(out_dir / "result.json", summary)
+    write_json_atomically(out_dir / RESULT, summary)
     return summary

@@ -105,6 +105,33 @@ def experiment(tmp_path_factory) -> Path:
     return copied
 
 
+@pytest.fixture(scope="session")
+def hub_standin(tmp_path_factory) -> Path:
+    """A folder shaped like a hub download (klue/bert-base's path without the download): config,
+    weights and a WordPiece tokenizer, all from save_pretrained."""
+    from transformers import BertConfig, BertModel
+
+    from model import tokenizer as tk
+    from model.config import DataConfig
+    from model.data import load_splits
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    texts = load_splits(DataConfig(dir=str(FIXTURE_NSMC))).train.document.tolist()
+    tokenizer = tk.wrap(tk.train_wordpiece(texts, 300))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def registry_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("CAVIAR_REGISTRY", str(tmp_path / "registry"))

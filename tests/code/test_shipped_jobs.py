@@ -4,6 +4,7 @@ a tiny BERT and WordPiece tokenizer saved with save_pretrained, the path klue/be
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -26,35 +27,10 @@ def ray_session():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def hub_standin(tmp_path_factory) -> Path:
-    """A folder shaped like a hub download: config, weights and tokenizer from save_pretrained."""
-    from transformers import BertConfig, BertModel
-
-    from model import tokenizer as tk
-    from model.config import DataConfig
-    from model.data import load_splits
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    texts = load_splits(DataConfig(dir=str(FIXTURE_NSMC))).train.document.tolist()
-    tokenizer = tk.wrap(tk.train_wordpiece(texts, 300))
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_every_shipped_job_is_here():
     names = {job.stem for job in JOBS}
-    assert {"quickstart", "nsmc_asha", "nsmc_best", "nsmc_pbt", "nsmc_panda", "klue_bert_asha"} <= names
+    shipped = {"quickstart", "nsmc_asha", "nsmc_best", "nsmc_pbt", "nsmc_panda", "klue_bert_asha", "nsmc_pretrained"}
+    assert shipped <= names
 
 
 @pytest.mark.parametrize("job_file", JOBS, ids=[job.stem for job in JOBS])
@@ -70,3 +46,7 @@ def test_shipped_job_runs_in_smoke_form(ray_session, hub_standin, tmp_path, job_
     assert 0.0 <= outcome["best_val_accuracy"] <= 1.0
     assert Path(outcome["best_checkpoint"], "model.safetensors").is_file()
     assert (tmp_path / "smoke" / "caviar_tune.json").is_file()
+    if job.from_pretrain:  # stage 0 ran, and the trials fine-tuned what it made
+        stage0 = json.loads((tmp_path / "smoke" / "caviar_pretrain.json").read_text(encoding="utf-8"))
+        saved = json.loads((tmp_path / "smoke" / "caviar_job.json").read_text(encoding="utf-8"))
+        assert saved["model"]["pretrained"] == stage0["folder"] and Path(stage0["folder"], "pretrain.json").is_file()

@@ -1,0 +1,50 @@
+"""Masked-LM pretraining: BERT's masking, a loss that falls on the fixture, and only train text read."""
+
+from __future__ import annotations
+
+import torch
+
+from model.config import PretrainConfig
+from model.data import load_splits
+from model.pretrain import mask_tokens, pretrain, texts_sha256
+from model.tokenizer import cached_wordpiece
+
+
+def test_masking_is_bert_s_80_10_10_over_real_tokens_only(tiny_config):
+    tokenizer = cached_wordpiece(load_splits(tiny_config.data).train.document.tolist(), 300)
+    rows, width = 4000, 40
+    lengths = torch.randint(3, width + 1, (rows,))
+    real = torch.arange(width) < lengths[:, None]
+    ids = torch.randint(len(tokenizer.all_special_ids), len(tokenizer), (rows, width))
+    ids[:, 0] = tokenizer.cls_token_id
+    ids[torch.arange(rows), lengths - 1] = tokenizer.sep_token_id
+    ids[~real] = tokenizer.pad_token_id
+    gen = torch.Generator().manual_seed(0)
+
+    inputs, chosen, targets = mask_tokens(ids, real.long(), tokenizer, 0.15, gen)
+
+    special = torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
+    assert not chosen[special].any()  # never [CLS], [SEP] or padding
+    candidates = real & ~special
+    assert abs(chosen.sum() / candidates.sum() - 0.15) < 0.01
+    assert torch.equal(targets, ids[chosen])
+    masked = (inputs[chosen] == tokenizer.mask_token_id).float().mean()
+    kept = (inputs[chosen] == ids[chosen]).float().mean()
+    assert abs(masked - 0.8) < 0.02 and abs(kept - 0.1) < 0.02  # the rest: a random token
+    assert torch.equal(inputs[~chosen], ids[~chosen])
+    again = mask_tokens(ids, real.long(), tokenizer, 0.15, gen)[1]
+    assert not torch.equal(again, chosen)  # dynamic: every batch draws afresh
+
+
+def test_mlm_on_the_fixture_lowers_the_loss_and_reads_only_train_text(tiny_config):
+    splits = load_splits(tiny_config.data)
+    spec = PretrainConfig(epochs=12, batch_size=16, lr=3e-3, log_every=12, seed=3)
+
+    result = pretrain(tiny_config, spec, splits)
+
+    losses = [p["mlm_loss"] for p in result.curve]
+    assert len(losses) == result.steps // 12 and result.steps == 12 * 12
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert result.texts == len(splits.train)
+    assert result.texts_sha256 == texts_sha256(splits.train.document)
+    assert result.texts_sha256 != texts_sha256([*splits.train.document, *splits.val.document])
