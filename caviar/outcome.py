@@ -59,6 +59,8 @@ def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
         "checkpoint_bytes_bound": bound * largest,
         "checkpoint_bytes_freed": freed,
     }
+    if job.model.pretrained:
+        outcome["pretrained"] = job.model.pretrained
     if (lineage := experiment_dir / ROUNDS_FILE).is_file():
         outcome["rounds"] = json.loads(lineage.read_text(encoding="utf-8"))
     write_json_atomically(experiment_dir / OUTCOME_FILE, outcome)
@@ -94,6 +96,7 @@ def describe_best(summary: dict, metric: str) -> list[str]:
         f"at evaluation {summary['best_evaluation']}",
         "  " + ", ".join(f"{k}={_short(v)}" for k, v in flatten(summary["best_config"]).items()),
         f"  checkpoint: {summary['best_checkpoint']}",
+        *([f"  fine-tuned from: {summary['pretrained']}"] if summary.get("pretrained") else []),
         f"{len(summary['trials'])} trials, {summary['stopped_early']} stopped early, {summary['errored']} errored, "
         f"{summary['wall_s']:.0f}s; checkpoints on disk {summary['checkpoint_bytes'] / 2**20:.1f} MiB",
         f"experiment: {summary['experiment_dir']}",

@@ -49,4 +49,5 @@ def test_shipped_job_runs_in_smoke_form(ray_session, hub_standin, tmp_path, job_
     if job.from_pretrain:  # stage 0 ran, and the trials fine-tuned what it made
         stage0 = json.loads((tmp_path / "smoke" / "caviar_pretrain.json").read_text(encoding="utf-8"))
         saved = json.loads((tmp_path / "smoke" / "caviar_job.json").read_text(encoding="utf-8"))
-        assert saved["model"]["pretrained"] == stage0["folder"] and Path(stage0["folder"], "pretrain.json").is_file()
+        assert saved["model"]["pretrained"] == outcome["pretrained"] == stage0["folder"]
+        assert Path(stage0["folder"], "pretrain.json").is_file()
