@@ -89,8 +89,9 @@ def route(job_file: Path, experiment: Path | None, reseed: int | None, budget_s:
         wall += outcome["wall_s"]  # tuned earlier: count that run's wall time too
     stage0 = experiment / PRETRAIN_FILE
     pretrain = _pretrain_figures(json.loads(stage0.read_text(encoding="utf-8"))) if stage0.is_file() else None
-    if pretrain is not None and pretrain["reused"]:
-        wall += pretrain["wall_s"]  # pretrained by an earlier job: its cost still belongs to the route
+    if pretrain is not None and (pretrain["reused"] or not tuned_here):
+        # pretrained by an earlier job, or outside the tuning run's own clock: it belongs to the route
+        wall += pretrain["wall_s"]
     return {
         "job": job.name,
         "experiment": project_path(experiment),
