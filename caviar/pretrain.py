@@ -126,7 +126,7 @@ def pretrain_stage(job: JobSpec, splits: Splits | None = None, progress: bool = 
             log.info("pretrained model found for this data, tokenizer, shape and settings: %s", folder)
             card, reused = read_card(folder), True
         else:
-            folder = root / timestamped(job.name)
+            folder = root / f"{timestamped(job.name)}-{key[:6]}"  # two settings in one second: two folders
             folder.mkdir(parents=True, exist_ok=False)
             log.info("stage 0: masked-LM pretraining into %s", folder)
             try:

@@ -118,6 +118,12 @@ def caviar(*args, env, timeout=300) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=PROJECT)
 
 
+def crash_lines(output: str) -> str:
+    """What a native crash says before its stack trace (the trace alone fills any tail)."""
+    marks = ("Check failed", "SIG", "***", "Error", "error:", "Traceback", "Fatal")
+    return "\n".join(ln[:300] for ln in output.splitlines() if any(m in ln for m in marks))[:4000] + "\n"
+
+
 def the_experiment(tmp_path: Path) -> Path:
     (experiment,) = [p for p in (tmp_path / "shared").iterdir() if p.is_dir()]
     return experiment
@@ -125,7 +131,7 @@ def the_experiment(tmp_path: Path) -> Path:
 
 def test_submit_runs_on_both_nodes_then_report_and_promote(cluster, cluster_job, tmp_path):
     proc = caviar("submit", cluster_job(), "--address", cluster.address, "--follow", env=cluster.env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert proc.returncode == 0, crash_lines(proc.stdout) + proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "SUCCEEDED" in proc.stdout
     # issue 9.27: Ray's packaging INFO lines stay out of caviar's own output
     assert not [ln for ln in proc.stderr.splitlines() if " INFO " in ln or "packag" in ln.lower()], proc.stderr
