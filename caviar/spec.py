@@ -201,12 +201,7 @@ class JobSpec(TrialConfig):
     @classmethod
     def _pretrain_marker(cls, raw: Any, handler) -> JobSpec:
         """`model.pretrained: {from_pretrain: true}`: fine-tune what this job's `pretrain:` makes."""
-        model = raw.get("model") if isinstance(raw, dict) else None
-        marked = isinstance(model, dict) and isinstance(model.get("pretrained"), dict)
-        if marked:
-            if set(model["pretrained"]) != {"from_pretrain"} or model["pretrained"]["from_pretrain"] is not True:
-                raise ValueError("model.pretrained: give a hub id, a folder or {from_pretrain: true}")
-            raw = {**raw, "model": {k: v for k, v in model.items() if k != "pretrained"}}
+        raw, marked = _take_marker(raw, "model.pretrained", "from_pretrain", "a hub id, a folder")
         job = handler(raw)
         if marked:
             job._from_pretrain = True
@@ -227,12 +222,7 @@ class JobSpec(TrialConfig):
     @classmethod
     def _lr_marker(cls, raw: Any, handler) -> JobSpec:
         """`train.lr: {from_lr_find: true}`: the tuner runs the range test, then searches inside it."""
-        train = raw.get("train") if isinstance(raw, dict) else None
-        marked = isinstance(train, dict) and isinstance(train.get("lr"), dict)
-        if marked:
-            if set(train["lr"]) != {"from_lr_find"} or train["lr"]["from_lr_find"] is not True:
-                raise ValueError("train.lr: give a number or {from_lr_find: true}")
-            raw = {**raw, "train": {k: v for k, v in train.items() if k != "lr"}}
+        raw, marked = _take_marker(raw, "train.lr", "from_lr_find", "a number")
         job = handler(raw)
         if marked:
             if "train.lr" in job.search_space:
@@ -288,6 +278,18 @@ class JobSpec(TrialConfig):
         if self.train.schedule == "cyclical":
             raw["train"]["base_lr"], raw["train"]["max_lr"] = base_lr, max_lr
         return JobSpec.model_validate(raw)
+
+
+def _take_marker(raw: Any, key: str, flag: str, otherwise: str) -> tuple[Any, bool]:
+    """`section.leaf: {flag: true}` in the input: (raw without that key, True); the key left as it
+    is when it holds a plain value. Markers are input shorthand for a stage, never job values."""
+    section, leaf = split_dotted(key)
+    part = raw.get(section) if isinstance(raw, dict) else None
+    if not (isinstance(part, dict) and isinstance(part.get(leaf), dict)):
+        return raw, False
+    if set(part[leaf]) != {flag} or part[leaf][flag] is not True:
+        raise ValueError(f"{key}: give {otherwise} or {{{flag}: true}}")
+    return {**raw, section: {k: v for k, v in part.items() if k != leaf}}, True
 
 
 def short(text: str, limit: int = 80) -> str:

@@ -6,13 +6,13 @@ even when it started from the hub.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, PretrainedConfig
 
 from model.config import ModelConfig
+from model.data import fingerprint
 from model.errors import UserError
 
 NUM_LABELS = 2
@@ -83,11 +83,7 @@ def pretrained_origin(cfg: ModelConfig) -> dict | None:
     weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     if weights is None:
         return {"source": cfg.pretrained, "fingerprint": None}
-    digest = hashlib.sha256()
-    with open(weights, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return {"source": str(folder.resolve()), "fingerprint": digest.hexdigest()}
+    return {"source": str(folder.resolve()), "fingerprint": fingerprint([weights])}
 
 
 def _finish(net: nn.Module, cfg: ModelConfig) -> nn.Module:
