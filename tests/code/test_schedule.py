@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -76,3 +78,32 @@ def test_no_weight_decay_on_bias_and_layernorm():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in net.named_parameters()}
     assert all(names[id(p)].endswith(("bias", "LayerNorm.weight")) for p in no_decay["params"])
+
+
+def test_the_cpu_adamw_is_fused_and_steps_as_the_reference_does():
+    """The fused update (one kernel for all parameters) must move the weights exactly as
+    torch's per-parameter AdamW would, decay groups included."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    twin, start = copy.deepcopy(net), copy.deepcopy(net)
+    cfg = TrainConfig(lr=1e-2, weight_decay=0.1)
+    ours = build_optimizer(net, cfg)
+    assert all(group["fused"] for group in ours.param_groups)
+    weights = [p for n, p in twin.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in twin.named_parameters() if n.endswith("bias")]
+    reference = torch.optim.AdamW(
+        [{"params": weights, "weight_decay": 0.1}, {"params": biases, "weight_decay": 0.0}],
+        lr=1e-2,
+        betas=cfg.betas,
+        eps=cfg.eps,
+        foreach=False,
+    )
+    x, y = torch.randn(16, 6), torch.randint(0, 2, (16,))
+    for model, opt in ((net, ours), (twin, reference)):
+        for _ in range(5):
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            opt.zero_grad()
+    for mine, theirs, before in zip(net.parameters(), twin.parameters(), start.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(mine, before)  # the update really moved every tensor
