@@ -43,6 +43,18 @@ class Cluster:
     address: str
     env: dict
     head_port: int
+    state: Path
+
+    def log_crashes(self) -> str:
+        """Crash lines from the cluster's own logs (raylets, workers, job drivers), read before
+        teardown deletes them: a driver that dies natively says why only there."""
+        found = []
+        for log in sorted((self.state / "ray").glob("session_latest/logs/**/*")):
+            if log.is_file() and log.suffix in (".log", ".err", ".out"):
+                lines = crash_lines(log.read_text(errors="replace")).strip()
+                if lines:
+                    found.append(f"--- {log.name}\n{lines[:1500]}")
+        return "\n".join(found)[-6000:] + "\n"
 
     def worker_raylet_pid(self) -> int:
         # local.sh gives node i the node-manager port head_port + 1000 + 100 * i
@@ -82,7 +94,7 @@ def cluster():
     local = [str(PROJECT / "cluster" / "local.sh")]
     try:
         subprocess.run(["bash", *local, "up", "1"], env=env, check=True, capture_output=True, timeout=120)
-        yield Cluster(address=f"http://127.0.0.1:{head_port + 2000}", env=env, head_port=head_port)
+        yield Cluster(f"http://127.0.0.1:{head_port + 2000}", env, head_port, Path(state))
     finally:
         subprocess.run(["bash", *local, "down"], env=env, capture_output=True, timeout=60)
         shutil.rmtree(state, ignore_errors=True)
@@ -131,7 +143,8 @@ def the_experiment(tmp_path: Path) -> Path:
 
 def test_submit_runs_on_both_nodes_then_report_and_promote(cluster, cluster_job, tmp_path):
     proc = caviar("submit", cluster_job(), "--address", cluster.address, "--follow", env=cluster.env)
-    assert proc.returncode == 0, crash_lines(proc.stdout) + proc.stdout[-3000:] + proc.stderr[-2000:]
+    if proc.returncode != 0:
+        pytest.fail(crash_lines(proc.stdout) + proc.stdout[-3000:] + proc.stderr[-2000:] + cluster.log_crashes())
     assert "SUCCEEDED" in proc.stdout
     # issue 9.27: Ray's packaging INFO lines stay out of caviar's own output
     assert not [ln for ln in proc.stderr.splitlines() if " INFO " in ln or "packag" in ln.lower()], proc.stderr
