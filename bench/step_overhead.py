@@ -9,7 +9,8 @@ AdamW loop (the default on CPU). The new path: a batch is an index_select on the
 tensor (widths bucketed as model.batches.BUCKET says for the device), the loss summed on the
 device, the AdamW update fused (model.schedule.build_optimizer). Both run the same model and
 batches; the figures are ms per step and aten operations per step (torch.profiler), for the
-default model and for a tiny one (hidden 32), where host work dominates.
+default model and for a tiny one (hidden 32), where host work dominates. A third line times the
+model's forward and backward alone on the same batches: the floor that no step work can go below.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ def old_optimizer(net: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.effective_lr(), betas=cfg.betas, eps=cfg.eps)
 
 
+def model_only_step(run, width: int, rows: torch.Tensor) -> None:
+    """The floor under any step: the model's forward and backward alone, with no clip and no update."""
+    batch = run.train_set.batch(width, rows)
+    logits = run.step_net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    cross_entropy(logits, batch["labels"]).backward()
+    run.net.zero_grad(set_to_none=True)
+
+
 def measure(step, batches: list, warmup: int) -> dict:
     for item in batches[:warmup]:
         step(item)
@@ -97,9 +106,12 @@ def compare(model: str, steps: int, subset: int, threads: int) -> dict:
     total = []
     new = measure(lambda wr: total.append(train_step(run, wr[0], wr[1], optimizer, 1.0)), plan, warmup=10)
     float(sum(total))  # the one read the new path makes
+    floor = measure(lambda wr: model_only_step(run, *wr), plan, warmup=10)
     return {
         "old": old,
         "new": new,
+        "model_only": floor,
+        "model_only_ms_ratio": floor["ms_per_step"] / old["ms_per_step"],
         "ms_ratio": new["ms_per_step"] / old["ms_per_step"],
         "ops_ratio": new["aten_ops_per_step"] / old["aten_ops_per_step"],
     }
@@ -116,7 +128,8 @@ def main() -> None:
         print(
             f"{name:8s} old {f['old']['ms_per_step']:.2f} ms, {f['old']['aten_ops_per_step']:.0f} ops | "
             f"new {f['new']['ms_per_step']:.2f} ms, {f['new']['aten_ops_per_step']:.0f} ops | "
-            f"ratio ms {f['ms_ratio']:.3f}, ops {f['ops_ratio']:.3f}"
+            f"ratio ms {f['ms_ratio']:.3f}, ops {f['ops_ratio']:.3f} | "
+            f"forward+backward alone {f['model_only']['ms_per_step']:.2f} ms ({f['model_only_ms_ratio']:.3f} of old)"
         )
     write_result(
         "step_overhead",
