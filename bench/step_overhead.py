@@ -10,7 +10,9 @@ tensor (widths bucketed as model.batches.BUCKET says for the device), the loss s
 device, the AdamW update fused (model.schedule.build_optimizer). Both run the same model and
 batches; the figures are ms per step and aten operations per step (torch.profiler), for the
 default model and for a tiny one (hidden 32), where host work dominates. A third line times the
-model's forward and backward alone on the same batches: the floor that no step work can go below.
+model's forward and backward alone on the same batches (measured first, before either path updates
+the weights): the floor that no step work can go below. Runs on this machine vary by up to a
+third, so compare ratios across several runs.
 """
 
 from __future__ import annotations
@@ -99,14 +101,14 @@ def compare(model: str, steps: int, subset: int, threads: int) -> dict:
     ids = [list(map(int, row[:n])) for row, n in zip(np.asarray(data.ids), lengths, strict=True)]
     labels = np.asarray(data.labels)
     batches = epoch_batches(data, cfg.train.batch_size, seed=0, epoch=0)[: steps + 10]
+    plan = run.train_set.plan(batches)
+    floor = measure(lambda wr: model_only_step(run, *wr), plan, warmup=10)
     yardstick = old_optimizer(run.net, cfg.train)
     old = measure(lambda rows: old_step(run, ids, labels, rows, yardstick), batches, warmup=10)
     optimizer = build_optimizer(run.net, cfg.train)
-    plan = run.train_set.plan(batches)
     total = []
     new = measure(lambda wr: total.append(train_step(run, wr[0], wr[1], optimizer, 1.0)), plan, warmup=10)
     float(sum(total))  # the one read the new path makes
-    floor = measure(lambda wr: model_only_step(run, *wr), plan, warmup=10)
     return {
         "old": old,
         "new": new,
