@@ -27,7 +27,7 @@ from bench.common import write_result
 from model.batches import epoch_batches
 from model.config import TrialConfig
 from model.evaluate import cross_entropy
-from model.schedule import build_optimizer
+from model.schedule import build_optimizer, parameter_groups
 from model.train import prepare
 from model.trainer import train_step
 
@@ -62,9 +62,7 @@ def old_step(run, ids, labels, rows, optimizer) -> float:
 
 def old_optimizer(net: torch.nn.Module, cfg) -> torch.optim.Optimizer:
     """AdamW as the old path built it: the same groups and settings, torch's default (unfused) update."""
-    groups = [
-        {k: v for k, v in g.items() if k in ("params", "weight_decay")} for g in build_optimizer(net, cfg).param_groups
-    ]
+    groups = parameter_groups(net, cfg.weight_decay)
     return torch.optim.AdamW(groups, lr=cfg.effective_lr(), betas=cfg.betas, eps=cfg.eps)
 
 

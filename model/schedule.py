@@ -18,20 +18,24 @@ NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight")
 FUSED_ADAMW_DEVICES = ("cuda", "cpu")
 
 
-def build_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def parameter_groups(net: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices only: decaying biases and LayerNorm gains only hurts (BERT's recipe)."""
     decay, no_decay = [], []
     for name, param in net.named_parameters():
         if param.requires_grad:
             (no_decay if name.endswith(NO_DECAY) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = parameter_groups(net, cfg.weight_decay)
     lr = cfg.effective_lr()
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
     # one fused kernel for the whole update instead of several per parameter: on a GPU it spares
     # kernel launches, on CPU the per-parameter Python loop (half a tiny model's step, measured
     # in bench/step_overhead.py)
-    fused = (decay or no_decay)[0].device.type in FUSED_ADAMW_DEVICES
+    fused = next(net.parameters()).device.type in FUSED_ADAMW_DEVICES
     return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, eps=cfg.eps, fused=fused or None)
 
 
