@@ -11,8 +11,9 @@ device, the AdamW update fused (model.schedule.build_optimizer). Both run the sa
 batches; the figures are ms per step and aten operations per step (torch.profiler), for the
 default model and for a tiny one (hidden 32), where host work dominates. A third line times the
 model's forward and backward alone on the same batches (measured first, before either path updates
-the weights): the floor that no step work can go below. Runs on this machine vary by up to a
-third, so compare ratios across several runs.
+the weights): the floor that no step work can go below. A fourth runs the new step again with
+`train.compile: on`, after one untimed pass over the batches that compiles every width. Runs on
+this machine vary by up to a third, so compare ratios across several runs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from bench.common import write_result
 from model.batches import epoch_batches
 from model.config import TrialConfig
+from model.device import maybe_compile
 from model.evaluate import cross_entropy
 from model.schedule import build_optimizer, parameter_groups
 from model.train import prepare
@@ -75,8 +77,10 @@ def model_only_step(run, width: int, rows: torch.Tensor) -> None:
 
 
 def measure(step, batches: list, warmup: int) -> dict:
+    started = time.perf_counter()
     for item in batches[:warmup]:
         step(item)
+    warmup_s = time.perf_counter() - started  # where a compiled step pays for its compiling
     timed = batches[warmup:]
     started = time.perf_counter()
     for item in timed:
@@ -86,7 +90,7 @@ def measure(step, batches: list, warmup: int) -> dict:
         for item in timed[:10]:
             step(item)
     ops = sum(1 for e in prof.events() if e.name.startswith("aten::")) / 10
-    return {"ms_per_step": ms, "aten_ops_per_step": ops}
+    return {"ms_per_step": ms, "aten_ops_per_step": ops, "warmup_s": warmup_s}
 
 
 def compare(model: str, steps: int, subset: int, threads: int) -> dict:
@@ -107,13 +111,24 @@ def compare(model: str, steps: int, subset: int, threads: int) -> dict:
     total = []
     new = measure(lambda wr: total.append(train_step(run, wr[0], wr[1], optimizer, 1.0)), plan, warmup=10)
     float(sum(total))  # the one read the new path makes
+    run.step_net = maybe_compile(run.net, "on", run.device)  # train.compile: on, the same step otherwise
+    started = time.perf_counter()
+    for width, rows in plan:  # compile for every width first (torch builds up to 3 graphs), so no
+        train_step(run, width, rows, optimizer, 1.0)  # timed step below pays for a compile
+    compile_pass_s = time.perf_counter() - started
+    compiled = measure(lambda wr: total.append(train_step(run, wr[0], wr[1], optimizer, 1.0)), plan, warmup=10)
+    compiled["compile_pass_s"] = compile_pass_s
+    float(sum(total))
     return {
         "old": old,
         "new": new,
+        "new_compiled": compiled,
         "model_only": floor,
         "model_only_ms_ratio": floor["ms_per_step"] / old["ms_per_step"],
         "ms_ratio": new["ms_per_step"] / old["ms_per_step"],
         "ops_ratio": new["aten_ops_per_step"] / old["aten_ops_per_step"],
+        "compiled_ms_ratio": compiled["ms_per_step"] / old["ms_per_step"],
+        "compiled_ops_ratio": compiled["aten_ops_per_step"] / old["aten_ops_per_step"],
     }
 
 
@@ -130,6 +145,12 @@ def main() -> None:
             f"new {f['new']['ms_per_step']:.2f} ms, {f['new']['aten_ops_per_step']:.0f} ops | "
             f"ratio ms {f['ms_ratio']:.3f}, ops {f['ops_ratio']:.3f} | "
             f"forward+backward alone {f['model_only']['ms_per_step']:.2f} ms ({f['model_only_ms_ratio']:.3f} of old)"
+        )
+        c = f["new_compiled"]
+        print(
+            f"{'':8s} new, compiled {c['ms_per_step']:.2f} ms, {c['aten_ops_per_step']:.0f} ops "
+            f"(one pass over the batches first, compiling included: {c['compile_pass_s']:.1f} s) | "
+            f"ratio ms {f['compiled_ms_ratio']:.3f}, ops {f['compiled_ops_ratio']:.3f}"
         )
     write_result(
         "step_overhead",
