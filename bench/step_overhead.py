@@ -109,16 +109,18 @@ def compare(model: str, steps: int, subset: int, threads: int) -> dict:
     old = measure(lambda rows: old_step(run, ids, labels, rows, yardstick), batches, warmup=10)
     optimizer = build_optimizer(run.net, cfg.train)
     total = []
-    new = measure(lambda wr: total.append(train_step(run, wr[0], wr[1], optimizer, 1.0)), plan, warmup=10)
-    float(sum(total))  # the one read the new path makes
+
+    def new_step(width_rows) -> None:
+        total.append(train_step(run, *width_rows, optimizer, 1.0))
+
+    new = measure(new_step, plan, warmup=10)
     run.step_net = maybe_compile(run.net, "on", run.device)  # train.compile: on, the same step otherwise
     started = time.perf_counter()
-    for width, rows in plan:  # compile for every width first (torch builds up to 3 graphs), so no
-        train_step(run, width, rows, optimizer, 1.0)  # timed step below pays for a compile
+    for width_rows in plan:  # compile for every width first (torch builds up to 3 graphs), so no
+        new_step(width_rows)  # timed step below pays for a compile
     compile_pass_s = time.perf_counter() - started
-    compiled = measure(lambda wr: total.append(train_step(run, wr[0], wr[1], optimizer, 1.0)), plan, warmup=10)
-    compiled["compile_pass_s"] = compile_pass_s
-    float(sum(total))
+    compiled = {**measure(new_step, plan, warmup=10), "compile_pass_s": compile_pass_s}
+    float(sum(total))  # the one read the new path makes
     return {
         "old": old,
         "new": new,
