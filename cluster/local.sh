@@ -84,7 +84,9 @@ down() {
   pids=$(ours)
   if [ -n "$pids" ]; then
     kill -TERM $pids 2>/dev/null || true
-    for _ in $(seq 1 20); do
+    # raylets and workers leave within a second; the GCS and the autoscaler monitor can sit on
+    # SIGTERM for 10 s and more, and hold no state worth waiting for (results live in storage)
+    for _ in $(seq 1 8); do
       [ -z "$(ours)" ] && break
       sleep 0.5
     done

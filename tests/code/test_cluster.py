@@ -78,8 +78,22 @@ def free_base_port() -> int:
     raise RuntimeError("no free port block")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster():
+    """One cluster for the tests that leave it whole (its start and stop take ~20 s)."""
+    with running_cluster() as up:
+        yield up
+
+
+@pytest.fixture
+def own_cluster():
+    """A cluster of the test's own, for a test that kills one of its nodes."""
+    with running_cluster() as up:
+        yield up
+
+
+@contextlib.contextmanager
+def running_cluster():
     state = tempfile.mkdtemp(prefix="cv", dir="/tmp")  # short: Ray's socket paths are length-limited
     head_port = free_base_port()
     env = {
@@ -175,7 +189,8 @@ def test_a_wrong_token_is_a_clear_error(cluster, cluster_job):
     assert proc.returncode == 2 and "no Ray auth token" in proc.stderr
 
 
-def test_losing_a_worker_node_retries_its_trials_on_the_head(cluster, cluster_job, tmp_path):
+def test_losing_a_worker_node_retries_its_trials_on_the_head(own_cluster, cluster_job, tmp_path):
+    cluster = own_cluster
     job = cluster_job(epochs=40)  # 80 evaluations a trial: long enough to lose the node mid-trial
     proc = caviar("submit", job, "--address", cluster.address, env=cluster.env)
     assert proc.returncode == 0, proc.stderr
