@@ -85,7 +85,8 @@ down() {
   if [ -n "$pids" ]; then
     kill -TERM $pids 2>/dev/null || true
     # raylets and workers leave within a second; the GCS and the autoscaler monitor can sit on
-    # SIGTERM for 10 s and more, and hold no state worth waiting for (results live in storage)
+    # SIGTERM for 10 s and more, and hold no state worth waiting for (results live in storage):
+    # 4 s, then SIGKILL
     for _ in $(seq 1 8); do
       [ -z "$(ours)" ] && break
       sleep 0.5

@@ -190,12 +190,11 @@ def test_a_wrong_token_is_a_clear_error(cluster, cluster_job):
 
 
 def test_losing_a_worker_node_retries_its_trials_on_the_head(own_cluster, cluster_job, tmp_path):
-    cluster = own_cluster
     job = cluster_job(epochs=40)  # 80 evaluations a trial: long enough to lose the node mid-trial
-    proc = caviar("submit", job, "--address", cluster.address, env=cluster.env)
+    proc = caviar("submit", job, "--address", own_cluster.address, env=own_cluster.env)
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.split("submitted ")[1].split()[0]
-    worker = cluster.worker_raylet_pid()
+    worker = own_cluster.worker_raylet_pid()
     wait_for_both_nodes(tmp_path / "shared", timeout=180)  # a trial is now running on the worker
     os.kill(worker, signal.SIGKILL)
 
@@ -203,9 +202,9 @@ def test_losing_a_worker_node_retries_its_trials_on_the_head(own_cluster, cluste
     status = ""
     while time.time() < deadline and status not in ("SUCCEEDED", "FAILED", "STOPPED"):
         time.sleep(2)
-        listed = caviar("jobs", "list", "--address", cluster.address, "--json", env=cluster.env)
+        listed = caviar("jobs", "list", "--address", own_cluster.address, "--json", env=own_cluster.env)
         status = next(j["status"] for j in json.loads(listed.stdout) if j["id"] == job_id)
-    logs = caviar("jobs", "logs", job_id, "--address", cluster.address, env=cluster.env).stdout
+    logs = caviar("jobs", "logs", job_id, "--address", own_cluster.address, env=own_cluster.env).stdout
     assert status == "SUCCEEDED", logs[-3000:]
     trials = load_trials(the_experiment(tmp_path))
     assert all(t.status == "TERMINATED" for t in trials)
