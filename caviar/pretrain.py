@@ -47,13 +47,14 @@ def pretrain_root(job: JobSpec) -> Path:
 
 
 def pretrain_key(job: JobSpec, splits: Splits) -> str:
-    """Everything that decides the weights: the texts read, the tokenizer, the model's shape, the settings."""
+    """Everything that decides the weights: the texts read, the tokenizer, the model's shape, the settings.
+    How the steps compute (precision, like the device and thread count) is left out: the same recipe."""
     model = job.model.model_dump()
     identity = {
         "version": KEY_VERSION,
         "tokenizer": texts_key(splits.train.document.tolist(), job.model.vocab_size),
         "model": {k: model[k] for k in SHAPE_KEYS},
-        "pretrain": job.pretrain.model_dump(exclude={"log_every"}),
+        "pretrain": job.pretrain.model_dump(exclude={"log_every", "precision"}),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 

@@ -16,6 +16,8 @@ from model.errors import UserError
 # one rule for every name that becomes a folder: run, experiment and registry names
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 NAME_RULE = "1 to 100 of A-Z a-z 0-9 _ . -, starting with a letter or digit"
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISION_HELP = "bf16 autocast of the steps: auto = on for CUDA, off for CPU; bf16 = on (fp32 weights)"
 
 
 def split_dotted(key: str) -> tuple[str, str]:
@@ -103,6 +105,7 @@ class TrainConfig(Strict):
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile the model: auto = on for CUDA, off for CPU (compiling costs 20-50 s there)"
     )
+    precision: Precision = Field("auto", description=PRECISION_HELP)
 
     @model_validator(mode="after")
     def _cyclical_bounds(self) -> TrainConfig:
@@ -131,6 +134,7 @@ class PretrainConfig(Strict):
     grad_clip: float | None = Field(1.0, gt=0)
     seed: int = 0
     log_every: int = Field(50, ge=1, description="steps per point of the MLM loss curve (card, TensorBoard)")
+    precision: Precision = Field("auto", description=PRECISION_HELP)
 
 
 class TrialConfig(Strict):

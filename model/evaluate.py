@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.batches import DeviceSplit, eval_batches
+from model.device import autocast
 
 EVAL_BATCH = 256
 
@@ -48,7 +49,7 @@ def positive_probabilities(net: nn.Module, split: DeviceSplit, batch_size: int =
     out = []
     for width, rows in split.plan(batches):
         batch = split.batch(width, rows)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):  # fp32 on CPU whatever training used: the served figures
             logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         out.append(torch.softmax(logits.float(), dim=-1)[:, 1])
     net.train(was_training)

@@ -30,7 +30,7 @@ from transformers import BertForMaskedLM, PreTrainedTokenizerBase
 from model.batches import DeviceSplit, encode_cached, epoch_batches
 from model.config import PretrainConfig, TrainConfig, TrialConfig
 from model.data import Splits, load_splits
-from model.device import pick_device, seed_everything, set_threads
+from model.device import autocast, pick_device, seed_everything, set_threads
 from model.errors import UserError
 from model.network import scratch_config
 from model.schedule import build_optimizer, build_schedule
@@ -84,7 +84,7 @@ def mlm_step(net: BertForMaskedLM, batch: dict, tokenizer, spec: PretrainConfig,
     inputs, chosen, targets = mask_tokens(batch["input_ids"], mask, tokenizer, spec.mask_probability, gen)
     if targets.numel() == 0:
         return None
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with autocast(device, spec.precision):
         hidden = net.bert(input_ids=inputs, attention_mask=mask).last_hidden_state
         logits = net.cls(hidden[chosen])
     return torch.nn.functional.cross_entropy(logits.float(), targets)

@@ -41,7 +41,8 @@ def prepare(cfg: TrialConfig, splits: Splits | None = None, loaded: Loaded | Non
     train_set = encode_cached(tokenizer, splits.train.document, splits.train.label, cfg.model.max_len)
     val_set = encode_cached(tokenizer, splits.val.document, splits.val.label, cfg.model.max_len)
     step_net = maybe_compile(net, cfg.train.compile, device)
-    return Run(net, tokenizer, DeviceSplit(train_set, device), DeviceSplit(val_set, device), device, splits, step_net)
+    train_split, val_split = DeviceSplit(train_set, device), DeviceSplit(val_set, device)
+    return Run(net, tokenizer, train_split, val_split, device, splits, step_net, cfg.train.precision)
 
 
 def train(

@@ -22,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from model.batches import DeviceSplit, epoch_batches
 from model.config import TrainConfig, TrialConfig
 from model.data import Splits
+from model.device import autocast
 from model.errors import UserError
 from model.evaluate import EVAL_BATCH, cross_entropy, evaluate
 from model.schedule import build_optimizer, build_schedule
@@ -45,6 +46,7 @@ class Run:
     device: torch.device
     splits: Splits
     step_net: torch.nn.Module | None = None  # what the steps call: `net`, or `net` compiled
+    precision: str = "auto"  # train.precision: bf16 autocast of the steps (model.device.autocast)
 
     def __post_init__(self):
         if self.step_net is None:
@@ -79,7 +81,7 @@ BAR_EVERY = 50  # steps between progress-bar loss readings (each one waits for t
 def train_step(run: Run, width: int, rows: torch.Tensor, optimizer, grad_clip: float | None) -> torch.Tensor:
     """One optimizer step on the reviews `rows` (padded to `width`); returns the batch loss, on the device."""
     batch = run.train_set.batch(width, rows)
-    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.device.type == "cuda"):
+    with autocast(run.device, run.precision):
         logits = run.step_net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     loss = cross_entropy(logits, batch["labels"])
     loss.backward()

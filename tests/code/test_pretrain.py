@@ -67,6 +67,7 @@ def test_pretrain_writes_a_folder_that_fine_tuning_loads(cli, tmp_path):
         ("pretrain.mask_probability=1.5", "pretrain.mask_probability"),
         ("pretrain.epochs=0", "pretrain.epochs"),
         ("pretrain.batch_size=x", "pretrain.batch_size"),
+        ("pretrain.precision=fp16", "pretrain.precision"),
         ("model.pretrained={from_pretrain: false}", "model.pretrained"),
     ],
 )
@@ -104,6 +105,8 @@ def test_stage_zero_pretrains_once_and_is_found_again(tmp_path):
     assert weights.stat().st_mtime_ns == written  # not pretrained again
     assert first.model.pretrained == second.model.pretrained == made["folder"]
     assert not second.from_pretrain
+    _, in_bf16 = pretrain_stage(load_job(job_file, ["pretrain.precision=bf16"]), progress=False)
+    assert in_bf16["reused"] and in_bf16["folder"] == made["folder"]  # how it computes, not what it learns
     other, changed = pretrain_stage(load_job(job_file, ["pretrain.lr=1e-3"]), progress=False)
     assert not changed["reused"] and changed["folder"] != made["folder"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from model.config import PretrainConfig
@@ -36,9 +37,10 @@ def test_masking_is_bert_s_80_10_10_over_real_tokens_only(tiny_config):
     assert not torch.equal(again, chosen)  # dynamic: every batch draws afresh
 
 
-def test_mlm_on_the_fixture_lowers_the_loss_and_reads_only_train_text(tiny_config):
+@pytest.mark.parametrize("precision", ["auto", "bf16"])
+def test_mlm_on_the_fixture_lowers_the_loss_and_reads_only_train_text(tiny_config, precision):
     splits = load_splits(tiny_config.data)
-    spec = PretrainConfig(epochs=12, batch_size=16, lr=3e-3, log_every=12, seed=3)
+    spec = PretrainConfig(epochs=12, batch_size=16, lr=3e-3, log_every=12, seed=3, precision=precision)
 
     result = pretrain(tiny_config, spec, splits)
 

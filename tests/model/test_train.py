@@ -6,10 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from model.checkpoint import load_checkpoint
 from model.predict import Predictor
-from model.train import train
+from model.train import prepare, train
+from model.trainer import Trainer
 
 
 class Recorder:
@@ -35,6 +37,22 @@ def test_tiny_training_lowers_val_loss(tiny_config):
     assert {"epoch", "step", "train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "examples_per_s"} <= set(
         rec.rows[0]
     )
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("auto", torch.float32), ("bf16", torch.bfloat16)])
+def test_steps_compute_in_the_precision_asked_for_on_fp32_weights(tiny_config, precision, dtype):
+    cfg = tiny_config.model_copy(deep=True)
+    cfg.train.precision, cfg.train.max_steps = precision, 4
+    run = prepare(cfg)
+    seen = []
+    layer = run.net.get_submodule("bert.encoder.layer.0.attention.self.query")
+    layer.register_forward_hook(lambda module, args, out: seen.append(out.dtype) if module.training else None)
+    before = layer.weight.detach().clone()
+
+    Trainer(cfg, run).fit()
+
+    assert seen and set(seen) == {dtype}  # auto on a CPU stays fp32; bf16 is autocast
+    assert layer.weight.dtype == torch.float32 and not torch.equal(layer.weight, before)
 
 
 def test_checkpoint_save_load_gives_identical_predictions(tiny_config, tmp_path):

@@ -1,0 +1,155 @@
+"""bf16 autocast against fp32 on this machine's CPU: an MLM step and a fine-tuning step, side by side.
+
+To run: NSMC_DIR=../shared/data/nsmc python -m bench.precision [--rounds 3] [--steps 12] [--mlm-steps 300]
+
+Both steps run the job's model (tune_jobs/nsmc_pretrained.yaml: 2 layers, hidden 256, vocab 16k)
+on real NSMC train batches. fp32 and bf16 rounds alternate in one process, so the machine's drift
+hits both alike; the figure is the ratio of their median ms per step. Threads are what a job gives
+each: all CPUs to stage 0's pretraining, one CPU to a fine-tuning trial (`cpu: 1`). Speed alone does
+not decide, so a short pretraining run in each precision (same seed, init and batches) shows
+whether bf16 changes how far the MLM loss falls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import BertForMaskedLM
+
+from bench.common import write_result
+from caviar.jobfile import load_job
+from model.batches import epoch_batches
+from model.config import PretrainConfig, TrialConfig
+from model.device import available_cpus, set_threads
+from model.network import scratch_config
+from model.pretrain import mlm_step, pretrain
+from model.schedule import build_optimizer
+from model.train import prepare
+from model.trainer import train_step
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def timed_steps(step, batches) -> float:
+    """ms per step over `batches`, after the first two (allocator and kernel warm-up) untimed."""
+    for width, rows in batches[:2]:
+        step(width, rows)
+    started = time.perf_counter()
+    for width, rows in batches[2:]:
+        step(width, rows)
+    return (time.perf_counter() - started) * 1000 / max(1, len(batches) - 2)
+
+
+def step_makers(cfg: TrialConfig, spec: PretrainConfig):
+    """{kind: (make_step(precision), batches, threads)} for the MLM and the fine-tuning step."""
+    run = prepare(cfg)
+    mlm_net = BertForMaskedLM(scratch_config(cfg.model, len(run.tokenizer), run.tokenizer.pad_token_id)).train()
+    mlm_opt = build_optimizer(mlm_net, cfg.train)
+    ft_opt = build_optimizer(run.net, cfg.train)
+    gen = torch.Generator().manual_seed(0)
+
+    def mlm(precision):
+        def step(width, rows):
+            loss = mlm_step(
+                mlm_net,
+                run.train_set.batch(width, rows),
+                run.tokenizer,
+                spec.model_copy(update={"precision": precision}),
+                gen,
+                run.device,
+            )
+            loss.backward()
+            mlm_opt.step()
+            mlm_opt.zero_grad(set_to_none=True)
+
+        return step
+
+    def fine_tune(precision):
+        run.precision = precision
+        return lambda width, rows: train_step(run, width, rows, ft_opt, cfg.train.grad_clip)
+
+    def batches(size):
+        return run.train_set.plan(epoch_batches(run.train_set.data, size, seed=0, epoch=0))
+
+    return {
+        "mlm": (mlm, batches(spec.batch_size), available_cpus()),
+        "fine_tune": (fine_tune, batches(cfg.train.batch_size), 1),
+    }
+
+
+def step_ratios(cfg: TrialConfig, spec: PretrainConfig, rounds: int, steps: int) -> dict:
+    figures = {}
+    cpus = available_cpus()
+    for kind, (make, batches, threads) in step_makers(cfg, spec).items():
+        set_threads(threads)
+        ms = {p: [] for p in PRECISIONS}
+        for r in range(rounds):
+            for precision in PRECISIONS if r % 2 == 0 else PRECISIONS[::-1]:
+                window = batches[r * steps : (r + 1) * steps]
+                ms[precision].append(timed_steps(make(precision), window))
+        median = {p: statistics.median(v) for p, v in ms.items()}
+        figures[kind] = {
+            "threads": threads,
+            "ms_per_step": median,
+            "rounds": ms,
+            "bf16_over_fp32": median["bf16"] / median["fp32"],
+        }
+        print(
+            f"{kind} ({threads} of {cpus} CPUs): fp32 {median['fp32']:.1f} ms, bf16 {median['bf16']:.1f} ms per step, "
+            f"ratio {figures[kind]['bf16_over_fp32']:.3f}"
+        )
+    set_threads(cpus)
+    return figures
+
+
+def mlm_loss_by_precision(cfg: TrialConfig, spec: PretrainConfig, mlm_steps: int) -> dict:
+    """The same short pretraining (seed, init, batches, masks) in each precision: where the loss gets."""
+    figures = {}
+    for precision in PRECISIONS:
+        short = spec.model_copy(
+            update={"max_steps": mlm_steps, "log_every": max(1, mlm_steps // 6), "precision": precision}
+        )
+        started = time.perf_counter()
+        result = pretrain(cfg, short)  # seeds init and masks from short.seed: the same in both
+        figures[precision] = {
+            "steps": result.steps,
+            "mlm_loss": result.mlm_loss,
+            "wall_s": time.perf_counter() - started,
+            "examples_per_s": result.examples_per_s,
+        }
+        print(
+            f"pretrain {precision}: {result.steps} steps, MLM loss {result.mlm_loss:.3f}, "
+            f"{result.examples_per_s:.0f} examples/s"
+        )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating fp32/bf16 rounds per step kind")
+    parser.add_argument("--steps", type=int, default=12, help="steps per round (the first 2 untimed)")
+    parser.add_argument("--mlm-steps", type=int, default=300, help="steps of each short pretraining run")
+    parser.add_argument("--smoke", action="store_true", help="a few steps, not written to bench/results")
+    args = parser.parse_args()
+    if args.smoke:
+        args.rounds, args.steps, args.mlm_steps = 2, 3, 4
+    job = load_job(Path("tune_jobs/nsmc_pretrained.yaml"), ["train.device=cpu"])
+    cfg = job.trial_config()
+    figures = {
+        "model": {k: getattr(cfg.model, k) for k in ("layers", "hidden", "heads", "intermediate", "vocab_size")},
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "steps": step_ratios(cfg, job.pretrain, args.rounds, args.steps),
+        "short_pretraining": mlm_loss_by_precision(cfg, job.pretrain, args.mlm_steps),
+    }
+    if args.smoke:
+        print("smoke run: figures not written")
+    else:
+        write_result("precision", figures)
+
+
+if __name__ == "__main__":
+    main()
