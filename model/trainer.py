@@ -250,5 +250,5 @@ class Trainer:
 
 
 def _same_recipe(a: TrainConfig, b: TrainConfig) -> bool:
-    ignore = {"num_threads", "device"}
+    ignore = {"num_threads", "device", "precision"}  # how the steps compute, not the recipe
     return a.model_dump(exclude=ignore) == b.model_dump(exclude=ignore)
