@@ -26,7 +26,7 @@ from model.batches import epoch_batches
 from model.config import PretrainConfig, TrialConfig
 from model.device import available_cpus, set_threads
 from model.network import scratch_config
-from model.pretrain import mlm_step, pretrain
+from model.pretrain import mlm_update, pretrain
 from model.schedule import build_optimizer
 from model.train import prepare
 from model.trainer import train_step
@@ -53,20 +53,10 @@ def step_makers(cfg: TrialConfig, spec: PretrainConfig):
     gen = torch.Generator().manual_seed(0)
 
     def mlm(precision):
-        def step(width, rows):
-            loss = mlm_step(
-                mlm_net,
-                run.train_set.batch(width, rows),
-                run.tokenizer,
-                spec.model_copy(update={"precision": precision}),
-                gen,
-                run.device,
-            )
-            loss.backward()
-            mlm_opt.step()
-            mlm_opt.zero_grad(set_to_none=True)
-
-        return step
+        in_precision = spec.model_copy(update={"precision": precision})
+        return lambda width, rows: mlm_update(
+            mlm_net, run.train_set.batch(width, rows), run.tokenizer, in_precision, gen, run.device, mlm_opt
+        )
 
     def fine_tune(precision):
         run.precision = precision

@@ -90,6 +90,19 @@ def mlm_step(net: BertForMaskedLM, batch: dict, tokenizer, spec: PretrainConfig,
     return torch.nn.functional.cross_entropy(logits.float(), targets)
 
 
+def mlm_update(net, batch: dict, tokenizer, spec: PretrainConfig, gen, device, optimizer) -> torch.Tensor | None:
+    """One optimizer step of pretraining (loss, backward, clip, update); None when nothing was chosen."""
+    loss = mlm_step(net, batch, tokenizer, spec, gen, device)
+    if loss is None:
+        return None
+    loss.backward()
+    if spec.grad_clip:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), spec.grad_clip, foreach=True)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
 class _Curve:
     """The loss adds up on the device and is read (a host sync) once per `every` steps: one point."""
 
@@ -139,14 +152,9 @@ def pretrain(
     curve, step, seen, started = _Curve(spec.log_every, device, on_log, bar), 0, 0, time.perf_counter()
     batches = (b for epoch in range(math.ceil(total / steps_per_epoch)) for b in _epoch(data, spec, epoch))
     for width, rows in itertools.islice(batches, total):
-        loss = mlm_step(net, data.batch(width, rows), tokenizer, spec, gen, device)
+        loss = mlm_update(net, data.batch(width, rows), tokenizer, spec, gen, device, optimizer)
         step, seen = step + 1, seen + len(rows)
         if loss is not None:
-            loss.backward()
-            if spec.grad_clip:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), spec.grad_clip, foreach=True)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
             curve.add(loss, step, total, schedule.get_last_lr()[0])
         schedule.step()
         bar.update(1)
