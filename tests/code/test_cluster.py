@@ -118,9 +118,9 @@ def running_cluster():
         assert not ray_processes() - before, "cluster/local.sh down left Ray processes behind"
 
 
-def job_file(tmp_path: Path, **train) -> Path:
+def job_file(tmp_path: Path, tune: dict | None = None, **train) -> Path:
     """Jobs are uploaded with the project, so the file must live inside it."""
-    spec = {**TINY, "train": {**TINY["train"], **train}, "storage": str(tmp_path / "shared"), **TUNE}
+    spec = {**TINY, "train": {**TINY["train"], **train}, "storage": str(tmp_path / "shared"), **TUNE, **(tune or {})}
     path = PROJECT / "tune_jobs" / f"_test_{tmp_path.name}.yaml"
     path.write_text(yaml.safe_dump(spec, allow_unicode=True), encoding="utf-8")
     return path
@@ -130,8 +130,8 @@ def job_file(tmp_path: Path, **train) -> Path:
 def cluster_job(tmp_path):
     paths = []
 
-    def make(**train) -> Path:
-        paths.append(job_file(tmp_path, **train))
+    def make(tune: dict | None = None, **train) -> Path:
+        paths.append(job_file(tmp_path, tune, **train))
         return paths[-1]
 
     yield make
@@ -190,7 +190,9 @@ def test_a_wrong_token_is_a_clear_error(cluster, cluster_job):
 
 
 def test_losing_a_worker_node_retries_its_trials_on_the_head(own_cluster, cluster_job, tmp_path):
-    job = cluster_job(epochs=40)  # 80 evaluations a trial: long enough to lose the node mid-trial
+    # 80 evaluations a trial: long enough to lose the node mid-trial. One trial per node: after the
+    # loss the head runs the rest alone, so two more trials would only add their run time.
+    job = cluster_job({"num_samples": 2}, epochs=40)
     proc = caviar("submit", job, "--address", own_cluster.address, env=own_cluster.env)
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.split("submitted ")[1].split()[0]

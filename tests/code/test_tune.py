@@ -239,7 +239,9 @@ def wait_for_finished_trial(experiment: Path, timeout: float) -> set[str]:
         {
             "scheduler": {
                 "type": "pbt",
-                "perturbation_interval": 2,
+                # one exploit point mid-run (and one at the end): under PBT every exploit starts
+                # a new worker process (no actor reuse, see schedulers.reuse_actors), ~5 s each
+                "perturbation_interval": 3,
                 "mutations": {"train.lr": {"loguniform": [3e-4, 1e-2]}},
             }
         },
