@@ -60,9 +60,10 @@ def main() -> None:
     record(main_route, None)  # kept even if the comparison is cut short
     if not args.no_compare:
         scratch = route(args.compare_job, args.compare_experiment, args.reseed, budget_s=main_route["wall_s"])
-        budget = scratch["time_budget_s"] or 0.0  # none: a finished run scored without a budget
-        if abs(budget - main_route["wall_s"]) > 0.05 * main_route["wall_s"]:
-            print(f"note: the from-scratch search had {budget:.0f} s, this route took {main_route['wall_s']:.0f} s")
+        budget = scratch["time_budget_s"]  # None: a finished run, scored, that had no budget
+        if budget is None or abs(budget - main_route["wall_s"]) > 0.05 * main_route["wall_s"]:
+            had = "no time budget" if budget is None else f"{budget:.0f} s"
+            print(f"note: the from-scratch search had {had}, this route took {main_route['wall_s']:.0f} s")
         record(main_route, scratch)
 
 
