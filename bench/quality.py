@@ -5,6 +5,8 @@ To run: NSMC_DIR=../shared/data/nsmc python -m bench.quality                 (bo
         NSMC_DIR=../shared/data/nsmc python -m bench.quality --experiment results/<done>   (skip tuning)
         NSMC_DIR=../shared/data/nsmc python -m bench.quality --experiment results/<done> \
             --compare-experiment results/<from-scratch done>                      (score both, tune neither)
+        NSMC_DIR=../shared/data/nsmc python -m bench.quality --experiment results/<done> \
+            --compare-record bench/results/quality.json       (from-scratch figures as an earlier run measured them)
 
 The route (tune_jobs/nsmc_pretrained.yaml): masked-LM pretraining on the train split's reviews,
 an ASHA search over fine-tuning settings, promotion (validation chooses), then one pass over the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,26 +48,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--job", type=Path, default=Path("tune_jobs/nsmc_pretrained.yaml"))
     parser.add_argument("--compare-job", type=Path, default=Path("tune_jobs/nsmc_best.yaml"))
-    parser.add_argument("--no-compare", action="store_true", help="skip the from-scratch route")
     parser.add_argument("--experiment", type=Path, default=None, help="a finished experiment: skip tuning")
-    parser.add_argument(
+    compare = parser.add_mutually_exclusive_group()
+    compare.add_argument("--no-compare", action="store_true", help="skip the from-scratch route")
+    compare.add_argument(
         "--compare-experiment",
         type=Path,
         default=None,
         help="a finished from-scratch experiment: score it, do not rerun",
     )
+    compare.add_argument(
+        "--compare-record",
+        type=Path,
+        default=None,
+        help="an earlier quality JSON: report its from-scratch route as measured, run nothing",
+    )
     parser.add_argument("--reseed", type=int, default=None, help="seed re-runs before promotion")
     args = parser.parse_args()
 
+    recorded = recorded_scratch_route(args.compare_record) if args.compare_record else None  # read before record()
     main_route = route(args.job, args.experiment, args.reseed)
     record(main_route, None)  # kept even if the comparison is cut short
-    if not args.no_compare:
-        scratch = route(args.compare_job, args.compare_experiment, args.reseed, budget_s=main_route["wall_s"])
-        budget = scratch["time_budget_s"]  # None: a finished run, scored, that had no budget
-        if budget is None or abs(budget - main_route["wall_s"]) > 0.05 * main_route["wall_s"]:
-            had = "no time budget" if budget is None else f"{budget:.0f} s"
-            print(f"note: the from-scratch search had {had}, this route took {main_route['wall_s']:.0f} s")
-        record(main_route, scratch)
+    if args.no_compare:
+        return
+    scratch = recorded or route(args.compare_job, args.compare_experiment, args.reseed, budget_s=main_route["wall_s"])
+    budget = scratch["time_budget_s"]  # None: a finished run, scored, that had no budget
+    if budget is None or abs(budget - main_route["wall_s"]) > 0.05 * main_route["wall_s"]:
+        had = "no time budget" if budget is None else f"{budget:.0f} s"
+        print(f"note: the from-scratch search had {had}, this route took {main_route['wall_s']:.0f} s")
+    record(main_route, scratch)
+
+
+def recorded_scratch_route(path: Path) -> dict:
+    """The from-scratch side of an earlier quality run, as it was measured. Rerunning a route that has
+    plateaued costs 2 h for a figure that would barely move; the copy says where it came from."""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"--compare-record {path}: cannot read it as JSON ({err})") from None
+    scratch = recorded.get("scratch_route") if isinstance(recorded, dict) else None
+    if not isinstance(scratch, dict):
+        raise UserError(f"--compare-record {path}: holds no from-scratch route ('scratch_route' is empty)")
+    return {**scratch, "reused_from": f"{project_path(path)}, measured {recorded.get('machine', {}).get('when', '?')}"}
 
 
 def record(main_route: dict, scratch: dict | None) -> None:
@@ -141,4 +166,8 @@ def ensemble_of_kept(experiment: Path, metric: str, mode: str, reviews) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:  # a user's mistake: one line, exit 2, as caviar's CLI does
+        print(f"bench.quality: error: {err}", file=sys.stderr)
+        sys.exit(2)
