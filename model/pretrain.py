@@ -15,6 +15,7 @@ positions go through the vocabulary-sized output layer: that layer is most of an
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import math
@@ -44,7 +45,7 @@ class Pretrained:
     net: BertForMaskedLM
     tokenizer: PreTrainedTokenizerBase
     steps: int
-    mlm_loss: float  # mean over the last logged window
+    mlm_loss: float  # mean over the last log_every steps (the last logged point may cover fewer)
     curve: list[dict] = field(default_factory=list)
     texts: int = 0  # train-split reviews read; nothing else is
     texts_sha256: str = ""
@@ -104,14 +105,21 @@ def mlm_update(net, batch: dict, tokenizer, spec: PretrainConfig, gen, device, o
 
 
 class _Curve:
-    """The loss adds up on the device and is read (a host sync) once per `every` steps: one point."""
+    """The loss adds up on the device and is read (a host sync) once per `every` steps: one point.
+    The run's final figure is the mean of the last `every` losses, not the last point's: when the step
+    count is not a multiple of `every`, that point covers a few steps, one of them the short batch."""
 
     def __init__(self, every: int, device, on_log: OnLog | None, bar):
         self.every, self.device, self.on_log, self.bar = every, device, on_log, bar
         self.points, self.window, self.counted = [], torch.zeros((), device=device), 0
+        self.recent: collections.deque[torch.Tensor] = collections.deque(maxlen=every)
+
+    def final(self) -> float:
+        return float(torch.stack(list(self.recent)).mean()) if self.recent else float("nan")
 
     def add(self, loss: torch.Tensor, step: int, total: int, lr: float) -> None:
         self.window, self.counted = self.window + loss.detach(), self.counted + 1
+        self.recent.append(loss.detach())
         if step % self.every and step != total:
             return
         point = {"step": step, "mlm_loss": float(self.window) / self.counted, "lr": lr}
@@ -163,7 +171,7 @@ def pretrain(
         net=net.eval(),
         tokenizer=tokenizer,
         steps=step,
-        mlm_loss=curve.points[-1]["mlm_loss"] if curve.points else float("nan"),
+        mlm_loss=curve.final(),
         curve=curve.points,
         texts=len(texts),
         texts_sha256=texts_sha256(texts),

@@ -50,3 +50,19 @@ def test_mlm_on_the_fixture_lowers_the_loss_and_reads_only_train_text(tiny_confi
     assert result.texts == len(splits.train)
     assert result.texts_sha256 == texts_sha256(splits.train.document)
     assert result.texts_sha256 != texts_sha256([*splits.train.document, *splits.val.document])
+
+
+def test_the_final_mlm_loss_is_the_last_full_window_not_a_short_last_point(tiny_config):
+    """7 steps logged every 3: the last point covers step 7 alone. The run's figure must be the mean
+    of steps 5-7, which a run logging every step (same seed, same batches) lets us check."""
+    splits = load_splits(tiny_config.data)
+    spec = PretrainConfig(max_steps=7, batch_size=16, lr=3e-3, seed=3)
+
+    every_step = pretrain(tiny_config, spec.model_copy(update={"log_every": 1}), splits)
+    by_three = pretrain(tiny_config, spec.model_copy(update={"log_every": 3}), splits)
+
+    per_step = [p["mlm_loss"] for p in every_step.curve]
+    assert [p["step"] for p in by_three.curve] == [3, 6, 7]
+    assert by_three.curve[-1]["mlm_loss"] == pytest.approx(per_step[-1], rel=1e-4)
+    assert by_three.mlm_loss == pytest.approx(sum(per_step[-3:]) / 3, rel=1e-4)
+    assert by_three.mlm_loss != pytest.approx(by_three.curve[-1]["mlm_loss"], rel=1e-4)
