@@ -107,7 +107,8 @@ def mlm_update(net, batch: dict, tokenizer, spec: PretrainConfig, gen, device, o
 class _Curve:
     """The loss adds up on the device and is read (a host sync) once per `every` steps: one point.
     The run's final figure is the mean of the last `every` losses, not the last point's: when the step
-    count is not a multiple of `every`, that point covers a few steps, one of them the short batch."""
+    count is not a multiple of `every`, that point covers only the leftover steps (often with an
+    epoch's short last batch among them), too few to stand for the run."""
 
     def __init__(self, every: int, device, on_log: OnLog | None, bar):
         self.every, self.device, self.on_log, self.bar = every, device, on_log, bar
