@@ -105,32 +105,35 @@ def mlm_update(net, batch: dict, tokenizer, spec: PretrainConfig, gen, device, o
 
 
 class _Curve:
-    """The loss adds up on the device and is read (a host sync) once per `every` steps: one point.
+    """The last `every` losses stay on the device and are read (a host sync) once per `every` steps: one point.
     The run's final figure is the mean of the last `every` losses, not the last point's: when the step
     count is not a multiple of `every`, that point covers only the leftover steps (often with an
     epoch's short last batch among them), too few to stand for the run."""
 
-    def __init__(self, every: int, device, on_log: OnLog | None, bar):
-        self.every, self.device, self.on_log, self.bar = every, device, on_log, bar
-        self.points, self.window, self.counted = [], torch.zeros((), device=device), 0
+    def __init__(self, every: int, on_log: OnLog | None, bar):
+        self.every, self.on_log, self.bar = every, on_log, bar
+        self.points, self.counted = [], 0  # counted: losses since the last point
         self.recent: collections.deque[torch.Tensor] = collections.deque(maxlen=every)
 
+    def mean_of_last(self, n: int) -> float:
+        return float(torch.stack(list(self.recent)[-n:]).mean()) if self.recent else float("nan")
+
     def final(self) -> float:
-        return float(torch.stack(list(self.recent)).mean()) if self.recent else float("nan")
+        return self.mean_of_last(self.every)
 
     def add(self, loss: torch.Tensor, step: int, total: int, lr: float) -> None:
-        self.window, self.counted = self.window + loss.detach(), self.counted + 1
         self.recent.append(loss.detach())
+        self.counted += 1
         if step % self.every and step != total:
             return
-        point = {"step": step, "mlm_loss": float(self.window) / self.counted, "lr": lr}
+        point = {"step": step, "mlm_loss": self.mean_of_last(self.counted), "lr": lr}
         if not math.isfinite(point["mlm_loss"]):
             raise UserError(f"pretrain: the MLM loss went non-finite at step {step}; lower pretrain.lr")
         self.points.append(point)
         self.bar.set_postfix(mlm_loss=f"{point['mlm_loss']:.3f}", refresh=False)
         if self.on_log is not None:
             self.on_log(point)
-        self.window, self.counted = torch.zeros((), device=self.device), 0
+        self.counted = 0
 
 
 def pretrain(
@@ -158,7 +161,7 @@ def pretrain(
     gen = torch.Generator(device=device).manual_seed(spec.seed)
 
     bar = tqdm(total=total, desc="pretrain (MLM)", unit="step", disable=not progress, file=sys.stderr)
-    curve, step, seen, started = _Curve(spec.log_every, device, on_log, bar), 0, 0, time.perf_counter()
+    curve, step, seen, started = _Curve(spec.log_every, on_log, bar), 0, 0, time.perf_counter()
     batches = (b for epoch in range(math.ceil(total / steps_per_epoch)) for b in _epoch(data, spec, epoch))
     for width, rows in itertools.islice(batches, total):
         loss = mlm_update(net, data.batch(width, rows), tokenizer, spec, gen, device, optimizer)
