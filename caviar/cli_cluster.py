@@ -56,6 +56,8 @@ def jobs_list(
         return
     for row in sorted(rows, key=lambda r: r["start_time"] or 0):
         typer.echo(f"{row['id']}  {row['status']:<10} {row['entrypoint']}")
+        if row["status"] in ("PENDING", "FAILED") and row["message"]:
+            typer.echo(f"    {row['message']}")
 
 
 @jobs_app.command("logs")

@@ -151,6 +151,7 @@ def list_jobs(address: str) -> list[dict]:
         {
             "id": j.submission_id,
             "status": str(j.status).split(".")[-1],
+            "message": j.message or "",  # e.g. why a PENDING job has not started
             "entrypoint": j.entrypoint,
             "start_time": j.start_time,
         }

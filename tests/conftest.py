@@ -14,6 +14,12 @@ from model.config import TrialConfig
 FIXTURE_NSMC = Path(__file__).parent / "fixtures" / "nsmc"
 REAL_NSMC = Path(os.environ.get("NSMC_DIR", Path(__file__).parents[2] / "shared" / "data" / "nsmc"))
 
+# Deadlines on waits that include trials starting bound a stuck run only, never a healthy one's speed.
+# Ray runs trial workers at nice 15, so any nice-0 load starves their start: on this 2-CPU machine,
+# beside two busy nice-0 loops, a local.sh cluster's first trial reports came 291 s after submit,
+# against 13 s when idle and 22 s beside one loop.
+TRIAL_START_TIMEOUT_S = 480
+
 TINY = {
     "name": "tiny",
     "data": {"dir": str(FIXTURE_NSMC), "val_fraction": 0.2},

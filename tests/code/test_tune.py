@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from caviar.experiment import UNFINISHED, load_trials
-from tests.conftest import TINY, tiny_job_yaml
+from tests.conftest import TINY, TRIAL_START_TIMEOUT_S, tiny_job_yaml
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +173,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
         start_new_session=True,
     )
     try:
-        finished_before = wait_for_finished_trial(experiment, timeout=240)
+        finished_before = wait_for_finished_trial(experiment, timeout=TRIAL_START_TIMEOUT_S)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
         driver.wait()
@@ -265,7 +265,7 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
         tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=slow, **{**TUNE, "scheduler": {"type": "fifo"}}
     )
     driver = subprocess.Popen(caviar_cmd("tune", job, "--name", "c"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    wait_for_reports(tmp_path / "results" / "c", timeout=120)
+    wait_for_reports(tmp_path / "results" / "c", timeout=TRIAL_START_TIMEOUT_S)
     driver.send_signal(signal.SIGINT)
     _, err = driver.communicate(timeout=120)
     assert driver.returncode == 130, err.decode()[-2000:]
