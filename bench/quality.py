@@ -141,6 +141,7 @@ def route(job_file: Path, experiment: Path | None, reseed: int | None, budget_s:
         "trials": len(outcome["trials"]),
         "search_wall_s": outcome["wall_s"],
         "stopped_early": outcome["stopped_early"],
+        "cut_by_budget": outcome.get("cut_by_budget"),  # None: scored from a run before caviar recorded cuts
         "promoted": {k: done[k] for k in ("version", "val_accuracy", "reseed")},
         "test_examples": len(full_test),
         "test_accuracy": metrics.accuracy,

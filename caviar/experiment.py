@@ -25,6 +25,7 @@ JOB_FILE = "caviar_job.json"  # the validated job, written before the first tria
 OUTCOME_FILE = "caviar_tune.json"  # the end of `caviar tune` (caviar/outcome.py)
 ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
 PRETRAIN_FILE = "caviar_pretrain.json"  # stage 0: the pretrained folder the trials fine-tune, and its key
+BUDGET_FILE = "caviar_budget.json"  # the trials the job's time budget cut (caviar/budget.py)
 # A driver stopped by Ctrl+C or a kill leaves RUNNING/PENDING trials behind; a run that ended does not
 # (synchronous HyperBand may leave the trials it stopped PAUSED).
 UNFINISHED = ("RUNNING", "PENDING")
@@ -40,6 +41,7 @@ class TrialRecord:
     error: str | None
     round: int = 1
     resume_from: Path | None = None  # the checkpoint Ray's saved state would restore this trial from
+    cut_by_budget: bool = False  # still live when the job's time_budget_s ran out
 
     @property
     def evaluations(self) -> int:
@@ -52,8 +54,9 @@ class TrialRecord:
 
     @property
     def stopped_early(self) -> bool:
-        """Stopped by the scheduler (ASHA, median rule...): terminated before its own end."""
-        return self.status in ("TERMINATED", "PAUSED") and not self.finished_naturally
+        """Stopped by the scheduler (ASHA, median rule...): terminated before its own end, and not by
+        the clock (a trial the time budget cut ends TERMINATED too)."""
+        return self.status in ("TERMINATED", "PAUSED") and not self.finished_naturally and not self.cut_by_budget
 
     def best_row(self, metric: str, mode: str) -> pd.Series | None:
         if metric not in self.history or self.history[metric].isna().all():
@@ -124,6 +127,8 @@ def _load_one(experiment_dir: Path) -> list[TrialRecord]:
         quiet.setLevel(level)
     records = []
     histories = analysis.trial_dataframes  # Ray has read every result.json already
+    budget = experiment_dir / BUDGET_FILE
+    cut = set(json.loads(budget.read_text(encoding="utf-8"))["cut"]) if budget.is_file() else set()
     for trial in analysis.trials:
         path = experiment_dir / trial.storage.trial_dir_name  # relocatable: copied folders keep working
         history = histories.get(trial.trial_id, pd.DataFrame())
@@ -136,6 +141,7 @@ def _load_one(experiment_dir: Path) -> list[TrialRecord]:
                 history=history.drop(columns=[c for c in history.columns if c.startswith("config/")]),
                 error=_last_line(path / name) if (name := trial.run_metadata.error_filename) else None,
                 resume_from=path / Path(trial.checkpoint.path).name if trial.checkpoint else None,
+                cut_by_budget=trial.trial_id in cut,
             )
         )
     return records

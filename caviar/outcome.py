@@ -53,6 +53,7 @@ def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
         "best_checkpoint": str(checkpoint),
         "trials": [_trial_row(t, job) for t in trials],
         "stopped_early": sum(t.stopped_early for t in trials),
+        "cut_by_budget": sum(t.cut_by_budget for t in trials),
         "errored": sum(t.status == "ERROR" for t in trials),
         "wall_s": wall_s,
         "checkpoint_bytes": total_bytes,
@@ -75,6 +76,7 @@ def _trial_row(trial, job: JobSpec) -> dict:
         "evaluations": trial.evaluations,
         f"best_{job.metric}": None if best is None else float(best[job.metric]),
         "stopped_early": trial.stopped_early,
+        "cut_by_budget": trial.cut_by_budget,
         "round": trial.round,
         "params": trial.params,
         **({"error": trial.error} if trial.error else {}),
@@ -97,7 +99,9 @@ def describe_best(summary: dict, metric: str) -> list[str]:
         "  " + ", ".join(f"{k}={_short(v)}" for k, v in flatten(summary["best_config"]).items()),
         f"  checkpoint: {summary['best_checkpoint']}",
         *([f"  fine-tuned from: {summary['pretrained']}"] if summary.get("pretrained") else []),
-        f"{len(summary['trials'])} trials, {summary['stopped_early']} stopped early, {summary['errored']} errored, "
+        f"{len(summary['trials'])} trials, {summary['stopped_early']} stopped early, "
+        + (f"{cut} cut by the time budget, " if (cut := summary.get("cut_by_budget")) else "")
+        + f"{summary['errored']} errored, "
         f"{summary['wall_s']:.0f}s; checkpoints on disk {summary['checkpoint_bytes'] / 2**20:.1f} MiB",
         f"experiment: {summary['experiment_dir']}",
         "next:",

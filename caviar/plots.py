@@ -32,10 +32,13 @@ def learning_curves(trials: list[TrialRecord], metric: str, path: Path) -> Path:
         if metric not in h or h.empty:
             continue
         (line,) = ax.plot(h["training_iteration"], h[metric], alpha=0.8, lw=1.4)
-        if trial.stopped_early:
-            last = h.iloc[-1]
-            ax.scatter([last["training_iteration"]], [last[metric]], marker="x", s=60, color=line.get_color(), zorder=3)
+        if trial.stopped_early or trial.cut_by_budget:
+            last, mark = h.iloc[-1], "x" if trial.stopped_early else "|"
+            x, y = last["training_iteration"], last[metric]
+            ax.scatter([x], [y], marker=mark, s=80, linewidths=2, color=line.get_color(), zorder=3)
     ax.scatter([], [], marker="x", color="gray", label="stopped early by the scheduler")
+    if any(t.cut_by_budget for t in trials):
+        ax.scatter([], [], marker="|", s=80, linewidths=2, color="gray", label="cut by the time budget")
     ax.set_xlabel("evaluation (training_iteration)")
     ax.set_ylabel(metric)
     ax.set_title(f"{metric} of every trial")

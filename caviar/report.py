@@ -36,6 +36,7 @@ def trial_row(trial: TrialRecord, job: JobSpec) -> dict:
         "evaluations": trial.evaluations,
         "round": trial.round,
         "stopped_at_rung": trial.evaluations if trial.stopped_early else None,
+        "cut_by_budget": trial.cut_by_budget,
         f"best_{metric}": None if best is None else float(best[metric]),
         "best_evaluation": None if best is None else int(best["training_iteration"]),
         "val_accuracy_at_best": None if best is None else float(best["val_accuracy"]),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from caviar import schedulers
 from caviar.atomic_fs import atomic_local_filesystem
+from caviar.budget import TimeBudget
 from caviar.experiment import prepare_resume
 from caviar.space import param_space
 from caviar.spec import JobSpec
@@ -72,7 +73,6 @@ def build_tuner(job: JobSpec, experiment: str, storage: Storage):
             search_alg=schedulers.build_search(job),
             num_samples=job.num_samples,
             max_concurrent_trials=schedulers.concurrency_limit(job) if job.search == "optuna" else None,
-            time_budget_s=job.time_budget_s,
             reuse_actors=schedulers.reuse_actors(job),
         ),
         run_config=_run_config(job, experiment, storage),
@@ -82,6 +82,8 @@ def build_tuner(job: JobSpec, experiment: str, storage: Storage):
 def _run_config(job: JobSpec, experiment: str, storage: Storage):
     from ray import tune
 
+    folder = None if storage.is_remote else storage.local(experiment)
+    budget = TimeBudget(job.time_budget_s, local=folder is not None) if job.time_budget_s else None
     return tune.RunConfig(
         name=experiment,
         storage_path=storage.root,
@@ -94,7 +96,8 @@ def _run_config(job: JobSpec, experiment: str, storage: Storage):
             checkpoint_score_order=job.mode,
         ),
         failure_config=tune.FailureConfig(max_failures=job.max_failures),
-        callbacks=[TrialTensorBoard(None if storage.is_remote else storage.local(experiment))],
+        stop=budget,  # the job's time_budget_s, which also records the trials it cuts
+        callbacks=[TrialTensorBoard(folder), *([budget] if budget else [])],
         progress_reporter=_reporter(job),
         verbose=1,
     )
