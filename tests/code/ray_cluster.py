@@ -20,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
+from caviar.cluster import TERMINAL
 from tests.code.test_tune import ray_processes
 from tests.conftest import TINY
 
 PROJECT = Path(__file__).parents[2]
-TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 TUNE = {
     "search_space": {"train.lr": {"loguniform": [1e-3, 1e-2]}},
     "scheduler": {"type": "fifo"},

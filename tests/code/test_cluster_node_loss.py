@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from caviar.cluster import TERMINAL
 from caviar.experiment import load_trials
-from tests.code.ray_cluster import TERMINAL, Cluster, caviar, nodes_reported, running_cluster, the_experiment
+from tests.code.ray_cluster import Cluster, caviar, nodes_reported, running_cluster, the_experiment
 from tests.conftest import TRIAL_START_TIMEOUT_S
 
 pytestmark = pytest.mark.slow
