@@ -9,7 +9,6 @@ which caviar/experiment.py reads back (TrialRecord.cut_by_budget).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -18,7 +17,7 @@ from pathlib import Path
 from ray.tune import Callback
 from ray.tune.stopper import TimeoutStopper
 
-from caviar.experiment import BUDGET_FILE
+from caviar.experiment import BUDGET_FILE, trials_cut
 from model.atomic import write_json_atomically
 
 ENDED = ("TERMINATED", "ERROR")
@@ -63,9 +62,6 @@ class TimeBudget(TimeoutStopper, Callback):
 
 def record_cut(folder: Path, seconds: float, cut: list[str]) -> None:
     """Add to the record: a resumed run that runs out again cuts more trials."""
-    path = Path(folder) / BUDGET_FILE
-    before = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {"cut": []}
-    write_json_atomically(
-        path,
-        {"time_budget_s": seconds, "cut_at": time.time(), "cut": sorted({*before["cut"], *cut})},
-    )
+    cut_before = trials_cut(folder)
+    record = {"time_budget_s": seconds, "cut_at": time.time(), "cut": sorted({*cut_before, *cut})}
+    write_json_atomically(Path(folder) / BUDGET_FILE, record)

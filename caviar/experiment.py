@@ -80,6 +80,12 @@ class TrialRecord:
         return pick(scored, key=lambda mc: mc[0])[1]
 
 
+def trials_cut(experiment_dir: Path) -> set[str]:
+    """The trials the job's time budget cut, as caviar/budget.py recorded them (none without a record)."""
+    record = Path(experiment_dir) / BUDGET_FILE
+    return set(json.loads(record.read_text(encoding="utf-8"))["cut"]) if record.is_file() else set()
+
+
 def load_job_of(experiment_dir: Path) -> JobSpec:
     path = Path(experiment_dir) / JOB_FILE
     if not path.is_file():
@@ -127,8 +133,7 @@ def _load_one(experiment_dir: Path) -> list[TrialRecord]:
         quiet.setLevel(level)
     records = []
     histories = analysis.trial_dataframes  # Ray has read every result.json already
-    budget = experiment_dir / BUDGET_FILE
-    cut = set(json.loads(budget.read_text(encoding="utf-8"))["cut"]) if budget.is_file() else set()
+    cut = trials_cut(experiment_dir)
     for trial in analysis.trials:
         path = experiment_dir / trial.storage.trial_dir_name  # relocatable: copied folders keep working
         history = histories.get(trial.trial_id, pd.DataFrame())

@@ -83,7 +83,7 @@ def _run_config(job: JobSpec, experiment: str, storage: Storage):
     from ray import tune
 
     folder = None if storage.is_remote else storage.local(experiment)
-    budget = TimeBudget(job.time_budget_s, local=folder is not None) if job.time_budget_s else None
+    budget = TimeBudget(job.time_budget_s, local=not storage.is_remote) if job.time_budget_s else None
     return tune.RunConfig(
         name=experiment,
         storage_path=storage.root,
