@@ -45,8 +45,11 @@ def autocast(device: torch.device, precision: str = "auto"):
     """The one place mixed precision is decided. bf16 autocast (fp32 weights, optimizer and loss):
     `auto` turns it on for CUDA only; `bf16` on a CPU with AVX-512 BF16 or AMX runs an MLM step in
     ~2/3 of the fp32 time (bench/precision.py), which pretraining and fine-tuning opt into."""
-    on = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16_on(device, precision))
+
+
+def bf16_on(device: torch.device, precision: str = "auto") -> bool:
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
 COMPILE_BACKEND_ENV = "CAVIAR_COMPILE_BACKEND"  # testing hook: "aot_eager" traces without code generation

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import BertForMaskedLM
 
 from model.config import PretrainConfig
 from model.data import load_splits
-from model.pretrain import mask_tokens, pretrain, texts_sha256
+from model.network import scratch_config
+from model.pretrain import aligned_rows, mask_tokens, mlm_step, pretrain, texts_sha256
 from model.tokenizer import cached_wordpiece
 
 
@@ -35,6 +37,42 @@ def test_masking_is_bert_s_80_10_10_over_real_tokens_only(tiny_config):
     assert torch.equal(inputs[~chosen], ids[~chosen])
     again = mask_tokens(ids, real.long(), tokenizer, 0.15, gen)[1]
     assert not torch.equal(again, chosen)  # dynamic: every batch draws afresh
+
+
+def test_aligned_rows_pads_the_chosen_rows_to_the_grid_with_ignored_targets():
+    chosen = torch.zeros(3, 10, dtype=torch.bool)
+    chosen[0, 2] = chosen[1, 5] = chosen[2, 9] = True
+    targets = torch.tensor([7, 8, 9])
+
+    rows, padded = aligned_rows(chosen, targets, 16)
+
+    assert rows.numel() == padded.numel() == 16
+    assert rows[:3].tolist() == [2, 15, 29] and padded[:3].tolist() == [7, 8, 9]
+    assert (padded[3:] == -100).all()
+    same_rows, same_targets = aligned_rows(chosen, targets, 3)  # already on the grid: untouched
+    assert same_rows.tolist() == [2, 15, 29] and same_targets is targets
+
+
+def test_padding_the_output_rows_changes_neither_the_mlm_loss_nor_its_gradients(tiny_config):
+    tokenizer = cached_wordpiece(load_splits(tiny_config.data).train.document.tolist(), 300)
+    net = BertForMaskedLM(scratch_config(tiny_config.model, len(tokenizer), tokenizer.pad_token_id))
+    net.eval()  # no dropout: the two passes must see the same network
+    ids = torch.randint(len(tokenizer.all_special_ids), len(tokenizer), (8, 24))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    spec = PretrainConfig(mask_probability=0.15, precision="fp32")
+
+    def loss_and_grads(row_align):
+        net.zero_grad()
+        loss = mlm_step(net, batch, tokenizer, spec, torch.Generator().manual_seed(1), torch.device("cpu"), row_align)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+    plain, plain_grads = loss_and_grads(1)
+    padded, padded_grads = loss_and_grads(64)  # 8x24 tokens at 15%: ~29 chosen, so padding is certain
+
+    assert torch.allclose(plain, padded)
+    assert len(plain_grads) == len(padded_grads)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain_grads, padded_grads, strict=True))
 
 
 @pytest.mark.parametrize("precision", ["auto", "bf16"])
