@@ -50,6 +50,11 @@ def machine() -> dict:
     }
 
 
+def model_shape(model) -> dict:
+    """The figures that size a model, for a result's record."""
+    return {k: getattr(model, k) for k in ("layers", "hidden", "heads", "intermediate", "vocab_size")}
+
+
 def write_result(name: str, figures: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -18,15 +18,13 @@ import statistics
 from pathlib import Path
 
 import torch
-from transformers import BertForMaskedLM
 
-from bench.common import write_result
+from bench.common import model_shape, write_result
 from bench.precision import timed_steps
 from caviar.jobfile import load_job
 from model.batches import epoch_batches
 from model.device import available_cpus, set_threads
-from model.network import scratch_config
-from model.pretrain import ROW_ALIGN, mlm_update
+from model.pretrain import ROW_ALIGN, mlm_network, mlm_update
 from model.schedule import build_optimizer
 from model.train import prepare
 
@@ -46,7 +44,7 @@ def main() -> None:
     cfg, spec = job.trial_config(), job.pretrain.model_copy(update={"precision": args.precision})
     set_threads(available_cpus())
     run = prepare(cfg)
-    net = BertForMaskedLM(scratch_config(cfg.model, len(run.tokenizer), run.tokenizer.pad_token_id)).train()
+    net = mlm_network(cfg.model, run.tokenizer).train()
     optimizer = build_optimizer(net, cfg.train)
     batches = run.train_set.plan(epoch_batches(run.train_set.data, spec.batch_size, seed=0, epoch=0))
 
@@ -65,7 +63,7 @@ def main() -> None:
     median = {name: statistics.median(v) for name, v in ms.items()}
     ratios = [a / u for a, u in zip(ms["aligned"], ms["unpadded"], strict=True)]
     figures = {
-        "model": {k: getattr(cfg.model, k) for k in ("layers", "hidden", "heads", "intermediate", "vocab_size")},
+        "model": model_shape(cfg.model),
         "precision": args.precision,
         "threads": available_cpus(),
         "batch_size": spec.batch_size,

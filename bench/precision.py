@@ -18,15 +18,13 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import BertForMaskedLM
 
-from bench.common import write_result
+from bench.common import model_shape, write_result
 from caviar.jobfile import load_job
 from model.batches import epoch_batches
 from model.config import PretrainConfig, TrialConfig
 from model.device import available_cpus, set_threads
-from model.network import scratch_config
-from model.pretrain import mlm_update, pretrain
+from model.pretrain import mlm_network, mlm_update, pretrain
 from model.schedule import build_optimizer
 from model.train import prepare
 from model.trainer import train_step
@@ -47,7 +45,7 @@ def timed_steps(step, batches) -> float:
 def step_makers(cfg: TrialConfig, spec: PretrainConfig):
     """{kind: (make_step(precision), batches, threads)} for the MLM and the fine-tuning step."""
     run = prepare(cfg)
-    mlm_net = BertForMaskedLM(scratch_config(cfg.model, len(run.tokenizer), run.tokenizer.pad_token_id)).train()
+    mlm_net = mlm_network(cfg.model, run.tokenizer).train()
     mlm_opt = build_optimizer(mlm_net, cfg.train)
     ft_opt = build_optimizer(run.net, cfg.train)
     gen = torch.Generator().manual_seed(0)
@@ -130,7 +128,7 @@ def main() -> None:
     job = load_job(Path("tune_jobs/nsmc_pretrained.yaml"), ["train.device=cpu"])
     cfg = job.trial_config()
     figures = {
-        "model": {k: getattr(cfg.model, k) for k in ("layers", "hidden", "heads", "intermediate", "vocab_size")},
+        "model": model_shape(cfg.model),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "steps": step_ratios(cfg, job.pretrain, args.rounds, args.steps),
         "short_pretraining": mlm_loss_by_precision(cfg, job.pretrain, args.mlm_steps),

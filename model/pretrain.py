@@ -29,7 +29,7 @@ from tqdm import tqdm
 from transformers import BertForMaskedLM, PreTrainedTokenizerBase
 
 from model.batches import DeviceSplit, encode_cached, epoch_batches
-from model.config import PretrainConfig, TrainConfig, TrialConfig
+from model.config import ModelConfig, PretrainConfig, TrainConfig, TrialConfig
 from model.data import Splits, load_splits
 from model.device import autocast, bf16_on, pick_device, seed_everything, set_threads
 from model.errors import UserError
@@ -160,6 +160,13 @@ class _Curve:
         self.counted = 0
 
 
+def mlm_network(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> BertForMaskedLM:
+    """The job's from-scratch BERT with an MLM head, sized to the tokenizer (fresh weights)."""
+    net = BertForMaskedLM(scratch_config(model, len(tokenizer), tokenizer.pad_token_id))
+    net.config.architectures = ["BertForMaskedLM"]
+    return net
+
+
 def pretrain(
     cfg: TrialConfig, spec: PretrainConfig, splits: Splits | None = None, on_log: OnLog | None = None, progress=False
 ) -> Pretrained:
@@ -173,8 +180,7 @@ def pretrain(
     texts = splits.train.document.tolist()
     tokenizer = cached_wordpiece(texts, cfg.model.vocab_size)
     data = DeviceSplit(encode_cached(tokenizer, texts, splits.train.label, cfg.model.max_len), device)
-    net = BertForMaskedLM(scratch_config(cfg.model, len(tokenizer), tokenizer.pad_token_id)).to(device).train()
-    net.config.architectures = ["BertForMaskedLM"]
+    net = mlm_network(cfg.model, tokenizer).to(device).train()
 
     steps_per_epoch = math.ceil(len(data) / spec.batch_size)
     total = max(1, math.ceil(spec.epochs * steps_per_epoch))

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertForMaskedLM
 
 from model.config import PretrainConfig
 from model.data import load_splits
-from model.network import scratch_config
-from model.pretrain import aligned_rows, mask_tokens, mlm_step, pretrain, texts_sha256
+from model.pretrain import aligned_rows, mask_tokens, mlm_network, mlm_step, pretrain, texts_sha256
 from model.tokenizer import cached_wordpiece
 
 
@@ -55,7 +53,7 @@ def test_aligned_rows_pads_the_chosen_rows_to_the_grid_with_ignored_targets():
 
 def test_padding_the_output_rows_changes_neither_the_mlm_loss_nor_its_gradients(tiny_config):
     tokenizer = cached_wordpiece(load_splits(tiny_config.data).train.document.tolist(), 300)
-    net = BertForMaskedLM(scratch_config(tiny_config.model, len(tokenizer), tokenizer.pad_token_id))
+    net = mlm_network(tiny_config.model, tokenizer)
     net.eval()  # no dropout: the two passes must see the same network
     ids = torch.randint(len(tokenizer.all_special_ids), len(tokenizer), (8, 24))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
