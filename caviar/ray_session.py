@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 from caviar.spec import JobSpec
@@ -25,6 +26,9 @@ def start_ray(address: str | None) -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     # each report saves a checkpoint, so Ray snapshots often: by design here, not a bottleneck to warn of
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # PBT runs without actor reuse on purpose (schedulers.reuse_actors); Ray's advice to turn it on
+    # would send a user toward the stall that choice avoids
+    warnings.filterwarnings("ignore", message="Consider boosting PBT performance", category=UserWarning)
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True, "configure_logging": True}
     if address:
         ray.init(address=address, **kwargs)

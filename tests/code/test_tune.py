@@ -274,8 +274,10 @@ def wait_for_finished_trial(experiment: Path, timeout: float) -> set[str]:
 )
 def test_every_scheduler_and_search_completes(tmp_path, spec):
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), **{**TUNE, "num_samples": 4, **spec})
-    summary = summary_of(run_caviar("tune", job, "--name", "s", "--json"))
+    proc = run_caviar("tune", job, "--name", "s", "--json")
+    summary = summary_of(proc)
     assert len(summary["trials"]) == 4
+    assert "Consider boosting PBT" not in proc.stderr  # advice against the choice schedulers.reuse_actors made
     # synchronous HyperBand leaves the trials it stopped PAUSED; nothing may have errored
     assert {t["status"] for t in summary["trials"]} <= {"TERMINATED", "PAUSED"}
     assert summary["best_val_accuracy"] > 0.5
