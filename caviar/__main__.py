@@ -1,5 +1,5 @@
 """`python -m caviar ...` is `caviar ...`; cluster jobs use it so the uploaded code is what runs."""
 
-from caviar.cli import main
+from caviar.cli import entry
 
-main()
+entry()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from caviar.allocator import restart_on_jemalloc
 from caviar.jobfile import SET_HELP
 from caviar.storage import timestamped
 from model.config import check_safe_name
@@ -302,6 +303,12 @@ def _setup_logging() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+
+
+def entry() -> None:
+    """The `caviar` command (and `python -m caviar`): on jemalloc where it is installed, then `main`."""
+    restart_on_jemalloc()
+    main()
 
 
 def main() -> None:

@@ -1,0 +1,74 @@
+"""The `caviar` command restarts itself once on jemalloc where it is installed, and never where it is
+switched off, missing, or already loaded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from caviar.allocator import MALLOC_CONF, find_jemalloc, jemalloc_env
+
+# a small library every glibc system has and Python never loads: stands in for jemalloc where the
+# test checks the restart itself, so it runs on machines without jemalloc too
+STAND_IN = next(
+    (p for p in ("/lib/x86_64-linux-gnu/libutil.so.1", "/usr/lib64/libutil.so.1") if Path(p).is_file()), None
+)
+
+
+@pytest.fixture
+def library(tmp_path) -> str:
+    path = tmp_path / "libjemalloc.so.2"
+    path.write_bytes(b"")
+    return str(path)
+
+
+def test_the_environment_preloads_jemalloc_with_purging_off(library):
+    env = jemalloc_env({"CAVIAR_JEMALLOC": library, "PATH": "/bin"})
+    assert env == {"CAVIAR_JEMALLOC": library, "PATH": "/bin", "LD_PRELOAD": library, "MALLOC_CONF": MALLOC_CONF}
+
+
+def test_a_users_preload_and_malloc_conf_are_kept(library):
+    env = jemalloc_env({"CAVIAR_JEMALLOC": library, "LD_PRELOAD": "/x/libfoo.so", "MALLOC_CONF": "narenas:4"})
+    assert env["LD_PRELOAD"] == f"/x/libfoo.so {library}"
+    assert env["MALLOC_CONF"] == "narenas:4"
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"CAVIAR_JEMALLOC": "{lib}", "CAVIAR_ALLOCATOR": "system"},  # the user's opt-out
+        {"CAVIAR_JEMALLOC": "{lib}", "LD_PRELOAD": "{lib}"},  # already restarted: never a second time
+        {"CAVIAR_JEMALLOC": "/nowhere/libjemalloc.so.2"},  # named but missing
+    ],
+    ids=["opted-out", "already-preloaded", "missing"],
+)
+def test_no_restart_where_it_is_off_or_done_or_impossible(library, environ):
+    assert jemalloc_env({k: v.format(lib=library) for k, v in environ.items()}) is None
+
+
+def loaded_after_restart(env: dict) -> str:
+    code = (
+        "from caviar.allocator import restart_on_jemalloc; restart_on_jemalloc(); import os, pathlib; "
+        "maps = pathlib.Path('/proc/self/maps').read_text(); "
+        "print(os.environ.get('MALLOC_CONF'), 'libutil' in maps, 'libjemalloc' in maps)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.skipif(STAND_IN is None, reason="no libutil.so.1 to stand in for jemalloc")
+def test_the_process_restarts_with_the_library_loaded():
+    base = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
+    assert loaded_after_restart({**base, "CAVIAR_JEMALLOC": STAND_IN}) == f"{MALLOC_CONF} True False"
+    assert (
+        loaded_after_restart({**base, "CAVIAR_JEMALLOC": STAND_IN, "CAVIAR_ALLOCATOR": "system"}) == "None False False"
+    )
+
+
+@pytest.mark.skipif(find_jemalloc() is None, reason="jemalloc is not installed here")
+def test_the_restart_loads_the_installed_jemalloc():
+    assert loaded_after_restart({"PATH": "/usr/bin:/bin", "HOME": str(Path.home())}).endswith("True")
