@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from caviar.allocator import loaded_allocator
 from model.atomic import write_json_atomically
 
 RESULTS = Path(__file__).parent / "results"
@@ -42,6 +43,7 @@ def machine() -> dict:
     return {
         "cpu": cpu_model(),
         "cpus": len(os.sched_getaffinity(0)),
+        "allocator": loaded_allocator(),  # glibc's malloc or jemalloc (caviar.allocator): it moves speed
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
