@@ -7,8 +7,9 @@ jemalloc with page purging off reuses the pieces: flat at 2.8 GiB, 1.42x the exa
 run (bench/allocator.py measures it again). The allocator is fixed when a process starts, so the
 CLI re-executes itself once with jemalloc preloaded; Ray's daemons and trial workers inherit that.
 
-CAVIAR_ALLOCATOR=system keeps glibc; CAVIAR_JEMALLOC=/path/libjemalloc.so.2 names a library
-elsewhere. Install it with `apt install libjemalloc2` (Debian/Ubuntu) or `dnf install jemalloc`.
+CAVIAR_ALLOCATOR=system keeps glibc (as does an allocator the user already preloads);
+CAVIAR_JEMALLOC=/path/libjemalloc.so.2 names a library elsewhere. Install jemalloc with
+`apt install libjemalloc2` (Debian/Ubuntu) or `dnf install jemalloc`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ import os
 import sys
 from pathlib import Path
 
+from model.errors import UserError
+
 # purging returns freed pages to the OS, only for the next step to fault them back in: off (-1)
 MALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+CHOICES = ("jemalloc", "system")
 SEARCHED = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
     "/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -32,18 +36,23 @@ SEARCHED = (
 def find_jemalloc(environ=os.environ) -> str | None:
     named = environ.get("CAVIAR_JEMALLOC")
     if named:
-        return named if Path(named).is_file() else None
+        if not Path(named).is_file():
+            raise UserError(f"CAVIAR_JEMALLOC={named}: no such file")
+        return named
     return next((path for path in SEARCHED if Path(path).is_file()), None)
 
 
 def jemalloc_env(environ=os.environ) -> dict[str, str] | None:
-    """The environment a process needs to start on jemalloc, or None where it is off, missing, or
-    already preloaded (so a re-executed process never re-executes again)."""
-    if environ.get("CAVIAR_ALLOCATOR", "jemalloc") == "system" or sys.platform != "linux":
+    """The environment a process needs to start on jemalloc, or None where it is off, missing, already
+    preloaded (so a restarted process never restarts again), or another allocator is preloaded."""
+    choice = environ.get("CAVIAR_ALLOCATOR", "jemalloc")
+    if choice not in CHOICES:
+        raise UserError(f"CAVIAR_ALLOCATOR={choice}: use one of {', '.join(CHOICES)}")
+    if choice == "system" or sys.platform != "linux":
         return None
     library = find_jemalloc(environ)
     preloaded = environ.get("LD_PRELOAD", "").split()
-    if library is None or library in preloaded:
+    if library is None or library in preloaded or any("malloc" in Path(p).name for p in preloaded):
         return None
     return {
         **environ,

@@ -307,14 +307,22 @@ def _setup_logging() -> None:
 
 def entry() -> None:
     """The `caviar` command (and `python -m caviar`): on jemalloc where it is installed, then `main`."""
-    restart_on_jemalloc()
+    with _user_errors():
+        restart_on_jemalloc()
     main()
 
 
 def main() -> None:
     _setup_logging()
-    try:
+    with _user_errors():
         app()
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """A user's mistake is one line on stderr and exit 2, never a traceback."""
+    try:
+        yield
     except UserError as err:
         typer.echo(f"caviar: error: {err}", err=True)
         sys.exit(2)

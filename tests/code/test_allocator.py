@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from caviar import allocator
 from caviar.allocator import MALLOC_CONF, find_jemalloc, jemalloc_env
 
 # a small library every glibc system has and Python never loads: stands in for jemalloc where the
@@ -41,12 +42,37 @@ def test_a_users_preload_and_malloc_conf_are_kept(library):
     [
         {"CAVIAR_JEMALLOC": "{lib}", "CAVIAR_ALLOCATOR": "system"},  # the user's opt-out
         {"CAVIAR_JEMALLOC": "{lib}", "LD_PRELOAD": "{lib}"},  # already restarted: never a second time
-        {"CAVIAR_JEMALLOC": "/nowhere/libjemalloc.so.2"},  # named but missing
+        {"CAVIAR_JEMALLOC": "{lib}", "LD_PRELOAD": "/opt/libtcmalloc.so.4"},  # the user's own allocator
     ],
-    ids=["opted-out", "already-preloaded", "missing"],
+    ids=["opted-out", "already-preloaded", "users-allocator"],
 )
 def test_no_restart_where_it_is_off_or_done_or_impossible(library, environ):
     assert jemalloc_env({k: v.format(lib=library) for k, v in environ.items()}) is None
+
+
+def test_no_restart_where_jemalloc_is_not_installed(monkeypatch):
+    monkeypatch.setattr(allocator, "SEARCHED", ("/nowhere/libjemalloc.so.2",))
+    assert jemalloc_env({"PATH": "/bin"}) is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CAVIAR_ALLOCATOR": "glibc"}, "CAVIAR_ALLOCATOR=glibc: use one of jemalloc, system"),
+        ({"CAVIAR_JEMALLOC": "/nowhere/libjemalloc.so.2"}, "CAVIAR_JEMALLOC=/nowhere/libjemalloc.so.2: no such file"),
+    ],
+    ids=["unknown-choice", "named-but-missing"],
+)
+def test_a_wrong_setting_is_one_line_and_exit_2(environ, message):
+    proc = subprocess.run(
+        [sys.executable, "-m", "caviar", "--help"],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"caviar: error: {message}"
 
 
 def loaded_after_restart(env: dict) -> str:
