@@ -21,9 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.common import model_shape, peak_rss_gb, write_result
+from bench.common import model_shape, peak_rss_gb, rss_gb, write_result
 from caviar.allocator import find_jemalloc, jemalloc_env, loaded_allocator
 
+JOB = Path("tune_jobs/nsmc_pretrained.yaml")
 LOG_EVERY = 50
 PRELOAD_KEYS = ("LD_PRELOAD", "MALLOC_CONF")
 
@@ -51,27 +52,23 @@ def child(steps: int) -> None:
     from model.pretrain import pretrain
 
     threads = f"train.num_threads={available_cpus()}"  # all CPUs, as stage 0 runs
-    job = load_job(Path("tune_jobs/nsmc_pretrained.yaml"), ["train.device=cpu", threads])
+    job = load_job(JOB, ["train.device=cpu", threads])
     cfg = job.trial_config()
     spec = job.pretrain.model_copy(update={"max_steps": steps, "log_every": min(LOG_EVERY, steps)})
     splits = load_splits(cfg.data)
     curve = []
-    before = rss_gib()
-    out = pretrain(cfg, spec, splits, on_log=lambda point: curve.append((point["step"], round(rss_gib(), 3))))
+    before = rss_gb()
+    out = pretrain(cfg, spec, splits, on_log=lambda point: curve.append((point["step"], round(rss_gb(), 3))))
     record = {
         "allocator": loaded_allocator(),
         "examples_per_s": out.examples_per_s,
         "mlm_loss": out.mlm_loss,
         "rss_before_gib": before,
-        "rss_end_gib": rss_gib(),
+        "rss_end_gib": rss_gb(),
         "peak_rss_gib": peak_rss_gb(),
         "rss_by_step_gib": curve,
     }
     print(json.dumps(record))
-
-
-def rss_gib() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
 
 
 def run_child(steps: int, env: dict[str, str]) -> dict:
@@ -124,7 +121,7 @@ def main() -> None:
         return
     from caviar.jobfile import load_job
 
-    figures["model"] = model_shape(load_job(Path("tune_jobs/nsmc_pretrained.yaml"), []).model)
+    figures["model"] = model_shape(load_job(JOB, []).model)
     write_result("allocator", figures)
 
 

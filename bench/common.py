@@ -28,6 +28,11 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
+def rss_gb() -> float:
+    """Resident memory of this process now (GiB), from /proc/self/statm's page count."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+
+
 def cpu_model() -> str | None:
     """The CPU's name, so a figure can be traced to the hardware that produced it (sessions move between machines)."""
     try:
