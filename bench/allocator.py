@@ -1,14 +1,16 @@
 """Speed and resident memory of stage 0 (MLM pretraining) on glibc's malloc and on jemalloc.
 
-To run: NSMC_DIR=../shared/data/nsmc python -m bench.allocator [--steps 500] [--rounds 2]
+To run: NSMC_DIR=../shared/data/nsmc python -m bench.allocator [--steps 3000] [--rounds 2] [--set model.layers=4]
 
 A pretraining step allocates tensors of a different size every time (batch widths and masked-row
 counts vary); glibc's malloc keeps the freed pieces in fragmented heaps, so the process grows and
-each step slows. caviar.allocator restarts the `caviar` command on jemalloc with purging off. Each
-variant runs the job's stage 0 (tune_jobs/nsmc_pretrained.yaml, all CPUs) for the same steps in a
-fresh process, since an allocator is chosen at process start; rounds alternate the order. Speed is
-each variant's examples/s over glibc's in the same round (the machine drifts between rounds more
-than between neighbours). Needs jemalloc installed (`apt install libjemalloc2`).
+each step slows. caviar.allocator restarts the `caviar` command on jemalloc with the MALLOC_CONF
+it names. Each variant runs the job's stage 0 (tune_jobs/nsmc_pretrained.yaml, all CPUs, with the
+--set overrides) for the same steps in a fresh process, since an allocator is chosen at process
+start; rounds alternate the order. Speed is each variant's examples/s over glibc's in the same
+round (the machine drifts between rounds more than between neighbours). jemalloc with purging off
+stayed flat for 700-2,000 4-layer steps and then grew without end: run 3,000 steps to see it. Needs
+jemalloc installed (`apt install libjemalloc2`).
 """
 
 from __future__ import annotations
@@ -19,32 +21,51 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bench.common import model_shape, peak_rss_gb, rss_gb, write_result
-from caviar.allocator import find_jemalloc, jemalloc_env, loaded_allocator
+from caviar.allocator import MALLOC_CONF, find_jemalloc, loaded_allocator
 
 JOB = Path("tune_jobs/nsmc_pretrained.yaml")
 LOG_EVERY = 50
-PRELOAD_KEYS = ("LD_PRELOAD", "MALLOC_CONF")
+PRELOAD_KEYS = ("LD_PRELOAD", "MALLOC_CONF", "CAVIAR_ALLOCATOR")
+# MALLOC_CONF per jemalloc variant; None: jemalloc's own defaults
+JEMALLOC_VARIANTS = {
+    "jemalloc_defaults": None,
+    "jemalloc_purging_off": "dirty_decay_ms:-1,muzzy_decay_ms:-1",  # caviar's choice until it grew without end
+    "jemalloc_as_caviar_runs_it": MALLOC_CONF,
+}
 
 
-def variants() -> dict[str, dict[str, str]]:
-    """Environment per variant: glibc, jemalloc with its own defaults, and jemalloc as caviar runs it."""
+def variants(chosen: list[str]) -> dict[str, dict[str, str]]:
+    """Environment per chosen variant: glibc, or jemalloc with one MALLOC_CONF."""
     library = find_jemalloc()
     if library is None:
         raise SystemExit(
             "bench.allocator: jemalloc is not installed (apt install libjemalloc2, or set CAVIAR_JEMALLOC)"
         )
     clean = {k: v for k, v in os.environ.items() if k not in PRELOAD_KEYS}
-    return {
-        "glibc": clean,
-        "jemalloc_defaults": {**clean, "LD_PRELOAD": library},
-        "jemalloc_as_caviar_runs_it": jemalloc_env(clean),
-    }
+    envs = {"glibc": clean}
+    for name, conf in JEMALLOC_VARIANTS.items():
+        envs[name] = {**clean, "LD_PRELOAD": library, **({"MALLOC_CONF": conf} if conf else {})}
+    return {name: envs[name] for name in chosen}
 
 
-def child(steps: int) -> None:
+def chosen_variants(text: str) -> list[str]:
+    chosen = text.split(",")
+    if chosen[0] != "glibc" or not set(chosen) <= {"glibc", *JEMALLOC_VARIANTS}:
+        names = ", ".join(JEMALLOC_VARIANTS)
+        raise SystemExit(f"bench.allocator: --variants {text}: glibc first (the yardstick), then any of {names}")
+    return chosen
+
+
+class OverCap(Exception):
+    """Resident memory passed --rss-cap-gib: the run stops there, so that a variant that grows
+    without end is measured up to that point instead of taking the machine down with it."""
+
+
+def child(steps: int, overrides: list[str], cap_gib: float) -> None:
     """One pretraining run; prints one JSON line with its speed and memory."""
     from caviar.jobfile import load_job
     from model.data import load_splits
@@ -52,76 +73,117 @@ def child(steps: int) -> None:
     from model.pretrain import pretrain
 
     threads = f"train.num_threads={available_cpus()}"  # all CPUs, as stage 0 runs
-    job = load_job(JOB, ["train.device=cpu", threads])
+    job = load_job(JOB, ["train.device=cpu", threads, *overrides])
     cfg = job.trial_config()
     spec = job.pretrain.model_copy(update={"max_steps": steps, "log_every": min(LOG_EVERY, steps)})
     splits = load_splits(cfg.data)
-    curve = []
+    curve, started = [], time.perf_counter()
+
+    def on_log(point: dict) -> None:
+        rss = rss_gb()
+        curve.append((point["step"], round(rss, 3), round(time.perf_counter() - started, 2)))
+        if rss > cap_gib:
+            raise OverCap
+
     before = rss_gb()
-    out = pretrain(cfg, spec, splits, on_log=lambda point: curve.append((point["step"], round(rss_gb(), 3))))
+    try:
+        out, stopped = pretrain(cfg, spec, splits, on_log=on_log), None
+    except OverCap:
+        out, stopped = None, curve[-1][0]
     record = {
         "allocator": loaded_allocator(),
-        "examples_per_s": out.examples_per_s,
-        "mlm_loss": out.mlm_loss,
+        "examples_per_s": out.examples_per_s if out else None,
+        "mlm_loss": out.mlm_loss if out else None,
+        "stopped_over_cap_at_step": stopped,
         "rss_before_gib": before,
         "rss_end_gib": rss_gb(),
         "peak_rss_gib": peak_rss_gb(),
-        "rss_by_step_gib": curve,
+        "rss_by_step_gib": [(step, rss) for step, rss, _ in curve],
+        "seconds_by_step": [(step, seconds) for step, _, seconds in curve],
     }
     print(json.dumps(record))
 
 
-def run_child(steps: int, env: dict[str, str]) -> dict:
-    cmd = [sys.executable, "-m", "bench.allocator", "--child", "--steps", str(steps)]
+def run_child(steps: int, overrides: list[str], cap_gib: float, env: dict[str, str]) -> dict:
+    cmd = [sys.executable, "-m", "bench.allocator", "--child", "--steps", str(steps), "--rss-cap-gib", str(cap_gib)]
+    cmd += [arg for override in overrides for arg in ("--set", override)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"bench.allocator: a run failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def speed_vs(run: dict, yardstick: dict) -> float | None:
+    """The yardstick's seconds over `run`'s between the first logged step and the last one `run`
+    reached: the same steps for both, also when `run` stopped at the memory cap (None: it stopped
+    at its first logged step, or the yardstick did before that step)."""
+    first, last = run["seconds_by_step"][0], run["seconds_by_step"][-1]
+    if last[0] == first[0] or yardstick["stopped_over_cap_at_step"]:
+        return None
+    theirs = dict(yardstick["seconds_by_step"])
+    return (theirs[last[0]] - theirs[first[0]]) / (last[1] - first[1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=500, help="pretraining steps per run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of every variant")
+    parser.add_argument("--set", action="append", default=[], help="override a job value, e.g. model.layers=4")
+    parser.add_argument(
+        "--variants",
+        default=",".join(["glibc", *JEMALLOC_VARIANTS]),
+        help="comma-separated, glibc first (the yardstick)",
+    )
+    parser.add_argument("--rss-cap-gib", type=float, default=12.0, help="stop a run whose memory passes this")
     parser.add_argument("--smoke", action="store_true", help="a few steps, not written to bench/results")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.steps)
+        return child(args.steps, args.set, args.rss_cap_gib)
     if args.smoke:
-        args.rounds, args.steps = 1, 4
-    envs = variants()
-    run_child(2, envs["glibc"])  # tokenizer and encoded split into the cache: no variant pays for them
+        args.rounds, args.steps = 1, 100
+    envs = variants(chosen_variants(args.variants))
+    run_child(2, args.set, args.rss_cap_gib, envs["glibc"])  # tokenizer and encoded split cached: no variant pays
     runs = {name: [] for name in envs}
     for r in range(args.rounds):
         for name in envs if r % 2 == 0 else list(envs)[::-1]:
-            runs[name].append(run_child(args.steps, envs[name]))
+            runs[name].append(run_child(args.steps, args.set, args.rss_cap_gib, envs[name]))
             last = runs[name][-1]
+            stopped = last["stopped_over_cap_at_step"]
             print(
-                f"round {r + 1}/{args.rounds} {name} (on {last['allocator']}): {last['examples_per_s']:.0f} ex/s, peak "
-                f"{last['peak_rss_gib']:.2f} GiB, end {last['rss_end_gib']:.2f} GiB",
+                f"round {r + 1}/{args.rounds} {name} (on {last['allocator']}): peak {last['peak_rss_gib']:.2f} GiB, "
+                + (f"stopped over {args.rss_cap_gib} GiB at step {stopped}" if stopped else "all steps run"),
                 flush=True,
             )
-    figures = {"steps": args.steps, "rounds": args.rounds, "variants": {}}
+    figures = {
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "set": args.set,
+        "rss_cap_gib": args.rss_cap_gib,
+        "caviar_runs": MALLOC_CONF,
+        "variants": {},
+    }
     for name, done in runs.items():
-        ratios = [v["examples_per_s"] / g["examples_per_s"] for v, g in zip(done, runs["glibc"], strict=True)]
+        ratios = [speed_vs(v, g) for v, g in zip(done, runs["glibc"], strict=True)]
+        measured = [r for r in ratios if r is not None]
         figures["variants"][name] = {
             "env": {k: Path(v).name if k == "LD_PRELOAD" else v for k, v in envs[name].items() if k in PRELOAD_KEYS},
             "peak_rss_gib": max(v["peak_rss_gib"] for v in done),
-            "speed_vs_glibc": statistics.median(ratios),
+            "speed_vs_glibc": statistics.median(measured) if measured else None,
             "speed_vs_glibc_by_round": ratios,
             "runs": done,
         }
         print(
-            f"{name}: peak {figures['variants'][name]['peak_rss_gib']:.2f} GiB, examples/s "
-            f"{statistics.median(ratios):.3f} of glibc's (median of {len(ratios)} rounds)"
+            f"{name}: peak {figures['variants'][name]['peak_rss_gib']:.2f} GiB, speed "
+            + (f"{statistics.median(measured):.3f}" if measured else "not comparable")
+            + f" of glibc's over the same steps (median of {len(measured)} rounds)"
         )
     if args.smoke:
         print("smoke run: figures not written")
         return
     from caviar.jobfile import load_job
 
-    figures["model"] = model_shape(load_job(JOB, []).model)
+    figures["model"] = model_shape(load_job(JOB, args.set).model)
     write_result("allocator", figures)
 
 

@@ -1,11 +1,16 @@
-"""Run caviar's processes on jemalloc where it is installed, since glibc's malloc slows training down.
+"""Run caviar's processes on jemalloc where it is installed: on glibc's malloc a long run keeps growing.
 
 Every training step allocates tensors of new sizes (batch widths and masked-row counts vary), and
 glibc's malloc keeps the freed pieces in ever more fragmented heaps: over 1,500 pretraining steps
 the process grew from 0.5 to 4.8 GiB and each 250 steps took 46 s at first, 58-59 s by the end.
-jemalloc with page purging off reuses the pieces: flat at 2.8 GiB, 1.42x the examples/s in that
-run (bench/allocator.py measures it again). The allocator is fixed when a process starts, so the
-CLI re-executes itself once with jemalloc preloaded; Ray's daemons and trial workers inherit that.
+jemalloc reuses the pieces. It must still hand back pages it has not touched for a while: with
+purging off entirely, 4-layer stage 0 held flat (for 700 steps in one run, 2,000 in another) and
+then grew without end, and in a full route it filled the machine's 24 GiB within 17 minutes. So a
+background thread returns pages idle for 10 s, and large blocks stay in the ordinary arenas,
+where that applies, not in jemalloc's own arena for them, which purges each block as it is freed
+(bench/allocator.py: 1.3-1.7 GiB against glibc's 6.8 over 3,000 steps, at about glibc's speed).
+The allocator is fixed when a process starts, so the CLI re-executes itself once with jemalloc
+preloaded; Ray's daemons and trial workers inherit that.
 
 CAVIAR_ALLOCATOR=system keeps glibc (as does an allocator the user already preloads);
 CAVIAR_JEMALLOC=/path/libjemalloc.so.2 names a library elsewhere. Install jemalloc with
@@ -20,8 +25,9 @@ from pathlib import Path
 
 from model.errors import UserError
 
-# purging returns freed pages to the OS, only for the next step to fault them back in: off (-1)
-MALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1"
+# pages idle for 10 s go back to the OS from a background thread (never in a training step's path);
+# oversize_threshold:0 keeps large blocks out of the arena that purges each one as it is freed
+MALLOC_CONF = "background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:0,oversize_threshold:0"
 CHOICES = ("jemalloc", "system")
 SEARCHED = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
