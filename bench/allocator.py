@@ -7,8 +7,8 @@ counts vary); glibc's malloc keeps the freed pieces in fragmented heaps, so the 
 each step slows. caviar.allocator restarts the `caviar` command on jemalloc with the MALLOC_CONF
 it names. Each variant runs the job's stage 0 (tune_jobs/nsmc_pretrained.yaml, all CPUs, with the
 --set overrides) for the same steps in a fresh process, since an allocator is chosen at process
-start; rounds alternate the order. Speed is each variant's examples/s over glibc's in the same
-round (the machine drifts between rounds more than between neighbours). jemalloc with purging off
+start; rounds alternate the order. Speed is glibc's seconds over the variant's across the same
+steps in the same round (the machine drifts between rounds more than between neighbours). jemalloc with purging off
 stayed flat for 700-2,000 4-layer steps and then grew without end: run 3,000 steps to see it. Needs
 jemalloc installed (`apt install libjemalloc2`).
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench.common import model_shape, peak_rss_gb, rss_gb, write_result
 from caviar.allocator import MALLOC_CONF, find_jemalloc, loaded_allocator
+from model.errors import UserError
 
 JOB = Path("tune_jobs/nsmc_pretrained.yaml")
 LOG_EVERY = 50
@@ -116,7 +117,7 @@ def run_child(steps: int, overrides: list[str], cap_gib: float, env: dict[str, s
 def speed_vs(run: dict, yardstick: dict) -> float | None:
     """The yardstick's seconds over `run`'s between the first logged step and the last one `run`
     reached: the same steps for both, also when `run` stopped at the memory cap (None: it stopped
-    at its first logged step, or the yardstick did before that step)."""
+    at its first logged step, or the yardstick itself stopped at the cap)."""
     first, last = run["seconds_by_step"][0], run["seconds_by_step"][-1]
     if last[0] == first[0] or yardstick["stopped_over_cap_at_step"]:
         return None
@@ -142,6 +143,9 @@ def main() -> None:
         return child(args.steps, args.set, args.rss_cap_gib)
     if args.smoke:
         args.rounds, args.steps = 1, 100
+    from caviar.jobfile import load_job
+
+    shape = model_shape(load_job(JOB, args.set).model)  # a wrong --set: one line now, not in a child's traceback
     envs = variants(chosen_variants(args.variants))
     run_child(2, args.set, args.rss_cap_gib, envs["glibc"])  # tokenizer and encoded split cached: no variant pays
     runs = {name: [] for name in envs}
@@ -181,11 +185,13 @@ def main() -> None:
     if args.smoke:
         print("smoke run: figures not written")
         return
-    from caviar.jobfile import load_job
-
-    figures["model"] = model_shape(load_job(JOB, args.set).model)
+    figures["model"] = shape
     write_result("allocator", figures)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:  # a user's mistake: one line, exit 2, as caviar's CLI does
+        print(f"bench.allocator: error: {err}", file=sys.stderr)
+        sys.exit(2)
