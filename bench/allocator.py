@@ -24,9 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import model_shape, peak_rss_gb, rss_gb, write_result
+from bench.common import model_shape, peak_rss_gb, rss_gb, run_main, write_result
 from caviar.allocator import MALLOC_CONF, find_jemalloc, loaded_allocator
-from model.errors import UserError
 
 JOB = Path("tune_jobs/nsmc_pretrained.yaml")
 LOG_EVERY = 50
@@ -190,8 +189,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as err:  # a user's mistake: one line, exit 2, as caviar's CLI does
-        print(f"bench.allocator: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, "bench.allocator")

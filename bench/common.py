@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch
 
 from caviar.allocator import loaded_allocator
 from model.atomic import write_json_atomically
+from model.errors import UserError
 
 RESULTS = Path(__file__).parent / "results"
 PROJECT = Path(__file__).resolve().parents[1]
@@ -85,3 +87,13 @@ def timed_ray_start() -> float:
     started = time.perf_counter()
     start_ray(None)
     return time.perf_counter() - started
+
+
+def run_main(main, name: str) -> None:
+    """Run a benchmark's main: a user's mistake (UserError) is one line on stderr and exit 2, as
+    caviar's CLI does, never a traceback."""
+    try:
+        main()
+    except UserError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from bench.common import project_path, write_result
+from bench.common import project_path, run_main, write_result
 from caviar.allocator import restart_on_jemalloc
 from caviar.experiment import OUTCOME_FILE, PRETRAIN_FILE, load_job_of, load_trials
 from caviar.jobfile import load_job
@@ -169,8 +168,4 @@ def ensemble_of_kept(experiment: Path, metric: str, mode: str, reviews) -> dict:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UserError as err:  # a user's mistake: one line, exit 2, as caviar's CLI does
-        print(f"bench.quality: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main, "bench.quality")
