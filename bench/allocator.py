@@ -5,12 +5,15 @@ To run: NSMC_DIR=../shared/data/nsmc python -m bench.allocator [--steps 3000] [-
 A pretraining step allocates tensors of a different size every time (batch widths and masked-row
 counts vary); glibc's malloc keeps the freed pieces in fragmented heaps, so the process grows and
 each step slows. caviar.allocator restarts the `caviar` command on jemalloc with the MALLOC_CONF
-it names. Each variant runs the job's stage 0 (tune_jobs/nsmc_pretrained.yaml, all CPUs, with the
---set overrides) for the same steps in a fresh process, since an allocator is chosen at process
-start; rounds alternate the order. Speed is glibc's seconds over the variant's across the same
-steps in the same round (the machine drifts between rounds more than between neighbours). jemalloc with purging off
-stayed flat for 700-2,000 4-layer steps and then grew without end: run 3,000 steps to see it. Needs
-jemalloc installed (`apt install libjemalloc2`).
+it names, and each process that trains returns its idle pages on a timer (purge_on_a_timer). The
+variants: glibc (the yardstick), jemalloc's defaults, purging off, decay only (caviar's MALLOC_CONF
+without the timer) and jemalloc as caviar runs it (with the timer). Each runs the job's stage 0
+(tune_jobs/nsmc_pretrained.yaml, all CPUs, with the --set overrides) for the same steps in a fresh
+process, since an allocator is chosen at process start; rounds alternate the order. Speed is
+glibc's seconds over the variant's across the same steps in the same round (the machine drifts
+between rounds more than between neighbours). jemalloc with purging off stayed flat for 700-2,000
+4-layer steps and then grew without end: run 3,000 steps to see it. Needs jemalloc installed
+(`apt install libjemalloc2`).
 """
 
 from __future__ import annotations
@@ -23,19 +26,31 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.common import model_shape, peak_rss_gb, rss_gb, run_main, write_result
-from caviar.allocator import MALLOC_CONF, find_jemalloc, loaded_allocator
+from caviar.allocator import MALLOC_CONF, PURGE_EVERY_S, find_jemalloc, loaded_allocator, purge_on_a_timer
 
 JOB = Path("tune_jobs/nsmc_pretrained.yaml")
 LOG_EVERY = 50
 PRELOAD_KEYS = ("LD_PRELOAD", "MALLOC_CONF", "CAVIAR_ALLOCATOR")
-# MALLOC_CONF per jemalloc variant; None: jemalloc's own defaults
+
+
+class Jemalloc(NamedTuple):
+    conf: str | None  # MALLOC_CONF; None: jemalloc's own defaults
+    timer: bool = False  # the run calls purge_on_a_timer, as caviar's training processes do
+
+
 JEMALLOC_VARIANTS = {
-    "jemalloc_defaults": None,
-    "jemalloc_purging_off": "dirty_decay_ms:-1,muzzy_decay_ms:-1",  # caviar's choice until it grew without end
-    "jemalloc_as_caviar_runs_it": MALLOC_CONF,
+    "jemalloc_defaults": Jemalloc(None),
+    "jemalloc_purging_off": Jemalloc("dirty_decay_ms:-1,muzzy_decay_ms:-1"),  # grew without end
+    "jemalloc_decay_only": Jemalloc(MALLOC_CONF),  # caviar's setting before the timer
+    "jemalloc_as_caviar_runs_it": Jemalloc(MALLOC_CONF, timer=True),
 }
+
+
+def timed(name: str) -> bool:
+    return name in JEMALLOC_VARIANTS and JEMALLOC_VARIANTS[name].timer
 
 
 def variants(chosen: list[str]) -> dict[str, dict[str, str]]:
@@ -47,8 +62,8 @@ def variants(chosen: list[str]) -> dict[str, dict[str, str]]:
         )
     clean = {k: v for k, v in os.environ.items() if k not in PRELOAD_KEYS}
     envs = {"glibc": clean}
-    for name, conf in JEMALLOC_VARIANTS.items():
-        envs[name] = {**clean, "LD_PRELOAD": library, **({"MALLOC_CONF": conf} if conf else {})}
+    for name, variant in JEMALLOC_VARIANTS.items():
+        envs[name] = {**clean, "LD_PRELOAD": library, **({"MALLOC_CONF": variant.conf} if variant.conf else {})}
     return {name: envs[name] for name in chosen}
 
 
@@ -65,8 +80,10 @@ class OverCap(Exception):
     without end is measured up to that point instead of taking the machine down with it."""
 
 
-def child(steps: int, overrides: list[str], cap_gib: float) -> None:
+def child(steps: int, overrides: list[str], cap_gib: float, timer: bool) -> None:
     """One pretraining run; prints one JSON line with its speed and memory."""
+    if timer:
+        purge_on_a_timer()
     from caviar.jobfile import load_job
     from model.data import load_splits
     from model.device import available_cpus
@@ -104,8 +121,9 @@ def child(steps: int, overrides: list[str], cap_gib: float) -> None:
     print(json.dumps(record))
 
 
-def run_child(steps: int, overrides: list[str], cap_gib: float, env: dict[str, str]) -> dict:
+def run_child(steps: int, overrides: list[str], cap_gib: float, env: dict[str, str], timer: bool = False) -> dict:
     cmd = [sys.executable, "-m", "bench.allocator", "--child", "--steps", str(steps), "--rss-cap-gib", str(cap_gib)]
+    cmd += ["--timer"] if timer else []
     cmd += [arg for override in overrides for arg in ("--set", override)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -137,9 +155,10 @@ def main() -> None:
     parser.add_argument("--rss-cap-gib", type=float, default=12.0, help="stop a run whose memory passes this")
     parser.add_argument("--smoke", action="store_true", help="a few steps, not written to bench/results")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--timer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.steps, args.set, args.rss_cap_gib)
+        return child(args.steps, args.set, args.rss_cap_gib, args.timer)
     if args.smoke:
         args.rounds, args.steps = 1, 100
     from caviar.jobfile import load_job
@@ -150,7 +169,7 @@ def main() -> None:
     runs = {name: [] for name in envs}
     for r in range(args.rounds):
         for name in envs if r % 2 == 0 else list(envs)[::-1]:
-            runs[name].append(run_child(args.steps, args.set, args.rss_cap_gib, envs[name]))
+            runs[name].append(run_child(args.steps, args.set, args.rss_cap_gib, envs[name], timed(name)))
             last = runs[name][-1]
             stopped = last["stopped_over_cap_at_step"]
             print(
@@ -164,6 +183,7 @@ def main() -> None:
         "set": args.set,
         "rss_cap_gib": args.rss_cap_gib,
         "caviar_runs": MALLOC_CONF,
+        "caviar_purges_every_s": PURGE_EVERY_S,
         "variants": {},
     }
     for name, done in runs.items():
@@ -171,6 +191,7 @@ def main() -> None:
         measured = [r for r in ratios if r is not None]
         figures["variants"][name] = {
             "env": {k: Path(v).name if k == "LD_PRELOAD" else v for k, v in envs[name].items() if k in PRELOAD_KEYS},
+            "purge_on_a_timer": timed(name),
             "peak_rss_gib": max(v["peak_rss_gib"] for v in done),
             "speed_vs_glibc": statistics.median(measured) if measured else None,
             "speed_vs_glibc_by_round": ratios,

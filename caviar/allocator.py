@@ -5,10 +5,17 @@ glibc's malloc keeps the freed pieces in ever more fragmented heaps: over 1,500 
 the process grew from 0.5 to 4.8 GiB and each 250 steps took 46 s at first, 58-59 s by the end.
 jemalloc reuses the pieces. It must still hand back pages it has not touched for a while: with
 purging off entirely, 4-layer stage 0 held flat (for 700 steps in one run, 2,000 in another) and
-then grew without end, and in a full route it filled the machine's 24 GiB within 17 minutes. So a
-background thread returns pages idle for 10 s, and large blocks stay in the ordinary arenas,
-where that applies, not in jemalloc's own arena for them, which purges each block as it is freed
-(bench/allocator.py: 1.3-1.7 GiB against glibc's 6.8 over 3,000 steps, at about glibc's speed).
+then grew without end, and in a full route it filled the machine's 24 GiB within 17 minutes.
+
+How it hands them back decides the speed. jemalloc's own decay (a background thread returning
+pages idle for 10 s, the MALLOC_CONF below) returns a few pages all the time, and a training step
+faults them back in: 4-layer stage 0 ran at 0.89x glibc's speed with it, against 1.17x with
+purging off. So every process that trains (`purge_on_a_timer`) turns decay off in its own arenas and
+returns all idle pages at once every 10 s: as fast as purging off, and as small as decay. Every
+other process (Ray's daemons, idle workers) keeps the decay. Large blocks stay in the ordinary
+arenas (oversize_threshold:0), not in jemalloc's own arena for them, which purges each block as it
+is freed. bench/allocator.py measures all of this.
+
 The allocator is fixed when a process starts, so the CLI re-executes itself once with jemalloc
 preloaded; Ray's daemons and trial workers inherit that.
 
@@ -19,15 +26,20 @@ CAVIAR_JEMALLOC=/path/libjemalloc.so.2 names a library elsewhere. Install jemall
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 from model.errors import UserError
 
-# pages idle for 10 s go back to the OS from a background thread (never in a training step's path);
-# oversize_threshold:0 keeps large blocks out of the arena that purges each one as it is freed
+# every process: pages idle for 10 s go back to the OS from a background thread; oversize_threshold:0
+# keeps large blocks out of the arena that purges each one as it is freed
 MALLOC_CONF = "background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:0,oversize_threshold:0"
+PURGE_EVERY_S = 10.0  # a process that trains returns all its idle pages at once this often
+ALL_ARENAS = 4096  # jemalloc's MALLCTL_ARENAS_ALL
 CHOICES = ("jemalloc", "system")
 SEARCHED = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -84,3 +96,41 @@ def loaded_allocator() -> str:
     except OSError:
         return "system"
     return "jemalloc" if "libjemalloc" in maps else "system"
+
+
+_purger: threading.Thread | None = None
+
+
+def purge_on_a_timer(every_s: float = PURGE_EVERY_S) -> threading.Thread | None:
+    """In a process on jemalloc: stop the decay purging in its arenas, and instead return every idle
+    page at once every `every_s` seconds from a daemon thread (the module docstring says why). Once
+    per process; returns the thread, or None where the process is not on jemalloc."""
+    global _purger
+    if _purger is None and loaded_allocator() == "jemalloc":
+        mallctl = ctypes.CDLL(None).mallctl
+        _stop_decay(mallctl)
+        _purger = threading.Thread(target=_purge_forever, args=(mallctl, every_s), name="jemalloc-purge", daemon=True)
+        _purger.start()
+    return _purger
+
+
+def _stop_decay(mallctl) -> None:
+    """dirty_decay_ms -1 in every arena now in use, and in those made later; an arena not yet made
+    refuses the first write, and the second covers it."""
+    never = ctypes.c_ssize_t(-1)
+    count, size = ctypes.c_uint(), ctypes.c_size_t(ctypes.sizeof(ctypes.c_uint))
+    _checked(mallctl(b"arenas.narenas", ctypes.byref(count), ctypes.byref(size), None, ctypes.c_size_t(0)))
+    for arena in range(count.value):
+        mallctl(f"arena.{arena}.dirty_decay_ms".encode(), None, None, ctypes.byref(never), ctypes.sizeof(never))
+    _checked(mallctl(b"arenas.dirty_decay_ms", None, None, ctypes.byref(never), ctypes.c_size_t(ctypes.sizeof(never))))
+
+
+def _purge_forever(mallctl, every_s: float) -> None:
+    while True:
+        time.sleep(every_s)
+        _checked(mallctl(f"arena.{ALL_ARENAS}.purge".encode(), None, None, None, ctypes.c_size_t(0)))
+
+
+def _checked(code: int) -> None:
+    if code != 0:
+        raise OSError(code, f"jemalloc mallctl: {os.strerror(code)}")

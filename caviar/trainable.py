@@ -14,6 +14,7 @@ from pathlib import Path
 import ray
 from ray import tune
 
+from caviar.allocator import purge_on_a_timer
 from caviar.space import trial_config
 from model.train import train
 
@@ -25,6 +26,7 @@ FAULT_ENV = "CAVIAR_INJECT_FAULT"
 def run_trial(config: dict, *, base: dict, splits, cpus: float, replay: frozenset[str] = frozenset()) -> None:
     """`replay`: trials whose resume checkpoint holds an evaluation the driver never recorded."""
     started = time.perf_counter()  # for `startup_s`: this trial's set-up until its first step
+    purge_on_a_timer()  # a trial's worker process returns idle pages as the `caviar` command does
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per report
     cfg = trial_config(base, config)
     if cfg.train.num_threads is None:
