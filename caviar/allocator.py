@@ -7,14 +7,14 @@ jemalloc reuses the pieces. It must still hand back pages it has not touched for
 purging off entirely, 4-layer stage 0 held flat (for 700 steps in one run, 2,000 in another) and
 then grew without end, and in a full route it filled the machine's 24 GiB within 17 minutes.
 
-How it hands them back decides the speed. jemalloc's own decay (a background thread returning
-pages idle for 10 s, the MALLOC_CONF below) returns a few pages all the time, and a training step
-faults them back in: 4-layer stage 0 ran at 0.89x glibc's speed with it, against 1.17x with
-purging off. So every process that trains (`purge_on_a_timer`) turns decay off in its own arenas and
-returns all idle pages at once every 10 s: as fast as purging off, and as small as decay. Every
-other process (Ray's daemons, idle workers) keeps the decay. Large blocks stay in the ordinary
-arenas (oversize_threshold:0), not in jemalloc's own arena for them, which purges each block as it
-is freed. bench/allocator.py measures all of this.
+How it hands them back decides the speed. jemalloc's own decay (a background thread returning pages
+idle for 10 s, the MALLOC_CONF below) returns a few pages all the time, and a training step faults
+them back in: 4-layer stage 0 ran at 0.85-0.89x glibc's speed with it, 1.17x with purging off, and
+1.18-1.19x with all idle pages returned at once every ~11 s. So every process that trains
+(`purge_on_a_timer`) turns decay off in its own arenas and returns all idle pages at once every 10
+s: as fast as purging off, and as small as decay. Every other process (Ray's daemons, idle workers)
+keeps the decay. Large blocks stay in the ordinary arenas (oversize_threshold:0), not in jemalloc's
+own arena for them, which purges each block as it is freed. bench/allocator.py measures all of this.
 
 The allocator is fixed when a process starts, so the CLI re-executes itself once with jemalloc
 preloaded; Ray's daemons and trial workers inherit that.

@@ -143,8 +143,8 @@ print(decay("arena.0.dirty_decay_ms"), decay("arenas.dirty_decay_ms"), round((he
 
 @pytest.mark.skipif(find_jemalloc() is None, reason="jemalloc is not installed here")
 def test_a_training_process_turns_decay_off_and_returns_all_idle_pages_on_a_timer():
-    """Decay returns a few pages all the time and the next step faults them back in (0.89x glibc's
-    speed against 1.17x without it); the timer returns them all at once. Within 1 s of the free, the
+    """Decay returns a few pages all the time and the next step faults them back in (0.85-0.89x glibc's
+    speed against 1.18-1.19x with the timer); the timer returns them all at once. Within 1 s of the free, the
     decay would have returned only a sliver of the 400 MiB."""
     env = {"PATH": "/usr/bin:/bin", "LD_PRELOAD": find_jemalloc(), "MALLOC_CONF": MALLOC_CONF}
     proc = subprocess.run([sys.executable, "-c", PURGE_PROBE], env=env, capture_output=True, text=True, timeout=60)
