@@ -39,7 +39,7 @@ from model.errors import UserError
 # keeps large blocks out of the arena that purges each one as it is freed
 MALLOC_CONF = "background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:0,oversize_threshold:0"
 PURGE_EVERY_S = 10.0  # a process that trains returns all its idle pages at once this often
-ALL_ARENAS = 4096  # jemalloc's MALLCTL_ARENAS_ALL
+PURGE_ALL_ARENAS = b"arena.4096.purge"  # 4096: jemalloc's MALLCTL_ARENAS_ALL
 CHOICES = ("jemalloc", "system")
 SEARCHED = (
     "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
@@ -117,18 +117,18 @@ def purge_on_a_timer(every_s: float = PURGE_EVERY_S) -> threading.Thread | None:
 def _stop_decay(mallctl) -> None:
     """dirty_decay_ms -1 in every arena now in use, and in those made later; an arena not yet made
     refuses the first write, and the second covers it."""
-    never = ctypes.c_ssize_t(-1)
+    never, never_size = ctypes.c_ssize_t(-1), ctypes.c_size_t(ctypes.sizeof(ctypes.c_ssize_t))
     count, size = ctypes.c_uint(), ctypes.c_size_t(ctypes.sizeof(ctypes.c_uint))
     _checked(mallctl(b"arenas.narenas", ctypes.byref(count), ctypes.byref(size), None, ctypes.c_size_t(0)))
     for arena in range(count.value):
-        mallctl(f"arena.{arena}.dirty_decay_ms".encode(), None, None, ctypes.byref(never), ctypes.sizeof(never))
-    _checked(mallctl(b"arenas.dirty_decay_ms", None, None, ctypes.byref(never), ctypes.c_size_t(ctypes.sizeof(never))))
+        mallctl(f"arena.{arena}.dirty_decay_ms".encode(), None, None, ctypes.byref(never), never_size)
+    _checked(mallctl(b"arenas.dirty_decay_ms", None, None, ctypes.byref(never), never_size))
 
 
 def _purge_forever(mallctl, every_s: float) -> None:
     while True:
         time.sleep(every_s)
-        _checked(mallctl(f"arena.{ALL_ARENAS}.purge".encode(), None, None, None, ctypes.c_size_t(0)))
+        _checked(mallctl(PURGE_ALL_ARENAS, None, None, None, ctypes.c_size_t(0)))
 
 
 def _checked(code: int) -> None:
