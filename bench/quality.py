@@ -29,7 +29,7 @@ import numpy as np
 import ray
 
 from bench.common import project_path, run_main, write_result
-from caviar.allocator import purge_on_a_timer, restart_on_jemalloc
+from caviar.allocator import run_on_jemalloc
 from caviar.experiment import OUTCOME_FILE, PRETRAIN_FILE, load_job_of, load_trials
 from caviar.jobfile import load_job
 from caviar.pipeline import tune_job
@@ -45,8 +45,7 @@ FILL_FACTOR = 8  # the comparison's trial count, as a multiple of its job's; its
 
 
 def main() -> None:
-    restart_on_jemalloc()  # the route as the `caviar` command runs it, on jemalloc where installed
-    purge_on_a_timer()
+    run_on_jemalloc()  # the route as the `caviar` command runs it
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--job", type=Path, default=Path("tune_jobs/nsmc_pretrained.yaml"))
     parser.add_argument("--compare-job", type=Path, default=Path("tune_jobs/nsmc_best.yaml"))

@@ -89,6 +89,13 @@ def restart_on_jemalloc() -> None:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
+def run_on_jemalloc() -> None:
+    """Start a process that trains as caviar runs it: re-executed onto jemalloc where installed, then
+    returning its idle pages on a timer. The one call an entry point makes; the two steps are below."""
+    restart_on_jemalloc()
+    purge_on_a_timer()
+
+
 def loaded_allocator() -> str:
     """'jemalloc' when this process runs on it, else 'system'; benchmark records say which."""
     try:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from caviar.allocator import purge_on_a_timer, restart_on_jemalloc
+from caviar.allocator import run_on_jemalloc
 from caviar.jobfile import SET_HELP
 from caviar.storage import timestamped
 from model.config import check_safe_name
@@ -308,8 +308,7 @@ def _setup_logging() -> None:
 def entry() -> None:
     """The `caviar` command (and `python -m caviar`): on jemalloc where it is installed, then `main`."""
     with _user_errors():
-        restart_on_jemalloc()
-    purge_on_a_timer()  # this process pretrains, trains or finds a learning rate: all page churn
+        run_on_jemalloc()  # this process pretrains, trains or finds a learning rate: all page churn
     main()
 
 
