@@ -16,8 +16,9 @@ s: as fast as purging off, and as small as decay. Every other process (Ray's dae
 keeps the decay. Large blocks stay in the ordinary arenas (oversize_threshold:0), not in jemalloc's
 own arena for them, which purges each block as it is freed. bench/allocator.py measures all of this.
 
-The allocator is fixed when a process starts, so the CLI re-executes itself once with jemalloc
-preloaded; Ray's daemons and trial workers inherit that.
+The allocator is fixed when a process starts, so an entry point (`run_on_jemalloc`: the CLI,
+bench.quality) re-executes itself once with jemalloc preloaded; Ray's daemons and trial workers
+inherit that, and each trial worker starts its own timer.
 
 CAVIAR_ALLOCATOR=system keeps glibc (as does an allocator the user already preloads);
 CAVIAR_JEMALLOC=/path/libjemalloc.so.2 names a library elsewhere. Install jemalloc with
