@@ -4,7 +4,7 @@ To run: NSMC_DIR=../shared/data/nsmc python -m bench.allocator [--steps 3000] [-
 
 A pretraining step allocates tensors of a different size every time (batch widths and masked-row
 counts vary); glibc's malloc keeps the freed pieces in fragmented heaps, so the process grows and
-each step slows. caviar.allocator restarts the `caviar` command on jemalloc with the MALLOC_CONF
+each step slows. caviar.ops.allocator restarts the `caviar` command on jemalloc with the MALLOC_CONF
 it names, and each process that trains returns its idle pages on a timer (purge_on_a_timer). The
 variants: glibc (the yardstick), jemalloc's defaults, purging off, decay only (caviar's MALLOC_CONF
 without the timer) and jemalloc as caviar runs it (with the timer). Each runs the job's stage 0
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.common import model_shape, peak_rss_gb, rss_gb, run_main, write_result
-from caviar.allocator import MALLOC_CONF, PURGE_EVERY_S, find_jemalloc, loaded_allocator, purge_on_a_timer
+from caviar.ops.allocator import MALLOC_CONF, PURGE_EVERY_S, find_jemalloc, loaded_allocator, purge_on_a_timer
 
 JOB = Path("tune_jobs/nsmc_pretrained.yaml")
 LOG_EVERY = 50
@@ -84,10 +84,10 @@ def child(steps: int, overrides: list[str], cap_gib: float, timer: bool) -> None
     """One pretraining run; prints one JSON line with its speed and memory."""
     if timer:
         purge_on_a_timer()
-    from caviar.jobfile import load_job
+    from caviar.job.loading import load_job
     from model.data import load_splits
     from model.device import available_cpus
-    from model.pretrain import pretrain
+    from model.mlm import pretrain
 
     threads = f"train.num_threads={available_cpus()}"  # all CPUs, as stage 0 runs
     job = load_job(JOB, ["train.device=cpu", threads, *overrides])
@@ -161,7 +161,7 @@ def main() -> None:
         return child(args.steps, args.set, args.rss_cap_gib, args.timer)
     if args.smoke:
         args.rounds, args.steps = 1, 100
-    from caviar.jobfile import load_job
+    from caviar.job.loading import load_job
 
     shape = model_shape(load_job(JOB, args.set).model)  # a wrong --set: one line now, not in a child's traceback
     envs = variants(chosen_variants(args.variants))

@@ -16,7 +16,7 @@ from pathlib import Path
 import ray
 
 from bench.common import bench_job, timed_ray_start, write_result
-from caviar.pipeline import tune_job
+from caviar.tuning.pipeline import tune_job
 
 SPACE = {
     "train.lr": {"loguniform": [1e-4, 5e-3]},

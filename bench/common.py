@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from caviar.allocator import loaded_allocator
-from model.atomic import write_json_atomically
+from caviar.ops.allocator import loaded_allocator
 from model.errors import UserError
+from model.files import write_json_atomically
 
 RESULTS = Path(__file__).parent / "results"
 PROJECT = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def machine() -> dict:
     return {
         "cpu": cpu_model(),
         "cpus": len(os.sched_getaffinity(0)),
-        "allocator": loaded_allocator(),  # glibc's malloc or jemalloc (caviar.allocator): it moves speed
+        "allocator": loaded_allocator(),  # glibc's malloc or jemalloc (caviar.ops.allocator): it moves speed
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -75,14 +75,14 @@ def write_result(name: str, figures: dict) -> Path:
 
 def bench_job(overrides: dict, storage: Path):
     """A JobSpec for a benchmark: the default model with the given sections laid over it."""
-    from caviar.spec import JobSpec
+    from caviar.job.schema import JobSpec
 
     return JobSpec.model_validate({"storage": str(storage), **overrides})
 
 
 def timed_ray_start() -> float:
     """Seconds for ray.init() of a local cluster, as `caviar tune` starts it."""
-    from caviar.ray_session import start_ray
+    from caviar.tuning.ray_session import start_ray
 
     started = time.perf_counter()
     start_ray(None)

@@ -14,7 +14,7 @@ from pathlib import Path
 import ray
 
 from bench.common import bench_job, timed_ray_start, write_result
-from caviar.pipeline import tune_job
+from caviar.tuning.pipeline import tune_job
 
 
 def main() -> None:

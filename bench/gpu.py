@@ -92,7 +92,7 @@ def one_trial(args, compile_setting: str, splits) -> dict:
 
 
 def packed(args, fraction: float, storage: str) -> dict:
-    from caviar.pipeline import tune_job
+    from caviar.tuning.pipeline import tune_job
 
     gpu = fraction if args.device == "cuda" else 0
     cpu = args.cpus_per_trial if args.device == "cuda" else 2 * fraction
@@ -133,7 +133,7 @@ def packed(args, fraction: float, storage: str) -> dict:
 
 def _last_reports(experiment_dir: str, batch_size: int) -> list[dict]:
     """Each trial's examples trained (steps x batch size) and start-up, from its last report."""
-    from caviar.experiment import load_trials
+    from caviar.experiment.record import load_trials
 
     rows = []
     for trial in load_trials(experiment_dir):

@@ -21,10 +21,10 @@ import torch
 
 from bench.common import model_shape, write_result
 from bench.precision import timed_steps
-from caviar.jobfile import load_job
+from caviar.job.loading import load_job
 from model.batches import epoch_batches
 from model.device import available_cpus, set_threads
-from model.pretrain import ROW_ALIGN, mlm_network, mlm_update
+from model.mlm import ROW_ALIGN, mlm_network, mlm_update
 from model.schedule import build_optimizer
 from model.train import prepare
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import ray
 
 from bench.common import bench_job, timed_ray_start, write_result
-from caviar.experiment import load_trials
-from caviar.pipeline import tune_job
-from caviar.train_run import run_single
+from caviar.experiment.record import load_trials
+from caviar.tuning.pipeline import tune_job
+from caviar.tuning.single_run import run_single
 
 
 def aggregate(rows: list[dict], batch: int, skip: int = 0) -> float:

@@ -20,14 +20,14 @@ from pathlib import Path
 import torch
 
 from bench.common import model_shape, write_result
-from caviar.jobfile import load_job
+from caviar.job.loading import load_job
 from model.batches import epoch_batches
 from model.config import PretrainConfig, TrialConfig
 from model.device import available_cpus, set_threads
-from model.pretrain import mlm_network, mlm_update, pretrain
+from model.loop import train_step
+from model.mlm import mlm_network, mlm_update, pretrain
 from model.schedule import build_optimizer
 from model.train import prepare
-from model.trainer import train_step
 
 PRECISIONS = ("fp32", "bf16")
 

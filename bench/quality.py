@@ -29,11 +29,11 @@ import numpy as np
 import ray
 
 from bench.common import project_path, run_main, write_result
-from caviar.allocator import run_on_jemalloc
-from caviar.experiment import OUTCOME_FILE, PRETRAIN_FILE, load_job_of, load_trials
-from caviar.jobfile import load_job
-from caviar.pipeline import tune_job
-from caviar.promote import promote
+from caviar.experiment.record import OUTCOME_FILE, PRETRAIN_FILE, load_job_of, load_trials
+from caviar.job.loading import load_job
+from caviar.ops.allocator import run_on_jemalloc
+from caviar.registry.promote import promote
+from caviar.tuning.pipeline import tune_job
 from model.data import TEST_FILE, locate_nsmc, read_reviews
 from model.errors import UserError
 from model.evaluate import evaluate_checkpoint

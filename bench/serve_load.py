@@ -92,7 +92,7 @@ def cpu_seconds(pid: int) -> float:
 def start_server(model: Path, threads: int | None) -> tuple[subprocess.Popen, str]:
     """`caviar serve` on a free loopback port, once /health answers (up to 60 s for the model to load)."""
     port = free_port()
-    command = [sys.executable, "-c", "from caviar.cli import main; main()", "serve", "--model", str(model)]
+    command = [sys.executable, "-c", "from caviar.cli.app import main; main()", "serve", "--model", str(model)]
     command += ["--host", HOST, "--port", str(port)] + (["--threads", str(threads)] if threads else [])
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://{HOST}:{port}"

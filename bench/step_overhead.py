@@ -29,9 +29,9 @@ from model.batches import epoch_batches
 from model.config import TrialConfig
 from model.device import maybe_compile
 from model.evaluate import cross_entropy
+from model.loop import train_step
 from model.schedule import build_optimizer, parameter_groups
 from model.train import prepare
-from model.trainer import train_step
 
 MODELS = {
     "default": {},

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from bench.common import peak_rss_gb, write_result
-from caviar.spec import JobSpec
-from caviar.train_run import run_single
+from caviar.job.schema import JobSpec
+from caviar.tuning.single_run import run_single
 from model.batches import DeviceSplit, encode, epoch_batches
 from model.data import load_splits
 from model.evaluate import cross_entropy

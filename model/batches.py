@@ -23,8 +23,8 @@ import torch
 from filelock import FileLock
 from transformers import PreTrainedTokenizerBase
 
-from model.atomic import atomic_path
 from model.data import cache_root
+from model.files import atomic_path
 
 log = logging.getLogger("caviar.batches")
 BUCKET_BATCHES = 50  # sort within windows of 50 batches: similar lengths, yet a shuffled epoch

@@ -18,9 +18,9 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from model.atomic import write_json_atomically
 from model.config import TrialConfig
 from model.errors import UserError
+from model.files import write_json_atomically
 from model.network import from_config, load_hf_config
 
 WEIGHTS, META, STATE = "model.safetensors", "caviar.json", "trainer_state.pt"

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from model.atomic import atomic_path
 from model.config import DataConfig
 from model.errors import UserError
+from model.files import atomic_path
 
 log = logging.getLogger("caviar.data")
 

@@ -14,9 +14,9 @@ from filelock import FileLock
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from model.atomic import atomic_path
 from model.config import ModelConfig
 from model.data import cache_root
+from model.files import atomic_path
 
 log = logging.getLogger("caviar.tokenizer")
 

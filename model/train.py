@@ -18,9 +18,9 @@ from model.checkpoint import Loaded, fill_checkpoint, load_checkpoint
 from model.config import TrialConfig
 from model.data import Splits, load_splits
 from model.device import maybe_compile, pick_device, seed_everything, set_threads
+from model.loop import NonFiniteLoss, Report, Run, Trainer, TrainResult
 from model.network import build_network, pretrained_origin
 from model.tokenizer import build_tokenizer
-from model.trainer import NonFiniteLoss, Report, Run, Trainer, TrainResult
 
 __all__ = ["NonFiniteLoss", "Report", "Run", "TrainResult", "prepare", "train"]
 

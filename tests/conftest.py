@@ -63,7 +63,7 @@ class CliResult:
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run `caviar ARGS...` in this process through the real entry point; returns exit code and output."""
-    from caviar.cli import main
+    from caviar.cli.app import main
 
     def run(*args) -> CliResult:
         monkeypatch.setattr(sys, "argv", ["caviar", *map(str, args)])
@@ -99,7 +99,7 @@ def experiment(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("exp")
     job = tiny_job_yaml(tmp / "job.yaml", storage=str(tmp / "results"), **FINISHED_TUNE)
     proc = subprocess.run(
-        [sys.executable, "-c", "from caviar.cli import main; main()", "tune", job, "--name", "done", "--json"],
+        [sys.executable, "-c", "from caviar.cli.app import main; main()", "tune", job, "--name", "done", "--json"],
         capture_output=True,
         text=True,
         timeout=300,

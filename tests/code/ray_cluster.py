@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from caviar.cluster import TERMINAL
+from caviar.ops.cluster import TERMINAL
 from tests.code.test_tune import ray_processes
 from tests.conftest import TINY
 
@@ -147,7 +147,7 @@ def job_file(tmp_path: Path, tune: dict | None = None, **train) -> Path:
 
 
 def caviar(*args, env, timeout=300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-c", "from caviar.cli import main; main()", *map(str, args)]
+    cmd = [sys.executable, "-c", "from caviar.cli.app import main; main()", *map(str, args)]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=PROJECT)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from caviar import allocator
-from caviar.allocator import MALLOC_CONF, find_jemalloc, jemalloc_env
+from caviar.ops import allocator
+from caviar.ops.allocator import MALLOC_CONF, find_jemalloc, jemalloc_env
 
 # a small library every glibc system has and Python never loads: stands in for jemalloc where the
 # test checks the restart itself, so it runs on machines without jemalloc too
@@ -77,7 +77,7 @@ def test_a_wrong_setting_is_one_line_and_exit_2(environ, message):
 
 def loaded_after_restart(env: dict) -> str:
     code = (
-        "from caviar.allocator import restart_on_jemalloc; restart_on_jemalloc(); import os, pathlib; "
+        "from caviar.ops.allocator import restart_on_jemalloc; restart_on_jemalloc(); import os, pathlib; "
         "maps = pathlib.Path('/proc/self/maps').read_text(); "
         "print(os.environ.get('MALLOC_CONF'), 'libutil' in maps, 'libjemalloc' in maps)"
     )
@@ -124,7 +124,7 @@ def test_the_installed_jemalloc_purges_idle_pages_from_a_background_thread():
 
 PURGE_PROBE = """
 import ctypes, time
-from caviar.allocator import purge_on_a_timer
+from caviar.ops.allocator import purge_on_a_timer
 from bench.common import rss_gb
 
 def decay(name):
@@ -155,7 +155,7 @@ def test_a_training_process_turns_decay_off_and_returns_all_idle_pages_on_a_time
 
 
 def test_off_jemalloc_there_is_no_timer():
-    code = "from caviar.allocator import purge_on_a_timer; print(purge_on_a_timer())"
+    code = "from caviar.ops.allocator import purge_on_a_timer; print(purge_on_a_timer())"
     env = {"PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "None", proc.stderr

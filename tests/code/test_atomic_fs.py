@@ -6,7 +6,7 @@ import pickle
 
 import pyarrow.fs as pafs
 
-from caviar.atomic_fs import TMP_PREFIX, atomic_local_filesystem
+from caviar.tuning.atomic_storage import TMP_PREFIX, atomic_local_filesystem
 
 
 def test_copy_files_replaces_whole_files(tmp_path):

@@ -9,10 +9,10 @@ import shutil
 import time
 from types import SimpleNamespace
 
-from caviar import budget as budget_module
-from caviar.budget import TimeBudget, record_cut
-from caviar.experiment import BUDGET_FILE, load_job_of, load_trials
-from caviar.outcome import describe_best, finish
+from caviar.experiment.outcome import describe_best, finish
+from caviar.experiment.record import BUDGET_FILE, load_job_of, load_trials
+from caviar.tuning.ray_compat import time_budget as budget_module
+from caviar.tuning.ray_compat.time_budget import TimeBudget, record_cut
 
 
 def trials(folder, **statuses):

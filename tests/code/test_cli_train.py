@@ -106,7 +106,7 @@ def test_lr_find_prints_the_data_line_before_its_bar(tmp_path):
     cmd = [
         sys.executable,
         "-c",
-        "from caviar.cli import main; main()",
+        "from caviar.cli.app import main; main()",
         "lr-find",
         str(job),
         "--out",

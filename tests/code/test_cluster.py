@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from caviar.experiment import load_trials
+from caviar.experiment.record import load_trials
 from tests.code.ray_cluster import PROJECT, caviar, crash_lines, running_cluster, the_experiment
 
 pytestmark = pytest.mark.slow
@@ -60,7 +60,7 @@ def test_a_wrong_token_is_a_clear_error(cluster, cluster_job):
 
 
 def test_jobs_list_says_why_a_job_waits_or_failed(cli, monkeypatch):
-    from caviar import cluster as jobs_api
+    from caviar.ops import cluster as jobs_api
 
     rows = [
         {"id": "raysubmit_a", "status": "SUCCEEDED", "message": "Job finished successfully.", "start_time": 1},

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from caviar.cluster import TERMINAL
-from caviar.experiment import load_trials
+from caviar.experiment.record import load_trials
+from caviar.ops.cluster import TERMINAL
 from tests.code.ray_cluster import Cluster, caviar, nodes_reported, running_cluster, the_experiment
 from tests.conftest import TRIAL_START_TIMEOUT_S
 

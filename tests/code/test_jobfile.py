@@ -12,8 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from caviar.jobfile import load_job
-from caviar.spec import JobSpec
+from caviar.job.loading import load_job
+from caviar.job.schema import JobSpec
 from model.errors import UserError
 from tests.conftest import TINY, tiny_job_yaml
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.lr_range import lr_ramp, run_range_test, suggest
+from model.lr_find import lr_ramp, run_range_test, suggest
 
 
 def synthetic(noise: float = 0.03, seed: int = 0, n: int = 300):

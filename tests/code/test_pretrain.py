@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from caviar import registry
-from caviar.jobfile import load_job
-from caviar.pretrain import CARD, pretrain_stage
-from caviar.serve import create_app
+from caviar.job.loading import load_job
+from caviar.registry import store as registry
+from caviar.serving.app import create_app
+from caviar.tuning.pretrain_stage import CARD, pretrain_stage
 from model.config import DataConfig
 from model.data import load_splits
-from model.pretrain import texts_sha256
+from model.mlm import texts_sha256
 from tests.conftest import FIXTURE_NSMC, TINY, tiny_job_yaml
 
 PRETRAIN = {"epochs": 2, "batch_size": 16, "lr": 3e-3, "log_every": 4}

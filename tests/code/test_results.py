@@ -12,10 +12,10 @@ import sys
 import pandas as pd
 import pytest
 
-from caviar import registry
-from caviar.promote import promote
-from caviar.report import write_report
-from caviar.serve import create_app
+from caviar.experiment.report import write_report
+from caviar.registry import store as registry
+from caviar.registry.promote import promote
+from caviar.serving.app import create_app
 from model.errors import UserError
 from model.predict import Predictor
 
@@ -250,7 +250,15 @@ def test_a_killed_promotions_leftovers_are_swept(experiment, registry_dir):
 def test_concurrent_promotions_get_their_own_numbers(experiment, registry_dir):
     """Issue 9.14: the lock spans choosing v<N> and swapping `current`, so `previous` is never shared."""
     promote(experiment, "nsmc")
-    cmd = [sys.executable, "-c", "from caviar.cli import main; main()", "promote", str(experiment), "--name", "nsmc"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from caviar.cli.app import main; main()",
+        "promote",
+        str(experiment),
+        "--name",
+        "nsmc",
+    ]
     procs = [subprocess.Popen([*cmd, "--force"], stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for proc in procs:
         assert proc.wait(timeout=120) == 0, proc.stderr.read()

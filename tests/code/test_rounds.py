@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from caviar.rounds import narrow, narrow_space
-from caviar.spec import Distribution
+from caviar.job.schema import Distribution
+from caviar.tuning.rounds import narrow, narrow_space
 
 
 def test_loguniform_narrows_in_log_space_with_a_margin():

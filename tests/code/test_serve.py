@@ -16,9 +16,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from caviar.http_limits import BodyLimit, TimedH11Protocol
-from caviar.promote import promote
-from caviar.serve import MicroBatcher, create_app
+from caviar.registry.promote import promote
+from caviar.serving.app import MicroBatcher, create_app
+from caviar.serving.limits import BodyLimit, TimedH11Protocol
 from model.errors import UserError
 from model.predict import Prediction, Predictor
 from tests.conftest import leaves

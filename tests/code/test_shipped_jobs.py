@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from caviar.jobfile import load_job
+from caviar.job.loading import load_job
 from tests.conftest import FIXTURE_NSMC
 
 pytestmark = pytest.mark.slow
@@ -20,7 +20,7 @@ JOBS = sorted(Path(__file__).parents[2].glob("tune_jobs/*.yaml"))
 def ray_session():
     import ray
 
-    from caviar.ray_session import start_ray
+    from caviar.tuning.ray_session import start_ray
 
     start_ray(None)
     yield
@@ -35,7 +35,7 @@ def test_every_shipped_job_is_here():
 
 @pytest.mark.parametrize("job_file", JOBS, ids=[job.stem for job in JOBS])
 def test_shipped_job_runs_in_smoke_form(ray_session, hub_standin, tmp_path, job_file):
-    from caviar.pipeline import tune_job
+    from caviar.tuning.pipeline import tune_job
 
     overrides = [f"data.dir={FIXTURE_NSMC}", f"storage={tmp_path}"]
     job = load_job(job_file, overrides, smoke=True)

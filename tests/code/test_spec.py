@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from caviar.space import param_space, trial_config
-from caviar.spec import JobSpec
+from caviar.job.schema import JobSpec
+from caviar.tuning.search_space import param_space, trial_config
 from tests.conftest import TINY, tiny_job_yaml
 
 BAD_SPECS = [
@@ -92,7 +92,7 @@ def test_space_round_trip_lays_samples_over_the_fixed_values():
 def test_shipped_jobs_are_valid():
     from pathlib import Path
 
-    from caviar.jobfile import load_job
+    from caviar.job.loading import load_job
 
     jobs = sorted((Path(__file__).parents[2] / "tune_jobs").glob("*.yaml"))
     assert len(jobs) >= 5
@@ -110,7 +110,7 @@ def test_shipped_jobs_are_valid():
     ],
 )
 def test_pausing_schedulers_get_no_live_cap_or_actor_reuse(scheduler, live_cap, reuse):
-    from caviar.schedulers import concurrency_limit, reuse_actors
+    from caviar.tuning.schedulers import concurrency_limit, reuse_actors
 
     job = JobSpec.model_validate(
         {"search_space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}, "scheduler": scheduler, "max_concurrent_trials": 2}
@@ -120,7 +120,7 @@ def test_pausing_schedulers_get_no_live_cap_or_actor_reuse(scheduler, live_cap, 
 
 
 def test_submit_install_ships_runtime_dependencies_only():
-    from caviar.cluster import runtime_requirements
+    from caviar.ops.cluster import runtime_requirements
 
     names = {r.split("==")[0].split("[")[0].lower() for r in runtime_requirements()}
     assert {"ray", "torch", "transformers", "fastapi", "numpy", "tqdm", "pyarrow", "swagger-ui-bundle"} <= names
@@ -131,7 +131,7 @@ def test_an_experiment_saved_by_an_older_caviar_still_loads(tmp_path):
     """caviar_job.json files written before the lr-find shorthand became a private flag hold it as a key."""
     import json
 
-    from caviar.experiment import JOB_FILE, load_job_of
+    from caviar.experiment.record import JOB_FILE, load_job_of
 
     saved = {**JobSpec.model_validate(TINY).model_dump(mode="json"), "lr_from_lr_find": False}
     (tmp_path / JOB_FILE).write_text(json.dumps(saved))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from caviar.experiment import UNFINISHED, load_trials
+from caviar.experiment.record import UNFINISHED, load_trials
 from tests.conftest import TINY, TRIAL_START_TIMEOUT_S, tiny_job_yaml
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def no_ray_left_behind():
 
 
 def caviar_cmd(*args) -> list[str]:
-    return [sys.executable, "-c", "from caviar.cli import main; main()", *map(str, args)]
+    return [sys.executable, "-c", "from caviar.cli.app import main; main()", *map(str, args)]
 
 
 def run_caviar(*args, env=None, timeout=300) -> subprocess.CompletedProcess:

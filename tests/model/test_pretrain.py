@@ -7,7 +7,7 @@ import torch
 
 from model.config import PretrainConfig
 from model.data import load_splits
-from model.pretrain import aligned_rows, mask_tokens, mlm_network, mlm_step, pretrain, texts_sha256
+from model.mlm import aligned_rows, mask_tokens, mlm_network, mlm_step, pretrain, texts_sha256
 from model.tokenizer import cached_wordpiece
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from model.checkpoint import load_checkpoint
+from model.loop import Trainer
 from model.predict import Predictor
 from model.train import prepare, train
-from model.trainer import Trainer
 
 
 class Recorder:

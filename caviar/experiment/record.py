@@ -1,0 +1,251 @@
+"""An experiment folder read back from disk: its trials, their histories, statuses and checkpoints,
+and the one ranking of them ("which trial is best").
+
+Works after the driver has exited and on a copied folder. The tuner's rounds, the end-of-tune
+outcome, `caviar resume`, `report`, `promote` and the seed re-runs all read an experiment through
+`Experiment` and rank its trials with `Experiment.ranked`; nothing else ranks trials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from caviar.experiment.prune import checkpoint_bytes, remove_all_but
+from caviar.job.schema import JobSpec
+from caviar.tuning.search_space import flatten
+from model.errors import UserError
+
+JOB_FILE = "caviar_job.json"  # the validated job, written before the first trial starts
+OUTCOME_FILE = "caviar_tune.json"  # the end of `caviar tune` (caviar/outcome.py)
+ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
+PRETRAIN_FILE = "caviar_pretrain.json"  # stage 0: the pretrained folder the trials fine-tune, and its key
+BUDGET_FILE = "caviar_budget.json"  # the trials the job's time budget cut (caviar/budget.py)
+# A driver stopped by Ctrl+C or a kill leaves RUNNING/PENDING trials behind; a run that ended does not
+# (synchronous HyperBand may leave the trials it stopped PAUSED).
+UNFINISHED = ("RUNNING", "PENDING")
+
+
+@dataclass
+class TrialRecord:
+    trial_id: str
+    status: str  # TERMINATED, ERROR, RUNNING/PENDING/PAUSED (interrupted)
+    params: dict  # sampled values by dotted key, e.g. {"train.lr": 3e-4}
+    path: Path
+    history: pd.DataFrame  # one row per evaluation
+    error: str | None
+    round: int = 1
+    resume_from: Path | None = None  # the checkpoint Ray's saved state would restore this trial from
+    cut_by_budget: bool = False  # still live when the job's time_budget_s ran out
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.history)
+
+    @property
+    def finished_naturally(self) -> bool:
+        """Its own last evaluation (end of training or patience); Ray's `done` is set either way."""
+        return bool(len(self.history)) and bool(self.history.iloc[-1].get("done_training", False))
+
+    @property
+    def stopped_early(self) -> bool:
+        """Stopped by the scheduler (ASHA, median rule...): terminated before its own end, and not by
+        the clock (a trial the time budget cut ends TERMINATED too)."""
+        return self.status in ("TERMINATED", "PAUSED") and not self.finished_naturally and not self.cut_by_budget
+
+    def best_row(self, metric: str, mode: str) -> pd.Series | None:
+        if metric not in self.history or self.history[metric].isna().all():
+            return None
+        index = self.history[metric].idxmax() if mode == "max" else self.history[metric].idxmin()
+        return self.history.loc[index]
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(p for p in self.path.glob("checkpoint_*") if p.is_dir())
+
+    def checkpoint_metrics(self, folder: Path) -> dict:
+        meta = folder / "caviar.json"
+        return json.loads(meta.read_text(encoding="utf-8")).get("metrics", {}) if meta.is_file() else {}
+
+    def best_checkpoint(self, metric: str, mode: str) -> Path | None:
+        scored = [(self.checkpoint_metrics(c).get(metric), c) for c in self.checkpoints()]
+        scored = [(m, c) for m, c in scored if m is not None]
+        if not scored:
+            return None
+        pick = max if mode == "max" else min
+        return pick(scored, key=lambda mc: mc[0])[1]
+
+
+def trials_cut(experiment_dir: Path) -> set[str]:
+    """The trials the job's time budget cut, as caviar/budget.py recorded them (none without a record)."""
+    record = Path(experiment_dir) / BUDGET_FILE
+    return set(json.loads(record.read_text(encoding="utf-8"))["cut"]) if record.is_file() else set()
+
+
+def load_job_of(experiment_dir: Path) -> JobSpec:
+    path = Path(experiment_dir) / JOB_FILE
+    if not path.is_file():
+        raise UserError(f"{experiment_dir} is not a caviar experiment (no {JOB_FILE})")
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    # saved by caviar before 0.2, where the lr-find shorthand was a job key; it is always false once
+    # saved (the range test has run by then), so older experiments still report, promote and resume
+    raw.pop("lr_from_lr_find", None)
+    return JobSpec.model_validate(raw)
+
+
+def round_dirs(experiment_dir: Path) -> list[Path]:
+    """round-1, round-2, ... of a coarse-to-fine experiment, in order (none for a one-round job)."""
+    found = [p for p in Path(experiment_dir).glob("round-*") if p.is_dir() and p.name[6:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[6:]))
+
+
+def load_trials(experiment_dir: Path) -> list[TrialRecord]:
+    """Trials from Ray's experiment state; histories and checkpoints from each trial's folder.
+    A coarse-to-fine experiment's rounds are read together, each trial tagged with its round."""
+    experiment_dir = Path(experiment_dir).resolve()
+    if rounds := round_dirs(experiment_dir):
+        records = []
+        for folder in rounds:
+            for record in _load_one(folder):
+                record.round = int(folder.name[6:])
+                records.append(record)
+        return records
+    return _load_one(experiment_dir)
+
+
+def _load_one(experiment_dir: Path) -> list[TrialRecord]:
+    from ray.tune import ExperimentAnalysis
+
+    if not list(experiment_dir.glob("experiment_state-*.json")):
+        raise UserError(f"{experiment_dir} holds no Ray Tune experiment state (was it started?)")
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # trials that never reported: we read their (empty) folders ourselves
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            analysis = ExperimentAnalysis(str(experiment_dir))
+    finally:
+        quiet.setLevel(level)
+    records = []
+    histories = analysis.trial_dataframes  # Ray has read every result.json already
+    cut = trials_cut(experiment_dir)
+    for trial in analysis.trials:
+        path = experiment_dir / trial.storage.trial_dir_name  # relocatable: copied folders keep working
+        history = histories.get(trial.trial_id, pd.DataFrame())
+        records.append(
+            TrialRecord(
+                trial_id=trial.trial_id,
+                status=trial.status,
+                params=flatten(trial.config),
+                path=path,
+                history=history.drop(columns=[c for c in history.columns if c.startswith("config/")]),
+                error=_last_line(path / name) if (name := trial.run_metadata.error_filename) else None,
+                resume_from=path / Path(trial.checkpoint.path).name if trial.checkpoint else None,
+                cut_by_budget=trial.trial_id in cut,
+            )
+        )
+    return records
+
+
+@dataclass
+class ResumePlan:
+    moved: list[str]  # stale checkpoint references repaired, as "trial: from -> to"
+    replay: frozenset[str]  # trials whose resume checkpoint holds an evaluation result.json lacks
+
+
+def prepare_resume(experiment_dir: Path) -> ResumePlan:
+    """Make a killed driver's experiment resumable, and say which trials must re-report.
+
+    Ray deletes a trial's older checkpoint the moment a newer one arrives, but snapshots the
+    experiment state only every few seconds; a driver killed in between leaves a state that names
+    a deleted checkpoint, and Ray would fail that trial on resume. The trial's newest complete
+    checkpoint is moved into the named folder instead: it resumes from where it really got to.
+
+    Whether that checkpoint's evaluation was recorded (result.json) decides what the trial does on
+    resume: report it again if it was lost, never if it was not, so no evaluation appears twice and
+    a trial whose last evaluation was recorded is not run again.
+    """
+    from model.checkpoint import is_checkpoint
+
+    moved, replay = [], set()
+    for trial in load_trials(experiment_dir):
+        wanted = trial.resume_from
+        if trial.status not in UNFINISHED or wanted is None:
+            continue
+        if not wanted.is_dir():
+            complete = [c for c in trial.checkpoints() if is_checkpoint(c)]
+            if not complete:
+                continue
+            complete[-1].rename(wanted)
+            moved.append(f"{trial.trial_id}: {complete[-1].name} -> {wanted.name}")
+        step = trial.checkpoint_metrics(wanted).get("step")
+        recorded = "step" in trial.history and step in set(trial.history["step"])
+        if step is not None and not recorded:
+            replay.add(trial.trial_id)
+    return ResumePlan(moved, frozenset(replay))
+
+
+def _last_line(error_file: Path) -> str | None:
+    """The exception line of a trial's error.txt."""
+    try:
+        lines = [ln for ln in Path(error_file).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1][:300] if lines else None
+
+
+def interrupted(trials: list[TrialRecord]) -> bool:
+    return any(t.status in UNFINISHED for t in trials)
+
+
+class Experiment:
+    """An experiment (or one round of it) read once from disk, with its job's metric and mode."""
+
+    def __init__(self, folder: Path, trials: list[TrialRecord], job: JobSpec):
+        self.folder, self._trials, self.job = Path(folder), trials, job
+
+    @classmethod
+    def load(cls, folder: Path, job: JobSpec | None = None) -> Experiment:
+        """`job` for a folder that holds none itself (a round, a seed re-run)."""
+        folder = Path(folder).resolve()
+        return cls(folder, load_trials(folder), job or load_job_of(folder))
+
+    def trials(self) -> list[TrialRecord]:
+        return self._trials
+
+    @property
+    def interrupted(self) -> bool:
+        return interrupted(self._trials)
+
+    def ranked(self, metric: str | None = None, mode: str | None = None) -> list[tuple[TrialRecord, pd.Series]]:
+        """Trials that reported the metric, best first, each with its best evaluation: a trial that
+        peaked and then overfit still counts at its peak. Ties keep the order the trials started in."""
+        metric, mode = metric or self.job.metric, mode or self.job.mode
+        scored = [(t, row) for t in self._trials if (row := t.best_row(metric, mode)) is not None]
+        scored.sort(key=lambda tr: tr[1][metric], reverse=mode == "max")
+        return scored
+
+    def best(self) -> tuple[TrialRecord, pd.Series] | None:
+        ranked = self.ranked()
+        return ranked[0] if ranked else None
+
+    def best_checkpoint(self, trial: TrialRecord) -> Path | None:
+        return trial.best_checkpoint(self.job.metric, self.job.mode)
+
+    def prune(self, keep_best_trials: int | None) -> int:
+        """Each trial keeps its best checkpoint, and trials outside the best K keep none; bytes freed."""
+        ranked = [t for t, _ in self.ranked()]
+        kept = {t.trial_id for t in (ranked if keep_best_trials is None else ranked[:keep_best_trials])}
+        return sum(
+            remove_all_but(trial.checkpoints(), self.best_checkpoint(trial) if trial.trial_id in kept else None)
+            for trial in self._trials
+        )
+
+    def checkpoint_bytes(self) -> tuple[int, int]:
+        """(bytes of every checkpoint on disk, bytes of the largest one)."""
+        return checkpoint_bytes([c for t in self._trials for c in t.checkpoints()])

@@ -1,0 +1,169 @@
+"""Job files: YAML laid over the typed defaults, `--set key=value` laid over the YAML, checked strictly.
+
+Every mistake becomes a UserError whose one line names where it came from (the file or --set),
+the dotted key, and what is wrong. Input is bounded before it is validated: file size, nesting
+depth and the size of the tree once YAML aliases are expanded (an alias bomb is tiny on disk and
+huge in memory), and no message ever prints more than a short excerpt of a value.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from caviar.job.schema import SCHEDULER_CLASSES, JobSpec, short
+from model.errors import UserError
+
+SET_HELP = "override a job value, e.g. --set train.lr=3e-4 (repeatable)"
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 100_000  # values in the job once aliases are expanded; a real job has a few hundred
+MAX_DEPTH = 20
+DICT_OF_DOTTED_KEYS = ("search_space", "scheduler.mutations")  # their keys hold dots themselves
+# --smoke: the job's own model, space and scheduler, shrunk to seconds on 1 CPU (CI runs every shipped
+# job this way); the user's --set still comes last, e.g. to point data.dir at a small copy
+SMOKE = [
+    "num_samples=2",
+    "max_concurrent_trials=2",
+    "resources_per_trial={cpu: 1, gpu: 0}",
+    "train.device=cpu",
+    "train.epochs=1",
+    "train.max_steps=4",
+    "pretrain.max_steps=4",
+    "pretrain.batch_size=16",
+    "train.num_threads=1",
+    "data.limit=400",
+    "data.test_limit=100",
+    "final.seeds=null",
+    "time_budget_s=null",
+]
+
+
+def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such job file")
+    if (size := path.stat().st_size) > MAX_FILE_BYTES:
+        raise UserError(f"{path}: {size} bytes; a job file is at most {MAX_FILE_BYTES} bytes")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UserError(f"{path}: not UTF-8 (byte 0x{data[err.start]:02x} on line {line}); save it as UTF-8") from None
+    raw = parse_yaml(text, str(path))
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """safe_load (no object tags), then the tree checked for depth and expanded size."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise UserError(f"{source}: {problem}{where}") from None
+    except RecursionError:
+        raise UserError(f"{source}: nested too deeply (at most {MAX_DEPTH} levels)") from None
+    check_bounds(value, source)
+    return value
+
+
+def check_bounds(value: Any, source: str) -> None:
+    """Walk the tree as the validator would (aliases expanded), giving up past the limits."""
+    stack, nodes = [(value, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise UserError(f"{source}: more than {MAX_NODES} values once YAML aliases are expanded; not a job file")
+        if depth > MAX_DEPTH:
+            raise UserError(f"{source}: nested too deeply (at most {MAX_DEPTH} levels)")
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """`train.lr=3e-4`: the value is parsed as YAML, so numbers, booleans and lists keep their types."""
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"--set {assignment}: expected key=value, e.g. --set train.lr=3e-4")
+    try:
+        value = parse_yaml(text, f"--set {short(assignment)}") if text.strip() else None
+    except UserError as err:
+        raise UserError(f"--set {short(assignment)}: the value is not valid YAML ({err})") from None
+    *parents, leaf = split_key(key)
+    node = raw
+    for depth, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {assignment}: {'.'.join(parents[: depth + 1])} is a value, not a section")
+        node = child
+    node[leaf] = value
+
+
+def split_key(key: str) -> list[str]:
+    """`train.lr` -> [train, lr]; `search_space.train.lr` -> [search_space, train.lr]."""
+    for section in DICT_OF_DOTTED_KEYS:
+        if key.startswith(section + ".") and len(key) > len(section) + 1:
+            return [*section.split("."), key[len(section) + 1 :]]
+    return key.split(".")
+
+
+def describe(err: ValidationError, cls: type = JobSpec) -> str:
+    """The first error as `dotted.key: what is wrong (got X)`, with a short excerpt of X only."""
+    first = err.errors()[0]
+    # pydantic puts the tag of a tagged union (scheduler: {type: asha}) into the location; users never wrote it
+    loc = ".".join(str(p) for p in first["loc"] if p not in SCHEDULER_CLASSES)
+    if first["type"] == "extra_forbidden":
+        return f"{loc}: unknown key{did_you_mean(first['loc'], cls)}"
+    msg = short(first["msg"].removeprefix("Value error, "), 300)
+    if not loc or msg.startswith(loc + "."):
+        loc = ""
+    got = first.get("input")
+    shown = "" if isinstance(got, dict) or got is None else f" (got {short(repr(got))})"
+    return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
+
+
+def did_you_mean(loc: tuple, cls: type) -> str:
+    """`; did you mean num_samples?` for the closest key the section really has."""
+    node: Any = cls
+    for part in loc[:-1]:
+        if part in SCHEDULER_CLASSES:
+            node = SCHEDULER_CLASSES[part]
+            continue
+        field = getattr(node, "model_fields", {}).get(part)
+        annotation = getattr(field, "annotation", None)
+        node = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    keys = list(getattr(node, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def validate(raw: dict, source: str, cls: type = JobSpec):
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(f"{short(source, 200)}: {describe(err, cls)}") from None
+    except RecursionError:
+        raise UserError(f"{short(source, 200)}: nested too deeply (at most {MAX_DEPTH} levels)") from None
+
+
+def load_job(path: Path, overrides: list[str] | None = None, cls: type = JobSpec, smoke: bool = False) -> Any:
+    raw = read_yaml(path)
+    job = validate(raw, str(path), cls)
+    overrides = [*(SMOKE if smoke else []), *(overrides or [])]
+    if not overrides:
+        return job
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return validate(raw, "--set " + " ".join(overrides), cls)

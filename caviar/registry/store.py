@@ -1,0 +1,246 @@
+"""The model registry: results/registry/<name>/v<N>/ plus an atomic `current` alias.
+
+To run: caviar promote results/<experiment> [--name nsmc-sentiment] [--force]
+        caviar registry list | show NAME [VERSION] | rollback NAME [--to vN]
+
+A version is the best checkpoint's serving files (no optimizer state) and a model_card.json with
+the sha256 of every file. It is built in a temp folder and renamed into place; `current` is a
+symlink swapped with os.replace, so a crash at any point leaves the previous `current` loadable.
+A lock per model holds from choosing the version number to swapping `current`, so concurrent
+promotions never share a number or a `previous`; leftovers of killed promotions are swept away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+from filelock import FileLock
+
+from model.checkpoint import META, STATE, WEIGHTS
+from model.config import SAFE_NAME, check_safe_name
+from model.errors import UserError
+from model.files import write_json_atomically
+
+CARD = "model_card.json"
+CURRENT = "current"
+LOCK = ".lock"  # stays: a FileLock file is left in place on purpose (removing it races other holders)
+PACKAGES = ("caviar", "torch", "transformers", "tokenizers", "ray", "fastapi")
+VERSION = re.compile(r"v[1-9][0-9]*")
+LEFTOVER = re.compile(r"\.(?:v[0-9]+|current)\.([0-9]+)\.tmp")  # what a killed promotion leaves
+
+
+class Refused(Exception):
+    """Promotion refused on purpose (a worse model); exit 1, unlike a user mistake."""
+
+
+def registry_root() -> Path:
+    return Path(os.environ.get("CAVIAR_REGISTRY", "results/registry"))
+
+
+def model_dir_of(name: str, root: Path | None = None) -> Path:
+    """<root>/<name>, for a name that cannot leave the registry (no '/', '..', absolute paths)."""
+    return Path(root or registry_root()) / check_safe_name(name, "model name")
+
+
+def version_dir_of(name: str, version: str = CURRENT, root: Path | None = None) -> Path:
+    if version != CURRENT and not VERSION.fullmatch(version):
+        raise UserError(f"version {version[:40]!r}: expected {CURRENT} or v<N>, e.g. v3")
+    return model_dir_of(name, root) / version
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def versions(model_dir: Path) -> list[str]:
+    found = [p.name for p in model_dir.glob("v*") if p.is_dir() and VERSION.fullmatch(p.name)]
+    return sorted(found, key=lambda v: int(v[1:]))
+
+
+def current_version(model_dir: Path) -> str | None:
+    link = model_dir / CURRENT
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def read_card(version_dir: Path) -> dict:
+    """The card, checked for the shape every reader relies on; damage is a one-line UserError."""
+    path = Path(version_dir) / CARD
+    if not path.is_file():
+        raise UserError(f"{version_dir}: no {CARD}; not a registry version")
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path}: damaged, not valid JSON ({str(err)[:80]})") from None
+    if not isinstance(card, dict):
+        raise UserError(f"{path}: damaged, the card must be a JSON object (got {type(card).__name__})")
+    files = card.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise UserError(f"{path}: damaged, no 'files' table of sha256 checksums")
+    if missing := [name for name in (WEIGHTS, META) if name not in files]:
+        raise UserError(f"{path}: damaged, its 'files' table does not list {', '.join(missing)}")
+    return card
+
+
+def verify(version_dir: Path) -> dict:
+    """Every file the card lists must be there with its sha256; the card itself is the anchor."""
+    card = read_card(version_dir)
+    for name, expected in card["files"].items():
+        if Path(name).name != name:
+            raise UserError(f"{version_dir}: damaged card, file name {name[:60]!r} is not a plain name")
+        path = Path(version_dir) / name
+        if not path.is_file():
+            raise UserError(f"{version_dir}: {name} is missing; the model is incomplete")
+        if sha256(path) != expected:
+            raise UserError(f"{version_dir}: {name} fails its sha256 check; the model is corrupt")
+    return card
+
+
+def package_versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def set_current(model_dir: Path, version: str) -> None:
+    tmp = model_dir / f".{CURRENT}.{os.getpid()}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(version, tmp)
+    os.replace(tmp, model_dir / CURRENT)  # atomic: readers see the old or the new alias, never none
+
+
+@contextlib.contextmanager
+def locked(model_dir: Path) -> Iterator[None]:
+    """Held from reading `current` to swapping it: one promotion or rollback of a model at a time."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(model_dir / LOCK)):
+        sweep_leftovers(model_dir)
+        yield
+
+
+def sweep_leftovers(model_dir: Path) -> list[str]:
+    """Remove the temp folders and links of promotions whose process is gone (a kill -9 mid-copy)."""
+    removed = []
+    for path in model_dir.glob(".*.tmp"):
+        match = LEFTOVER.fullmatch(path.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        if path.is_symlink() or path.is_file():
+            path.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def add_version(model_dir: Path, checkpoint: Path, card: dict) -> str:
+    """Copy the serving files into v<N> (built aside, renamed into place); returns 'v<N>'.
+    Call it under `locked(model_dir)`."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    existing = versions(model_dir)
+    version = f"v{int(existing[-1][1:]) + 1 if existing else 1}"
+    tmp = model_dir / f".{version}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        files = {}
+        for src in sorted(p for p in Path(checkpoint).iterdir() if p.is_file() and p.name != STATE):
+            shutil.copy2(src, tmp / src.name)
+            files[src.name] = sha256(tmp / src.name)
+        write_json_atomically(tmp / CARD, {**card, "version": version, "files": files})
+        os.rename(tmp, model_dir / version)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return version
+
+
+def rollback(model_dir: Path, to: str | None = None) -> str:
+    with locked(model_dir):
+        all_versions = versions(model_dir)
+        now = current_version(model_dir)
+        if to is None:
+            older = [v for v in all_versions if now and int(v[1:]) < int(now[1:])]
+            if not older:
+                raise UserError(f"{model_dir.name}: no version before {now} to roll back to")
+            to = older[-1]
+        if to not in all_versions:
+            raise UserError(f"{model_dir.name}: no version {to[:40]} (have {', '.join(all_versions) or 'none'})")
+        verify(model_dir / to)
+        set_current(model_dir, to)
+    return to
+
+
+def list_models(root: Path) -> list[dict]:
+    """Every version of every model; a damaged version is listed with what is wrong, not fatal."""
+    rows = []
+    for model_dir in sorted(p for p in root.glob("*") if p.is_dir() and SAFE_NAME.fullmatch(p.name)):
+        now = current_version(model_dir)
+        for version in versions(model_dir):
+            row = {"name": model_dir.name, "version": version, "current": version == now, "damaged": None}
+            try:
+                card = read_card(model_dir / version)
+            except UserError as err:
+                rows.append(row | {"damaged": str(err).removeprefix(f"{model_dir / version}: ")})
+                continue
+            test, val = card.get("test"), card.get("val")
+            row.update(
+                test_accuracy=test.get("accuracy") if isinstance(test, dict) else None,
+                val_accuracy=val.get("val_accuracy") if isinstance(val, dict) else None,
+                created=card.get("created"),
+                trial_id=card.get("trial_id"),
+            )
+            rows.append(row)
+    return rows
+
+
+def relative_to_registry(path: str | Path, root: Path | None = None) -> str:
+    """A path as the card records it: relative to the registry root, never this machine's absolute path."""
+    return os.path.relpath(Path(path).resolve(), Path(root or registry_root()).resolve())
+
+
+def public_card(card: dict, root: Path | None = None) -> dict:
+    """The card as the service shows it: every absolute path (the training data folder, older cards'
+    checkpoints) made relative to the registry, so no local layout leaks to clients."""
+
+    def shown(value):
+        if isinstance(value, dict):
+            return {k: shown(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [shown(v) for v in value]
+        if isinstance(value, str) and os.path.isabs(value):
+            return relative_to_registry(value, root)
+        return value
+
+    return shown(card)
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,58 @@
+"""Search spaces: job distributions to Ray Tune's, and a sampled config back to a TrialConfig.
+
+Ray gets a nested space ({"train": {"lr": loguniform}}) so its CSV, TensorBoard and the leaderboard
+name parameters by section; a trial's config is laid over the job's fixed values.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ray import tune
+
+from caviar.job.schema import Distribution, JobSpec
+from model.config import TrialConfig, set_dotted
+
+
+def to_ray(dist: Distribution, as_grid: bool = False):
+    args = dist.args
+    if dist.kind == "grid" or (as_grid and dist.kind == "choice"):
+        return tune.grid_search(list(args))
+    return {
+        "loguniform": lambda: tune.loguniform(*args),
+        "uniform": lambda: tune.uniform(*args),
+        "quniform": lambda: tune.quniform(*args),
+        "randint": lambda: tune.randint(args[0], args[1] + 1),  # ours includes high; Ray's excludes it
+        "choice": lambda: tune.choice(list(args)),
+    }[dist.kind]()
+
+
+def nest(flat: dict) -> dict:
+    """{"train.lr": x} -> {"train": {"lr": x}}."""
+    nested: dict = {}
+    for key, value in flat.items():
+        set_dotted(nested, key, value)
+    return nested
+
+
+def flatten(nested: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in nested.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def param_space(job: JobSpec) -> dict:
+    return nest({k: to_ray(d, as_grid=job.search == "grid") for k, d in job.search_space.items()})
+
+
+def trial_config(base: dict, sampled: dict) -> TrialConfig:
+    """The job's fixed values with a trial's sampled values laid over them."""
+    merged = copy.deepcopy(base)
+    for key, value in flatten(sampled).items():
+        set_dotted(merged, key, value)
+    return TrialConfig.model_validate(merged)

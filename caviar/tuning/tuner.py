@@ -1,0 +1,121 @@
+"""Building one Ray Tune `Tuner` for a job: its trainable, space, scheduler, search, storage, live
+table and TensorBoard; or restoring one. caviar/pipeline.py decides which Tuners run, and when.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from caviar.experiment.layout import Storage
+from caviar.experiment.record import prepare_resume
+from caviar.job.schema import JobSpec
+from caviar.tuning import schedulers
+from caviar.tuning.atomic_storage import atomic_local_filesystem
+from caviar.tuning.ray_compat.tensorboard import TrialTensorBoard
+from caviar.tuning.ray_compat.time_budget import TimeBudget
+from caviar.tuning.search_space import param_space
+from caviar.tuning.trial import run_trial
+from model.data import load_splits
+
+log = logging.getLogger("caviar.tune")
+METRIC_COLUMNS = {
+    "val_accuracy": "val_acc",
+    "val_loss": "val_loss",
+    "train_loss": "train_loss",
+    "epoch": "epoch",
+    "examples_per_s": "ex/s",
+}
+
+
+def trainable_of(job: JobSpec, replay: frozenset[str] = frozenset()):
+    """run_trial with the job's fixed values and splits bound (loaded once, in the driver: trials get
+    them through the object store), and the resources each trial asks for."""
+    from ray import tune
+
+    bound = tune.with_parameters(
+        run_trial,
+        base=job.trial_config().model_dump(),
+        splits=load_splits(job.data),
+        cpus=job.resources_per_trial.cpu,
+        replay=replay,
+    )
+    return tune.with_resources(bound, {"cpu": job.resources_per_trial.cpu, "gpu": job.resources_per_trial.gpu})
+
+
+def restore_tuner(job: JobSpec, folder: Path):
+    """The Tuner of an interrupted run, its saved state repaired first (caviar.experiment.prepare_resume)."""
+    from ray import tune
+
+    plan = prepare_resume(folder)
+    for move in plan.moved:
+        log.warning("the saved state named a deleted checkpoint; resuming from the newest one: %s", move)
+    return tune.Tuner.restore(
+        str(folder),
+        trainable_of(job, plan.replay),
+        resume_unfinished=True,
+        resume_errored=True,
+        storage_filesystem=atomic_local_filesystem(),
+    )
+
+
+def build_tuner(job: JobSpec, experiment: str, storage: Storage):
+    """A fresh Tuner writing to <storage>/<experiment>."""
+    from ray import tune
+
+    return tune.Tuner(
+        trainable_of(job),
+        param_space=param_space(job),
+        tune_config=tune.TuneConfig(
+            metric=job.metric,
+            mode=job.mode,
+            scheduler=schedulers.build_scheduler(job),
+            search_alg=schedulers.build_search(job),
+            num_samples=job.num_samples,
+            max_concurrent_trials=schedulers.concurrency_limit(job) if job.search == "optuna" else None,
+            reuse_actors=schedulers.reuse_actors(job),
+        ),
+        run_config=_run_config(job, experiment, storage),
+    )
+
+
+def _run_config(job: JobSpec, experiment: str, storage: Storage):
+    from ray import tune
+
+    folder = None if storage.is_remote else storage.local(experiment)
+    budget = TimeBudget(job.time_budget_s, local=not storage.is_remote) if job.time_budget_s else None
+    return tune.RunConfig(
+        name=experiment,
+        storage_path=storage.root,
+        storage_filesystem=None if storage.is_remote else atomic_local_filesystem(),
+        checkpoint_config=tune.CheckpointConfig(
+            # PBT restores OTHER trials' checkpoints, which num_to_keep could delete first; keep all
+            # while it runs, and prune at the end like every job
+            num_to_keep=None if job.scheduler.type == "pbt" else job.checkpoint.num_to_keep,
+            checkpoint_score_attribute=job.metric,
+            checkpoint_score_order=job.mode,
+        ),
+        failure_config=tune.FailureConfig(max_failures=job.max_failures),
+        stop=budget,  # the job's time_budget_s, which also records the trials it cuts
+        callbacks=[TrialTensorBoard(folder), *([budget] if budget else [])],
+        progress_reporter=_reporter(job),
+        verbose=1,
+    )
+
+
+def _reporter(job: JobSpec):
+    """Ray's live table without its 'Result logdir: /tmp/ray/session_.../driver_artifacts' line:
+    that folder is Ray's scratch copy, not where results go (caviar prints the experiment folder)."""
+    from ray import tune
+
+    class QuietReporter(tune.CLIReporter):
+        def _progress_str(self, *args, **kwargs) -> str:
+            text = super()._progress_str(*args, **kwargs)
+            return "\n".join(line for line in text.split("\n") if not line.startswith("Result logdir:"))
+
+    return QuietReporter(
+        metric_columns=METRIC_COLUMNS,
+        parameter_columns={k.replace(".", "/"): k for k in job.search_space},
+        max_report_frequency=15,
+        sort_by_metric=True,  # metric and mode come from TuneConfig
+    )
