@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from bench.common import model_shape, peak_rss_gb, rss_gb, run_main, write_result
+from bench.common import BenchParser, model_shape, peak_rss_gb, rss_gb, run_main, write_result
 from caviar.ops.allocator import MALLOC_CONF, PURGE_EVERY_S, find_jemalloc, loaded_allocator, purge_on_a_timer
 
 JOB = Path("tune_jobs/nsmc_pretrained.yaml")
@@ -143,7 +143,7 @@ def speed_vs(run: dict, yardstick: dict) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--steps", type=int, default=500, help="pretraining steps per run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of every variant")
     parser.add_argument("--set", action="append", default=[], help="override a job value, e.g. model.layers=4")

@@ -9,13 +9,12 @@ Each trial trains the default from-scratch model for one epoch, evaluated every 
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import ray
 
-from bench.common import bench_job, timed_ray_start, write_result
+from bench.common import BenchParser, bench_job, timed_ray_start, write_result
 from caviar.tuning.pipeline import tune_job
 
 SPACE = {
@@ -32,7 +31,7 @@ SCHEDULERS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--subset", type=int, default=30000, help="train-file reviews (stratified)")
     parser.add_argument("--samples", type=int, default=16)
     args = parser.parse_args()

@@ -11,7 +11,6 @@ Validation picks each side's model; the test file only reports it.
 
 from __future__ import annotations
 
-import argparse
 import math
 import tempfile
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import ray
 
-from bench.common import bench_job, timed_ray_start, write_result
+from bench.common import BenchParser, bench_job, timed_ray_start, write_result
 from caviar.tuning.lr_find_stage import lr_find
 from caviar.tuning.pipeline import tune_job
 from model.data import load_splits
@@ -35,7 +34,7 @@ CAVIAR_SPACE = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--budget", type=float, default=1800, help="wall seconds for each side")
     parser.add_argument("--subset", type=int, default=None, help="train-file reviews (default: all)")
     parser.add_argument(

@@ -1,7 +1,12 @@
-"""Shared by the benchmark scripts: machine facts, peak memory, and writing bench/results/<name>.json."""
+"""Shared by the benchmark scripts: machine facts, peak memory, and writing each run's JSON.
+
+A run writes results/bench/<name>.json; only with --record does it write the tracked
+bench/results/<name>.json, so a user's run never changes a committed figure.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -12,12 +17,30 @@ from pathlib import Path
 
 import torch
 
+from caviar.experiment.layout import bench_dir
 from caviar.ops.allocator import loaded_allocator
 from model.errors import UserError
 from model.files import write_json_atomically
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(__file__).parent / "results"  # the tracked record, written with --record
 PROJECT = Path(__file__).resolve().parents[1]
+_record = False  # set by BenchParser.parse_args
+
+
+class BenchParser(argparse.ArgumentParser):
+    """Every benchmark's parser: its docstring's first line, and --record."""
+
+    def __init__(self, doc: str):
+        super().__init__(description=doc.splitlines()[0])
+        self.add_argument(
+            "--record", action="store_true", help="write the tracked bench/results/<name>.json (default results/bench/)"
+        )
+
+    def parse_args(self, *args, **kwargs):
+        global _record
+        parsed = super().parse_args(*args, **kwargs)
+        _record = parsed.record
+        return parsed
 
 
 def project_path(path: Path | str) -> str:
@@ -65,8 +88,9 @@ def model_shape(model) -> dict:
 
 
 def write_result(name: str, figures: dict) -> Path:
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    folder = RESULTS if _record else bench_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
     write_json_atomically(path, {"machine": machine(), **figures})
     print(json.dumps(figures, indent=2, ensure_ascii=False))
     print(f"wrote {path}")

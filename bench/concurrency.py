@@ -7,18 +7,17 @@ Target: throughput (trials per hour) of 2-at-a-time over 1-at-a-time >= 1.7 on 2
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import ray
 
-from bench.common import bench_job, timed_ray_start, write_result
+from bench.common import BenchParser, bench_job, timed_ray_start, write_result
 from caviar.tuning.pipeline import tune_job
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--subset", type=int, default=6000, help="train-file reviews per trial")
     parser.add_argument("--trials", type=int, default=8)
     args = parser.parse_args()

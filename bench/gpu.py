@@ -15,7 +15,6 @@ budget is spent: the script always ends and always writes what it measured.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import threading
@@ -23,7 +22,7 @@ import time
 
 import torch
 
-from bench.common import bench_job, write_result
+from bench.common import BenchParser, bench_job, write_result
 from model.config import TrialConfig
 from model.data import load_splits
 from model.train import train
@@ -144,7 +143,7 @@ def _last_reports(experiment_dir: str, batch_size: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--smoke", action="store_true", help="seconds, not minutes: check the script runs")
     parser.add_argument("--budget-s", type=float, default=450, help="stop starting new stages after this")

@@ -13,13 +13,12 @@ median of each variant's own times would mix rounds the machine ran at different
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
 import torch
 
-from bench.common import model_shape, write_result
+from bench.common import BenchParser, model_shape, write_result
 from bench.precision import timed_steps
 from caviar.job.loading import load_job
 from model.batches import epoch_batches
@@ -32,7 +31,7 @@ VARIANTS = {"unpadded": 1, "aligned": ROW_ALIGN}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per variant")
     parser.add_argument("--steps", type=int, default=300, help="steps per round (the first 2 untimed)")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")

@@ -10,13 +10,12 @@ processes start up while the first trial begins, which costs a short run more th
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import ray
 
-from bench.common import bench_job, timed_ray_start, write_result
+from bench.common import BenchParser, bench_job, timed_ray_start, write_result
 from caviar.experiment.record import load_trials
 from caviar.tuning.pipeline import tune_job
 from caviar.tuning.single_run import run_single
@@ -32,7 +31,7 @@ def aggregate(rows: list[dict], batch: int, skip: int = 0) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--subset", type=int, default=None, help="train-file reviews (default: all)")
     args = parser.parse_args()
 

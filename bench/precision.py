@@ -12,14 +12,13 @@ whether bf16 changes how far the MLM loss falls.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
-from bench.common import model_shape, write_result
+from bench.common import BenchParser, model_shape, write_result
 from caviar.job.loading import load_job
 from model.batches import epoch_batches
 from model.config import PretrainConfig, TrialConfig
@@ -117,7 +116,7 @@ def mlm_loss_by_precision(cfg: TrialConfig, spec: PretrainConfig, mlm_steps: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="alternating fp32/bf16 rounds per step kind")
     parser.add_argument("--steps", type=int, default=12, help="steps per round (the first 2 untimed)")
     parser.add_argument("--mlm-steps", type=int, default=300, help="steps of each short pretraining run")

@@ -19,7 +19,6 @@ trial count, ends its search, and both routes spend the same wall time.
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
@@ -28,15 +27,17 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from bench.common import project_path, run_main, write_result
-from caviar.experiment.record import OUTCOME_FILE, PRETRAIN_FILE, load_job_of, load_trials
+from bench.common import BenchParser, project_path, run_main, write_result
+from caviar.experiment.layout import OUTCOME_FILE, PRETRAIN_CARD, PRETRAIN_FILE
+from caviar.experiment.record import load_job_of, load_trials
 from caviar.job.loading import load_job
 from caviar.ops.allocator import run_on_jemalloc
 from caviar.registry.promote import promote
-from caviar.tuning.pipeline import tune_job
+from caviar.tuning.pipeline import reseed_experiment, tune_job
 from model.data import TEST_FILE, locate_nsmc, read_reviews
 from model.errors import UserError
 from model.evaluate import evaluate_checkpoint
+from model.files import read_json_object
 from model.predict import Predictor
 
 TARGET = 0.88
@@ -46,7 +47,7 @@ FILL_FACTOR = 8  # the comparison's trial count, as a multiple of its job's; its
 
 def main() -> None:
     run_on_jemalloc()  # the route as the `caviar` command runs it
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--job", type=Path, default=Path("tune_jobs/nsmc_pretrained.yaml"))
     parser.add_argument("--compare-job", type=Path, default=Path("tune_jobs/nsmc_best.yaml"))
     parser.add_argument("--experiment", type=Path, default=None, help="a finished experiment: skip tuning")
@@ -118,19 +119,21 @@ def route(job_file: Path, experiment: Path | None, reseed: int | None, budget_s:
             raise UserError(f"{job_file}: model.pretrained names outside weights; the target allows none")
         if budget_s is not None:
             job = job.model_copy(update={"time_budget_s": budget_s, "num_samples": job.num_samples * FILL_FACTOR})
-        experiment = Path(tune_job(job)["experiment_dir"])
+        experiment = Path(tune_job(job).experiment_dir)
+    if reseed:
+        reseed_experiment(experiment, reseed, load_job_of(experiment).final.top_k)
     with tempfile.TemporaryDirectory() as registry:
-        done = promote(experiment, "quality", force=True, root=Path(registry), reseed_seeds=reseed)
         ray.shutdown()
+        done = promote(experiment, "quality", force=True, root=Path(registry)).as_json()
         job = load_job_of(experiment)
         full_test = read_reviews(locate_nsmc(job.data) / TEST_FILE)  # the whole file, whatever test_limit says
         metrics = evaluate_checkpoint(Path(done["path"]), full_test)
     wall = time.perf_counter() - started
-    outcome = json.loads((experiment / OUTCOME_FILE).read_text(encoding="utf-8"))
+    outcome = read_json_object(experiment / OUTCOME_FILE)
     if not tuned_here:
         wall += outcome["wall_s"]  # tuned earlier: count that run's wall time too
     stage0 = experiment / PRETRAIN_FILE
-    pretrain = _pretrain_figures(json.loads(stage0.read_text(encoding="utf-8"))) if stage0.is_file() else None
+    pretrain = _pretrain_figures(read_json_object(stage0)) if stage0.is_file() else None
     if pretrain is not None and (pretrain["reused"] or not tuned_here):
         # pretrained by an earlier job, or outside the tuning run's own clock: it belongs to the route
         wall += pretrain["wall_s"]
@@ -153,7 +156,7 @@ def route(job_file: Path, experiment: Path | None, reseed: int | None, budget_s:
 
 
 def _pretrain_figures(record: dict) -> dict:
-    card = json.loads((Path(record["folder"]) / "pretrain.json").read_text(encoding="utf-8"))
+    card = read_json_object(Path(record["folder"]) / PRETRAIN_CARD)
     keep = ("texts", "not_read", "steps", "mlm_loss", "examples_per_s", "wall_s", "settings")
     return {"folder": project_path(record["folder"]), "reused": record["reused"], **{k: card[k] for k in keep}}
 

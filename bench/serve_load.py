@@ -9,7 +9,6 @@ starts is stopped at the end. Targets on 2 CPUs: p50 <= 10 ms, p99 <= 50 ms, >= 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import random
@@ -22,7 +21,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from bench.common import project_path, write_result
+from bench.common import BenchParser, project_path, write_result
 from model.config import DataConfig
 
 HOST = "127.0.0.1"
@@ -92,7 +91,7 @@ def cpu_seconds(pid: int) -> float:
 def start_server(model: Path, threads: int | None) -> tuple[subprocess.Popen, str]:
     """`caviar serve` on a free loopback port, once /health answers (up to 60 s for the model to load)."""
     port = free_port()
-    command = [sys.executable, "-c", "from caviar.cli.app import main; main()", "serve", "--model", str(model)]
+    command = [sys.executable, "-c", "from caviar.cli.main import main; main()", "serve", "--model", str(model)]
     command += ["--host", HOST, "--port", str(port)] + (["--threads", str(threads)] if threads else [])
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://{HOST}:{port}"
@@ -127,7 +126,7 @@ def measure(base: str, server_pid: int, args) -> tuple[dict, dict, dict, dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--model", type=Path, default=Path("results/registry/nsmc-sentiment/current"))
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=32)

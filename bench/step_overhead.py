@@ -18,13 +18,12 @@ this machine vary by up to a third, so compare ratios across several runs.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import torch
 
-from bench.common import write_result
+from bench.common import BenchParser, write_result
 from model.batches import epoch_batches
 from model.config import TrialConfig
 from model.device import maybe_compile
@@ -135,7 +134,7 @@ def compare(model: str, steps: int, subset: int, threads: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--subset", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=2)

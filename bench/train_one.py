@@ -9,13 +9,12 @@ Both loops time only their training steps (collate, forward, backward, optimizer
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
 
-from bench.common import peak_rss_gb, write_result
+from bench.common import BenchParser, peak_rss_gb, write_result
 from caviar.job.schema import JobSpec
 from caviar.tuning.single_run import run_single
 from model.batches import DeviceSplit, encode, epoch_batches
@@ -48,7 +47,7 @@ def plain_loop_examples_per_s(job: JobSpec, steps: int | None) -> tuple[float, i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = BenchParser(__doc__)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--yardstick-steps", type=int, default=None, help="default: the whole epoch")
     parser.add_argument("--out", type=Path, default=Path("results/bench/train_one"))

@@ -1,5 +1,5 @@
 """`python -m caviar ...` is `caviar ...`; cluster jobs use it so the uploaded code is what runs."""
 
-from caviar.cli.app import entry
+from caviar.cli.main import entry
 
 entry()

@@ -18,18 +18,10 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 NAME_RULE = "1 to 100 of A-Z a-z 0-9 _ . -, starting with a letter or digit"
 Precision = Literal["auto", "fp32", "bf16"]
 PRECISION_HELP = "bf16 autocast of the steps: auto = on for CUDA, off for CPU; bf16 = on (fp32 weights)"
-
-
-def split_dotted(key: str) -> tuple[str, str]:
-    """'train.lr' -> ('train', 'lr'): a TrialConfig section and one of its keys (search spaces,
-    sampled configs and seed re-runs all name values this way)."""
-    section, _, leaf = key.partition(".")
-    return section, leaf
-
-
-def set_dotted(raw: dict, key: str, value) -> None:
-    section, leaf = split_dotted(key)
-    raw.setdefault(section, {})[leaf] = value
+# what every evaluation reports (model/loop.py), under the same names in Ray, TensorBoard and the leaderboard
+METRICS = ("val_accuracy", "val_loss", "val_f1", "train_loss")
+# the network's shape: what pretrained weights bring with them, and what a search may not vary then
+SHAPE_FIELDS = ("vocab_size", "layers", "hidden", "heads", "intermediate")
 
 
 def check_safe_name(name: str, what: str = "name") -> str:
@@ -53,20 +45,25 @@ class DataConfig(Strict):
     download_url: str = Field(
         "https://raw.githubusercontent.com/e9t/nsmc/master", description="where to fetch NSMC when no copy is found"
     )
+    fingerprint: str | None = Field(
+        None, description="sha256 of both files; a run records it, and reading the data again checks it"
+    )
 
 
 class ModelConfig(Strict):
     pretrained: str | None = Field(None, description="hub id or local folder, e.g. klue/bert-base; None = scratch")
     vocab_size: int = Field(16000, ge=128, description="WordPiece vocabulary trained on the train split")
-    layers: int = Field(2, ge=1)
-    hidden: int = Field(256, ge=8)
-    heads: int = Field(4, ge=1)
-    intermediate: int = Field(1024, ge=8)
-    dropout: float = Field(0.1, ge=0, lt=1)
+    layers: int = Field(2, ge=1, description="transformer layers of the from-scratch BERT")
+    hidden: int = Field(256, ge=8, description="hidden width; a multiple of heads")
+    heads: int = Field(4, ge=1, description="attention heads")
+    intermediate: int = Field(1024, ge=8, description="feed-forward width")
+    dropout: float = Field(
+        0.1, ge=0, lt=1, description="hidden and attention dropout (a pretrained model takes it too)"
+    )
     max_len: int = Field(128, ge=8, description="tokens kept per review; NSMC reviews are < 140 characters")
-    head: Literal["linear", "mlp"] = "linear"
+    head: Literal["linear", "mlp"] = Field("linear", description="classifier over the pooled [CLS]")
     head_hidden: int = Field(256, ge=1, description="width of the mlp head")
-    head_dropout: float = Field(0.1, ge=0, lt=1)
+    head_dropout: float = Field(0.1, ge=0, lt=1, description="dropout inside the mlp head")
     freeze_base: bool = Field(False, description="train only the head (pretrained feature extraction)")
 
     @model_validator(mode="after")
@@ -77,31 +74,35 @@ class ModelConfig(Strict):
 
 
 class TrainConfig(Strict):
-    optimizer: Literal["adamw", "sgd"] = "adamw"
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw, or sgd with momentum")
     lr: float = Field(1e-3, gt=0, description="peak learning rate (after lr_scaling)")
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW's moment decay rates")
+    eps: float = Field(1e-8, gt=0, description="AdamW's denominator guard")
+    weight_decay: float = Field(0.01, ge=0, description="decoupled weight decay, on matrices only")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
-    schedule: Literal["constant", "linear", "cosine", "cyclical"] = "linear"
+    schedule: Literal["constant", "linear", "cosine", "cyclical"] = Field(
+        "linear", description="lr schedule: warmup then constant, linear or cosine decay; or cyclical"
+    )
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of all steps spent warming up")
     base_lr: float | None = Field(None, gt=0, description="cyclical: lower bound (default lr / 10)")
     max_lr: float | None = Field(None, gt=0, description="cyclical: upper bound (default lr)")
-    cyclical_mode: Literal["triangular", "triangular2"] = "triangular"
+    cyclical_mode: Literal["triangular", "triangular2"] = Field(
+        "triangular", description="cyclical: triangular2 halves the amplitude every cycle"
+    )
     cycle_epochs: float = Field(0.5, gt=0, description="cyclical: epochs from base_lr up to max_lr")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="reviews per optimizer step")
     lr_scaling: Literal["none", "linear", "sqrt"] = Field("none", description="scale lr with batch_size")
     reference_batch_size: int = Field(64, ge=1, description="the batch size at which lr is meant as given")
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, description="passes over the train split")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (smoke runs)")
     eval_every: float = Field(
         0.25, gt=0, le=1, description="fraction of an epoch between evaluations (round(1/x) per epoch)"
     )
     patience: int | None = Field(None, ge=1, description="evaluations without val_loss improvement before stopping")
-    grad_clip: float | None = Field(1.0, gt=0)
-    seed: int = 42
+    grad_clip: float | None = Field(1.0, gt=0, description="clip the gradient norm to this; null = off")
+    seed: int = Field(42, description="init, dropout and batch order of the run")
     num_threads: int | None = Field(None, ge=1, description="torch threads; default = CPUs given to the run")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when torch sees a GPU")
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile the model: auto = on for CUDA, off for CPU (compiling costs 20-50 s there)"
     )
@@ -125,14 +126,14 @@ class PretrainConfig(Strict):
     epochs: float = Field(3, gt=0, description="passes over the train split's texts")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke runs)")
     lr: float = Field(5e-4, gt=0, description="AdamW peak learning rate")
-    weight_decay: float = Field(0.01, ge=0)
-    batch_size: int = Field(128, ge=2)
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(128, ge=2, description="reviews per step")
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="share of all steps spent warming up (then linear decay)")
     mask_probability: float = Field(
         0.15, gt=0, lt=1, description="tokens chosen per review; of them 80% [MASK], 10% random, 10% kept"
     )
-    grad_clip: float | None = Field(1.0, gt=0)
-    seed: int = 0
+    grad_clip: float | None = Field(1.0, gt=0, description="clip the gradient norm to this; null = off")
+    seed: int = Field(0, description="init and masking seed")
     log_every: int = Field(50, ge=1, description="steps per point of the MLM loss curve (card, TensorBoard)")
     precision: Precision = Field("auto", description=PRECISION_HELP)
 
@@ -141,9 +142,9 @@ class TrialConfig(Strict):
     """Everything one training run needs; what `caviar train` runs and what each Ray trial gets."""
 
     name: str = Field("run", description=NAME_RULE)
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
+    data: DataConfig = Field(DataConfig(), description="where NSMC is and how it is split")
+    model: ModelConfig = Field(ModelConfig(), description="the classifier's shape, or the pretrained encoder")
+    train: TrainConfig = Field(TrainConfig(), description="optimizer, schedule and loop")
 
     @field_validator("name")
     @classmethod

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import pandas as pd
 from model.config import DataConfig
 from model.errors import UserError
 from model.files import atomic_path
+from model.settings import settings
 
 log = logging.getLogger("caviar.data")
 
@@ -33,23 +33,24 @@ HOW_TO_POINT = "set data.dir in the job (or NSMC_DIR) to a folder holding rating
 
 def cache_root() -> Path:
     """Shared on-disk cache (NSMC copy, tokenizers); CAVIAR_CACHE moves it, e.g. in tests."""
-    return Path(os.environ.get("CAVIAR_CACHE", "~/.cache/caviar")).expanduser()
+    return settings().cache
 
 
-def _has_files(folder: Path) -> bool:
+def has_nsmc(folder: Path) -> bool:
+    """Both NSMC files are there."""
     return (folder / TRAIN_FILE).is_file() and (folder / TEST_FILE).is_file()
 
 
 def locate_nsmc(cfg: DataConfig) -> Path:
     """The folder with both NSMC files: data.dir, then NSMC_DIR, then the cache, else download."""
-    for origin, value in (("data.dir", cfg.dir), ("NSMC_DIR", os.environ.get("NSMC_DIR"))):
+    for origin, value in (("data.dir", cfg.dir), ("NSMC_DIR", settings().nsmc_dir)):
         if value:
             folder = Path(value).expanduser()
-            if not _has_files(folder):
+            if not has_nsmc(folder):
                 raise UserError(f"{origin}={value} does not hold {TRAIN_FILE} and {TEST_FILE}")
             return folder
     cached = cache_root() / "nsmc"
-    if _has_files(cached):
+    if has_nsmc(cached):
         return cached
     return download_nsmc(cfg.download_url, cached)
 
@@ -168,11 +169,17 @@ def load_splits(cfg: DataConfig) -> Splits:
     val_rows = stratified_pick(full.label.to_numpy(), max(2, round(len(full) * cfg.val_fraction)), cfg.seed + 1)
     is_val = np.zeros(len(full), dtype=bool)
     is_val[val_rows] = True
+    found = fingerprint([folder / TRAIN_FILE, folder / TEST_FILE])
+    if cfg.fingerprint is not None and found != cfg.fingerprint:
+        raise UserError(
+            f"{folder}: the NSMC files changed since this run recorded them (fingerprint {found[:12]}, "
+            f"recorded {cfg.fingerprint[:12]}); point NSMC_DIR at the data the run used"
+        )
     splits = Splits(
         train=full[~is_val].reset_index(drop=True),
         val=full[is_val].reset_index(drop=True),
         test=test,
-        fingerprint=fingerprint([folder / TRAIN_FILE, folder / TEST_FILE]),
+        fingerprint=found,
     )
     check_splits(splits, folder / TRAIN_FILE)
     log.info("data %s: train %d, val %d, test %d", folder, len(splits.train), len(splits.val), len(splits.test))

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 
 from model.errors import UserError
+from model.settings import settings
 
 
 def available_cpus() -> int:
     """CPUs this process may use: Ray sets OMP_NUM_THREADS to a trial's share."""
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    if (threads := settings().omp_threads) is not None:
+        return threads
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -63,4 +64,4 @@ def maybe_compile(net: torch.nn.Module, setting: str, device: torch.device) -> t
     graph per width. Checkpoints always save the plain module, which shares the parameters."""
     if setting == "off" or (setting == "auto" and device.type != "cuda"):
         return net
-    return torch.compile(net, dynamic=None, backend=os.environ.get(COMPILE_BACKEND_ENV, "inductor"))
+    return torch.compile(net, dynamic=None, backend=settings().compile_backend)

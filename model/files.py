@@ -1,5 +1,5 @@
-"""Write-then-rename, the one way files and folders are written: a crash leaves the old version or
-the new one, never half of either. Both packages (model/ and caviar/) import it from here.
+"""Files on disk: write-then-rename, the one way files and folders are written (a crash leaves the old
+version or the new one, never half of either), and the one JSON reader. Both packages import it.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+from model.errors import UserError
 
 
 @contextlib.contextmanager
@@ -54,3 +57,31 @@ def write_atomically(final: Path, fill: Callable[[Path], None]) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def read_json(path: Path) -> Any:
+    """The one reader of caviar's JSON files. A damaged file is one UserError naming it, never a
+    traceback: callers that scan many folders catch it and skip the one."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: damaged, not UTF-8 text") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it ({err.strerror or err})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: damaged, not valid JSON ({err.msg}, line {err.lineno})") from None
+    except RecursionError:
+        raise UserError(f"{path}: damaged, nested too deeply to be caviar's") from None
+
+
+def read_json_object(path: Path) -> dict:
+    """read_json for files that hold one JSON object (cards, records, results)."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: damaged, it must be a JSON object (got {type(value).__name__})")
+    return value

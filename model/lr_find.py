@@ -1,4 +1,4 @@
-"""Leslie Smith's LR range test: raise the learning rate every step and watch loss and val accuracy.
+"""The LR range test (lr-find, Leslie Smith's): raise the learning rate every step and watch loss and val accuracy.
 
 The suggestion is read off smoothed curves (a centered rolling median, then mean, over log-lr), so a
 single noisy batch cannot move it and, unlike an EMA, the smoothing does not lag to larger lrs.
@@ -25,7 +25,7 @@ FALL_SHARE = 0.1  # base_lr: where the loss has made 10% of its way down to its 
 
 
 @dataclass
-class RangeTest:
+class LrFindCurve:
     lrs: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     val_lrs: list[float] = field(default_factory=list)
@@ -77,7 +77,7 @@ def suggest(lrs, losses, val_lrs=None, val_accuracies=None) -> dict:
     return {"base_lr": base, "max_lr": high, "min_loss_lr": float(lrs[best]), "smoothed_losses": smoothed.tolist()}
 
 
-def run_range_test(
+def run_lr_find(
     cfg: TrialConfig,
     *,
     min_lr: float,
@@ -89,7 +89,7 @@ def run_range_test(
     val_limit: int,
     splits: Splits | None = None,
     on_step=None,
-) -> RangeTest:
+) -> LrFindCurve:
     """Train from scratch with lr rising from min_lr to max_lr; stop early when the loss diverges."""
     run = prepare(cfg, splits)
     per_epoch = math.ceil(len(run.train_set) / cfg.train.batch_size)
@@ -98,7 +98,7 @@ def run_range_test(
     val = _subset(run.val_set, val_limit)
     every = max(1, total // eval_points)
     optimizer = build_optimizer(run.net, cfg.train)
-    test, best, step = RangeTest(), math.inf, 0
+    test, best, step = LrFindCurve(), math.inf, 0
     ema = None
     while step < total:
         batches = epoch_batches(run.train_set.data, cfg.train.batch_size, cfg.train.seed, step // per_epoch)

@@ -63,7 +63,7 @@ class CliResult:
 @pytest.fixture
 def cli(capsys, monkeypatch):
     """Run `caviar ARGS...` in this process through the real entry point; returns exit code and output."""
-    from caviar.cli.app import main
+    from caviar.cli.main import main
 
     def run(*args) -> CliResult:
         monkeypatch.setattr(sys, "argv", ["caviar", *map(str, args)])
@@ -92,17 +92,20 @@ FINISHED_TUNE = {
 @pytest.fixture(scope="session")
 def experiment(tmp_path_factory) -> Path:
     """A finished tiny experiment, copied to a fresh folder: reading it must not need the driver.
-    Shared by the results and the service tests (one tuning run for both)."""
+    Shared by the results, the service and the README tests (one tuning run for all)."""
     import shutil
     import subprocess
 
     tmp = tmp_path_factory.mktemp("exp")
-    job = tiny_job_yaml(tmp / "job.yaml", storage=str(tmp / "results"), **FINISHED_TUNE)
+    # the data comes from NSMC_DIR, as with `make tune`: every test that reads this experiment back
+    # (without NSMC_DIR, or with another one) checks that the experiment recorded where its data is
+    job = tiny_job_yaml(tmp / "job.yaml", storage=str(tmp / "results"), data={"val_fraction": 0.2}, **FINISHED_TUNE)
     proc = subprocess.run(
-        [sys.executable, "-c", "from caviar.cli.app import main; main()", "tune", job, "--name", "done", "--json"],
+        [sys.executable, "-c", "from caviar.cli.main import main; main()", "tune", job, "--name", "done", "--json"],
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "NSMC_DIR": str(FIXTURE_NSMC)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     copied = tmp / "copied"

@@ -11,11 +11,13 @@ import typer
 
 from model.errors import UserError
 
-registry_app = typer.Typer(help="Versions in results/registry: list, show, rollback.", no_args_is_help=True)
+registry_app = typer.Typer(
+    help="Versions in results/registry: list, show, rollback.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @registry_app.command("list")
-def registry_list(as_json: bool = typer.Option(False, "--json")) -> None:
+def registry_list(as_json: bool = typer.Option(False, "--json", help="one JSON line: every version")) -> None:
     """Every version of every model, the current ones marked with *."""
     from caviar.registry.store import list_models, registry_root
 

@@ -1,16 +1,44 @@
-"""Where an experiment's results go: a local folder or a URI Ray's storage_path takes (s3://, gs://).
+"""Where everything caviar writes lives: the results root, and every file and folder of an experiment.
 
-One type for both, so no code wraps a URI in Path (which folds "s3://" into "s3:/") and asks
-"is it remote?" only here.
+Each name is spelled here once. The results root is a job's `storage` (default `results`, relative to
+the working folder); runs of `caviar train`, `lr-find` and `pretrain` go beside the experiments in it,
+and the registry under it unless CAVIAR_REGISTRY moves it. `Storage` is one type for a local folder
+and a URI Ray's storage_path takes (s3://, gs://), so no code wraps a URI in Path (which folds
+"s3://" into "s3:/") and asks "is it remote?" anywhere else.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from model.errors import UserError
+from model.settings import settings
+
+RESULTS = "results"  # the default storage, relative to the working folder
+
+# an experiment folder (caviar tune)
+JOB_FILE = "caviar_job.json"  # the resolved job, written before the first trial starts
+OUTCOME_FILE = "caviar_tune.json"  # the end of `caviar tune` (experiment/outcome.py)
+ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
+PRETRAIN_FILE = "caviar_pretrain.json"  # stage 0: the pretrained folder the trials fine-tune, and its key
+BUDGET_FILE = "caviar_budget.json"  # the trials the job's time budget cut
+LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_FILE = "leaderboard.csv", "leaderboard.md", "report.json"
+PLOTS = ("learning_curves.png", "params_vs_metric.png", "parallel_coordinates.png")
+RESEED_DIR, RESEED_FILE = "reseed", "reseed.json"  # seed re-runs: <experiment>/reseed/config-<rank>/
+ROUND = re.compile(r"round-([1-9][0-9]*)")
+# a `caviar train` run folder
+TRAIN_RESULT = "result.json"  # the run's summary; its presence is what `caviar promote` knows a run by
+TRAIN_CHECKPOINT = "checkpoint"
+# a `caviar lr-find` folder, and lr-find inside an experiment
+LR_FIND_JSON, LR_FIND_PLOT = "lr_find.json", "lr_find.png"
+# a `caviar pretrain` folder
+PRETRAIN_CARD = "pretrain.json"  # written last: a folder without one is unfinished
+PRETRAIN_PLOT = "mlm_loss.png"
+# the roots beside the experiments
+TRAIN_DIR, LR_FIND_DIR, PRETRAIN_DIR, REGISTRY_DIR, BENCH_DIR = "train", "lr_find", "pretrain", "registry", "bench"
 
 
 @dataclass(frozen=True)
@@ -35,7 +63,55 @@ class Storage:
             raise UserError(f"{self.uri(experiment)} is remote: copy it to a local folder first")
         return Path(self.root) / experiment
 
+    @property
+    def local_root(self) -> Path:
+        """Where this machine keeps what is not an experiment (train runs, lr-find, stage 0): the
+        storage folder, or `results` beside a remote storage."""
+        return Path(RESULTS if self.is_remote else self.root)
+
 
 def timestamped(name: str) -> str:
     """<name>-<YYYYmmdd-HHMMSS>: the default name of every run, experiment and lr-find folder."""
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def train_run_dir(storage: str, name: str) -> Path:
+    return Storage.of(storage).local_root / TRAIN_DIR / timestamped(name)
+
+
+def lr_find_dir(storage: str, name: str) -> Path:
+    return Storage.of(storage).local_root / LR_FIND_DIR / timestamped(name)
+
+
+def pretrain_root(storage: str) -> Path:
+    """<storage>/pretrain: beside the experiments, so every node of a cluster with shared storage sees it."""
+    return Storage.of(storage).local_root / PRETRAIN_DIR
+
+
+def registry_root() -> Path:
+    return settings().registry or Path(RESULTS) / REGISTRY_DIR
+
+
+def bench_dir() -> Path:
+    """Where a benchmark writes its JSON unless --record asks for bench/results/."""
+    return Path(RESULTS) / BENCH_DIR
+
+
+def round_dir(experiment_dir: Path, r: int) -> Path:
+    return Path(experiment_dir) / f"round-{r}"
+
+
+def round_of(folder: Path) -> int | None:
+    """r for a round-<r> folder, else None."""
+    match = ROUND.fullmatch(Path(folder).name)
+    return int(match.group(1)) if match else None
+
+
+def round_dirs(experiment_dir: Path) -> list[Path]:
+    """round-1, round-2, ... of a coarse-to-fine experiment, in order (none for a one-round job)."""
+    found = [p for p in Path(experiment_dir).glob("round-*") if p.is_dir() and round_of(p) is not None]
+    return sorted(found, key=round_of)
+
+
+def reseed_dir(experiment_dir: Path) -> Path:
+    return Path(experiment_dir) / RESEED_DIR

@@ -1,4 +1,4 @@
-"""The outcome of a tuning run (caviar_tune.json), read back from disk: best trial, per-trial table,
+"""The outcome of a tuning run (caviar_tune.json), read back from disk: best trial, per-trial rows,
 disk use; and what to print. `caviar report` is the fuller, re-runnable view of the same folder.
 
 Runs only once every trial has ended; an interrupted run raises Interrupted instead.
@@ -6,28 +6,106 @@ Runs only once every trial has ended; an interrupted run raises Interrupted inst
 
 from __future__ import annotations
 
-import json
 import shlex
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from caviar.experiment.record import OUTCOME_FILE, ROUNDS_FILE, Experiment
+from caviar.experiment.layout import OUTCOME_FILE, ROUNDS_FILE
+from caviar.experiment.record import Experiment
+from caviar.experiment.rows import TrialRow, trial_row
+from caviar.job.keys import flatten
 from caviar.job.schema import JobSpec
-from caviar.tuning.search_space import flatten
 from model.errors import UserError
-from model.files import write_json_atomically
+from model.files import read_json, write_json_atomically
 
 
 class Interrupted(Exception):
     """The run stopped before its trials finished (Ctrl+C); the experiment can be resumed."""
 
     def __init__(self, experiment_dir: Path):
-        super().__init__(f"interrupted; continue with: caviar resume {experiment_dir}")
+        super().__init__(f"interrupted; continue with: {runnable('caviar')} resume {shlex.quote(str(experiment_dir))}")
         self.experiment_dir = experiment_dir
 
 
-def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
+@dataclass
+class TuneOutcome:
+    experiment_dir: str
+    metric: str
+    best_trial: str
+    best_config: dict
+    best_metric: float  # best_<metric> in JSON
+    best_val_accuracy: float
+    best_evaluation: int
+    best_checkpoint: str
+    trials: list[TrialRow]
+    wall_s: float
+    checkpoint_bytes: int
+    checkpoint_bytes_bound: int
+    checkpoint_bytes_freed: int
+    pretrained: str | None = None
+    rounds: list | None = None
+    reseed: dict | None = None  # final: {seeds: S}: the seed re-runs' record (reseed/reseed.json)
+    notes: list[str] = field(default_factory=list)  # warnings worth repeating at the end
+
+    @property
+    def stopped_early(self) -> int:
+        return sum(t.stopped_early for t in self.trials)
+
+    @property
+    def cut_by_budget(self) -> int:
+        return sum(t.cut_by_budget for t in self.trials)
+
+    @property
+    def errored(self) -> int:
+        return sum(t.status == "ERROR" for t in self.trials)
+
+    def as_json(self) -> dict:
+        out = {
+            "experiment_dir": self.experiment_dir,
+            "metric": self.metric,
+            "best_trial": self.best_trial,
+            "best_config": self.best_config,
+            f"best_{self.metric}": self.best_metric,
+            "best_val_accuracy": self.best_val_accuracy,
+            "best_evaluation": self.best_evaluation,
+            "best_checkpoint": self.best_checkpoint,
+            "trials": [t.as_json() for t in self.trials],
+            "stopped_early": self.stopped_early,
+            "cut_by_budget": self.cut_by_budget,
+            "errored": self.errored,
+            "wall_s": self.wall_s,
+            "checkpoint_bytes": self.checkpoint_bytes,
+            "checkpoint_bytes_bound": self.checkpoint_bytes_bound,
+            "checkpoint_bytes_freed": self.checkpoint_bytes_freed,
+        }
+        for key in ("pretrained", "rounds", "reseed"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+    def describe(self) -> list[str]:
+        folder = shlex.quote(self.experiment_dir)
+        return [
+            f"best trial {self.best_trial}: {self.metric} {self.best_metric:.4f} at evaluation {self.best_evaluation}",
+            "  " + ", ".join(f"{k}={_short(v)}" for k, v in flatten(self.best_config).items()),
+            f"  checkpoint: {self.best_checkpoint}",
+            *([f"  fine-tuned from: {self.pretrained}"] if self.pretrained else []),
+            f"{len(self.trials)} trials, {self.stopped_early} stopped early, "
+            + (f"{self.cut_by_budget} cut by the time budget, " if self.cut_by_budget else "")
+            + f"{self.errored} errored, "
+            f"{self.wall_s:.0f}s; checkpoints on disk {self.checkpoint_bytes / 2**20:.1f} MiB",
+            *self.notes,
+            f"experiment: {self.experiment_dir}",
+            "next:",
+            f"  compare trials:  {runnable('tensorboard')} --logdir {folder}",
+            f"  leaderboard:     {runnable('caviar')} report {folder}",
+            f"  promote best:    {runnable('caviar')} promote {folder}",
+        ]
+
+
+def finish(job: JobSpec, experiment_dir: Path, wall_s: float, notes: list[str] | None = None) -> TuneOutcome:
     """Summarize from disk; prune checkpoints only once every trial has ended."""
     experiment = Experiment.load(experiment_dir, job)
     if experiment.interrupted:
@@ -43,44 +121,31 @@ def finish(job: JobSpec, experiment_dir: Path, wall_s: float) -> dict:
     checkpoint = experiment.best_checkpoint(trial)
     row = _row_of_checkpoint(trial, checkpoint, row, job.metric)
     bound = (job.checkpoint.keep_best_trials or len(trials)) + (job.max_concurrent_trials or len(trials))
-    outcome = {
-        "experiment_dir": str(experiment_dir),
-        "best_trial": trial.trial_id,
-        "best_config": trial.params,
-        f"best_{job.metric}": float(row[job.metric]),
-        "best_val_accuracy": float(row["val_accuracy"]),
-        "best_evaluation": int(row["training_iteration"]),
-        "best_checkpoint": str(checkpoint),
-        "trials": [_trial_row(t, job) for t in trials],
-        "stopped_early": sum(t.stopped_early for t in trials),
-        "cut_by_budget": sum(t.cut_by_budget for t in trials),
-        "errored": sum(t.status == "ERROR" for t in trials),
-        "wall_s": wall_s,
-        "checkpoint_bytes": total_bytes,
-        "checkpoint_bytes_bound": bound * largest,
-        "checkpoint_bytes_freed": freed,
-    }
-    if job.model.pretrained:
-        outcome["pretrained"] = job.model.pretrained
-    if (lineage := experiment_dir / ROUNDS_FILE).is_file():
-        outcome["rounds"] = json.loads(lineage.read_text(encoding="utf-8"))
-    write_json_atomically(experiment_dir / OUTCOME_FILE, outcome)
+    lineage = experiment_dir / ROUNDS_FILE
+    outcome = TuneOutcome(
+        experiment_dir=str(experiment_dir),
+        metric=job.metric,
+        best_trial=trial.trial_id,
+        best_config=trial.params,
+        best_metric=float(row[job.metric]),
+        best_val_accuracy=float(row["val_accuracy"]),
+        best_evaluation=int(row["training_iteration"]),
+        best_checkpoint=str(checkpoint),
+        trials=[trial_row(t, job) for t in trials],
+        wall_s=wall_s,
+        checkpoint_bytes=total_bytes,
+        checkpoint_bytes_bound=bound * largest,
+        checkpoint_bytes_freed=freed,
+        pretrained=job.model.pretrained,
+        rounds=read_json(lineage) if lineage.is_file() else None,
+        notes=list(notes or []),
+    )
+    save(outcome)
     return outcome
 
 
-def _trial_row(trial, job: JobSpec) -> dict:
-    best = trial.best_row(job.metric, job.mode)
-    return {
-        "trial_id": trial.trial_id,
-        "status": trial.status,
-        "evaluations": trial.evaluations,
-        f"best_{job.metric}": None if best is None else float(best[job.metric]),
-        "stopped_early": trial.stopped_early,
-        "cut_by_budget": trial.cut_by_budget,
-        "round": trial.round,
-        "params": trial.params,
-        **({"error": trial.error} if trial.error else {}),
-    }
+def save(outcome: TuneOutcome) -> None:
+    write_json_atomically(Path(outcome.experiment_dir) / OUTCOME_FILE, outcome.as_json())
 
 
 def _row_of_checkpoint(trial, checkpoint, row, metric: str):
@@ -90,25 +155,6 @@ def _row_of_checkpoint(trial, checkpoint, row, metric: str):
     step = trial.checkpoint_metrics(checkpoint).get("step")
     match = trial.history[trial.history["step"] == step]
     return match.iloc[0] if len(match) and match.iloc[0][metric] == row[metric] else row
-
-
-def describe_best(summary: dict, metric: str) -> list[str]:
-    return [
-        f"best trial {summary['best_trial']}: {metric} {summary[f'best_{metric}']:.4f} "
-        f"at evaluation {summary['best_evaluation']}",
-        "  " + ", ".join(f"{k}={_short(v)}" for k, v in flatten(summary["best_config"]).items()),
-        f"  checkpoint: {summary['best_checkpoint']}",
-        *([f"  fine-tuned from: {summary['pretrained']}"] if summary.get("pretrained") else []),
-        f"{len(summary['trials'])} trials, {summary['stopped_early']} stopped early, "
-        + (f"{cut} cut by the time budget, " if (cut := summary.get("cut_by_budget")) else "")
-        + f"{summary['errored']} errored, "
-        f"{summary['wall_s']:.0f}s; checkpoints on disk {summary['checkpoint_bytes'] / 2**20:.1f} MiB",
-        f"experiment: {summary['experiment_dir']}",
-        "next:",
-        f"  compare trials:  {runnable('tensorboard')} --logdir {shlex.quote(summary['experiment_dir'])}",
-        f"  leaderboard:     {runnable('caviar')} report {shlex.quote(summary['experiment_dir'])}",
-        f"  promote best:    {runnable('caviar')} promote {shlex.quote(summary['experiment_dir'])}",
-    ]
 
 
 def runnable(command: str) -> str:

@@ -8,24 +8,24 @@ outcome, `caviar resume`, `report`, `promote` and the seed re-runs all read an e
 
 from __future__ import annotations
 
-import json
 import logging
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from caviar.experiment.prune import checkpoint_bytes, remove_all_but
+from caviar.experiment.layout import BUDGET_FILE, JOB_FILE, round_dirs, round_of
+from caviar.job.keys import flatten
+from caviar.job.loading import validate
 from caviar.job.schema import JobSpec
-from caviar.tuning.search_space import flatten
-from model.errors import UserError
+from model.checkpoint import META
+from model.data import has_nsmc
+from model.errors import UserError, short
+from model.files import read_json_object
+from model.settings import settings
 
-JOB_FILE = "caviar_job.json"  # the validated job, written before the first trial starts
-OUTCOME_FILE = "caviar_tune.json"  # the end of `caviar tune` (caviar/outcome.py)
-ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
-PRETRAIN_FILE = "caviar_pretrain.json"  # stage 0: the pretrained folder the trials fine-tune, and its key
-BUDGET_FILE = "caviar_budget.json"  # the trials the job's time budget cut (caviar/budget.py)
 # A driver stopped by Ctrl+C or a kill leaves RUNNING/PENDING trials behind; a run that ended does not
 # (synchronous HyperBand may leave the trials it stopped PAUSED).
 UNFINISHED = ("RUNNING", "PENDING")
@@ -42,6 +42,7 @@ class TrialRecord:
     round: int = 1
     resume_from: Path | None = None  # the checkpoint Ray's saved state would restore this trial from
     cut_by_budget: bool = False  # still live when the job's time_budget_s ran out
+    max_t: int | None = None  # the scheduler's last rung: a trial that reached it was not stopped early
 
     @property
     def evaluations(self) -> int:
@@ -56,7 +57,13 @@ class TrialRecord:
     def stopped_early(self) -> bool:
         """Stopped by the scheduler (ASHA, median rule...): terminated before its own end, and not by
         the clock (a trial the time budget cut ends TERMINATED too)."""
-        return self.status in ("TERMINATED", "PAUSED") and not self.finished_naturally and not self.cut_by_budget
+        reached_max_t = self.max_t is not None and self.evaluations >= self.max_t
+        return (
+            self.status in ("TERMINATED", "PAUSED")
+            and not self.finished_naturally
+            and not self.cut_by_budget
+            and not reached_max_t
+        )
 
     def best_row(self, metric: str, mode: str) -> pd.Series | None:
         if metric not in self.history or self.history[metric].isna().all():
@@ -68,8 +75,8 @@ class TrialRecord:
         return sorted(p for p in self.path.glob("checkpoint_*") if p.is_dir())
 
     def checkpoint_metrics(self, folder: Path) -> dict:
-        meta = folder / "caviar.json"
-        return json.loads(meta.read_text(encoding="utf-8")).get("metrics", {}) if meta.is_file() else {}
+        meta = folder / META
+        return read_json_object(meta).get("metrics", {}) if meta.is_file() else {}
 
     def best_checkpoint(self, metric: str, mode: str) -> Path | None:
         scored = [(self.checkpoint_metrics(c).get(metric), c) for c in self.checkpoints()]
@@ -81,26 +88,43 @@ class TrialRecord:
 
 
 def trials_cut(experiment_dir: Path) -> set[str]:
-    """The trials the job's time budget cut, as caviar/budget.py recorded them (none without a record)."""
+    """The trials the job's time budget cut, as tuning/ray_compat/time_budget.py recorded them."""
     record = Path(experiment_dir) / BUDGET_FILE
-    return set(json.loads(record.read_text(encoding="utf-8"))["cut"]) if record.is_file() else set()
+    if not record.is_file():
+        return set()
+    cut = read_json_object(record).get("cut")
+    if not isinstance(cut, list):
+        raise UserError(f"{record}: damaged, no 'cut' list of trial ids")
+    return {str(t) for t in cut}
 
 
 def load_job_of(experiment_dir: Path) -> JobSpec:
+    """The resolved job an experiment recorded: its data folder absolute, its fingerprint checked when
+    the splits are read again. A job whose data has moved says where to point NSMC_DIR."""
     path = Path(experiment_dir) / JOB_FILE
     if not path.is_file():
         raise UserError(f"{experiment_dir} is not a caviar experiment (no {JOB_FILE})")
-    raw = json.loads(path.read_text(encoding="utf-8"))
+    raw = read_json_object(path)
     # saved by caviar before 0.2, where the lr-find shorthand was a job key; it is always false once
     # saved (the range test has run by then), so older experiments still report, promote and resume
     raw.pop("lr_from_lr_find", None)
-    return JobSpec.model_validate(raw)
+    job = validate(raw, str(path))
+    return relocated(job, path)
 
 
-def round_dirs(experiment_dir: Path) -> list[Path]:
-    """round-1, round-2, ... of a coarse-to-fine experiment, in order (none for a one-round job)."""
-    found = [p for p in Path(experiment_dir).glob("round-*") if p.is_dir() and p.name[6:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[6:]))
+def relocated(job: JobSpec, source: Path) -> JobSpec:
+    """The recorded data folder, or NSMC_DIR where the recorded one no longer holds the files (the
+    fingerprint then tells whether it is the same data)."""
+    recorded = job.data.dir
+    if recorded is None or has_nsmc(Path(recorded)):
+        return job
+    moved = settings().nsmc_dir
+    if moved and has_nsmc(Path(moved)):
+        return job.model_copy(update={"data": job.data.model_copy(update={"dir": str(Path(moved).resolve())})})
+    raise UserError(
+        f"{source}: the data this experiment recorded ({recorded}) is gone; "
+        "set NSMC_DIR to the folder it moved to (its fingerprint is checked)"
+    )
 
 
 def load_trials(experiment_dir: Path) -> list[TrialRecord]:
@@ -111,7 +135,7 @@ def load_trials(experiment_dir: Path) -> list[TrialRecord]:
         records = []
         for folder in rounds:
             for record in _load_one(folder):
-                record.round = int(folder.name[6:])
+                record.round = round_of(folder)
                 records.append(record)
         return records
     return _load_one(experiment_dir)
@@ -129,6 +153,8 @@ def _load_one(experiment_dir: Path) -> list[TrialRecord]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             analysis = ExperimentAnalysis(str(experiment_dir))
+    except Exception as err:  # Ray raises its own types (and JSON errors) for a damaged state file
+        raise UserError(f"{experiment_dir}: Ray's experiment state cannot be read ({short(err, 120)})") from None
     finally:
         quiet.setLevel(level)
     records = []
@@ -150,44 +176,6 @@ def _load_one(experiment_dir: Path) -> list[TrialRecord]:
             )
         )
     return records
-
-
-@dataclass
-class ResumePlan:
-    moved: list[str]  # stale checkpoint references repaired, as "trial: from -> to"
-    replay: frozenset[str]  # trials whose resume checkpoint holds an evaluation result.json lacks
-
-
-def prepare_resume(experiment_dir: Path) -> ResumePlan:
-    """Make a killed driver's experiment resumable, and say which trials must re-report.
-
-    Ray deletes a trial's older checkpoint the moment a newer one arrives, but snapshots the
-    experiment state only every few seconds; a driver killed in between leaves a state that names
-    a deleted checkpoint, and Ray would fail that trial on resume. The trial's newest complete
-    checkpoint is moved into the named folder instead: it resumes from where it really got to.
-
-    Whether that checkpoint's evaluation was recorded (result.json) decides what the trial does on
-    resume: report it again if it was lost, never if it was not, so no evaluation appears twice and
-    a trial whose last evaluation was recorded is not run again.
-    """
-    from model.checkpoint import is_checkpoint
-
-    moved, replay = [], set()
-    for trial in load_trials(experiment_dir):
-        wanted = trial.resume_from
-        if trial.status not in UNFINISHED or wanted is None:
-            continue
-        if not wanted.is_dir():
-            complete = [c for c in trial.checkpoints() if is_checkpoint(c)]
-            if not complete:
-                continue
-            complete[-1].rename(wanted)
-            moved.append(f"{trial.trial_id}: {complete[-1].name} -> {wanted.name}")
-        step = trial.checkpoint_metrics(wanted).get("step")
-        recorded = "step" in trial.history and step in set(trial.history["step"])
-        if step is not None and not recorded:
-            replay.add(trial.trial_id)
-    return ResumePlan(moved, frozenset(replay))
 
 
 def _last_line(error_file: Path) -> str | None:
@@ -213,7 +201,12 @@ class Experiment:
     def load(cls, folder: Path, job: JobSpec | None = None) -> Experiment:
         """`job` for a folder that holds none itself (a round, a seed re-run)."""
         folder = Path(folder).resolve()
-        return cls(folder, load_trials(folder), job or load_job_of(folder))
+        job = job or load_job_of(folder)
+        trials = load_trials(folder)
+        max_t = getattr(job.scheduler, "max_t", None)
+        for trial in trials:
+            trial.max_t = max_t
+        return cls(folder, trials, job)
 
     def trials(self) -> list[TrialRecord]:
         return self._trials
@@ -242,10 +235,25 @@ class Experiment:
         ranked = [t for t, _ in self.ranked()]
         kept = {t.trial_id for t in (ranked if keep_best_trials is None else ranked[:keep_best_trials])}
         return sum(
-            remove_all_but(trial.checkpoints(), self.best_checkpoint(trial) if trial.trial_id in kept else None)
+            _remove_all_but(trial.checkpoints(), self.best_checkpoint(trial) if trial.trial_id in kept else None)
             for trial in self._trials
         )
 
     def checkpoint_bytes(self) -> tuple[int, int]:
         """(bytes of every checkpoint on disk, bytes of the largest one)."""
-        return checkpoint_bytes([c for t in self._trials for c in t.checkpoints()])
+        sizes = [folder_bytes(c) for t in self._trials for c in t.checkpoints()]
+        return sum(sizes), max(sizes, default=0)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
+def _remove_all_but(checkpoints: list[Path], keep: Path | None) -> int:
+    """Delete every checkpoint folder except `keep`; returns the bytes freed."""
+    freed = 0
+    for folder in checkpoints:
+        if folder != keep:
+            freed += folder_bytes(folder)
+            shutil.rmtree(folder, ignore_errors=True)
+    return freed

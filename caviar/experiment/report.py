@@ -14,64 +14,47 @@ from pathlib import Path
 import pandas as pd
 
 from caviar.experiment import plots
-from caviar.experiment.prune import folder_bytes
-from caviar.experiment.record import Experiment, TrialRecord
+from caviar.experiment.layout import LEADERBOARD_CSV, LEADERBOARD_MD, PLOTS, REPORT_FILE
+from caviar.experiment.record import Experiment
+from caviar.experiment.rows import trial_row
 from caviar.job.schema import JobSpec
 from model.errors import UserError
 from model.files import write_json_atomically, write_text_atomically
-
-LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_FILE = "leaderboard.csv", "leaderboard.md", "report.json"
-PLOTS = ("learning_curves.png", "params_vs_metric.png", "parallel_coordinates.png")
-
-
-def trial_row(trial: TrialRecord, job: JobSpec) -> dict:
-    metric, mode = job.metric, job.mode
-    best = trial.best_row(metric, mode)
-    last = trial.history.iloc[-1] if len(trial.history) else {}
-    wall = float(last.get("time_total_s", math.nan)) if len(trial.history) else math.nan
-    checkpoint = trial.best_checkpoint(metric, mode)
-    return {
-        "trial_id": trial.trial_id,
-        "status": trial.status,
-        "evaluations": trial.evaluations,
-        "round": trial.round,
-        "stopped_at_rung": trial.evaluations if trial.stopped_early else None,
-        "cut_by_budget": trial.cut_by_budget,
-        f"best_{metric}": None if best is None else float(best[metric]),
-        "best_evaluation": None if best is None else int(best["training_iteration"]),
-        "val_accuracy_at_best": None if best is None else float(best["val_accuracy"]),
-        "val_loss_at_best": None if best is None else float(best["val_loss"]),
-        "wall_s": wall,
-        "cpu_s": wall * job.resources_per_trial.cpu,
-        "gpu_s": wall * job.resources_per_trial.gpu,
-        "checkpoint_bytes": sum(folder_bytes(c) for c in trial.checkpoints()),
-        "checkpoint": str(checkpoint) if checkpoint else "",
-        **trial.params,
-    }
 
 
 def leaderboard(experiment: Experiment) -> pd.DataFrame:
     """One row per trial in the experiment's ranking; trials that never reported come last."""
     ranked = [t for t, _ in experiment.ranked()]
     unranked = [t for t in experiment.trials() if t not in ranked]
-    board = pd.DataFrame([trial_row(t, experiment.job) for t in ranked + unranked])
+    board = pd.DataFrame([trial_row(t, experiment.job).as_columns() for t in ranked + unranked])
     board.insert(0, "rank", range(1, len(board) + 1))
     return board
 
 
-def evaluate_top(board: pd.DataFrame, job: JobSpec, k: int) -> pd.DataFrame:
-    """Test accuracy and F1 of the K best checkpoints: reported, never used to choose."""
+def evaluate_top(board: pd.DataFrame, job: JobSpec, k: int) -> tuple[pd.DataFrame, list[str]]:
+    """Test accuracy and F1 of the K best checkpoints: reported, never used to choose. Also the
+    lines that say which of the K had no checkpoint left to score."""
     from model.data import load_splits
     from model.evaluate import evaluate_checkpoint
 
     test = load_splits(job.data).test
     board = board.copy()
     board["test_accuracy"], board["test_f1"] = math.nan, math.nan
+    notes = []
     for i in board.index[:k]:
         if board.loc[i, "checkpoint"]:
             metrics = evaluate_checkpoint(Path(board.loc[i, "checkpoint"]), test)
             board.loc[i, ["test_accuracy", "test_f1"]] = [metrics.accuracy, metrics.f1]
-    return board
+            continue
+        why = (
+            f"checkpoint.keep_best_trials is {job.checkpoint.keep_best_trials}"
+            if job.checkpoint.keep_best_trials is not None
+            else "it kept none"
+        )
+        notes.append(
+            f"rank {board.loc[i, 'rank']} ({board.loc[i, 'trial_id']}): not scored on test, no checkpoint ({why})"
+        )
+    return board, notes
 
 
 def markdown(board: pd.DataFrame, columns: list[str]) -> str:
@@ -93,12 +76,12 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
     job, trials = experiment.job, experiment.trials()
     if not any(len(t.history) for t in trials):
         raise UserError(f"{experiment_dir}: no trial has reported yet")
-    board = leaderboard(experiment)
+    board, notes = leaderboard(experiment), []
     if evaluate_top_k:
-        board = evaluate_top(board, job, evaluate_top_k)
+        board, notes = evaluate_top(board, job, evaluate_top_k)
     params = list(job.search_space)
     log_params = {k for k, d in job.search_space.items() if d.kind == "loguniform"}
-    columns = [c for c in board.columns if c != "checkpoint"]
+    columns = [c for c in board.columns if c not in ("checkpoint", "error")]
 
     write_text_atomically(experiment_dir / LEADERBOARD_CSV, board.to_csv(index=False))
     write_text_atomically(experiment_dir / LEADERBOARD_MD, f"# {experiment_dir.name}\n\n" + markdown(board, columns))
@@ -123,6 +106,7 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
         },
         "trials": [{k: _plain(v) for k, v in row.items()} for _, row in board.iterrows()],
         "files": [LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_FILE, *PLOTS],
+        "notes": notes,
     }
     write_json_atomically(experiment_dir / REPORT_FILE, report)
     report["table"] = markdown(board.head(15), _table_columns(board, params, job.metric))

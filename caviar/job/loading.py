@@ -15,14 +15,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from caviar.job.schema import SCHEDULER_CLASSES, JobSpec, short
-from model.errors import UserError
+from caviar.job.keys import split_override
+from caviar.job.schema import SCHEDULER_CLASSES, JobSpec
+from model.errors import UserError, short
 
 SET_HELP = "override a job value, e.g. --set train.lr=3e-4 (repeatable)"
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000  # values in the job once aliases are expanded; a real job has a few hundred
 MAX_DEPTH = 20
-DICT_OF_DOTTED_KEYS = ("search_space", "scheduler.mutations")  # their keys hold dots themselves
 # --smoke: the job's own model, space and scheduler, shrunk to seconds on 1 CPU (CI runs every shipped
 # job this way); the user's --set still comes last, e.g. to point data.dir at a small copy
 SMOKE = [
@@ -101,7 +101,7 @@ def apply_override(raw: dict, assignment: str) -> None:
         value = parse_yaml(text, f"--set {short(assignment)}") if text.strip() else None
     except UserError as err:
         raise UserError(f"--set {short(assignment)}: the value is not valid YAML ({err})") from None
-    *parents, leaf = split_key(key)
+    *parents, leaf = split_override(key)
     node = raw
     for depth, part in enumerate(parents):
         child = node.setdefault(part, {})
@@ -109,14 +109,6 @@ def apply_override(raw: dict, assignment: str) -> None:
             raise UserError(f"--set {assignment}: {'.'.join(parents[: depth + 1])} is a value, not a section")
         node = child
     node[leaf] = value
-
-
-def split_key(key: str) -> list[str]:
-    """`train.lr` -> [train, lr]; `search_space.train.lr` -> [search_space, train.lr]."""
-    for section in DICT_OF_DOTTED_KEYS:
-        if key.startswith(section + ".") and len(key) > len(section) + 1:
-            return [*section.split("."), key[len(section) + 1 :]]
-    return key.split(".")
 
 
 def describe(err: ValidationError, cls: type = JobSpec) -> str:
@@ -149,21 +141,44 @@ def did_you_mean(loc: tuple, cls: type) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def validate(raw: dict, source: str, cls: type = JobSpec):
+def validate(raw: Any, source: str, cls: type = JobSpec, context: dict | None = None):
     try:
-        return cls.model_validate(raw)
+        return cls.model_validate(raw, context=context)
     except ValidationError as err:
         raise UserError(f"{short(source, 200)}: {describe(err, cls)}") from None
     except RecursionError:
         raise UserError(f"{short(source, 200)}: nested too deeply (at most {MAX_DEPTH} levels)") from None
 
 
-def load_job(path: Path, overrides: list[str] | None = None, cls: type = JobSpec, smoke: bool = False) -> Any:
+def load_job(
+    path: Path, overrides: list[str] | None = None, cls: type = JobSpec, smoke: bool = False, fixed_only: bool = False
+) -> Any:
+    """The job file, then --smoke's and the user's --set laid over it. `fixed_only` (caviar train,
+    pretrain, lr-find): the search space is still checked, but not against the network's shape,
+    which only a search could vary."""
+    context = {"fixed_only": fixed_only}
     raw = read_yaml(path)
-    job = validate(raw, str(path), cls)
+    validate(raw, str(path), cls, context)  # the file alone first: its own faults are named by the file
     overrides = [*(SMOKE if smoke else []), *(overrides or [])]
     if not overrides:
-        return job
+        return validate(raw, str(path), cls, context)
     for assignment in overrides:
         apply_override(raw, assignment)
-    return validate(raw, "--set " + " ".join(overrides), cls)
+    try:
+        return cls.model_validate(raw, context=context)
+    except ValidationError as err:
+        raise UserError(f"{_source_of(err, overrides)}: {describe(err, cls)}") from None
+    except RecursionError:
+        raise UserError(f"--set: nested too deeply (at most {MAX_DEPTH} levels)") from None
+
+
+def _source_of(err: ValidationError, overrides: list[str]) -> str:
+    """The --set the first error is about (the last one that touches its key). The file alone was
+    valid, so an error no single --set touches (a rule across keys) comes from them together."""
+    loc = [str(p) for p in err.errors()[0]["loc"] if p not in SCHEDULER_CLASSES]
+    for assignment in reversed(overrides):
+        key = split_override(assignment.partition("=")[0].strip())
+        shared = min(len(key), len(loc))
+        if shared and key[:shared] == loc[:shared]:
+            return f"--set {short(assignment)}"
+    return short("--set " + " ".join(overrides), 200)

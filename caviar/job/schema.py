@@ -1,65 +1,23 @@
 """The tuning-job schema: a trial's fixed values (TrialConfig) plus search space, scheduler and limits.
 
-search_space:                 # distributions over TrialConfig keys, by dotted path
-  train.lr: {loguniform: [1.0e-4, 3.0e-3]}
-  train.batch_size: {choice: [32, 64, 128]}
 scheduler: {type: asha, max_t: 8, grace_period: 1, reduction_factor: 2}
+`caviar schema` prints every field below with its default and description (docs/jobs.md).
 """
 
 from __future__ import annotations
 
-import difflib
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from model.config import PretrainConfig, Strict, TrialConfig, split_dotted
+from caviar.job.distributions import RANGE_KINDS, Distribution, check_key
+from caviar.job.keys import split_dotted
+from model.config import METRICS, SHAPE_FIELDS, PretrainConfig, Strict, TrialConfig
+from model.errors import short
 
-REPORTED_METRICS = ("val_accuracy", "val_loss", "val_f1", "train_loss")
 TIME_ATTRS = ("training_iteration", "epoch", "step", "time_total_s")
-RANGE_KINDS = ("loguniform", "uniform", "quniform", "randint")
-KINDS = (*RANGE_KINDS, "choice", "grid")
-# model keys a pretrained network brings with it
-SHAPE_KEYS = ("model.vocab_size", "model.layers", "model.hidden", "model.heads", "model.intermediate")
-
-
-class Distribution(Strict):
-    """Exactly one of: loguniform/uniform [low, high], quniform [low, high, q], randint [low, high]
-    (both ends included), choice [values], grid [values]."""
-
-    loguniform: tuple[float, float] | None = None
-    uniform: tuple[float, float] | None = None
-    quniform: tuple[float, float, float] | None = None
-    randint: tuple[int, int] | None = None
-    choice: list[Any] | None = Field(None, min_length=1)
-    grid: list[Any] | None = Field(None, min_length=1)
-
-    @model_validator(mode="after")
-    def _one_valid_kind(self) -> Distribution:
-        given = [k for k in KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of {', '.join(KINDS)} (got {len(given)})")
-        if self.kind in RANGE_KINDS:
-            low, high = self.args[:2]
-            if low >= high:
-                raise ValueError(f"{self.kind}: low ({low}) must be below high ({high})")
-            if self.kind == "loguniform" and low <= 0:
-                raise ValueError(f"loguniform: low must be > 0 (got {low})")
-            if self.kind == "quniform" and self.args[2] <= 0:
-                raise ValueError(f"quniform: q must be > 0 (got {self.args[2]})")
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in KINDS if getattr(self, k) is not None)
-
-    @property
-    def args(self) -> tuple | list:
-        return getattr(self, self.kind)
-
-    def samples(self) -> list:
-        """Values a trial may get at the edges of this distribution: enough to type-check it."""
-        return list(self.args) if self.kind in ("choice", "grid") else list(self.args[:2])
+SHAPE_KEYS = tuple(f"model.{leaf}" for leaf in SHAPE_FIELDS)  # what a pretrained network brings with it
+TIME_ATTR_HELP = "what the scheduler counts: training_iteration = one evaluation"
 
 
 class Resources(Strict):
@@ -68,15 +26,15 @@ class Resources(Strict):
 
 
 class _TimedScheduler(Strict):
-    time_attr: Literal[TIME_ATTRS] = "training_iteration"  # one evaluation = one training_iteration
+    time_attr: Literal[TIME_ATTRS] = Field("training_iteration", description=TIME_ATTR_HELP)
 
 
 class Asha(_TimedScheduler):
-    type: Literal["asha"] = "asha"
+    type: Literal["asha"] = Field("asha", description="asynchronous successive halving (the default)")
     max_t: int = Field(8, ge=1, description="evaluations a trial may reach")
     grace_period: int = Field(1, ge=1, description="evaluations before a trial can be stopped")
-    reduction_factor: float = Field(2, gt=1)
-    brackets: int = Field(1, ge=1)
+    reduction_factor: float = Field(2, gt=1, description="1/reduction_factor of the trials go on at each rung")
+    brackets: int = Field(1, ge=1, description="brackets of different grace periods")
 
     @model_validator(mode="after")
     def _grace_within_max(self) -> Asha:
@@ -88,23 +46,23 @@ class Asha(_TimedScheduler):
 
 
 class HyperBand(_TimedScheduler):
-    type: Literal["hyperband"] = "hyperband"
-    max_t: int = Field(8, ge=1)
-    reduction_factor: float = Field(3, gt=1)
+    type: Literal["hyperband"] = Field("hyperband", description="synchronous HyperBand (pauses trials)")
+    max_t: int = Field(8, ge=1, description="evaluations a trial may reach")
+    reduction_factor: float = Field(3, gt=1, description="1/reduction_factor of the trials go on at each rung")
 
 
 class MedianStopping(_TimedScheduler):
-    type: Literal["median_stopping"] = "median_stopping"
-    grace_period: float = Field(1, ge=0)
-    min_samples_required: int = Field(3, ge=1)
+    type: Literal["median_stopping"] = Field("median_stopping", description="stop below the running median")
+    grace_period: float = Field(1, ge=0, description="time_attr units before a trial can be stopped")
+    min_samples_required: int = Field(3, ge=1, description="trials needed before the rule applies")
 
 
 class Pbt(_TimedScheduler):
-    type: Literal["pbt"] = "pbt"
+    type: Literal["pbt"] = Field("pbt", description="population-based training: exploit and explore")
     perturbation_interval: int = Field(2, ge=1, description="evaluations between exploit/explore steps")
     mutations: dict[str, Distribution] = Field(default_factory=dict, description="train.* keys to perturb")
-    quantile_fraction: float = Field(0.25, gt=0, le=0.5)
-    resample_probability: float = Field(0.25, ge=0, le=1)
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="bottom share that copies the top share")
+    resample_probability: float = Field(0.25, ge=0, le=1, description="chance a mutation redraws instead of scaling")
 
     @field_validator("mutations")
     @classmethod
@@ -116,7 +74,7 @@ class Pbt(_TimedScheduler):
 
 
 class Fifo(Strict):
-    type: Literal["fifo"] = "fifo"
+    type: Literal["fifo"] = Field("fifo", description="no early stopping: every trial runs to its end")
 
 
 SCHEDULER_CLASSES = {"asha": Asha, "hyperband": HyperBand, "median_stopping": MedianStopping, "pbt": Pbt, "fifo": Fifo}
@@ -146,8 +104,8 @@ class FinalSpec(Strict):
 class LrFindSpec(Strict):
     """The LR range test (`caviar lr-find`, and `train.lr: {from_lr_find: true}` in a job)."""
 
-    min_lr: float = Field(1e-6, gt=0)
-    max_lr: float = Field(1.0, gt=0)
+    min_lr: float = Field(1e-6, gt=0, description="where the ramp starts")
+    max_lr: float = Field(1.0, gt=0, description="where the ramp ends (it stops earlier once the loss diverges)")
     mode: Literal["exp", "linear"] = Field("exp", description="how the lr rises from min_lr to max_lr")
     steps: int | None = Field(300, ge=10, description="optimizer steps of the test (or give epochs)")
     epochs: float | None = Field(None, gt=0, description="length in epochs instead of steps, as in the seed")
@@ -171,68 +129,59 @@ class LrFindSpec(Strict):
         return self
 
 
+class Stages(Strict):
+    """The stages before the search. The YAML shorthands turn them on; each is off again in the
+    resolved job (caviar_job.json), which names what the stage made instead."""
+
+    pretrain: bool = Field(
+        False, description="stage 0 pretrains the encoder: `model.pretrained: {from_pretrain: true}`"
+    )
+    lr_find: bool = Field(
+        False, description="the LR range test sets train.lr's range: `train.lr: {from_lr_find: true}`"
+    )
+
+
 class JobSpec(TrialConfig):
-    search_space: dict[str, Distribution] = Field(default_factory=dict)
-    scheduler: Scheduler = Field(default_factory=Asha)
-    search: Literal["random", "grid", "optuna"] = "random"
+    search_space: dict[str, Distribution] = Field(
+        default_factory=dict, description="distributions over trial values by dotted key, e.g. train.lr"
+    )
+    scheduler: Scheduler = Field(default_factory=Asha, description="what stops weak trials: asha, hyperband, ...")
+    search: Literal["random", "grid", "optuna"] = Field("random", description="how configurations are drawn")
     num_samples: int = Field(8, ge=1, description="trials (with search: grid, repeats of the whole grid)")
-    max_concurrent_trials: int | None = Field(None, ge=1)
-    resources_per_trial: Resources = Field(default_factory=Resources)
-    time_budget_s: float | None = Field(None, gt=0)
+    max_concurrent_trials: int | None = Field(None, ge=1, description="trials at once (default: as resources allow)")
+    resources_per_trial: Resources = Field(default_factory=Resources, description="what one trial asks Ray for")
+    time_budget_s: float | None = Field(None, gt=0, description="wall-clock limit of the search; live trials are cut")
     max_failures: int = Field(1, ge=0, description="retries of a crashed trial, from its last checkpoint")
-    metric: Literal[REPORTED_METRICS] = "val_accuracy"
-    mode: Literal["max", "min"] = "max"
-    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    metric: Literal[METRICS] = Field("val_accuracy", description="what chooses: a validation metric (or train_loss)")
+    mode: Literal["max", "min"] = Field("max", description="max for accuracy and F1, min for losses")
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="checkpoints kept")
     storage: str = Field("results", description="local folder or a URI Ray's storage_path takes (s3://...)")
     seed: int | None = Field(0, description="seeds the search algorithm; trials keep train.seed")
     rounds: int = Field(1, ge=1, description="coarse-to-fine: each round narrows the space around the top-k")
-    refine: RefineSpec = Field(default_factory=lambda: RefineSpec())
-    lr_find: LrFindSpec = Field(default_factory=LrFindSpec)
-    final: FinalSpec = Field(default_factory=lambda: FinalSpec())
-    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
-    # `train.lr: {from_lr_find: true}` in the YAML: input shorthand, not a job value, so it is kept
-    # out of the dump (the saved job holds the lr range the test found instead)
-    _lr_from_lr_find: bool = PrivateAttr(False)
-    # `model.pretrained: {from_pretrain: true}`: stage 0 pretrains (or finds) the folder, and the
-    # saved job names that folder instead
-    _from_pretrain: bool = PrivateAttr(False)
+    refine: RefineSpec = Field(default_factory=lambda: RefineSpec(), description="how rounds narrow the space")
+    lr_find: LrFindSpec = Field(default_factory=LrFindSpec, description="the LR range test's settings")
+    final: FinalSpec = Field(default_factory=lambda: FinalSpec(), description="seed re-runs after the search")
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="stage 0's masked-LM settings")
+    stages: Stages = Field(default_factory=Stages, description="set by the YAML shorthands; see Stages")
 
-    @model_validator(mode="wrap")
+    @model_validator(mode="before")
     @classmethod
-    def _pretrain_marker(cls, raw: Any, handler) -> JobSpec:
-        """`model.pretrained: {from_pretrain: true}`: fine-tune what this job's `pretrain:` makes."""
-        raw, marked = _take_marker(raw, "model.pretrained", "from_pretrain", "a hub id, a folder")
-        job = handler(raw)
-        if marked:
-            job._from_pretrain = True
-            job._check_shape_is_fixed("the pretrain stage")
-        return job
-
-    @property
-    def from_pretrain(self) -> bool:
-        return self._from_pretrain
-
-    def _check_shape_is_fixed(self, source: str) -> None:
-        """The network's shape comes from the pretrained weights: searching it would be silently ignored."""
-        for key in self.search_space:
-            if key in SHAPE_KEYS:
-                raise ValueError(f"search_space.{key}: the network's shape comes from {source}; drop it")
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _lr_marker(cls, raw: Any, handler) -> JobSpec:
-        """`train.lr: {from_lr_find: true}`: the tuner runs the range test, then searches inside it."""
-        raw, marked = _take_marker(raw, "train.lr", "from_lr_find", "a number")
-        job = handler(raw)
-        if marked:
-            if "train.lr" in job.search_space:
-                raise ValueError("search_space.train.lr: train.lr comes from lr-find in this job; drop one of them")
-            job._lr_from_lr_find = True
-        return job
-
-    @property
-    def lr_from_lr_find(self) -> bool:
-        return self._lr_from_lr_find
+    def _shorthands(cls, raw: Any) -> Any:
+        """`model.pretrained: {from_pretrain: true}` and `train.lr: {from_lr_find: true}` are input
+        shorthand for a stage, never job values: they become `stages`."""
+        raw, pretrain = _take_marker(raw, "model.pretrained", "from_pretrain", "a hub id, a folder")
+        raw, lr_find = _take_marker(raw, "train.lr", "from_lr_find", "a number")
+        if pretrain or lr_find:
+            stages = raw.get("stages") if isinstance(raw.get("stages"), dict) else {}
+            raw = {
+                **raw,
+                "stages": {
+                    **stages,
+                    **({"pretrain": True} if pretrain else {}),
+                    **({"lr_find": True} if lr_find else {}),
+                },
+            }
+        return raw
 
     @model_validator(mode="before")
     @classmethod
@@ -242,7 +191,7 @@ class JobSpec(TrialConfig):
         return raw
 
     @model_validator(mode="after")
-    def _space_fits_the_trial_config(self) -> JobSpec:
+    def _space_fits_the_trial_config(self, info: ValidationInfo) -> JobSpec:
         fixed = self.trial_config().model_dump()
         spaces = [("search_space", self.search_space)]
         if isinstance(self.scheduler, Pbt):
@@ -250,24 +199,42 @@ class JobSpec(TrialConfig):
         for where, space in spaces:
             for key, dist in space.items():
                 check_key(f"{where}.{key}", key, dist, fixed)
-        if self.model.pretrained:
+        searched = not (info.context or {}).get("fixed_only")  # caviar train uses none of the space
+        if searched and self.stages.pretrain:
+            self._check_shape_is_fixed("the pretrain stage")
+        if searched and self.model.pretrained:
             self._check_shape_is_fixed(f"model.pretrained ({short(self.model.pretrained, 60)})")
+        if self.stages.lr_find and "train.lr" in self.search_space:
+            raise ValueError("search_space.train.lr: train.lr comes from lr-find in this job; drop one of them")
         if self.search == "grid" and (bad := [k for k, d in self.search_space.items() if d.kind in RANGE_KINDS]):
             raise ValueError(f"search_space.{bad[0]}: search: grid takes only grid or choice values")
         if self.search == "optuna" and (bad := [k for k, d in self.search_space.items() if d.kind == "grid"]):
             raise ValueError(f"search_space.{bad[0]}: search: optuna cannot sample a grid; use choice")
         return self
 
+    def _check_shape_is_fixed(self, source: str) -> None:
+        """The network's shape comes from the pretrained weights: searching it would be silently ignored."""
+        for key in self.search_space:
+            if key in SHAPE_KEYS:
+                raise ValueError(f"search_space.{key}: the network's shape comes from {source}; drop it")
+
+    @property
+    def from_pretrain(self) -> bool:
+        return self.stages.pretrain
+
+    @property
+    def lr_from_lr_find(self) -> bool:
+        return self.stages.lr_find
+
+    def trial_config(self) -> TrialConfig:
+        return TrialConfig.model_validate(self.model_dump(include=set(TrialConfig.model_fields)))
+
     def with_pretrained(self, folder: str) -> JobSpec:
         """The job after stage 0: fine-tune from `folder`, the pretraining it asked for."""
         raw = self.model_dump(mode="json")
         raw["model"]["pretrained"] = folder
-        job = JobSpec.model_validate(raw)
-        job._lr_from_lr_find = self._lr_from_lr_find
-        return job
-
-    def trial_config(self) -> TrialConfig:
-        return TrialConfig.model_validate(self.model_dump(include=set(TrialConfig.model_fields)))
+        raw["stages"]["pretrain"] = False
+        return JobSpec.model_validate(raw)
 
     def with_lr_range(self, base_lr: float, max_lr: float) -> JobSpec:
         """The job after its LR range test: lr searched log-uniformly inside [base_lr, max_lr], and a
@@ -275,8 +242,16 @@ class JobSpec(TrialConfig):
         raw = self.model_dump(mode="json")
         raw["search_space"]["train.lr"] = {"loguniform": [base_lr, max_lr]}
         raw["train"]["lr"] = max_lr
+        raw["stages"]["lr_find"] = False
         if self.train.schedule == "cyclical":
             raw["train"]["base_lr"], raw["train"]["max_lr"] = base_lr, max_lr
+        return JobSpec.model_validate(raw)
+
+    def without_search(self) -> JobSpec:
+        """The job's fixed values alone (`caviar train`): no search space or mutations to check."""
+        raw = self.model_dump(mode="json")
+        raw["search_space"] = {}
+        raw["scheduler"] = {"type": "fifo"}
         return JobSpec.model_validate(raw)
 
 
@@ -290,36 +265,3 @@ def _take_marker(raw: Any, key: str, flag: str, otherwise: str) -> tuple[Any, bo
     if set(part[leaf]) != {flag} or part[leaf][flag] is not True:
         raise ValueError(f"{key}: give {otherwise} or {{{flag}: true}}")
     return {**raw, section: {k: v for k, v in part.items() if k != leaf}}, True
-
-
-def short(text: str, limit: int = 80) -> str:
-    """At most `limit` characters of a value for an error message: input can be any size."""
-    text = str(text)
-    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
-
-
-def trial_keys() -> list[str]:
-    """Every dotted key a search space may name: train.lr, model.layers, ..."""
-    return [
-        f"{s}.{leaf}"
-        for s in ("data", "model", "train")
-        for leaf in TrialConfig.model_fields[s].annotation.model_fields
-    ]
-
-
-def check_key(where: str, key: str, dist: Distribution, fixed: dict) -> None:
-    """The dotted key must name a TrialConfig value, and every edge value must be valid there."""
-    section, leaf = split_dotted(key)
-    if key not in trial_keys():
-        close = difflib.get_close_matches(key, trial_keys(), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]}?" if close else "expected e.g. train.lr or model.layers"
-        raise ValueError(f"{where}: unknown key ({hint})")
-    for value in dist.samples():
-        trial = {**fixed, section: {**fixed[section], leaf: value}}
-        try:
-            TrialConfig.model_validate(trial)
-        except ValidationError as err:
-            first = err.errors()[0]
-            raise ValueError(
-                f"{where}: value {short(repr(value))}: {short(first['msg'].removeprefix('Value error, '), 200)}"
-            ) from None

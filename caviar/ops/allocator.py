@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from model.errors import UserError
+from model.settings import Settings
 
 # every process: pages idle for 10 s go back to the OS from a background thread; oversize_threshold:0
 # keeps large blocks out of the arena that purges each one as it is freed
@@ -52,8 +53,8 @@ SEARCHED = (
 )
 
 
-def find_jemalloc(environ=os.environ) -> str | None:
-    named = environ.get("CAVIAR_JEMALLOC")
+def find_jemalloc(environ=None) -> str | None:
+    named = Settings.from_env(environ).jemalloc
     if named:
         if not Path(named).is_file():
             raise UserError(f"CAVIAR_JEMALLOC={named}: no such file")
@@ -61,10 +62,11 @@ def find_jemalloc(environ=os.environ) -> str | None:
     return next((path for path in SEARCHED if Path(path).is_file()), None)
 
 
-def jemalloc_env(environ=os.environ) -> dict[str, str] | None:
+def jemalloc_env(environ=None) -> dict[str, str] | None:
     """The environment a process needs to start on jemalloc, or None where it is off, missing, already
     preloaded (so a restarted process never restarts again), or another allocator is preloaded."""
-    choice = environ.get("CAVIAR_ALLOCATOR", "jemalloc")
+    environ = os.environ if environ is None else environ
+    choice = Settings.from_env(environ).allocator
     if choice not in CHOICES:
         raise UserError(f"CAVIAR_ALLOCATOR={choice}: use one of {', '.join(CHOICES)}")
     if choice == "system" or sys.platform != "linux":

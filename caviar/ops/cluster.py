@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shlex
 import time
 from pathlib import Path
 
 from model.errors import UserError
+from model.settings import path_variables, settings
 
 PROJECT = Path(__file__).resolve().parents[2]
 EXCLUDES = [
@@ -30,17 +30,17 @@ EXCLUDES = [
     ".ruff_cache/",
     ".hypothesis/",
 ]
-PASSED_ENV = ("NSMC_DIR", "CAVIAR_CACHE", "CAVIAR_REGISTRY")  # local paths a same-machine cluster can use
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def default_address() -> str:
-    return os.environ.get("RAY_DASHBOARD_ADDRESS") or os.environ.get("RAY_ADDRESS") or "http://127.0.0.1:8265"
+    env = settings()
+    return env.ray_dashboard or env.ray_address or "http://127.0.0.1:8265"
 
 
 def auth_token() -> str:
-    token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser()
+    env = settings()
+    token, path = env.ray_auth_token or "", env.ray_auth_token_path
     if not token and path.is_file():
         token = path.read_text(encoding="utf-8").strip()
     if not token:
@@ -89,13 +89,17 @@ def call(address: str, fn, *args):
         raise UserError(explain(err, address)) from None
 
 
-def resolve_storage(job, overrides: list[str]) -> list[str]:
-    """A relative storage folder would land in the job's temporary working dir and vanish."""
-    if "://" in job.storage or Path(job.storage).is_absolute():
-        return overrides
-    shared = (Path.cwd() / job.storage).resolve()
-    print(f"caviar: storage {job.storage!r} -> {shared} (every node must reach it; use s3:// or a shared mount)")
-    return [*overrides, f"storage={shared}"]
+def absolute_paths(job, overrides: list[str]) -> list[str]:
+    """The job runs in a temporary copy of the project: a relative storage folder would land in it
+    and vanish, and a relative data folder would name nothing there. Both are made absolute."""
+    added = []
+    if "://" not in job.storage and not Path(job.storage).is_absolute():
+        shared = (Path.cwd() / job.storage).resolve()
+        print(f"caviar: storage {job.storage!r} -> {shared} (every node must reach it; use s3:// or a shared mount)")
+        added.append(f"storage={shared}")
+    if job.data.dir and not Path(job.data.dir).expanduser().is_absolute():
+        added.append(f"data.dir={Path(job.data.dir).expanduser().resolve()}")
+    return [*overrides, *added]
 
 
 def runtime_requirements() -> list[str]:
@@ -108,7 +112,7 @@ def submit(job_file: Path, address: str, overrides: list[str], install: bool) ->
     from caviar.job.loading import load_job
 
     job = load_job(job_file, overrides)  # fail here, not on the cluster
-    overrides = resolve_storage(job, overrides)
+    overrides = absolute_paths(job, overrides)
     job_arg = Path(job_file).resolve()
     try:
         job_arg = job_arg.relative_to(PROJECT)  # shipped in the working_dir
@@ -119,7 +123,7 @@ def submit(job_file: Path, address: str, overrides: list[str], install: bool) ->
         + [f"--set {shlex.quote(o)}" for o in overrides]
     )
     runtime_env: dict = {"working_dir": str(PROJECT), "excludes": EXCLUDES}
-    env_vars = {k: os.environ[k] for k in PASSED_ENV if os.environ.get(k)}
+    env_vars = path_variables()  # absolute: the job runs in the uploaded working_dir
     if env_vars:
         runtime_env["env_vars"] = env_vars
     if install:

@@ -3,50 +3,78 @@
 To run: caviar promote results/<experiment> [--name nsmc-sentiment] [--force]
         caviar promote results/train/<run>      (one `caviar train` run: its best checkpoint)
 
-The candidate is scored on the NSMC test file; if that is below the current version's score,
-promotion is refused unless --force.
+Promotion only reads: the experiment's ranking, or its seed re-runs (reseed/reseed.json, written by
+`caviar reseed` or a job's final: {seeds: S}) when it has them. The candidate is scored on the NSMC
+test file; if that is below the current version's score, promotion is refused unless --force.
 """
 
 from __future__ import annotations
 
-import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
+from caviar.experiment.layout import RESEED_FILE, TRAIN_CHECKPOINT, TRAIN_RESULT, reseed_dir
 from caviar.experiment.record import Experiment
+from caviar.job.loading import validate
 from caviar.job.schema import JobSpec
 from caviar.registry import store as registry
-from caviar.tuning.reseed import reseed
-from caviar.tuning.single_run import RESULT as TRAIN_RESULT
 from model.checkpoint import META, is_checkpoint
 from model.data import load_splits
 from model.errors import UserError
 from model.evaluate import Metrics, evaluate_checkpoint
+from model.files import read_json_object
 
 
-def promote(
-    experiment_dir: Path,
-    name: str,
-    force: bool = False,
-    root: Path | None = None,
-    reseed_seeds: int | None = None,
-    top_k: int | None = None,
-) -> dict:
+@dataclass
+class Promotion:
+    name: str
+    version: str
+    path: str
+    previous: str | None
+    test_accuracy: float
+    val_accuracy: float | None
+    forced: bool
+    reseed: dict | None  # the card's summary of the seed re-runs the choice came from
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> list[str]:
+        lines = [
+            f"  config {c['rank']} ({c['source_trial']}): val {c['val_mean']:.4f} ± {c['val_std']:.4f}  "
+            f"test {c['test_mean']:.4f} ± {c['test_std']:.4f}"
+            for c in (self.reseed or {}).get("configs", [])
+        ]
+        return [
+            *lines,
+            f"promoted {self.name}/{self.version} (test_accuracy {self.test_accuracy:.4f}); "
+            f"current was {self.previous or 'none'}",
+        ]
+
+
+@dataclass
+class _Candidate:
+    job: JobSpec
+    trial_id: str
+    params: dict
+    checkpoint: Path
+    spread: dict | None  # reseed.json, when the choice came from seed re-runs
+
+
+def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | None = None) -> Promotion:
     experiment_dir = Path(experiment_dir).resolve()
     root = Path(root or registry.registry_root())
     model_dir = registry.model_dir_of(name, root)  # checked before any work: the name must stay inside
-    if (experiment_dir / TRAIN_RESULT).is_file():
-        if reseed_seeds:
-            raise UserError(f"{experiment_dir}: seed re-runs need a tuning experiment, not one train run")
-        job, trial, checkpoint, spread = *_train_run(experiment_dir), None
-    else:
-        experiment = Experiment.load(experiment_dir)
-        job = experiment.job
-        trial, checkpoint, spread = _candidate(experiment, reseed_seeds or job.final.seeds, top_k or job.final.top_k)
-    saved = json.loads((checkpoint / META).read_text(encoding="utf-8"))
-    meta = saved["metrics"]
-    splits = load_splits(job.data)
-    test = Metrics(**spread["best_run"]["test_metrics"]) if spread else evaluate_checkpoint(checkpoint, splits.test)
+    candidate = _train_run(experiment_dir) if (experiment_dir / TRAIN_RESULT).is_file() else _best_of(experiment_dir)
+    saved = read_json_object(candidate.checkpoint / META)
+    meta = saved.get("metrics", {})
+    splits = load_splits(candidate.job.data)
+    spread = candidate.spread
+    test = (
+        Metrics(**spread["best_run"]["test_metrics"])
+        if spread
+        else evaluate_checkpoint(candidate.checkpoint, splits.test)
+    )
 
     with registry.locked(model_dir):
         previous = registry.current_version(model_dir)
@@ -57,55 +85,57 @@ def promote(
                     f"candidate test_accuracy {test.accuracy:.4f} is below {name}/{previous}'s {old:.4f}; "
                     "not promoted (--force promotes it anyway)"
                 )
-        card = _card(name, job, experiment_dir, trial, saved, meta, test, splits, checkpoint, previous, spread, root)
-        version = registry.add_version(model_dir, checkpoint, card)
+        card = _card(name, candidate, experiment_dir, saved, meta, test, splits, previous, root)
+        version = registry.add_version(model_dir, candidate.checkpoint, card)
         registry.set_current(model_dir, version)
-    return {
-        "name": name,
-        "version": version,
-        "path": str(model_dir / version),
-        "previous": previous,
-        "test_accuracy": test.accuracy,
-        "val_accuracy": meta.get("val_accuracy"),
-        "forced": bool(force and previous),
-        "reseed": card.get("reseed"),
-    }
+    return Promotion(
+        name=name,
+        version=version,
+        path=str(model_dir / version),
+        previous=previous,
+        test_accuracy=test.accuracy,
+        val_accuracy=meta.get("val_accuracy"),
+        forced=bool(force and previous),
+        reseed=card.get("reseed"),
+    )
 
 
-def _train_run(folder: Path) -> tuple[JobSpec, SimpleNamespace, Path]:
+def _train_run(folder: Path) -> _Candidate:
     """A `caviar train` run as a candidate: its one configuration and the checkpoint it kept."""
-    result = json.loads((folder / TRAIN_RESULT).read_text(encoding="utf-8"))
-    checkpoint = folder / "checkpoint"
+    result = read_json_object(folder / TRAIN_RESULT)
+    checkpoint = folder / TRAIN_CHECKPOINT
     if not is_checkpoint(checkpoint):
         raise UserError(f"{folder}: the run kept no checkpoint; nothing to promote")
-    return JobSpec.model_validate(result["config"]), SimpleNamespace(trial_id="train", params={}), checkpoint
+    job = validate(result.get("config"), str(folder / TRAIN_RESULT))
+    return _Candidate(job, "train", {}, checkpoint, None)
 
 
-def _candidate(experiment: Experiment, seeds: int | None, top_k: int):
-    """(trial, checkpoint, seed spread): the best trial's best checkpoint, or with seed re-runs, the
-    best seed of the configuration whose mean validation score is best."""
+def _best_of(experiment_dir: Path) -> _Candidate:
+    """The best trial's best checkpoint, or with seed re-runs recorded, the best seed of the
+    configuration whose mean validation score is best."""
+    experiment = Experiment.load(experiment_dir)
     found = experiment.best()
     if found is None:
         raise UserError(f"{experiment.folder}: no trial reported {experiment.job.metric}; nothing to promote")
     trial, _ = found
     checkpoint, spread = experiment.best_checkpoint(trial), None
-    if seeds:
-        spread = reseed(experiment, seeds, top_k)
+    if (record := reseed_dir(experiment_dir) / RESEED_FILE).is_file():
+        spread = read_json_object(record)
         chosen = next(c for c in spread["configs"] if c["rank"] == spread["chosen_rank"])
         trial = next(t for t in experiment.trials() if t.trial_id == chosen["source_trial"])
         checkpoint = Path(spread["best_run"]["checkpoint"])
     if checkpoint is None:
         raise UserError(f"{experiment.folder}: the best trial {trial.trial_id} kept no checkpoint")
-    return trial, checkpoint, spread
+    return _Candidate(experiment.job, trial.trial_id, trial.params, checkpoint, spread)
 
 
-def _card(name, job, experiment_dir, trial, saved, meta, test, splits, checkpoint, previous, spread, root) -> dict:
+def _card(name, candidate: _Candidate, experiment_dir, saved, meta, test, splits, previous, root) -> dict:
     return {
         "name": name,
-        "job": job.name,
+        "job": candidate.job.name,
         "experiment": registry.relative_to_registry(experiment_dir, root),
-        "trial_id": trial.trial_id,
-        "hparams": trial.params,
+        "trial_id": candidate.trial_id,
+        "hparams": candidate.params,
         "config": saved["config"],
         "val": {k: v for k, v in meta.items() if k.startswith("val_")} | {"step": meta.get("step")},
         "test": {
@@ -119,9 +149,9 @@ def _card(name, job, experiment_dir, trial, saved, meta, test, splits, checkpoin
         "pretrained": _card_origin(saved.get("pretrained"), root),
         "packages": registry.package_versions(),
         "created": registry.now_iso(),
-        "source_checkpoint": registry.relative_to_registry(checkpoint, root),
+        "source_checkpoint": registry.relative_to_registry(candidate.checkpoint, root),
         "previous": previous,
-        **({"reseed": _card_spread(spread)} if spread else {}),
+        **({"reseed": _card_spread(candidate.spread)} if candidate.spread else {}),
     }
 
 

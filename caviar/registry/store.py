@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import platform
 import re
@@ -26,10 +25,11 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from caviar.experiment.layout import registry_root
 from model.checkpoint import META, STATE, WEIGHTS
 from model.config import SAFE_NAME, check_safe_name
 from model.errors import UserError
-from model.files import write_json_atomically
+from model.files import read_json_object, write_json_atomically
 
 CARD = "model_card.json"
 CURRENT = "current"
@@ -41,10 +41,6 @@ LEFTOVER = re.compile(r"\.(?:v[0-9]+|current)\.([0-9]+)\.tmp")  # what a killed 
 
 class Refused(Exception):
     """Promotion refused on purpose (a worse model); exit 1, unlike a user mistake."""
-
-
-def registry_root() -> Path:
-    return Path(os.environ.get("CAVIAR_REGISTRY", "results/registry"))
 
 
 def model_dir_of(name: str, root: Path | None = None) -> Path:
@@ -81,12 +77,7 @@ def read_card(version_dir: Path) -> dict:
     path = Path(version_dir) / CARD
     if not path.is_file():
         raise UserError(f"{version_dir}: no {CARD}; not a registry version")
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path}: damaged, not valid JSON ({str(err)[:80]})") from None
-    if not isinstance(card, dict):
-        raise UserError(f"{path}: damaged, the card must be a JSON object (got {type(card).__name__})")
+    card = read_json_object(path)
     files = card.get("files")
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         raise UserError(f"{path}: damaged, no 'files' table of sha256 checksums")

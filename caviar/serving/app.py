@@ -3,22 +3,18 @@
 To run: caviar serve --name nsmc-sentiment --port 8000
         curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"text": "정말 재미있어요"}'
 
-Pre-processing (validation), prediction (micro-batched) and post-processing (labels) are separate
-steps. Concurrent requests share one forward pass, which is what keeps p99 low under load; a text
-is checked before it joins a batch, and a failing batch is re-run request by request, so one
-client's input can never fail another's. The docs (/docs) are served from this machine, not a CDN.
+Pre-processing (validation, serving/schemas.py), prediction (micro-batched, serving/batcher.py) and
+post-processing (labels) are separate steps. The docs (/docs) are served from this machine, not a
+CDN. With CAVIAR_API_KEY set, everything but /health needs the key, /docs and /openapi.json included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import secrets
-import unicodedata
 from pathlib import Path
-from typing import Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -27,35 +23,19 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caviar.registry.store import public_card, verify
+from caviar.serving.batcher import MicroBatcher
 from caviar.serving.limits import BodyLimit, uvicorn_limits
+from caviar.serving.schemas import BatchOut, BatchRequest, PredictionOut, PredictRequest
 from model.device import set_threads
 from model.errors import UserError
-from model.predict import Prediction, Predictor
+from model.predict import Predictor
+from model.settings import settings
 
-MAX_CHARS, MAX_BATCH = 1000, 256
 API_KEY_ENV = "CAVIAR_API_KEY"
 API_KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what a Bearer header carries
-
-
-def _check_text(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise ValueError(f"text is not valid Unicode (a lone surrogate at character {err.start})") from None
-    if len(text) > MAX_CHARS:
-        raise ValueError(f"text is {len(text)} characters; at most {MAX_CHARS}")
-    if not any(_readable(ch) for ch in text):
-        raise ValueError("text must not be empty or whitespace (control, zero-width and direction marks count)")
-    return text
-
-
-def _readable(ch: str) -> bool:
-    """Not whitespace, a control or format character (NUL, zero-width, RTL marks) or a separator."""
-    return not ch.isspace() and unicodedata.category(ch)[0] not in "CZ"
 
 
 def check_api_key(key: str | None) -> bytes | None:
@@ -70,86 +50,6 @@ def check_api_key(key: str | None) -> bytes | None:
             "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
     return key.encode("ascii")
-
-
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"text": "이 영화 정말 재미있어요"}})
-    text: StrictStr = Field(description=f"one review, 1 to {MAX_CHARS} characters")
-
-    _text = field_validator("text")(_check_text)
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    texts: list[StrictStr] = Field(description=f"1 to {MAX_BATCH} reviews")
-
-    @field_validator("texts")
-    @classmethod
-    def _texts(cls, texts: list[str]) -> list[str]:
-        if not texts:
-            raise ValueError("texts must hold at least one text")
-        if len(texts) > MAX_BATCH:
-            raise ValueError(f"at most {MAX_BATCH} texts per batch (got {len(texts)})")
-        for i, text in enumerate(texts):
-            try:
-                _check_text(text)
-            except ValueError as err:
-                raise ValueError(f"texts[{i}]: {err}") from None
-        return texts
-
-
-class PredictionOut(BaseModel):
-    label: Literal["부정", "긍정"]
-    label_id: Literal[0, 1]
-    positive_probability: float
-
-
-class BatchOut(BaseModel):
-    predictions: list[PredictionOut]
-
-
-class MicroBatcher:
-    """Queue texts from concurrent requests; run them through the model together, off the event loop."""
-
-    def __init__(self, predictor: Predictor, max_texts: int = 128):
-        self.predictor, self.max_texts = predictor, max_texts
-        self.queue: asyncio.Queue = asyncio.Queue()
-        self.task: asyncio.Task | None = None
-
-    async def predict(self, texts: list[str]) -> list[Prediction]:
-        future = asyncio.get_running_loop().create_future()
-        await self.queue.put((texts, future))
-        return await future
-
-    async def run(self) -> None:
-        while True:
-            jobs = [await self.queue.get()]
-            count = len(jobs[0][0])
-            while count < self.max_texts and not self.queue.empty():
-                jobs.append(self.queue.get_nowait())
-                count += len(jobs[-1][0])
-            texts = [t for job_texts, _ in jobs for t in job_texts]
-            try:
-                predictions = await asyncio.to_thread(self.predictor.predict, texts)
-            except Exception:  # re-run alone, so only the request at fault gets the error
-                await self._one_by_one(jobs)
-                continue
-            start = 0
-            for job_texts, future in jobs:
-                if not future.done():
-                    future.set_result(predictions[start : start + len(job_texts)])
-                start += len(job_texts)
-
-    async def _one_by_one(self, jobs: list) -> None:
-        for job_texts, future in jobs:
-            try:
-                result = await asyncio.to_thread(self.predictor.predict, job_texts)
-            except Exception as err:  # a model failure is the server's: 500 to this waiter only
-                if not future.done():
-                    future.set_exception(err)
-                continue
-            if not future.done():
-                future.set_result(result)
 
 
 def _one_line(err: RequestValidationError) -> str:
@@ -187,11 +87,13 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
         lifespan=_batching(batcher),
         docs_url=None,  # served from the swagger-ui-bundle package instead: offline, no CDN
         redoc_url=None,
+        openapi_url=None,  # served below, behind the key when there is one
     )
-    _local_docs(app)
+    authorized = Depends(_bearer_check(key))
+    _local_docs(app, authorized)
     _one_line_errors(app)
     app.add_middleware(BodyLimit)
-    authorized = Depends(_bearer_check(key))
+    app.state.model_name = card.get("name", "?")  # the start-up line names what it serves
 
     @app.get("/health")
     @app.head("/health", include_in_schema=False)  # load balancers probe with HEAD
@@ -257,16 +159,24 @@ def _one_line_errors(app: FastAPI) -> None:
         return await http_exception_handler(request, err)
 
 
-def _local_docs(app: FastAPI) -> None:
-    """Swagger UI from the installed swagger-ui-bundle package, so /docs works with no internet."""
+OPENAPI_URL = "/openapi.json"
+
+
+def _local_docs(app: FastAPI, authorized) -> None:
+    """Swagger UI from the installed swagger-ui-bundle package, so /docs works with no internet; the
+    page and the schema it reads sit behind the API key like every route but /health."""
     from swagger_ui_bundle import swagger_ui_path
 
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
-    @app.get("/docs", include_in_schema=False)
+    @app.get(OPENAPI_URL, include_in_schema=False, dependencies=[authorized])
+    async def openapi() -> dict:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False, dependencies=[authorized])
     async def docs():
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url,
+            openapi_url=OPENAPI_URL,
             title=f"{app.title} - docs",
             swagger_js_url="/docs-assets/swagger-ui-bundle.js",
             swagger_css_url="/docs-assets/swagger-ui.css",
@@ -278,7 +188,9 @@ def serve(model_dir: Path, host: str, port: int, threads: int | None = None, ann
     """Check and load first (a bad model or key is one line, exit 2), then announce and serve."""
     import uvicorn
 
-    app = create_app(model_dir, api_key=os.environ.get(API_KEY_ENV), threads=threads)
-    auth = "bearer key required" if os.environ.get(API_KEY_ENV) else f"no auth ({API_KEY_ENV} unset)"
-    announce(f"serving {model_dir} on http://{host}:{port} ({auth}; docs at /docs)")
+    key = settings().api_key
+    app = create_app(model_dir, api_key=key, threads=threads)
+    auth = "bearer key required" if key else f"no auth ({API_KEY_ENV} unset)"
+    served = f"{app.state.model_name}/{app.version}"
+    announce(f"serving {served} from {model_dir} on http://{host}:{port} ({auth}; docs at /docs)")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, **uvicorn_limits())

@@ -2,9 +2,9 @@
 deadlines, and uvicorn's connection caps.
 
 uvicorn closes idle keep-alive connections, but a client that sends half a request head, or a body
-one byte at a time, is otherwise waited on for ever. `TimedH11Protocol` closes a connection whose
-request head is not complete in time; `BodyLimit` reads the body with a size cap and a deadline
-before the app sees it, answering 413 or 408 itself.
+one byte at a time, is otherwise waited on for ever. `TimedH11Protocol` (serving/uvicorn_compat.py)
+closes a connection whose request head is not complete in time; `BodyLimit` reads the body with a
+size cap and a deadline before the app sees it, answering 413 or 408 itself.
 """
 
 from __future__ import annotations
@@ -12,48 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from caviar.serving.uvicorn_compat import TimedH11Protocol
 
 MAX_BODY_BYTES = 2 << 20  # 256 texts x 1,000 characters x up to 4 UTF-8 bytes, plus JSON
-HEADER_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 5
 MAX_CONNECTIONS = 256
-
-
-class TimedH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a deadline for each request head (slowloris guard)."""
-
-    header_timeout_s = HEADER_TIMEOUT_S
-
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._cancel_head_timer()  # a whole request head has arrived
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
-
-    def connection_lost(self, exc) -> None:
-        self._cancel_head_timer()
-        super().connection_lost(exc)
-
-    def _cancel_head_timer(self) -> None:
-        if getattr(self, "_head_timer", None) is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        busy = self.cycle is not None and not self.cycle.response_complete
-        if not busy and not self.transport.is_closing():
-            self.transport.close()
 
 
 class BodyLimit:

@@ -1,148 +1,243 @@
-"""`caviar tune` and `caviar resume`: a job's stages in one pass, from the job file to its results folder.
+"""One pipeline owns a job's stages and its data. `caviar train`, `tune`, `resume`, `lr-find`,
+`pretrain` and `reseed` all run through it; nothing else composes stages.
 
 To run: caviar tune tune_jobs/quickstart.yaml            (local Ray on this machine)
         caviar tune tune_jobs/nsmc_asha.yaml --address auto   (an existing cluster)
         caviar resume results/<experiment>
 
-The stages, in order:
-  0. masked-LM pretraining, when the job's model.pretrained is {from_pretrain: true} (caviar/pretrain.py);
-  1. the LR range test, when the job's train.lr comes from it (caviar/lr_find.py);
-  2. the search: one Tuner, or coarse-to-fine rounds, each narrowed around the round before's
-     best (caviar/rounds.py), every Tuner built by caviar/tuner.py;
-  3. the outcome: caviar_tune.json and checkpoint pruning (caviar/outcome.py).
-Seed re-runs, the last check before a model ships, run at `caviar promote` (caviar/reseed.py).
-Calls only go down from here: no stage calls back into this module.
+A job is resolved once (`resolve`): its data folder found and made absolute, the splits loaded and
+fingerprinted, its storage made absolute. Every stage then takes those splits; none reads the files
+again. The stages, in order:
+  0. masked-LM pretraining, when the job asks for it (tuning/pretrain_stage.py);
+  1. the LR range test, when train.lr comes from it (tuning/lr_find_stage.py);
+  2. the search: one Tuner, or coarse-to-fine rounds (tuning/rounds.py), built by tuning/tuner.py;
+  3. the outcome: caviar_tune.json and checkpoint pruning (experiment/outcome.py);
+  4. seed re-runs of the top configurations, with final: {seeds: S} (tuning/reseed.py).
+The resolved job, with what stages 0 and 1 made, is caviar_job.json: `report`, `promote`, `resume`
+and `reseed` then work from any shell, with no NSMC_DIR.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
+import shutil
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from caviar.experiment.layout import Storage, timestamped
-from caviar.experiment.outcome import Interrupted, finish
-from caviar.experiment.record import JOB_FILE, PRETRAIN_FILE, ROUNDS_FILE, Experiment, load_job_of
+from caviar.experiment import layout
+from caviar.experiment.layout import JOB_FILE, PRETRAIN_FILE, Storage
+from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, save
+from caviar.experiment.record import Experiment, load_job_of
 from caviar.job.schema import JobSpec
-from caviar.tuning.ray_session import check_resources, leave_job_working_dir, start_ray
-from caviar.tuning.rounds import describe_space, narrow_space, read_space
-from caviar.tuning.tuner import build_tuner, restore_tuner
+from caviar.tuning.ray_compat.connection import check_reachable
+from caviar.tuning.ray_compat.working_dir import leave_job_working_dir
+from caviar.tuning.ray_session import check_resources, start_ray
+from model.data import Splits, load_splits, locate_nsmc
 from model.errors import UserError
 from model.files import write_json_atomically
 
 log = logging.getLogger("caviar.tune")
 
 
-def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = None) -> dict:
-    leave_job_working_dir(job)
-    name = experiment or timestamped(job.name)
+@dataclass
+class Resolved:
+    """A job with its data found (data.dir absolute, data.fingerprint recorded) and its splits, loaded once."""
+
+    job: JobSpec
+    splits: Splits
+
+
+def resolve(job: JobSpec) -> Resolved:
+    folder = locate_nsmc(job.data).resolve()
+    data = job.data.model_copy(update={"dir": str(folder)})
+    splits = load_splits(data)
+    storage = Storage.of(job.storage).root
+    job = job.model_copy(
+        update={"data": data.model_copy(update={"fingerprint": splits.fingerprint}), "storage": storage}
+    )
+    leave_job_working_dir()  # inside a Ray job; every path the job holds is absolute by now
+    return Resolved(job, splits)
+
+
+def before_search(resolved: Resolved, folder: Path, progress: bool = True) -> Resolved:
+    """Stages 0 and 1, each when the job asks for it; the job after them names what they made."""
+    job, splits = resolved.job, resolved.splits
+    if job.stages.pretrain:
+        from caviar.tuning.pretrain_stage import pretrain_stage
+
+        job, record = pretrain_stage(job, splits, progress)
+        write_json_atomically(folder / PRETRAIN_FILE, record.as_json())
+    if job.stages.lr_find:
+        from caviar.tuning.lr_find_stage import lr_find
+
+        found = lr_find(job, folder, splits, progress)
+        log.info("train.lr from lr-find: loguniform [%.2e, %.2e]", found.base_lr, found.max_lr)
+        job = job.with_lr_range(found.base_lr, found.max_lr)
+    return Resolved(job, splits)
+
+
+def train_job(job: JobSpec, out: Path | None = None):
+    """`caviar train`: the job's fixed values, no Ray; lr-find and stage 0 run first when asked for."""
+    from caviar.tuning.single_run import run_single
+
+    if job.search_space:
+        log.info("search_space is not used: caviar train trains the job's fixed values")
+        job = job.without_search()
+    resolved = resolve(job)
+    out = out or layout.train_run_dir(resolved.job.storage, job.name)
+    with run_folder(out):
+        resolved = before_search(resolved, out)
+        if "train.lr" in resolved.job.search_space:  # from lr-find: one run trains at its max_lr
+            log.info("caviar train: train.lr %.2e, lr-find's max_lr", resolved.job.train.lr)
+        return run_single(resolved.job.without_search(), out, resolved.splits)
+
+
+def lr_find_job(job: JobSpec, out: Path | None = None):
+    """`caviar lr-find`: the LR range test alone, into its own folder."""
+    from caviar.tuning.lr_find_stage import lr_find
+
+    resolved = resolve(job)
+    out = out or layout.lr_find_dir(resolved.job.storage, job.name)
+    with run_folder(out):
+        return lr_find(resolved.job, out, resolved.splits)
+
+
+def pretrain_job(job: JobSpec, out: Path | None = None):
+    """`caviar pretrain`: stage 0 alone, into a folder `model.pretrained` then names; (folder, card)."""
+    from caviar.tuning.pretrain_stage import run_pretrain
+
+    if job.model.pretrained:
+        raise UserError("model.pretrained is set: caviar pretrain starts the job's from-scratch model; unset it")
+    resolved = resolve(job)
+    out = out or layout.pretrain_root(resolved.job.storage) / layout.timestamped(job.name)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty; pick another --out")
+    with run_folder(out):
+        return out, run_pretrain(resolved.job, out, resolved.splits)
+
+
+def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = None) -> TuneOutcome | None:
+    if address:
+        check_reachable(address)  # before any folder is made or any data read
+    started = time.perf_counter()
+    resolved = resolve(job)
+    job = resolved.job
+    name = experiment or layout.timestamped(job.name)
     storage = Storage.of(job.storage)
     if storage.is_remote and job.rounds > 1:
         raise UserError("rounds: coarse-to-fine rounds keep their lineage in a local (or shared) storage folder")
-    folder = None if storage.is_remote else _new_experiment_folder(storage.local(name))
-    if job.from_pretrain:
-        job = pretrain_stage_of(job, folder)
-    if job.lr_from_lr_find:
-        job = lr_range_stage(job, folder or Path("results") / "lr_find" / name)
-    if folder is not None:
-        write_json_atomically(folder / JOB_FILE, job.model_dump(mode="json"))  # resume rebuilds this
-    return _run(job, storage, name, address, restore=False)
+    notes = max_t_notes(job)
+    if storage.is_remote:
+        resolved = before_search(resolved, layout.lr_find_dir(job.storage, name))
+        return _search(resolved, storage, name, address, restore=False, started=started, notes=notes)
+    folder = storage.local(name)
+    if (folder / JOB_FILE).exists():
+        raise UserError(f"{folder} already holds an experiment; pick another --name or caviar resume it")
+    with run_folder(folder, keep_if=lambda: any(folder.glob("experiment_state-*.json"))):
+        resolved = before_search(resolved, folder)
+        write_json_atomically(folder / JOB_FILE, resolved.job.model_dump(mode="json"))  # resume rebuilds this
+        return _search(resolved, storage, name, address, restore=False, started=started, notes=notes)
 
 
-def resume_experiment(experiment_dir: Path, address: str | None = None) -> dict:
+def resume_experiment(experiment_dir: Path, address: str | None = None) -> TuneOutcome | None:
     from ray import tune
 
     experiment_dir = Path(experiment_dir).resolve()
     job = load_job_of(experiment_dir)
-    leave_job_working_dir(job)
     if job.rounds == 1 and not tune.Tuner.can_restore(str(experiment_dir)):
         raise UserError(f"{experiment_dir} cannot be resumed: Ray saved no experiment state there")
-    return _run(job, Storage.of(str(experiment_dir.parent)), experiment_dir.name, address, restore=True)
+    if address:
+        check_reachable(address)
+    resolved = Resolved(job, load_splits(job.data))
+    leave_job_working_dir()
+    storage = Storage.of(str(experiment_dir.parent))
+    return _search(resolved, storage, experiment_dir.name, address, restore=True, started=time.perf_counter())
 
 
-def _new_experiment_folder(folder: Path) -> Path:
-    if (folder / JOB_FILE).exists():
-        raise UserError(f"{folder} already holds an experiment; pick another --name or caviar resume it")
+def reseed_experiment(experiment_dir: Path, seeds: int, top_k: int, address: str | None = None) -> dict:
+    """`caviar reseed`: the seed re-runs of a finished experiment, recorded in reseed/reseed.json."""
+    from caviar.tuning.reseed import reseed
+
+    experiment = Experiment.load(experiment_dir)
+    if experiment.interrupted:
+        raise Interrupted(experiment.folder)
+    splits = load_splits(experiment.job.data)
+    _start(address, experiment.job)
+    return reseed(experiment, seeds, top_k, splits)
+
+
+def _search(
+    resolved: Resolved,
+    storage: Storage,
+    name: str,
+    address: str | None,
+    restore: bool,
+    started: float,
+    notes: list[str] | None = None,
+) -> TuneOutcome | None:
+    """Start (or join) Ray, run the search, read the outcome back from disk, then the seed re-runs.
+    None for remote storage: its outcome needs a local copy of the experiment."""
+    from caviar.tuning.rounds import rounds_stage
+    from caviar.tuning.tuner import build_tuner, restore_tuner
+
+    job, splits = resolved.job, resolved.splits
+    _start(address, job)
+    if job.rounds > 1:
+        rounds_stage(job, storage.local(name), splits)
+    elif restore:
+        restore_tuner(job, storage.local(name), splits).fit()
+    else:
+        build_tuner(job, name, storage, splits).fit()
+    if storage.is_remote:
+        log.warning("remote storage: the outcome and checkpoint pruning need a local copy of %s", storage.uri(name))
+        return None
+    outcome = finish(job, storage.local(name), time.perf_counter() - started, notes)
+    if job.final.seeds:
+        from caviar.tuning.reseed import reseed
+
+        outcome.reseed = reseed(Experiment.load(storage.local(name), job), job.final.seeds, job.final.top_k, splits)
+        save(outcome)
+    return outcome
+
+
+def _start(address: str | None, job: JobSpec) -> None:
+    start_ray(address)
+    check_resources(job)
+
+
+def max_t_notes(job: JobSpec) -> list[str]:
+    """A scheduler whose last rung comes before the job's own end cuts every trial short: say so."""
+    max_t = getattr(job.scheduler, "max_t", None)
+    if max_t is None or job.train.max_steps is not None or job.scheduler.time_attr != "training_iteration":
+        return []
+    evaluations = job.train.epochs * max(1, round(1 / job.train.eval_every))
+    if evaluations <= max_t:
+        return []
+    note = (
+        f"note: train.epochs={job.train.epochs} makes {evaluations} evaluations a trial, but scheduler.max_t is "
+        f"{max_t}: every trial ends at evaluation {max_t} (raise scheduler.max_t to {evaluations} to train them all)"
+    )
+    log.warning(note.removeprefix("note: "))
+    return [note]
+
+
+@contextlib.contextmanager
+def run_folder(folder: Path, keep_if=None) -> Iterator[Path]:
+    """Create the output folder before any work starts (a bad path fails in a second, not after
+    training); if the run then fails before it made anything worth keeping (`keep_if`; by default,
+    anything at all), the folder goes again, so no empty experiment is left behind."""
+    fresh = not folder.exists()
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise UserError(f"{folder}: cannot create the experiment folder ({err.strerror})") from None
-    return folder
-
-
-def _run(job: JobSpec, storage: Storage, name: str, address: str | None, restore: bool) -> dict:
-    """Start (or join) Ray, run the search, then read the outcome back from disk."""
-    started = time.perf_counter()
-    start_ray(address)
-    check_resources(job)
-    search_stage(job, storage, name, restore)
-    if storage.is_remote:
-        log.warning("remote storage: the outcome and checkpoint pruning need a local copy of %s", storage.uri(name))
-        return {"experiment_dir": storage.uri(name), "wall_s": time.perf_counter() - started}
-    return finish(job, storage.local(name), time.perf_counter() - started)
-
-
-def pretrain_stage_of(job: JobSpec, folder: Path | None) -> JobSpec:
-    """Stage 0: pretrain once (or find the folder a job with the same data, tokenizer, shape and
-    settings made); the experiment records which folder its trials fine-tune."""
-    from caviar.tuning.pretrain_stage import pretrain_stage
-
-    job, record = pretrain_stage(job)
-    if folder is not None:
-        write_json_atomically(folder / PRETRAIN_FILE, record)
-    return job
-
-
-def lr_range_stage(job: JobSpec, folder: Path) -> JobSpec:
-    """Run the LR range test in the driver, then search log-uniformly inside what it suggests."""
-    from caviar.tuning.lr_find_stage import lr_find
-
-    found = lr_find(job, folder, progress=True)
-    log.info("train.lr from lr-find: loguniform [%.2e, %.2e]", found["base_lr"], found["max_lr"])
-    return job.with_lr_range(found["base_lr"], found["max_lr"])
-
-
-def search_stage(job: JobSpec, storage: Storage, name: str, restore: bool) -> None:
-    if job.rounds > 1:
-        rounds_stage(job, storage.local(name))
-    elif restore:
-        restore_tuner(job, storage.local(name)).fit()
-    else:
-        build_tuner(job, name, storage).fit()
-
-
-def rounds_stage(job: JobSpec, experiment_dir: Path) -> None:
-    """Run, or continue, every round in <experiment>/round-<r>; the lineage file records each round's
-    space before it starts, so a resumed experiment searches exactly the same ranges."""
-    lineage_file = experiment_dir / ROUNDS_FILE
-    lineage = json.loads(lineage_file.read_text(encoding="utf-8")) if lineage_file.is_file() else []
-    for r in range(1, job.rounds + 1):
-        folder = experiment_dir / f"round-{r}"
-        if r > len(lineage):
-            space = job.search_space if r == 1 else _narrowed(job, lineage[-1], experiment_dir / f"round-{r - 1}")
-            lineage.append({"round": r, "space": describe_space(space), "folder": folder.name})
-            write_json_atomically(lineage_file, lineage)
-            log.info("round %d/%d searches %s", r, job.rounds, lineage[-1]["space"])
-        round_job = job.model_copy(update={"search_space": read_space(lineage[r - 1]["space"])})
-        if _run_round(round_job, folder):
-            raise Interrupted(experiment_dir)
-
-
-def _narrowed(job: JobSpec, last: dict, last_folder: Path) -> dict:
-    """The next round's space: the last one narrowed around its top-k trials' values."""
-    top = [trial.params for trial, _ in Experiment.load(last_folder, job).ranked()[: job.refine.top_k]]
-    return narrow_space(read_space(last["space"]), top, job.refine.margin)
-
-
-def _run_round(round_job: JobSpec, folder: Path) -> bool:
-    """Run one round, or continue it if it was cut short; True if it is still unfinished after."""
-    from ray import tune
-
-    if not (folder.is_dir() and tune.Tuner.can_restore(str(folder))):
-        build_tuner(round_job, folder.name, Storage(str(folder.parent))).fit()
-    elif Experiment.load(folder, round_job).interrupted:
-        restore_tuner(round_job, folder).fit()
-    else:
-        return False  # finished before the driver stopped: nothing to read again
-    return Experiment.load(folder, round_job).interrupted
+        raise UserError(f"{folder}: cannot create the run folder ({err.strerror})") from None
+    try:
+        yield folder
+    except BaseException:
+        worth_keeping = keep_if() if keep_if is not None else any(folder.iterdir())
+        if fresh and folder.is_dir() and not worth_keeping:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise

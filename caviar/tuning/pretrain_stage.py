@@ -19,31 +19,79 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from filelock import FileLock
 from tensorboardX import SummaryWriter
 
 from caviar.experiment import plots
-from caviar.experiment.layout import Storage, timestamped
+from caviar.experiment.layout import PRETRAIN_CARD, PRETRAIN_PLOT, pretrain_root, timestamped
 from caviar.job.schema import JobSpec
-from model.data import Splits, load_splits
+from model.config import SHAPE_FIELDS
+from model.data import Splits
 from model.errors import UserError
-from model.files import write_json_atomically
+from model.files import read_json_object, write_json_atomically
 from model.mlm import pretrain
 from model.tokenizer import texts_key
 
 log = logging.getLogger("caviar.pretrain")
 
-CARD = "pretrain.json"
 KEY_VERSION = "mlm-v1"
-SHAPE_KEYS = ("vocab_size", "layers", "hidden", "heads", "intermediate", "dropout", "max_len")
+IDENTITY_KEYS = (*SHAPE_FIELDS, "dropout", "max_len")  # the model keys that decide the pretrained weights
 
 
-def pretrain_root(job: JobSpec) -> Path:
-    """<storage>/pretrain: beside the experiments, so every node of a cluster with shared storage sees it."""
-    storage = Storage.of(job.storage)
-    return Path("results" if storage.is_remote else storage.root) / "pretrain"
+@dataclass
+class PretrainCard:
+    """pretrain.json: what was read, the settings, the MLM loss and its curve."""
+
+    key: str  # pretrain_key: what decides the weights
+    job: str
+    data_fingerprint: str
+    texts: int
+    texts_sha256: str
+    not_read: dict  # reviews of validation and test, which pretraining never sees
+    steps: int
+    mlm_loss: float
+    examples_per_s: float
+    wall_s: float
+    settings: dict
+    model: dict
+    vocab: int
+    curve: list[dict] = field(default_factory=list)
+    created: str = ""
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, folder: Path) -> PretrainCard:
+        """A finished folder's card; a damaged or foreign one is a one-line UserError."""
+        raw = read_json_object(Path(folder) / PRETRAIN_CARD)
+        try:
+            return cls(**raw)
+        except TypeError:
+            raise UserError(f"{Path(folder) / PRETRAIN_CARD}: damaged, not a pretraining card") from None
+
+    def describe(self, folder: Path) -> list[str]:
+        return [
+            f"MLM loss {self.mlm_loss:.3f} after {self.steps} steps on {self.texts} train reviews, {self.wall_s:.0f}s",
+            f"pretrained model: {folder}  (fine-tune it: --set model.pretrained={folder})",
+        ]
+
+
+@dataclass
+class Stage0:
+    """The folder a job's trials fine-tune, as stage 0 made or found it (caviar_pretrain.json)."""
+
+    folder: str
+    key: str
+    reused: bool
+    mlm_loss: float
+    steps: int
+
+    def as_json(self) -> dict:
+        return asdict(self)
 
 
 def pretrain_key(job: JobSpec, splits: Splits) -> str:
@@ -53,17 +101,16 @@ def pretrain_key(job: JobSpec, splits: Splits) -> str:
     identity = {
         "version": KEY_VERSION,
         "tokenizer": texts_key(splits.train.document.tolist(), job.model.vocab_size),
-        "model": {k: model[k] for k in SHAPE_KEYS},
+        "model": {k: model[k] for k in IDENTITY_KEYS},
         "pretrain": job.pretrain.model_dump(exclude={"log_every", "precision"}),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def run_pretrain(job: JobSpec, folder: Path, splits: Splits | None = None, progress: bool = True) -> dict:
+def run_pretrain(job: JobSpec, folder: Path, splits: Splits, progress: bool = True) -> PretrainCard:
     """Pretrain `job`'s model into `folder` (which exists and is empty); returns the card."""
     started = time.perf_counter()
     cfg = job.trial_config()
-    splits = splits or load_splits(cfg.data)
     writer = SummaryWriter(str(folder / "tensorboard"))
 
     def on_log(point: dict) -> None:
@@ -77,55 +124,54 @@ def run_pretrain(job: JobSpec, folder: Path, splits: Splits | None = None, progr
     result.net.save_pretrained(folder)
     result.tokenizer.save_pretrained(folder)
     if result.curve:
-        plots.mlm_loss(result.curve, folder / "mlm_loss.png")
-    card = {
-        "key": pretrain_key(job, splits),
-        "job": job.name,
-        "data_fingerprint": splits.fingerprint,
-        "texts": result.texts,
-        "texts_sha256": result.texts_sha256,
-        "not_read": {"validation": len(splits.val), "test": len(splits.test)},
-        "steps": result.steps,
-        "mlm_loss": result.mlm_loss,
-        "examples_per_s": result.examples_per_s,
-        "wall_s": time.perf_counter() - started,
-        "settings": job.pretrain.model_dump(mode="json"),
-        "model": {k: v for k, v in job.model.model_dump(mode="json").items() if k in SHAPE_KEYS},
-        "vocab": len(result.tokenizer),
-        "curve": result.curve,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    write_json_atomically(folder / CARD, card)  # last: its presence marks a finished folder
+        plots.mlm_loss(result.curve, folder / PRETRAIN_PLOT)
+    card = PretrainCard(
+        key=pretrain_key(job, splits),
+        job=job.name,
+        data_fingerprint=splits.fingerprint,
+        texts=result.texts,
+        texts_sha256=result.texts_sha256,
+        not_read={"validation": len(splits.val), "test": len(splits.test)},
+        steps=result.steps,
+        mlm_loss=result.mlm_loss,
+        examples_per_s=result.examples_per_s,
+        wall_s=time.perf_counter() - started,
+        settings=job.pretrain.model_dump(mode="json"),
+        model={k: v for k, v in job.model.model_dump(mode="json").items() if k in IDENTITY_KEYS},
+        vocab=len(result.tokenizer),
+        curve=result.curve,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    write_json_atomically(folder / PRETRAIN_CARD, card.as_json())  # last: its presence marks a finished folder
     return card
 
 
-def read_card(folder: Path) -> dict | None:
-    try:
-        card = json.loads((Path(folder) / CARD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return card if isinstance(card, dict) else None
+def find_pretrained(root: Path, key: str) -> tuple[Path, PretrainCard] | None:
+    """The newest finished folder under `root` made with this key; unfinished or damaged ones are skipped."""
+    found = None
+    for folder in sorted(root.glob("*/")):
+        if not (folder / PRETRAIN_CARD).is_file():
+            continue  # unfinished, or another job's leftovers
+        try:
+            card = PretrainCard.read(folder)
+        except UserError as err:
+            log.warning("skipping %s", err)
+            continue
+        if card.key == key:
+            found = (folder, card)
+    return found
 
 
-def find_pretrained(root: Path, key: str) -> Path | None:
-    """The newest finished folder under `root` made with this key."""
-    found = [f for f in sorted(root.glob("*/")) if (card := read_card(f)) and card.get("key") == key]
-    return found[-1] if found else None
-
-
-def pretrain_stage(job: JobSpec, splits: Splits | None = None, progress: bool = True) -> tuple[JobSpec, dict]:
+def pretrain_stage(job: JobSpec, splits: Splits, progress: bool = True) -> tuple[JobSpec, Stage0]:
     """Stage 0: the job with model.pretrained set to its pretraining folder, made now or found again.
     A lock over the pretrain root makes a second job that starts meanwhile wait, then reuse it."""
-    if not job.from_pretrain:
-        raise UserError("model.pretrained: this job does not ask for {from_pretrain: true}")
-    splits = splits or load_splits(job.data)
-    key, root = pretrain_key(job, splits), pretrain_root(job)
+    key, root = pretrain_key(job, splits), pretrain_root(job.storage)
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / ".lock")):
-        folder = find_pretrained(root, key)
-        if folder is not None:
+        if (found := find_pretrained(root, key)) is not None:
+            folder, card = found
             log.info("pretrained model found for this data, tokenizer, shape and settings: %s", folder)
-            card, reused = read_card(folder), True
+            reused = True
         else:
             folder = root / f"{timestamped(job.name)}-{key[:6]}"  # two settings in one second: two folders
             folder.mkdir(parents=True, exist_ok=False)
@@ -135,5 +181,5 @@ def pretrain_stage(job: JobSpec, splits: Splits | None = None, progress: bool = 
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)  # never found again as if it were finished
                 raise
-    record = {"folder": str(folder), "key": key, "reused": reused, "mlm_loss": card["mlm_loss"], "steps": card["steps"]}
+    record = Stage0(folder=str(folder), key=key, reused=reused, mlm_loss=card.mlm_loss, steps=card.steps)
     return job.with_pretrained(str(folder)), record

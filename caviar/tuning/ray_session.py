@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
-from pathlib import Path
 
 from caviar.job.schema import JobSpec
-from model.errors import UserError
+from caviar.tuning.ray_compat.connection import HOW_TO_START, check_reachable
+from caviar.tuning.ray_compat.progress import drop_ray_resume_hint
+from model.errors import UserError, short
 
 
 def start_ray(address: str | None) -> None:
@@ -29,27 +29,18 @@ def start_ray(address: str | None) -> None:
     # PBT runs without actor reuse on purpose (schedulers.reuse_actors); Ray's advice to turn it on
     # would send a user toward the stall that choice avoids
     warnings.filterwarnings("ignore", message="Consider boosting PBT performance", category=UserWarning)
+    drop_ray_resume_hint()  # caviar prints its own `caviar resume` line
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True, "configure_logging": True}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
+    if not address:
         ray.init(include_dashboard=False, **kwargs)
-
-
-def leave_job_working_dir(job: JobSpec) -> None:
-    """Inside a Ray job, the runtime-env agent replaces the job's working_dir with a fresh copy when
-    workers start on this node, which deletes the driver's cwd under it (os.getcwd() then fails
-    inside Ray Tune). Imports are unaffected: sys.path holds the absolute path, which the copy
-    re-creates. So resolve relative data paths first, then work from a stable folder."""
-    try:
-        cwd = os.getcwd()
-    except FileNotFoundError:
-        cwd = None
-    if cwd is not None and "working_dir_files" not in cwd:
         return
-    if job.data.dir and cwd and not Path(job.data.dir).is_absolute():
-        job.data.dir = str(Path(cwd, job.data.dir))
-    os.chdir(tempfile.gettempdir())
+    check_reachable(address)
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError) as err:
+        raise UserError(
+            f"--address {address}: cannot join the Ray cluster ({short(err, 160)}); {HOW_TO_START}"
+        ) from None
 
 
 def check_resources(job: JobSpec) -> None:

@@ -1,10 +1,11 @@
 """Seed re-runs before promotion: the top-K configurations, trained to full length with S new seeds.
 
-To run: caviar promote results/<experiment> --reseed 3 [--top-k 3]
+To run: caviar reseed results/<experiment> --seeds 3 [--top-k 3]   (or final: {seeds: 3} in the job)
 
 One lucky seed can win a search; the mean over seeds is what the configuration is worth. The
 configuration with the best mean of the job's VALIDATION metric is chosen (test only reports), and
-its best seed's checkpoint is promoted. Runs go to <experiment>/reseed/config-<rank>/, in parallel on Ray.
+its best seed's checkpoint is what `caviar promote` then takes. Runs go to
+<experiment>/reseed/config-<rank>/, in parallel on Ray.
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict
 
-from caviar.experiment.layout import Storage
+from caviar.experiment.layout import RESEED_FILE, Storage, reseed_dir
 from caviar.experiment.record import Experiment
+from caviar.job.keys import set_dotted
 from caviar.job.schema import JobSpec
-from model.config import set_dotted
-from model.data import load_splits
+from caviar.tuning.tuner import build_tuner
+from model.data import Splits
 from model.errors import UserError
 from model.evaluate import evaluate_checkpoint
 from model.files import write_json_atomically
-
-RESEED_DIR, RESEED_FILE = "reseed", "reseed.json"
 
 
 def seed_job(job: JobSpec, params: dict, seeds: list[int], rank: int) -> JobSpec:
@@ -41,26 +41,22 @@ def seed_job(job: JobSpec, params: dict, seeds: list[int], rank: int) -> JobSpec
     return JobSpec.model_validate(raw)
 
 
-def reseed(experiment: Experiment, seeds: int, top_k: int) -> dict:
-    """Re-train the experiment's top-K configurations with `seeds` new seeds each; choose on the job's
-    metric (validation), report the test file's verdict, and record it all in reseed/reseed.json."""
-    from caviar.tuning.ray_session import check_resources, start_ray
-    from caviar.tuning.tuner import build_tuner
-
+def reseed(experiment: Experiment, seeds: int, top_k: int, splits: Splits) -> dict:
+    """Re-train the experiment's top-K configurations with `seeds` new seeds each (Ray is running);
+    choose on the job's metric (validation), report the test file's verdict, and record it all in
+    reseed/reseed.json, which `caviar promote` reads."""
     job = experiment.job
     top = [trial for trial, _ in experiment.ranked()[:top_k]]
     if not top:
         raise UserError(f"{experiment.folder}: no trial reported {job.metric}; nothing to re-run")
-    test = load_splits(job.data).test
-    folder = experiment.folder / RESEED_DIR
+    folder = reseed_dir(experiment.folder)
     folder.mkdir(exist_ok=True)
-    start_ray(None)
-    check_resources(job)
     configs = []
     for rank, trial in enumerate(top, start=1):
         seed_list = [job.train.seed + 1000 * i for i in range(1, seeds + 1)]
-        build_tuner(seed_job(job, trial.params, seed_list, rank), f"config-{rank}", Storage(str(folder))).fit()
-        runs = _seed_runs(Experiment.load(folder / f"config-{rank}", job), rank, test)
+        seeded = seed_job(job, trial.params, seed_list, rank)
+        build_tuner(seeded, f"config-{rank}", Storage(str(folder)), splits).fit()
+        runs = _seed_runs(Experiment.load(folder / f"config-{rank}", job), rank, splits.test)
         configs.append(
             {"rank": rank, "source_trial": trial.trial_id, "params": trial.params, "runs": runs, **spread(runs)}
         )

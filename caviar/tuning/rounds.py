@@ -8,9 +8,20 @@ Tuner run in <experiment>/round-<r>/, all under one folder, one leaderboard and 
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
-from caviar.job.schema import Distribution
+from caviar.experiment.layout import ROUNDS_FILE, Storage, round_dir
+from caviar.experiment.outcome import Interrupted
+from caviar.experiment.record import Experiment
+from caviar.job.distributions import Distribution
+from caviar.job.schema import JobSpec
+from caviar.tuning.tuner import build_tuner, restore_tuner
+from model.data import Splits
+from model.files import read_json, write_json_atomically
+
+log = logging.getLogger("caviar.tune")
 
 MIN_SHARE = 0.1  # a numeric range never narrows below 10% of its previous width
 
@@ -51,3 +62,41 @@ def describe_space(space: dict[str, Distribution]) -> dict:
 
 def read_space(described: dict) -> dict[str, Distribution]:
     return {key: Distribution(**value) for key, value in described.items()}
+
+
+def rounds_stage(job: JobSpec, experiment_dir: Path, splits: Splits) -> None:
+    """Run, or continue, every round in <experiment>/round-<r>; the lineage file records each round's
+    space before it starts, so a resumed experiment searches exactly the same ranges."""
+    lineage_file = experiment_dir / ROUNDS_FILE
+    lineage = read_json(lineage_file) if lineage_file.is_file() else []
+    last: Experiment | None = None
+    for r in range(1, job.rounds + 1):
+        folder = round_dir(experiment_dir, r)
+        if r > len(lineage):
+            if r == 1:
+                space = job.search_space
+            else:
+                last = last or Experiment.load(round_dir(experiment_dir, r - 1), job)
+                top = [trial.params for trial, _ in last.ranked()[: job.refine.top_k]]
+                space = narrow_space(read_space(lineage[-1]["space"]), top, job.refine.margin)
+            lineage.append({"round": r, "space": describe_space(space), "folder": folder.name})
+            write_json_atomically(lineage_file, lineage)
+            log.info("round %d/%d searches %s", r, job.rounds, lineage[-1]["space"])
+        round_job = job.model_copy(update={"search_space": read_space(lineage[r - 1]["space"])})
+        last = _run_round(round_job, folder, splits)
+        if last is not None and last.interrupted:
+            raise Interrupted(experiment_dir)
+
+
+def _run_round(round_job: JobSpec, folder: Path, splits: Splits) -> Experiment | None:
+    """Run one round, or continue it if it was cut short; the round as it stands after (None for a
+    round that had finished before the driver stopped: nothing to read again until it is needed)."""
+    from ray import tune
+
+    if not (folder.is_dir() and tune.Tuner.can_restore(str(folder))):
+        build_tuner(round_job, folder.name, Storage(str(folder.parent)), splits).fit()
+    elif Experiment.load(folder, round_job).interrupted:
+        restore_tuner(round_job, folder, splits).fit()
+    else:
+        return None
+    return Experiment.load(folder, round_job)

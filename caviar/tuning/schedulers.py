@@ -11,8 +11,9 @@ from ray.tune.schedulers import (
 )
 from ray.tune.search import BasicVariantGenerator
 
+from caviar.job.keys import nest
 from caviar.job.schema import Asha, HyperBand, JobSpec, MedianStopping, Pbt
-from caviar.tuning.search_space import nest, to_ray
+from caviar.tuning.search_space import to_ray
 
 
 def build_scheduler(job: JobSpec):

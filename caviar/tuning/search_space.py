@@ -10,8 +10,10 @@ import copy
 
 from ray import tune
 
-from caviar.job.schema import Distribution, JobSpec
-from model.config import TrialConfig, set_dotted
+from caviar.job.distributions import Distribution
+from caviar.job.keys import flatten, nest, set_dotted
+from caviar.job.schema import JobSpec
+from model.config import TrialConfig
 
 
 def to_ray(dist: Distribution, as_grid: bool = False):
@@ -25,25 +27,6 @@ def to_ray(dist: Distribution, as_grid: bool = False):
         "randint": lambda: tune.randint(args[0], args[1] + 1),  # ours includes high; Ray's excludes it
         "choice": lambda: tune.choice(list(args)),
     }[dist.kind]()
-
-
-def nest(flat: dict) -> dict:
-    """{"train.lr": x} -> {"train": {"lr": x}}."""
-    nested: dict = {}
-    for key, value in flat.items():
-        set_dotted(nested, key, value)
-    return nested
-
-
-def flatten(nested: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in nested.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, path + "."))
-        else:
-            flat[path] = value
-    return flat
 
 
 def param_space(job: JobSpec) -> dict:

@@ -7,7 +7,6 @@ PBT exploit; training resumes from it.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from ray import tune
 
 from caviar.ops.allocator import purge_on_a_timer
 from caviar.tuning.search_space import trial_config
+from model.settings import settings
 from model.train import train
 
 # Testing hook: "<folder>:<n>" makes the first trial that reaches its n-th report raise once,
@@ -57,7 +57,7 @@ class _FaultOnce:
 
     @classmethod
     def from_env(cls) -> _FaultOnce | None:
-        spec = os.environ.get(FAULT_ENV)
+        spec = settings().inject_fault
         if not spec:
             return None
         folder, _, after = spec.rpartition(":")

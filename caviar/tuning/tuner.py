@@ -1,5 +1,5 @@
 """Building one Ray Tune `Tuner` for a job: its trainable, space, scheduler, search, storage, live
-table and TensorBoard; or restoring one. caviar/pipeline.py decides which Tuners run, and when.
+table and TensorBoard; or restoring one. tuning/pipeline.py decides which Tuners run, and when.
 """
 
 from __future__ import annotations
@@ -8,63 +8,61 @@ import logging
 from pathlib import Path
 
 from caviar.experiment.layout import Storage
-from caviar.experiment.record import prepare_resume
+from caviar.experiment.record import load_trials
 from caviar.job.schema import JobSpec
 from caviar.tuning import schedulers
-from caviar.tuning.atomic_storage import atomic_local_filesystem
+from caviar.tuning.ray_compat.atomic_storage import atomic_local_filesystem
+from caviar.tuning.ray_compat.progress import quiet_reporter
+from caviar.tuning.ray_compat.resume_repair import prepare_resume
 from caviar.tuning.ray_compat.tensorboard import TrialTensorBoard
 from caviar.tuning.ray_compat.time_budget import TimeBudget
 from caviar.tuning.search_space import param_space
 from caviar.tuning.trial import run_trial
-from model.data import load_splits
+from model.config import METRICS
+from model.data import Splits
 
 log = logging.getLogger("caviar.tune")
-METRIC_COLUMNS = {
-    "val_accuracy": "val_acc",
-    "val_loss": "val_loss",
-    "train_loss": "train_loss",
-    "epoch": "epoch",
-    "examples_per_s": "ex/s",
-}
+SHORT_NAMES = {"val_accuracy": "val_acc", "examples_per_s": "ex/s"}  # the live table's narrow columns
+LIVE_COLUMNS = {m: SHORT_NAMES.get(m, m) for m in (*METRICS, "epoch", "examples_per_s") if m != "val_f1"}
 
 
-def trainable_of(job: JobSpec, replay: frozenset[str] = frozenset()):
-    """run_trial with the job's fixed values and splits bound (loaded once, in the driver: trials get
-    them through the object store), and the resources each trial asks for."""
+def trainable_of(job: JobSpec, splits: Splits, replay: frozenset[str] = frozenset()):
+    """run_trial with the job's fixed values and the splits bound (loaded once, in the driver: trials
+    get them through the object store), and the resources each trial asks for."""
     from ray import tune
 
     bound = tune.with_parameters(
         run_trial,
         base=job.trial_config().model_dump(),
-        splits=load_splits(job.data),
+        splits=splits,
         cpus=job.resources_per_trial.cpu,
         replay=replay,
     )
     return tune.with_resources(bound, {"cpu": job.resources_per_trial.cpu, "gpu": job.resources_per_trial.gpu})
 
 
-def restore_tuner(job: JobSpec, folder: Path):
-    """The Tuner of an interrupted run, its saved state repaired first (caviar.experiment.prepare_resume)."""
+def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
+    """The Tuner of an interrupted run, its saved state repaired first (ray_compat.resume_repair)."""
     from ray import tune
 
-    plan = prepare_resume(folder)
+    plan = prepare_resume(load_trials(folder))
     for move in plan.moved:
         log.warning("the saved state named a deleted checkpoint; resuming from the newest one: %s", move)
     return tune.Tuner.restore(
         str(folder),
-        trainable_of(job, plan.replay),
+        trainable_of(job, splits, plan.replay),
         resume_unfinished=True,
         resume_errored=True,
         storage_filesystem=atomic_local_filesystem(),
     )
 
 
-def build_tuner(job: JobSpec, experiment: str, storage: Storage):
+def build_tuner(job: JobSpec, experiment: str, storage: Storage, splits: Splits):
     """A fresh Tuner writing to <storage>/<experiment>."""
     from ray import tune
 
     return tune.Tuner(
-        trainable_of(job),
+        trainable_of(job, splits),
         param_space=param_space(job),
         tune_config=tune.TuneConfig(
             metric=job.metric,
@@ -98,24 +96,6 @@ def _run_config(job: JobSpec, experiment: str, storage: Storage):
         failure_config=tune.FailureConfig(max_failures=job.max_failures),
         stop=budget,  # the job's time_budget_s, which also records the trials it cuts
         callbacks=[TrialTensorBoard(folder), *([budget] if budget else [])],
-        progress_reporter=_reporter(job),
+        progress_reporter=quiet_reporter(LIVE_COLUMNS, {k.replace(".", "/"): k for k in job.search_space}),
         verbose=1,
-    )
-
-
-def _reporter(job: JobSpec):
-    """Ray's live table without its 'Result logdir: /tmp/ray/session_.../driver_artifacts' line:
-    that folder is Ray's scratch copy, not where results go (caviar prints the experiment folder)."""
-    from ray import tune
-
-    class QuietReporter(tune.CLIReporter):
-        def _progress_str(self, *args, **kwargs) -> str:
-            text = super()._progress_str(*args, **kwargs)
-            return "\n".join(line for line in text.split("\n") if not line.startswith("Result logdir:"))
-
-    return QuietReporter(
-        metric_columns=METRIC_COLUMNS,
-        parameter_columns={k.replace(".", "/"): k for k in job.search_space},
-        max_report_frequency=15,
-        sort_by_metric=True,  # metric and mode come from TuneConfig
     )

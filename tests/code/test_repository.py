@@ -20,3 +20,71 @@ def test_benchmark_json_records_paths_relative_to_the_project():
     for path in sorted((ROOT / "bench" / "results").glob("*.json")):
         absolute = [s for s in leaves(json.loads(path.read_text())) if isinstance(s, str) and s.startswith(("/", "~"))]
         assert not absolute, (path.name, absolute[:3])
+
+
+# the packages, top to bottom: a module imports only from its own package or one further down
+LAYERS = [
+    ("caviar.cli",),
+    ("caviar.serving", "caviar.tuning"),
+    ("caviar.registry",),
+    ("caviar.experiment", "caviar.ops"),
+    ("caviar.job",),
+    ("model",),
+]
+MAX_LINES = 300
+
+
+def _modules(package: str) -> list[Path]:
+    return sorted(p for p in (ROOT / package).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _layer(module: str) -> int | None:
+    for depth, packages in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in packages):
+            return depth
+    return None
+
+
+def _imports(path: Path) -> list[str]:
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names]
+    return found
+
+
+def test_no_module_is_over_300_lines_and_caviar_has_no_loose_modules():
+    long = [
+        (str(p.relative_to(ROOT)), n)
+        for p in _modules("caviar") + _modules("model")
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    ]
+    assert not long
+    loose = sorted(p.name for p in (ROOT / "caviar").glob("*.py"))
+    assert loose == ["__init__.py", "__main__.py"]
+
+
+def test_imports_run_one_way():
+    """cli -> serving, tuning -> registry -> experiment, ops -> job -> model; model/ sees no Ray."""
+    against = []
+    for path in _modules("caviar") + _modules("model"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        own = _layer(module)
+        for imported in _imports(path):
+            if module.startswith("model") and imported.split(".")[0] in ("ray", "caviar"):
+                against.append((module, imported))
+            target = _layer(imported)
+            if target is not None and own is not None and target < own:
+                against.append((module, imported))
+    assert not against
+
+
+def test_every_module_name_is_its_own():
+    """No two modules share a name (two `pretrain.py` once did two different jobs)."""
+    names = [p.stem for p in _modules("caviar") + _modules("model") if p.stem not in ("__init__", "__main__")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

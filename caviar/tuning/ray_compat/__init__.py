@@ -1,0 +1,15 @@
+"""Every workaround caviar keeps on Ray's internals or on behaviour Ray may change, in one place.
+
+Each module names the upstream issue it works around (or says none is filed) and has a canary in
+tests/code/tuning/test_ray_compat.py that fails once Ray's behaviour changes, so the workaround can
+go. Together they are why pyproject.toml pins Ray to <2.61.
+
+| module            | works around                                                          | upstream |
+| ----------------- | --------------------------------------------------------------------- | -------- |
+| resume_repair     | a killed driver's experiment state names a checkpoint Ray deleted     | ray-project/ray#27790 |
+| time_budget       | a restored stopper is a copy apart from the callbacks; no trial list  | none filed |
+| tensorboard       | TBXLoggerCallback writes HParams only at trial end; Trial.init_local_path | none filed |
+| progress          | the live table's "Result logdir" line and Tuner.restore hint          | none filed |
+| working_dir       | a Ray job's working_dir is replaced under the driver's cwd            | ray-project/ray#52343 |
+| atomic_storage    | results are copied to storage with truncating pyarrow copy_files      | none filed |
+"""

@@ -2,7 +2,11 @@
 
 Ray's TBXLoggerCallback writes hparams only when a trial ends, so running trials are missing from
 the HParams table exactly while one wants to compare them. Subclassing it also stops Ray from
-adding its own TensorBoard logger beside this one.
+adding its own TensorBoard logger beside this one. With remote storage it writes into Ray's
+staging folder through the private Trial.init_local_path() and Trial.local_path.
+
+Upstream: none filed. Canary: test_ray_compat checks that Ray's own log_trial_start still writes no
+HParams and that Trial.init_local_path exists.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ from ray.tune.logger import TBXLoggerCallback
 from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams
 
-from caviar.tuning.search_space import flatten
+from caviar.job.keys import flatten
+from model.config import METRICS
 
-SCALARS = ("train_loss", "val_loss", "val_accuracy", "val_f1", "lr", "examples_per_s", "epoch")
-HPARAM_METRICS = ("val_accuracy", "val_loss", "val_f1", "train_loss")
+SCALARS = (*METRICS, "lr", "examples_per_s", "epoch")
+HPARAM_METRICS = METRICS
 
 
 def hparam_values(config: dict) -> dict:

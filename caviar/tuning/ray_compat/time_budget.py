@@ -4,7 +4,11 @@ Ray's own budget stops every live trial when the clock runs out, and those trial
 like the ones a scheduler stopped: TERMINATED before their own end. So a search cut by its budget
 would report its cut trials as "stopped early by ASHA". This stopper keeps Ray's clock (it is Ray's
 TimeoutStopper) and, the moment it fires, writes the trials it cuts to <experiment>/caviar_budget.json,
-which caviar/experiment.py reads back (TrialRecord.cut_by_budget).
+which experiment/record.py reads back (TrialRecord.cut_by_budget).
+
+Upstream: none filed. Ray's Stopper.stop_all() is given no trials, and a resumed run's stopper is
+restored from the saved state as a copy apart from the callbacks; the canary in test_ray_compat
+checks stop_all still takes no trial list.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from pathlib import Path
 from ray.tune import Callback
 from ray.tune.stopper import TimeoutStopper
 
-from caviar.experiment.record import BUDGET_FILE, trials_cut
+from caviar.experiment.layout import BUDGET_FILE
+from caviar.experiment.record import trials_cut
 from model.files import write_json_atomically
 
 ENDED = ("TERMINATED", "ERROR")

@@ -1,0 +1,83 @@
+"""The `caviar` command: one sub-command per module of caviar/cli/.
+
+To run: caviar --help
+
+Commands that train (train, tune, resume, reseed, pretrain, lr-find) restart the process once on
+jemalloc where it is installed (ops/allocator.py); every other command starts directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+import typer
+
+from model.errors import UserError
+
+TRAINING_COMMANDS = ("train", "tune", "resume", "reseed", "pretrain", "lr-find")
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None)
+
+
+@app.callback()
+def root() -> None:
+    """caviar: tune a Korean sentiment classifier (NSMC) with Ray Tune, then promote and serve the best."""
+
+
+@app.command("schema")
+def schema_cmd() -> None:
+    """Print the job-file reference (every key, its type, default and description) as Markdown."""
+    from caviar.job.reference import job_reference
+
+    typer.echo(job_reference(), nl=False)
+
+
+def _register() -> None:
+    from caviar.cli import registry, results, serving, submit, training
+
+    for module in (training, results, serving, submit):
+        module.register(app)
+    app.add_typer(registry.registry_app, name="registry")
+
+
+_register()
+
+
+def _setup_logging() -> None:
+    """caviar's own INFO lines; other libraries (Ray's packaging chatter) only from WARNING up."""
+    logging.basicConfig(level=logging.WARNING, format="caviar: %(message)s", stream=sys.stderr)
+    logging.getLogger("caviar").setLevel(logging.INFO)
+
+
+def trains(argv: list[str]) -> bool:
+    """The first word that is not an option names a command that trains."""
+    words = [a for a in argv if not a.startswith("-")]
+    return bool(words) and words[0] in TRAINING_COMMANDS and "--help" not in argv
+
+
+def entry() -> None:
+    """The `caviar` command (and `python -m caviar`): a training command on jemalloc where it is
+    installed, then `main`."""
+    if trains(sys.argv[1:]):
+        from caviar.ops.allocator import run_on_jemalloc
+
+        with user_errors():
+            run_on_jemalloc()  # this process pretrains, trains or finds a learning rate: all page churn
+    main()
+
+
+def main() -> None:
+    _setup_logging()
+    with user_errors():
+        app()
+
+
+@contextlib.contextmanager
+def user_errors():
+    """A user's mistake is one line on stderr and exit 2, never a traceback."""
+    try:
+        yield
+    except UserError as err:
+        typer.echo(f"caviar: error: {err}", err=True)
+        sys.exit(2)

@@ -1,0 +1,60 @@
+"""`caviar report | promote`: an experiment's leaderboard and plots, and its best model into the registry.
+
+To run: caviar report results/<experiment>
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+JSON_HELP = "end with one JSON line of the results (the rest goes to stderr)"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_cmd)
+    app.command("promote")(promote_cmd)
+
+
+def report_cmd(
+    experiment: Path = typer.Argument(..., help="results/<experiment>"),
+    evaluate_top: int | None = typer.Option(None, "--evaluate-top", min=1, help="test-evaluate the K best"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Leaderboard (CSV, Markdown), report.json and plots of an experiment, read from disk."""
+    from caviar.experiment.report import write_report
+
+    report = write_report(experiment, evaluate_top)
+    table = report.pop("table")
+    typer.echo(table, err=as_json)
+    for note in report["notes"]:
+        typer.echo(note, err=as_json)
+    typer.echo(f"wrote {', '.join(report['files'])} in {experiment}", err=as_json)
+    if as_json:
+        typer.echo(json.dumps(report))
+
+
+def promote_cmd(
+    experiment: Path = typer.Argument(..., help="results/<experiment>, or results/train/<run> from caviar train"),
+    name: str = typer.Option("nsmc-sentiment", help="registry name"),
+    force: bool = typer.Option(
+        False, "--force", help="promote even if its test accuracy is below the current version's"
+    ),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Copy the best checkpoint into results/registry/<name>/v<N> and point `current` at it. After
+    `caviar reseed`, the best seed of the configuration with the best mean is promoted."""
+    from caviar.registry.promote import promote
+    from caviar.registry.store import Refused
+
+    try:
+        done = promote(experiment, name, force=force)
+    except Refused as refused:
+        typer.echo(f"caviar: refused: {refused}", err=True)
+        raise typer.Exit(1) from None
+    for line in done.describe():
+        typer.echo(line, err=as_json)
+    if as_json:
+        typer.echo(json.dumps(done.as_json()))

@@ -1,0 +1,151 @@
+"""`caviar train | tune | resume | reseed | pretrain | lr-find`: the commands that train, each one call
+into the pipeline (tuning/pipeline.py), which owns the stages and the data.
+
+To run: caviar tune tune_jobs/quickstart.yaml
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from caviar.job.loading import SET_HELP, load_job
+from model.config import check_safe_name
+
+SMOKE_HELP = "a seconds-long run of the job: 2 trials, 4 steps, 400 reviews, 1 CPU (what CI runs)"
+JSON_HELP = "end with one JSON line of the results (the rest goes to stderr)"
+ADDRESS_HELP = "Ray cluster to join, e.g. auto or ray://head:10001 (default: a local Ray on this machine)"
+
+
+def register(app: typer.Typer) -> None:
+    for name, command in (
+        ("train", train_cmd),
+        ("tune", tune_cmd),
+        ("resume", resume_cmd),
+        ("reseed", reseed_cmd),
+        ("pretrain", pretrain_cmd),
+        ("lr-find", lr_find_cmd),
+    ):
+        app.command(name)(command)
+
+
+def _finish(lines: list[str], payload: dict, as_json: bool) -> None:
+    for line in lines:
+        typer.echo(line, err=as_json)
+    if as_json:
+        typer.echo(json.dumps(payload))
+
+
+def train_cmd(
+    job: Path = typer.Argument(..., help="tune_jobs/<job>.yaml"),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    out: Path | None = typer.Option(None, help="run folder (default <storage>/train/<name>-<time>)"),
+    smoke: bool = typer.Option(False, "--smoke", help=SMOKE_HELP),
+) -> None:
+    """Train ONE configuration (the job's fixed values, no Ray) and report val and test metrics."""
+    from caviar.tuning.pipeline import train_job
+
+    run = train_job(load_job(job, overrides, smoke=smoke, fixed_only=True), out)
+    _finish(run.describe(), {k: v for k, v in run.as_json().items() if k not in ("history", "config")}, as_json)
+
+
+def tune_cmd(
+    job: Path = typer.Argument(..., help="tune_jobs/<job>.yaml"),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    address: str | None = typer.Option(None, help=ADDRESS_HELP),
+    name: str | None = typer.Option(None, help="experiment folder name (default <job name>-<time>)"),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    smoke: bool = typer.Option(False, "--smoke", help=SMOKE_HELP),
+) -> None:
+    """Tune: many trials in parallel on Ray Tune, weak ones stopped early; prints the best trial."""
+    from caviar.tuning.pipeline import tune_job
+
+    spec = load_job(job, overrides, smoke=smoke)
+    if name is not None:
+        check_safe_name(name, "--name")
+    _tuning(lambda: tune_job(spec, address=address, experiment=name), as_json)
+
+
+def resume_cmd(
+    experiment: Path = typer.Argument(..., help="results/<experiment>"),
+    address: str | None = typer.Option(None, help=ADDRESS_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Continue an experiment whose driver stopped; finished trials are not run again."""
+    from caviar.tuning.pipeline import resume_experiment
+
+    _tuning(lambda: resume_experiment(experiment, address=address), as_json)
+
+
+def _tuning(run, as_json: bool) -> None:
+    import ray
+
+    from caviar.experiment.outcome import Interrupted
+
+    try:
+        outcome = run()
+    except Interrupted as stop:
+        typer.echo(f"caviar: {stop}", err=True)
+        raise typer.Exit(130) from None
+    finally:
+        ray.shutdown()
+    if outcome is None:  # remote storage: nothing on this machine to summarize
+        return
+    _finish(outcome.describe(), outcome.as_json(), as_json)
+
+
+def reseed_cmd(
+    experiment: Path = typer.Argument(..., help="results/<experiment>"),
+    seeds: int = typer.Option(3, min=2, help="seeds per configuration"),
+    top_k: int = typer.Option(3, "--top-k", min=1, help="configurations to re-train, best first"),
+    address: str | None = typer.Option(None, help=ADDRESS_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Re-train the top-K configurations with S new seeds; `caviar promote` then takes the best mean."""
+    import ray
+
+    from caviar.tuning.pipeline import reseed_experiment
+
+    try:
+        spread = reseed_experiment(experiment, seeds, top_k, address)
+    finally:
+        ray.shutdown()
+    lines = [
+        f"  config {c['rank']} ({c['source_trial']}): val {c['val_mean']:.4f} ± {c['val_std']:.4f}  "
+        f"test {c['test_mean']:.4f} ± {c['test_std']:.4f}"
+        for c in spread["configs"]
+    ]
+    lines.append(f"chosen: config {spread['chosen_rank']} (best mean {spread['metric']}); promote takes its best seed")
+    _finish(lines, spread, as_json)
+
+
+def pretrain_cmd(
+    job: Path = typer.Argument(..., help="tune_jobs/<job>.yaml (its data, model and pretrain: sections)"),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    out: Path | None = typer.Option(None, help="folder (default <storage>/pretrain/<name>-<time>)"),
+    as_json: bool = typer.Option(False, "--json", help="end with one JSON line: folder, mlm_loss, steps, wall_s"),
+    smoke: bool = typer.Option(False, "--smoke", help=SMOKE_HELP),
+) -> None:
+    """Masked-LM pretraining of the job's model on the train split's texts; fine-tune it with
+    --set model.pretrained=<folder>."""
+    from caviar.tuning.pipeline import pretrain_job
+
+    folder, card = pretrain_job(load_job(job, overrides, smoke=smoke, fixed_only=True), out)
+    payload = {"folder": str(folder), "mlm_loss": card.mlm_loss, "steps": card.steps, "wall_s": card.wall_s}
+    _finish(card.describe(folder), payload, as_json)
+
+
+def lr_find_cmd(
+    job: Path = typer.Argument(..., help="tune_jobs/<job>.yaml"),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    out: Path | None = typer.Option(None, help="folder (default <storage>/lr_find/<name>-<time>)"),
+    as_json: bool = typer.Option(False, "--json", help="end with one JSON line of the suggestion"),
+) -> None:
+    """Leslie Smith's LR range test: suggests base_lr and max_lr from smoothed loss and accuracy."""
+    from caviar.tuning.pipeline import lr_find_job
+
+    found = lr_find_job(load_job(job, overrides, fixed_only=True), out)
+    _finish(found.describe(), found.as_json(), as_json)

@@ -1,0 +1,73 @@
+"""One row per trial, built once: what the leaderboard, report.json and caviar_tune.json all show."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from caviar.experiment.record import TrialRecord, folder_bytes
+from caviar.job.schema import JobSpec
+
+
+@dataclass
+class TrialRow:
+    trial_id: str
+    status: str
+    evaluations: int
+    round: int
+    stopped_early: bool
+    stopped_at_rung: int | None  # the evaluation the scheduler stopped it at
+    cut_by_budget: bool
+    metric: str  # the job's metric, e.g. val_accuracy: best_metric is best_<metric> in JSON and tables
+    best_metric: float | None
+    best_evaluation: int | None
+    val_accuracy_at_best: float | None
+    val_loss_at_best: float | None
+    wall_s: float
+    cpu_s: float
+    gpu_s: float
+    checkpoint_bytes: int
+    checkpoint: str  # its best checkpoint, "" when none was kept
+    params: dict = field(default_factory=dict)  # sampled values by dotted key
+    error: str | None = None
+
+    def as_json(self) -> dict:
+        """caviar_tune.json's form: params nested under "params", the metric named."""
+        row = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
+        row[f"best_{self.metric}"] = row.pop("best_metric")
+        row.pop("metric")
+        if self.error is None:
+            row.pop("error")
+        return row
+
+    def as_columns(self) -> dict:
+        """The leaderboard's form: one column per parameter."""
+        row = self.as_json()
+        return {**{k: v for k, v in row.items() if k != "params"}, "error": self.error, **self.params}
+
+
+def trial_row(trial: TrialRecord, job: JobSpec) -> TrialRow:
+    best = trial.best_row(job.metric, job.mode)
+    wall = float(trial.history.iloc[-1].get("time_total_s", math.nan)) if len(trial.history) else math.nan
+    checkpoint = trial.best_checkpoint(job.metric, job.mode)
+    return TrialRow(
+        trial_id=trial.trial_id,
+        status=trial.status,
+        evaluations=trial.evaluations,
+        round=trial.round,
+        stopped_early=trial.stopped_early,
+        stopped_at_rung=trial.evaluations if trial.stopped_early else None,
+        cut_by_budget=trial.cut_by_budget,
+        metric=job.metric,
+        best_metric=None if best is None else float(best[job.metric]),
+        best_evaluation=None if best is None else int(best["training_iteration"]),
+        val_accuracy_at_best=None if best is None else float(best["val_accuracy"]),
+        val_loss_at_best=None if best is None else float(best["val_loss"]),
+        wall_s=wall,
+        cpu_s=wall * job.resources_per_trial.cpu,
+        gpu_s=wall * job.resources_per_trial.gpu,
+        checkpoint_bytes=sum(folder_bytes(c) for c in trial.checkpoints()),
+        checkpoint=str(checkpoint) if checkpoint else "",
+        params=trial.params,
+        error=trial.error,
+    )

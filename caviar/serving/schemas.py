@@ -1,0 +1,64 @@
+"""The API's request and response models, and the check every review passes before the model sees it
+(the CLI's `caviar predict` uses the same check)."""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
+
+MAX_CHARS, MAX_BATCH = 1000, 256
+
+
+def check_text(text: str) -> str:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"text is not valid Unicode (a lone surrogate at character {err.start})") from None
+    if len(text) > MAX_CHARS:
+        raise ValueError(f"text is {len(text)} characters; at most {MAX_CHARS}")
+    if not any(readable(ch) for ch in text):
+        raise ValueError("text must not be empty or whitespace (control, zero-width and direction marks count)")
+    return text
+
+
+def readable(ch: str) -> bool:
+    """Not whitespace, a control or format character (NUL, zero-width, RTL marks) or a separator."""
+    return not ch.isspace() and unicodedata.category(ch)[0] not in "CZ"
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"text": "이 영화 정말 재미있어요"}})
+    text: StrictStr = Field(description=f"one review, 1 to {MAX_CHARS} characters")
+
+    _text = field_validator("text")(check_text)
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[StrictStr] = Field(description=f"1 to {MAX_BATCH} reviews")
+
+    @field_validator("texts")
+    @classmethod
+    def _texts(cls, texts: list[str]) -> list[str]:
+        if not texts:
+            raise ValueError("texts must hold at least one text")
+        if len(texts) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} texts per batch (got {len(texts)})")
+        for i, text in enumerate(texts):
+            try:
+                check_text(text)
+            except ValueError as err:
+                raise ValueError(f"texts[{i}]: {err}") from None
+        return texts
+
+
+class PredictionOut(BaseModel):
+    label: Literal["부정", "긍정"]
+    label_id: Literal[0, 1]
+    positive_probability: float
+
+
+class BatchOut(BaseModel):
+    predictions: list[PredictionOut]

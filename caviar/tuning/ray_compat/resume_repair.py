@@ -1,0 +1,48 @@
+"""A killed driver's experiment, made resumable: the saved state may name a checkpoint Ray deleted.
+
+Upstream: ray-project/ray#27790 (FileNotFoundError when resuming from a checkpoint). Ray deletes a
+trial's older checkpoint the moment a newer one arrives, but snapshots the experiment state only
+every ~10 s (ray.tune.execution.experiment_state); a driver killed in between leaves a state naming
+a deleted checkpoint, and Ray would fail that trial on resume. Canary: test_ray_compat checks the
+snapshot period is still throttled that way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from caviar.experiment.record import UNFINISHED, TrialRecord
+from model.checkpoint import is_checkpoint
+
+
+@dataclass
+class ResumePlan:
+    moved: list[str]  # stale checkpoint references repaired, as "trial: from -> to"
+    replay: frozenset[str]  # trials whose resume checkpoint holds an evaluation result.json lacks
+
+
+def prepare_resume(trials: list[TrialRecord]) -> ResumePlan:
+    """Make a killed driver's experiment resumable, and say which trials must re-report.
+
+    The trial's newest complete checkpoint is moved into the folder the state names: it resumes
+    from where it really got to. Whether that checkpoint's evaluation was recorded (result.json)
+    decides what the trial does on resume: report it again if it was lost, never if it was not, so
+    no evaluation appears twice and a trial whose last evaluation was recorded is not run again.
+    """
+    moved, replay = [], set()
+    for trial in trials:
+        wanted = trial.resume_from
+        if trial.status not in UNFINISHED or wanted is None:
+            continue
+        if not wanted.is_dir():
+            complete = [c for c in trial.checkpoints() if is_checkpoint(c)]
+            if not complete:
+                continue
+            complete[-1].rename(wanted)
+            moved.append(f"{trial.trial_id}: {complete[-1].name} -> {Path(wanted).name}")
+        step = trial.checkpoint_metrics(wanted).get("step")
+        recorded = "step" in trial.history and step in set(trial.history["step"])
+        if step is not None and not recorded:
+            replay.add(trial.trial_id)
+    return ResumePlan(moved, frozenset(replay))

@@ -1,0 +1,63 @@
+"""Every environment variable caviar reads, read here and nowhere else.
+
+It sits in model/ (the bottom layer) so that both packages can read it: model/ needs the cache and
+the NSMC folder, caviar/ the rest. Read afresh at each call, so a test's monkeypatched variable counts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache: Path  # CAVIAR_CACHE: NSMC copy, tokenizers, encoded splits (default ~/.cache/caviar)
+    nsmc_dir: str | None  # NSMC_DIR: a folder holding ratings_train.txt and ratings_test.txt
+    registry: Path | None  # CAVIAR_REGISTRY: the model registry (default <results>/registry)
+    api_key: str | None  # CAVIAR_API_KEY: bearer key `caviar serve` requires, when set
+    allocator: str  # CAVIAR_ALLOCATOR: jemalloc (default) or system
+    jemalloc: str | None  # CAVIAR_JEMALLOC: a libjemalloc.so.2 outside the usual folders
+    compile_backend: str  # CAVIAR_COMPILE_BACKEND: torch.compile backend (tests: aot_eager)
+    inject_fault: str | None  # CAVIAR_INJECT_FAULT: testing hook, "<folder>:<n>" fails a trial once
+    ray_address: str | None  # RAY_ADDRESS
+    ray_dashboard: str | None  # RAY_DASHBOARD_ADDRESS
+    ray_auth_token: str | None  # RAY_AUTH_TOKEN
+    ray_auth_token_path: Path  # RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token)
+    omp_threads: int | None  # OMP_NUM_THREADS: Ray sets it to a trial's CPU share
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        omp = env.get("OMP_NUM_THREADS", "")
+        return cls(
+            cache=Path(env.get("CAVIAR_CACHE") or "~/.cache/caviar").expanduser(),
+            nsmc_dir=env.get("NSMC_DIR") or None,
+            registry=Path(env["CAVIAR_REGISTRY"]) if env.get("CAVIAR_REGISTRY") else None,
+            api_key=env.get("CAVIAR_API_KEY"),
+            allocator=env.get("CAVIAR_ALLOCATOR", "jemalloc"),
+            jemalloc=env.get("CAVIAR_JEMALLOC") or None,
+            compile_backend=env.get("CAVIAR_COMPILE_BACKEND", "inductor"),
+            inject_fault=env.get("CAVIAR_INJECT_FAULT") or None,
+            ray_address=env.get("RAY_ADDRESS") or None,
+            ray_dashboard=env.get("RAY_DASHBOARD_ADDRESS") or None,
+            ray_auth_token=(env.get("RAY_AUTH_TOKEN") or "").strip() or None,
+            ray_auth_token_path=Path(env.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser(),
+            omp_threads=max(1, int(omp)) if omp.isdigit() else None,
+        )
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+PATH_VARIABLES = ("NSMC_DIR", "CAVIAR_CACHE", "CAVIAR_REGISTRY")
+
+
+def path_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The path variables that are set, made absolute: what a job submitted to a cluster on this
+    machine passes on (it runs in an uploaded copy of the project, where a relative path is wrong)."""
+    env = os.environ if environ is None else environ
+    return {k: str(Path(env[k]).expanduser().resolve()) for k in PATH_VARIABLES if env.get(k)}

@@ -1,0 +1,121 @@
+"""CLI checks for `caviar train`: bad job files and overrides exit 2 with one line; a tiny run end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import tiny_job_yaml
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("caviar: error:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+BAD_YAML = [
+    ("train:\n  lrr: 0.1\n", "train.lrr: unknown key"),
+    ("surprise: 1\n", "surprise: unknown key"),
+    ("train:\n  lr: fast\n", "train.lr: Input should be a valid number"),
+    ("train:\n  lr: -1\n", "train.lr: Input should be greater than 0"),
+    ("train:\n  epochs: 1.5\n", "train.epochs: Input should be a valid integer"),
+    (
+        "train:\n  schedule: exponential\n",
+        "train.schedule: Input should be 'constant', 'linear', 'cosine' or 'cyclical'",
+    ),
+    ("model:\n  hidden: 100\n  heads: 3\n", "model.hidden (100) must be divisible by model.heads (3)"),
+    ("train:\n  base_lr: 0.1\n  max_lr: 0.01\n", "train.base_lr (0.1) must be below train.max_lr (0.01)"),
+    ("data:\n  val_fraction: 1.5\n", "data.val_fraction: Input should be less than 1"),
+    ("train: [1, 2\n", "job.yaml: expected ',' or ']'"),
+    ("- just\n- a list\n", "the top level must be a mapping of keys, got list"),
+    ("train: 3\n", "train: Input should be a valid dictionary"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_YAML)
+def test_bad_yaml_exits_2_naming_the_key(cli, tmp_path, text, message):
+    job = tmp_path / "job.yaml"
+    job.write_text(text, encoding="utf-8")
+    line = one_error_line(cli("train", job))
+    assert message in line
+    assert str(job) in line
+
+
+BAD_SETS = [
+    ("train.lrr=1", "--set train.lrr=1: train.lrr: unknown key"),
+    ("train.lr=abc", "train.lr: Input should be a valid number"),
+    ("train.batch_size=0", "train.batch_size: Input should be greater than or equal to 1"),
+    ("train.lr", "--set train.lr: expected key=value"),
+    ("=3", "expected key=value"),
+    ("train.lr.x=1", "train.lr is a value, not a section"),
+    ("nosuch.key=1", "nosuch: unknown key"),
+    ("model.head=[1", "--set model.head=[1: the value is not valid YAML"),
+]
+
+
+@pytest.mark.parametrize(("assignment", "message"), BAD_SETS)
+def test_bad_set_exits_2_naming_the_key(cli, tmp_path, assignment, message):
+    job = tiny_job_yaml(tmp_path / "job.yaml")
+    line = one_error_line(cli("train", job, "--set", assignment))
+    assert message in line
+
+
+def test_missing_job_file(cli, tmp_path):
+    assert "nope.yaml: no such job file" in one_error_line(cli("train", tmp_path / "nope.yaml"))
+
+
+def test_missing_data_folder_is_one_line(cli, tmp_path):
+    job = tiny_job_yaml(tmp_path / "job.yaml", data={"dir": str(tmp_path / "void")})
+    assert "does not hold ratings_train.txt" in one_error_line(cli("train", job))
+
+
+@pytest.mark.slow
+def test_train_end_to_end_json(cli, tmp_path):
+    job = tiny_job_yaml(tmp_path / "job.yaml")
+    proc = cli("train", job, "--json", "--out", tmp_path / "run", "--set", "train.eval_every=1.0")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"val_accuracy", "test_accuracy", "examples_per_s", "checkpoint", "test_f1"} <= set(summary)
+    assert summary["val_accuracy"] >= 0.75 and summary["test_accuracy"] >= 0.75
+    assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["checkpoint"] == summary["checkpoint"]
+    assert "val_accuracy" in proc.stderr  # the per-evaluation lines
+
+
+def test_lr_find_cli_writes_json_and_plot(cli, tmp_path):
+    job = tiny_job_yaml(tmp_path / "job.yaml", lr_find={"min_lr": 1e-5, "max_lr": 1.0, "steps": 60, "eval_points": 6})
+    proc = cli("lr-find", job, "--out", tmp_path / "lr", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert 1e-5 <= result["base_lr"] < result["max_lr"] <= 1.0
+    saved = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
+    assert len(saved["lrs"]) == len(saved["losses"]) == result["steps"]
+    assert proc.stderr.count("base_lr") == 1, proc.stderr  # issue 9.26: the result once
+
+
+def test_lr_find_prints_the_data_line_before_its_bar(tmp_path):
+    """Issue 9.26: the data line used to land inside the progress bar."""
+    import subprocess
+    import sys
+
+    job = tiny_job_yaml(tmp_path / "job.yaml", lr_find={"min_lr": 1e-5, "max_lr": 1.0, "steps": 20, "eval_points": 2})
+    cmd = [
+        sys.executable,
+        "-c",
+        "from caviar.cli.main import main; main()",
+        "lr-find",
+        str(job),
+        "--out",
+        str(tmp_path / "lr"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.replace("\r", "\n").splitlines()
+    data = [i for i, ln in enumerate(lines) if ln.startswith("caviar: data ")]
+    bar = [i for i, ln in enumerate(lines) if "lr range test" in ln]
+    assert len(data) == 1 and bar and data[0] < bar[0], proc.stderr
+    assert (tmp_path / "lr" / "lr_find.png").read_bytes().startswith(b"\x89PNG")

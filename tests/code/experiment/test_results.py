@@ -1,0 +1,274 @@
+"""Results checks on a finished tiny experiment: the report, promotion and the registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from caviar.experiment.report import write_report
+from caviar.registry import store as registry
+from caviar.registry.promote import promote
+from caviar.serving.app import create_app
+from model.errors import UserError
+from model.predict import Predictor
+
+pytestmark = pytest.mark.slow
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_columns_best_and_plots(experiment):
+    report = write_report(experiment, evaluate_top_k=2)
+    board = pd.read_csv(experiment / "leaderboard.csv")
+    for column in (
+        "rank",
+        "trial_id",
+        "status",
+        "evaluations",
+        "stopped_at_rung",
+        "best_val_accuracy",
+        "best_evaluation",
+        "wall_s",
+        "cpu_s",
+        "gpu_s",
+        "checkpoint_bytes",
+        "train.lr",
+        "model.dropout",
+        "test_accuracy",
+        "test_f1",
+    ):
+        assert column in board.columns, column
+    assert len(board) == 4
+    # the best trial is the maximum over trials of each trial's best-so-far
+    best_so_far = {}
+    for result in experiment.glob("*/result.json"):
+        rows = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
+        best_so_far[rows[0]["trial_id"]] = max(r["val_accuracy"] for r in rows)
+    winner = max(best_so_far, key=best_so_far.get)
+    assert report["best"]["val_accuracy"] == best_so_far[winner]
+    assert board.loc[0, "best_val_accuracy"] == max(best_so_far.values())
+    assert board["test_accuracy"].notna().sum() == 2
+    for name in ("learning_curves.png", "params_vs_metric.png", "parallel_coordinates.png"):
+        data = (experiment / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
+    assert (experiment / "leaderboard.md").read_text().startswith("# copied")
+    assert json.loads((experiment / "report.json").read_text())["best"]["trial_id"] == report["best"]["trial_id"]
+
+
+def test_report_cli_prints_a_table(cli, experiment):
+    proc = cli("report", experiment)
+    assert proc.returncode == 0, proc.stderr
+    assert "| rank | trial_id |" in proc.stdout
+    assert cli("report", experiment.parent / "nope").returncode == 2
+
+
+def test_promote_twice_then_rollback(experiment, registry_dir):
+    first = promote(experiment, "nsmc")
+    second = promote(experiment, "nsmc")  # equal test accuracy is not worse
+    model_dir = registry_dir / "nsmc"
+    assert (first.version, second.version) == ("v1", "v2")
+    assert registry.current_version(model_dir) == "v2"
+    card = registry.verify(model_dir / "current")
+    assert {"trial_id", "hparams", "val", "test", "data_fingerprint", "packages", "created", "files"} <= set(card)
+    assert "trainer_state.pt" not in card["files"] and "model.safetensors" in card["files"]
+    assert registry.rollback(model_dir) == "v1"
+    assert registry.current_version(model_dir) == "v1"
+    Predictor.from_checkpoint(model_dir / "current")
+
+
+def test_a_worse_model_is_refused_unless_forced(cli, experiment, registry_dir):
+    promote(experiment, "nsmc")
+    card_path = registry_dir / "nsmc" / "v1" / registry.CARD
+    card = json.loads(card_path.read_text())
+    card["test"]["accuracy"] = 1.01  # make the current version look unbeatable
+    card_path.write_text(json.dumps(card))
+    proc = cli("promote", experiment, "--name", "nsmc")
+    assert proc.returncode == 1
+    assert "is below nsmc/v1's 1.0100; not promoted" in proc.stderr
+    assert registry.current_version(registry_dir / "nsmc") == "v1"
+    proc = cli("promote", experiment, "--name", "nsmc", "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert registry.current_version(registry_dir / "nsmc") == "v2"
+
+
+def test_a_crash_mid_promotion_leaves_current_intact(experiment, registry_dir, monkeypatch):
+    promote(experiment, "nsmc")
+    calls = []
+
+    def copy_then_crash(src, dst, *a, **k):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError("disk full (injected)")
+        return shutil.copy(src, dst)
+
+    monkeypatch.setattr(registry.shutil, "copy2", copy_then_crash)
+    with pytest.raises(OSError, match="injected"):
+        promote(experiment, "nsmc")
+    model_dir = registry_dir / "nsmc"
+    assert registry.current_version(model_dir) == "v1"
+    assert registry.versions(model_dir) == ["v1"]
+    leftovers = [p for p in model_dir.iterdir() if p.name.startswith(".") and p.name != registry.LOCK]
+    assert not leftovers, "temp folders must be cleaned up"
+    registry.verify(model_dir / "current")
+
+
+def test_reseed_gives_s_results_per_configuration(cli, experiment, registry_dir, tmp_path):
+    experiment = Path(shutil.copytree(experiment, tmp_path / "experiment"))  # the shared one stays unseeded
+    proc = cli("reseed", experiment, "--seeds", "2", "--top-k", "2", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "chosen: config" in proc.stderr
+    proc = cli("promote", experiment, "--name", "nsmc", "--json")  # promotion reads the re-runs, trains nothing
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = json.loads(proc.stdout.strip().splitlines()[-1])
+    spread = done["reseed"]
+    assert spread["seeds"] == 2 and len(spread["configs"]) == 2
+    for config in spread["configs"]:
+        assert len(config["seeds"]) == 2 and len(set(config["seeds"])) == 2
+    chosen = spread["configs"][0]
+    assert chosen["rank"] == spread["chosen_rank"]
+    assert chosen["val_mean"] == max(c["val_mean"] for c in spread["configs"])  # validation chooses
+    card = registry.verify(registry_dir / "nsmc" / "current")
+    assert card["reseed"]["best_seed"] in chosen["seeds"]
+    assert card["trial_id"] == chosen["source_trial"]
+    for config in json.loads((experiment / "reseed" / "reseed.json").read_text())["configs"]:
+        assert len(config["runs"]) == 2
+        vals = [r["val_accuracy"] for r in config["runs"]]
+        assert config["val_mean"] == pytest.approx(statistics.fmean(vals))
+        assert config["val_std"] == pytest.approx(statistics.stdev(vals))
+
+
+def test_a_corrupt_weight_file_stops_serve(cli, experiment, registry_dir):
+    promote(experiment, "nsmc")
+    weights = registry_dir / "nsmc" / "v1" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    os.chmod(weights, 0o644)
+    weights.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="model.safetensors fails its sha256 check; the model is corrupt"):
+        create_app(registry_dir / "nsmc" / "current")
+    proc = cli("serve", "--model", registry_dir / "nsmc" / "current", "--port", "0")
+    assert proc.returncode == 2
+    assert "fails its sha256 check" in proc.stderr
+
+
+def test_predict_cli(cli, experiment, registry_dir):
+    promote(experiment, "nsmc")
+    proc = cli("predict", "배우들 연기가 너무 좋았다", "--model", registry_dir / "nsmc" / "current", "--json")
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert line["label"] in ("긍정", "부정") and 0 <= line["positive_probability"] <= 1
+
+
+def test_predict_and_serve_find_the_model_through_the_registry_root(
+    cli, experiment, registry_dir, tmp_path, monkeypatch
+):
+    """Issue 9.10 and 9.25: no --model needed, --name picks one, and the number printed is the label's own."""
+    promote(experiment, "other")
+    monkeypatch.chdir(tmp_path)  # the default must not depend on the working folder
+    proc = cli("predict", "배우들 연기가 너무 좋았다", "돈 주고 보기 아까웠어요", "--name", "other")
+    assert proc.returncode == 0, proc.stderr
+    for line in proc.stdout.strip().splitlines():
+        label, confidence = line.split()[:2]
+        assert label in ("긍정", "부정") and confidence.endswith("%") and float(confidence[:-1]) >= 50
+    proc = cli("predict", "좋다", "--json", "--name", "other")
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert row["confidence"] == pytest.approx(max(row["positive_probability"], 1 - row["positive_probability"]))
+    assert cli("predict", "좋다").returncode == 2  # nsmc-sentiment was never promoted here
+
+
+UNSAFE_NAMES = ["../escaped", "../../x", "/tmp/abs", "..", ".", "", "a/b", "_under", "a b", "x" * 101]
+
+
+@pytest.mark.parametrize("name", UNSAFE_NAMES)
+def test_no_name_leaves_the_registry(cli, experiment, registry_dir, name):
+    """Issue 9.9: promote, registry show/rollback, serve and predict all refuse it before any work."""
+    for args in (
+        ("promote", experiment, "--name", name),
+        ("registry", "show", name),
+        ("registry", "rollback", name),
+        ("serve", "--name", name, "--port", "0"),
+        ("predict", "좋다", "--name", name),
+    ):
+        proc = cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "use 1 to 100 of A-Z" in proc.stderr and "Traceback" not in proc.stderr
+    assert not registry_dir.exists() or not any(registry_dir.iterdir())
+    assert not (registry_dir.parent / "escaped").exists()
+
+
+DAMAGED_CARDS = [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    ('{"name": "nsmc"}', "no 'files' table"),
+    ('{"files": {}}', "does not list model.safetensors"),
+]
+
+
+@pytest.mark.parametrize(("card", "message"), DAMAGED_CARDS)
+def test_a_damaged_card_is_one_line(cli, experiment, registry_dir, card, message):
+    """Issue 9.11 and 9.12: one line and exit 2 everywhere; `registry list` still lists the rest."""
+    promote(experiment, "nsmc")
+    promote(experiment, "nsmc")
+    card_file = registry_dir / "nsmc" / "v2" / registry.CARD
+    os.chmod(card_file, 0o644)
+    card_file.write_text(card)
+    weights = registry_dir / "nsmc" / "v2" / "model.safetensors"
+    os.chmod(weights, 0o644)
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated too: `files: {}` must not hide it
+    for args in (
+        ("predict", "좋다", "--name", "nsmc"),
+        ("serve", "--name", "nsmc", "--port", "0"),
+        ("registry", "show", "nsmc"),
+    ):
+        proc = cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    listed = cli("registry", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "nsmc/v1  test_accuracy" in listed.stdout and "nsmc/v2  DAMAGED" in listed.stdout
+    assert registry.rollback(registry_dir / "nsmc") == "v1"
+
+
+def test_a_killed_promotions_leftovers_are_swept(experiment, registry_dir):
+    """Issue 9.13: only those whose process is gone."""
+    promote(experiment, "nsmc")
+    model_dir = registry_dir / "nsmc"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    (model_dir / f".v2.{dead_pid}.tmp").mkdir()
+    (model_dir / f".v2.{dead_pid}.tmp" / "model.safetensors").write_bytes(b"half")
+    os.symlink("v1", model_dir / f".current.{dead_pid}.tmp")
+    live = model_dir / f".v9.{os.getppid()}.tmp"  # a process that is still running
+    live.mkdir()
+    promote(experiment, "nsmc")
+    assert sorted(p.name for p in model_dir.iterdir() if p.name.startswith(".")) == sorted([registry.LOCK, live.name])
+
+
+def test_concurrent_promotions_get_their_own_numbers(experiment, registry_dir):
+    """Issue 9.14: the lock spans choosing v<N> and swapping `current`, so `previous` is never shared."""
+    promote(experiment, "nsmc")
+    cmd = [
+        sys.executable,
+        "-c",
+        "from caviar.cli.main import main; main()",
+        "promote",
+        str(experiment),
+        "--name",
+        "nsmc",
+    ]
+    procs = [subprocess.Popen([*cmd, "--force"], stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    model_dir = registry_dir / "nsmc"
+    assert registry.versions(model_dir) == ["v1", "v2", "v3", "v4"]
+    previous = [registry.read_card(model_dir / v)["previous"] for v in ("v2", "v3", "v4")]
+    assert previous == ["v1", "v2", "v3"]
+    assert registry.current_version(model_dir) == "v4"

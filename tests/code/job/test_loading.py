@@ -1,0 +1,191 @@
+"""Job-file hardening: hostile YAML and --set values end in one line and exit 2, never a traceback,
+within a time and memory bound (issue 9.15-9.20), plus a fuzz test of the loader."""
+
+from __future__ import annotations
+
+import json
+import resource
+import string
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from caviar.job.loading import load_job
+from caviar.job.schema import JobSpec
+from model.errors import UserError
+from tests.conftest import TINY, tiny_job_yaml
+
+
+def alias_bomb(levels: int = 9, fanout: int = 10) -> str:
+    lines = ["a0: &a0 [x]"]
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * fanout)}]")
+    return "\n".join(lines)
+
+
+def one_error_line(proc) -> str:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("caviar: error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize("field", ["name", "train.betas"])
+def test_an_alias_bomb_is_refused_quickly_and_briefly(cli, tmp_path, field):
+    """Issue 9.15: a 10^8-leaf bomb referenced from a typed field; the message stays short."""
+    section, _, leaf = field.rpartition(".")
+    use = f"{section}:\n  {leaf}: *a8" if section else f"{leaf}: *a8"
+    job = tmp_path / "bomb.yaml"
+    job.write_text(alias_bomb() + "\n" + use + "\n")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(UserError, match="YAML aliases are expanded"):
+        load_job(job)
+    assert time.perf_counter() - started < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: no expansion in memory
+    line = one_error_line(cli("train", job))
+    assert "YAML aliases are expanded" in line and len(line) < 400
+
+
+def test_a_bomb_in_set_is_refused_too(cli, tmp_path):
+    job = tiny_job_yaml(tmp_path / "job.yaml")
+    bomb = "[" + ", ".join(["[" + ", ".join(["x"] * 400) + "]"] * 400) + "]"  # 160,000 values
+    line = one_error_line(cli("train", job, "--set", f"train.betas={bomb}"))
+    assert len(line) < 400
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("a: " + "[" * 2000 + "]" * 2000, "nested too deeply"),
+        (b"name: caf\xe9\n", "not UTF-8 (byte 0xe9 on line 1)"),
+        ("x" * (1 << 20) + "\n", "a job file is at most"),
+        ("- just\n- a list\n", "the top level must be a mapping"),
+    ],
+    ids=["deep", "latin-1", "huge", "list"],
+)
+def test_malformed_files_are_one_line(cli, tmp_path, content, message):
+    """Issue 9.16."""
+    job = tmp_path / "job.yaml"
+    job.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert message in one_error_line(cli("train", job))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("data.limit=2", "the train split holds 0 부정, 0 긍정"),  # issue 9.16: was an IndexError
+        ("name=" + "n" * 300, "name: use 1 to 100 of"),  # issue 9.16: was OSError after training
+        ("name=..", "name: use 1 to 100 of"),  # issue 9.18
+        ("train.lr=inf", "train.lr: Input should be a finite number"),  # issue 9.17
+        ("train.lr=.inf", "train.lr: Input should be a finite number"),
+        ("train.lr=1e309", "train.lr: Input should be a finite number"),
+        ("train.betas=[0.9, .nan]", "Input should be a finite number"),
+        ("num_sample=3", "num_sample: unknown key; did you mean num_samples?"),  # issue 9.19
+        ("train.weight_decy=0.1", "train.weight_decy: unknown key; did you mean weight_decay?"),
+        ("search_space.train.lrr={uniform: [0, 1]}", "unknown key (did you mean train.lr?)"),
+    ],
+)
+def test_bad_overrides_are_one_line(cli, tmp_path, monkeypatch, override, message):
+    monkeypatch.chdir(tmp_path)
+    job = tiny_job_yaml(tmp_path / "job.yaml")
+    line = one_error_line(cli("train", job, "--set", override))
+    assert message in line and len(line) < 400, line
+    written = [
+        p for p in (tmp_path / "results").rglob("*") if p.is_file() or (p.is_dir() and p.name.startswith("tiny"))
+    ]
+    assert not written, "nothing may be left behind by a job that could not start"
+
+
+def test_a_run_folder_that_cannot_be_made_fails_before_training(cli, tmp_path):
+    job = tiny_job_yaml(tmp_path / "job.yaml")
+    (tmp_path / "file").write_text("not a folder")
+    started = time.perf_counter()
+    line = one_error_line(cli("train", job, "--out", tmp_path / "file" / "run"))
+    assert "cannot create the run folder" in line and time.perf_counter() - started < 5
+
+
+def test_set_overrides_a_search_space_entry(tmp_path):
+    """Issue 9.20: the dotted key inside search_space is one key, not a path."""
+    job = tiny_job_yaml(tmp_path / "job.yaml", search_space={"train.lr": {"loguniform": [1e-4, 1e-3]}})
+    spec = load_job(
+        job, ["search_space.train.lr={loguniform: [3.0e-4, 3.0e-3]}", "search_space.model.layers={choice: [1, 2]}"]
+    )
+    assert spec.search_space["train.lr"].loguniform == (3e-4, 3e-3)
+    assert spec.search_space["model.layers"].choice == [1, 2]
+
+
+KEYS = st.sampled_from(
+    [
+        "name",
+        "num_samples",
+        "train.lr",
+        "train.betas",
+        "model.layers",
+        "data.limit",
+        "search_space.train.lr",
+        "scheduler.type",
+        "scheduler.max_t",
+        "search",
+        "x",
+        "train",
+        "a.b.c",
+        "",
+    ]
+)
+YAML_TEXT = st.text(alphabet=string.printable + "가나다&*!|>-[]{}:,#'\"\\\u200b", max_size=80)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=YAML_TEXT)
+def test_fuzz_job_files(tmp_path, text):
+    """Random YAML gives a job or a UserError (exit 2), nothing else, quickly."""
+    job = tmp_path / "fuzz.yaml"
+    job.write_text(text, encoding="utf-8", errors="surrogatepass")
+    started = time.perf_counter()
+    try:
+        assert isinstance(load_job(job), JobSpec)
+    except UserError as err:
+        assert len(str(err)) < 600
+    assert time.perf_counter() - started < 2
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=KEYS, value=YAML_TEXT)
+def test_fuzz_set_values(tmp_path, key, value):
+    job = tiny_job_yaml(tmp_path / "job.yaml")
+    started = time.perf_counter()
+    try:
+        assert isinstance(load_job(job, [f"{key}={value}"]), JobSpec)
+    except UserError as err:
+        assert len(str(err)) < 600
+    assert time.perf_counter() - started < 2
+
+
+def test_a_job_survives_its_own_record():
+    """caviar_job.json is a dump of the job: read back, it is the same job, for the defaults, the
+    tiny fixture job and every shipped job (with their YAML shorthands turned into stages)."""
+    jobs = [JobSpec(), JobSpec.model_validate(yaml.safe_load(yaml.safe_dump(TINY)))]
+    jobs += [load_job(path) for path in sorted((Path(__file__).parents[3] / "tune_jobs").glob("*.yaml"))]
+    for job in jobs:
+        again = JobSpec.model_validate(json.loads(json.dumps(job.model_dump(mode="json"))))
+        assert again == job, job.name
+    assert jobs[1].model.hidden == TINY["model"]["hidden"] and jobs[1].train.lr == TINY["train"]["lr"]
+    assert any(j.stages.pretrain for j in jobs)  # nsmc_pretrained's {from_pretrain: true}
+
+
+def test_a_set_error_names_only_the_key_at_fault(tmp_path):
+    job = tiny_job_yaml(tmp_path / "job.yaml")
+    with pytest.raises(UserError) as err:
+        load_job(job, ["train.lr=3e-4", "train.batch_size=0", "model.layers=2"])
+    assert str(err.value).startswith("--set train.batch_size=0: train.batch_size:")
+    bad_file = tmp_path / "bad.yaml"
+    bad_file.write_text("train:\n  lrr: 1\n", encoding="utf-8")
+    with pytest.raises(UserError) as err:
+        load_job(bad_file, ["train.lr=3e-4"])
+    assert str(err.value).startswith(f"{bad_file}: train.lrr: unknown key")

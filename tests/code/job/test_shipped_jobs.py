@@ -1,0 +1,58 @@
+"""Every job in tune_jobs/ runs in smoke form (`--smoke`: 2 trials, a few steps) on the fixture, in one
+local Ray session, and its outcome JSON is checked. The pretrained job runs against a hub stand-in:
+a tiny BERT and WordPiece tokenizer saved with save_pretrained, the path klue/bert-base users take."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from caviar.job.loading import load_job
+from tests.conftest import FIXTURE_NSMC
+
+pytestmark = pytest.mark.slow
+JOBS = sorted(Path(__file__).parents[3].glob("tune_jobs/*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    from caviar.tuning.ray_session import start_ray
+
+    start_ray(None)
+    yield
+    ray.shutdown()
+
+
+def test_every_shipped_job_is_here():
+    names = {job.stem for job in JOBS}
+    shipped = {"quickstart", "nsmc_asha", "nsmc_best", "nsmc_pbt", "nsmc_panda", "klue_bert_asha", "nsmc_pretrained"}
+    assert shipped <= names
+
+
+@pytest.mark.parametrize("job_file", JOBS, ids=[job.stem for job in JOBS])
+def test_shipped_job_runs_in_smoke_form(ray_session, hub_standin, tmp_path, job_file):
+    from caviar.tuning.pipeline import tune_job
+
+    overrides = [f"data.dir={FIXTURE_NSMC}", f"storage={tmp_path}"]
+    job = load_job(job_file, overrides, smoke=True)
+    if job.model.pretrained:
+        job = load_job(job_file, [*overrides, f"model.pretrained={hub_standin}"], smoke=True)
+    outcome = tune_job(job, experiment="smoke").as_json()
+    assert len(outcome["trials"]) == 2 and outcome["errored"] == 0, outcome["trials"]
+    # the best is the best trial's best evaluation, and its kept checkpoint is that evaluation's
+    assert outcome["best_val_accuracy"] == max(t["val_accuracy_at_best"] for t in outcome["trials"] if t["checkpoint"])
+    kept = json.loads(Path(outcome["best_checkpoint"], "caviar.json").read_text(encoding="utf-8"))
+    assert kept["metrics"][job.metric] == outcome[f"best_{job.metric}"]
+    assert Path(outcome["best_checkpoint"], "model.safetensors").is_file()
+    assert json.loads((tmp_path / "smoke" / "caviar_tune.json").read_text(encoding="utf-8")) == outcome
+    saved = json.loads((tmp_path / "smoke" / "caviar_job.json").read_text(encoding="utf-8"))
+    assert saved["data"]["dir"] == str(FIXTURE_NSMC.resolve()) and saved["data"]["fingerprint"]  # resolved once
+    if job.from_pretrain:  # stage 0 ran, and the trials fine-tuned what it made
+        stage0 = json.loads((tmp_path / "smoke" / "caviar_pretrain.json").read_text(encoding="utf-8"))
+        assert saved["model"]["pretrained"] == outcome["pretrained"] == stage0["folder"]
+        assert not saved["stages"]["pretrain"]
+        assert Path(stage0["folder"], "pretrain.json").is_file()
