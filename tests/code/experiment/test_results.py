@@ -19,6 +19,7 @@ from caviar.registry.promote import promote
 from caviar.serving.app import create_app
 from model.errors import UserError
 from model.predict import Predictor
+from tests.conftest import FIXTURE_NSMC
 
 pytestmark = pytest.mark.slow
 
@@ -272,3 +273,62 @@ def test_concurrent_promotions_get_their_own_numbers(experiment, registry_dir):
     previous = [registry.read_card(model_dir / v)["previous"] for v in ("v2", "v3", "v4")]
     assert previous == ["v1", "v2", "v3"]
     assert registry.current_version(model_dir) == "v4"
+
+
+def test_evaluate_top_says_which_trials_kept_no_checkpoint(cli, experiment):
+    """keep_best_trials: 3 of 4 trials: the fourth has nothing left to score, and report says so."""
+    proc = cli("report", experiment, "--evaluate-top", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    scored = [t for t in report["trials"] if t["test_accuracy"] is not None]
+    assert len(scored) == 3
+    assert report["notes"] == [
+        f"rank 4 ({report['trials'][3]['trial_id']}): not scored on test, no checkpoint "
+        "(checkpoint.keep_best_trials is 3)"
+    ]
+    assert report["notes"][0] in proc.stderr
+
+
+def test_an_experiment_whose_data_moved_says_where_to_point(cli, experiment, tmp_path, monkeypatch):
+    copy = Path(shutil.copytree(experiment, tmp_path / "experiment"))
+    job_file = copy / "caviar_job.json"
+    job = json.loads(job_file.read_text())
+    assert Path(job["data"]["dir"]).is_absolute() and job["data"]["fingerprint"]
+    job["data"]["dir"] = str(tmp_path / "gone")
+    job_file.write_text(json.dumps(job))
+    monkeypatch.delenv("NSMC_DIR", raising=False)
+    proc = cli("report", copy, "--evaluate-top", "1")
+    assert proc.returncode == 2 and "is gone; set NSMC_DIR to the folder it moved to" in proc.stderr
+    monkeypatch.setenv("NSMC_DIR", str(FIXTURE_NSMC))  # moved here: the fingerprint matches
+    assert cli("report", copy, "--evaluate-top", "1").returncode == 0
+    changed = tmp_path / "changed"
+    shutil.copytree(FIXTURE_NSMC, changed)
+    with open(changed / "ratings_test.txt", "a", encoding="utf-8") as f:
+        f.write("999\t새로 넣은 리뷰\t1\n")
+    monkeypatch.setenv("NSMC_DIR", str(changed))
+    proc = cli("report", copy, "--evaluate-top", "1")
+    assert proc.returncode == 2 and "the NSMC files changed since this run recorded them" in proc.stderr
+
+
+def test_a_trial_that_reached_the_last_rung_was_not_stopped_early():
+    import pandas as pd
+
+    from caviar.experiment.record import TrialRecord
+
+    history = pd.DataFrame({"training_iteration": [1, 2, 3, 4], "done_training": [False] * 4})
+    trial = TrialRecord("t", "TERMINATED", {}, Path("."), history, None)
+    assert trial.stopped_early  # no max_t known: ended before its own end
+    trial.max_t = 4
+    assert not trial.stopped_early
+    trial.max_t = 6
+    assert trial.stopped_early
+
+
+def test_epochs_past_max_t_are_a_note():
+    from caviar.job.schema import JobSpec
+    from caviar.tuning.pipeline import max_t_notes
+
+    job = JobSpec.model_validate({"train": {"epochs": 3, "eval_every": 0.25}, "scheduler": {"max_t": 4}})
+    (note,) = max_t_notes(job)
+    assert "train.epochs=3 makes 12 evaluations a trial, but scheduler.max_t is 4" in note
+    assert max_t_notes(JobSpec.model_validate({"train": {"epochs": 1}, "scheduler": {"max_t": 4}})) == []

@@ -17,8 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from caviar.registry.promote import promote
-from caviar.serving.app import MicroBatcher, create_app
-from caviar.serving.limits import BodyLimit, TimedH11Protocol
+from caviar.serving.app import create_app
+from caviar.serving.batcher import MicroBatcher
+from caviar.serving.limits import BodyLimit
+from caviar.serving.uvicorn_compat import TimedH11Protocol
 from model.errors import UserError
 from model.predict import Prediction, Predictor
 from tests.conftest import leaves
@@ -242,3 +244,23 @@ def test_slow_clients_are_closed(tmp_path):
         server.should_exit = True
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_with_a_key_the_docs_and_the_schema_need_it_too(model_dir):
+    """Everything but /health needs the key: the docs and the schema they read included."""
+    with TestClient(create_app(model_dir, api_key="s3cret")) as client:
+        assert client.get("/health").status_code == 200
+        for path in ("/docs", "/openapi.json", "/model"):
+            assert client.get(path).status_code == 401, path
+        key = {"Authorization": "Bearer s3cret"}
+        assert client.get("/openapi.json", headers=key).json()["paths"]["/predict"]
+        assert "swagger-ui-bundle.js" in client.get("/docs", headers=key).text
+
+
+def test_the_start_up_line_names_the_version_it_serves(model_dir, monkeypatch):
+    from caviar.serving import app as serving_app
+
+    lines = []
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)
+    serving_app.serve(model_dir, "127.0.0.1", 0, announce=lines.append)
+    assert lines and lines[0].startswith("serving nsmc/v1 from ")
