@@ -141,11 +141,13 @@ def did_you_mean(loc: tuple, cls: type) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
-def validate(raw: Any, source: str, cls: type = JobSpec, context: dict | None = None):
+def validate(raw: Any, source: str, cls: type = JobSpec, context: dict | None = None, overrides: list[str] = ()):
+    """The job, or one UserError naming its source: the file, or the --set at fault among `overrides`."""
     try:
         return cls.model_validate(raw, context=context)
     except ValidationError as err:
-        raise UserError(f"{short(source, 200)}: {describe(err, cls)}") from None
+        where = _source_of(err, overrides) if overrides else source
+        raise UserError(f"{short(where, 200)}: {describe(err, cls)}") from None
     except RecursionError:
         raise UserError(f"{short(source, 200)}: nested too deeply (at most {MAX_DEPTH} levels)") from None
 
@@ -158,18 +160,13 @@ def load_job(
     which only a search could vary."""
     context = {"fixed_only": fixed_only}
     raw = read_yaml(path)
-    validate(raw, str(path), cls, context)  # the file alone first: its own faults are named by the file
+    job = validate(raw, str(path), cls, context)  # the file alone first: its own faults are named by the file
     overrides = [*(SMOKE if smoke else []), *(overrides or [])]
     if not overrides:
-        return validate(raw, str(path), cls, context)
+        return job
     for assignment in overrides:
         apply_override(raw, assignment)
-    try:
-        return cls.model_validate(raw, context=context)
-    except ValidationError as err:
-        raise UserError(f"{_source_of(err, overrides)}: {describe(err, cls)}") from None
-    except RecursionError:
-        raise UserError(f"--set: nested too deeply (at most {MAX_DEPTH} levels)") from None
+    return validate(raw, "--set", cls, context, overrides)
 
 
 def _source_of(err: ValidationError, overrides: list[str]) -> str:
