@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import torch
 
 from caviar.experiment.layout import bench_dir
 from caviar.ops.allocator import loaded_allocator
-from model.errors import UserError
 from model.files import write_json_atomically
 
 RESULTS = Path(__file__).parent / "results"  # the tracked record, written with --record
@@ -114,10 +112,9 @@ def timed_ray_start() -> float:
 
 
 def run_main(main, name: str) -> None:
-    """Run a benchmark's main: a user's mistake (UserError) is one line on stderr and exit 2, as
-    caviar's CLI does, never a traceback."""
-    try:
+    """Run a benchmark's main: a user's mistake (UserError) is one line on stderr and exit 2, through
+    the CLI's own handler, never a traceback."""
+    from caviar.cli.main import user_errors
+
+    with user_errors(name):
         main()
-    except UserError as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
-        sys.exit(2)

@@ -19,7 +19,6 @@ trial count, ends its search, and both routes spend the same wall time.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -84,11 +83,8 @@ def main() -> None:
 def recorded_scratch_route(path: Path) -> dict:
     """The from-scratch side of an earlier quality run, as it was measured. Rerunning a route that has
     plateaued costs 2 h for a figure that would barely move; the copy says where it came from."""
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"--compare-record {path}: cannot read it as JSON ({err})") from None
-    scratch = recorded.get("scratch_route") if isinstance(recorded, dict) else None
+    recorded = read_json_object(path)
+    scratch = recorded.get("scratch_route")
     if not isinstance(scratch, dict):
         raise UserError(f"--compare-record {path}: holds no from-scratch route ('scratch_route' is empty)")
     return {**scratch, "reused_from": f"{project_path(path)}, measured {recorded.get('machine', {}).get('when', '?')}"}

@@ -7,6 +7,8 @@ every trial is a TrialConfig with the sampled values filled in.
 from __future__ import annotations
 
 import re
+import types
+import typing
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -30,10 +32,40 @@ def check_safe_name(name: str, what: str = "name") -> str:
     return name
 
 
+FIELD_MARK = "@"  # "@key: message" from a model validator: the message is about that key (job.loading.describe)
+
+
+def _kinds(annotation) -> set:
+    """The plain types a field's annotation admits: {int, NoneType} for `int | None`."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set().union(*(_kinds(a) for a in typing.get_args(annotation)))
+    if typing.get_origin(annotation) is typing.Literal:
+        return {type(a) for a in typing.get_args(annotation)}
+    return {annotation}
+
+
 class Strict(BaseModel):
-    """Unknown keys are errors: a typo in a job must never silently fall back to a default."""
+    """Unknown keys are errors: a typo in a job must never silently fall back to a default. And a
+    boolean is no number, nor a number a boolean: `batch_size: true` is refused, not read as 1."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _booleans_are_booleans(cls, raw):
+        """A model validator, not a field one: pydantic allows no field validator on a tagged union's tag."""
+        if not isinstance(raw, dict):
+            return raw
+        for name, value in raw.items():
+            field = cls.model_fields.get(name)
+            if field is None or value is None:
+                continue
+            kinds = _kinds(field.annotation)
+            if isinstance(value, bool) and bool not in kinds and kinds & {int, float}:
+                raise ValueError(f"{FIELD_MARK}{name}: expected a number, got true/false")
+            if kinds - {type(None)} == {bool} and not isinstance(value, bool):
+                raise ValueError(f"{FIELD_MARK}{name}: expected true or false")
+        return raw
 
 
 class DataConfig(Strict):
@@ -52,15 +84,17 @@ class DataConfig(Strict):
 
 class ModelConfig(Strict):
     pretrained: str | None = Field(None, description="hub id or local folder, e.g. klue/bert-base; None = scratch")
-    vocab_size: int = Field(16000, ge=128, description="WordPiece vocabulary trained on the train split")
-    layers: int = Field(2, ge=1, description="transformer layers of the from-scratch BERT")
-    hidden: int = Field(256, ge=8, description="hidden width; a multiple of heads")
-    heads: int = Field(4, ge=1, description="attention heads")
-    intermediate: int = Field(1024, ge=8, description="feed-forward width")
+    vocab_size: int = Field(16000, ge=128, le=1_000_000, description="WordPiece vocabulary trained on the train split")
+    layers: int = Field(2, ge=1, le=64, description="transformer layers of the from-scratch BERT (1 to 64)")
+    hidden: int = Field(256, ge=8, le=8192, description="hidden width, 8 to 8192; a multiple of heads")
+    heads: int = Field(4, ge=1, le=128, description="attention heads (1 to 128)")
+    intermediate: int = Field(1024, ge=8, le=65536, description="feed-forward width (8 to 65536)")
     dropout: float = Field(
         0.1, ge=0, lt=1, description="hidden and attention dropout (a pretrained model takes it too)"
     )
-    max_len: int = Field(128, ge=8, description="tokens kept per review; NSMC reviews are < 140 characters")
+    max_len: int = Field(
+        128, ge=8, le=8192, description="tokens kept per review (8 to 8192); NSMC reviews are < 140 characters"
+    )
     head: Literal["linear", "mlp"] = Field("linear", description="classifier over the pooled [CLS]")
     head_hidden: int = Field(256, ge=1, description="width of the mlp head")
     head_dropout: float = Field(0.1, ge=0, lt=1, description="dropout inside the mlp head")

@@ -28,6 +28,7 @@ HEADER = "id\tdocument\tlabel"
 EXPECTED_ROWS = {TRAIN_FILE: 150_000, TEST_FILE: 50_000}
 LABEL_NAMES = ("부정", "긍정")
 MAX_BAD_FRACTION = 0.01
+MAX_REVIEW_CHARS = 10_000  # NSMC's reviews are at most 140 characters; a longer line is a bad row
 HOW_TO_POINT = "set data.dir in the job (or NSMC_DIR) to a folder holding ratings_train.txt and ratings_test.txt"
 
 
@@ -99,6 +100,10 @@ def read_reviews(path: Path) -> pd.DataFrame:
             except UnicodeDecodeError as err:
                 bad += 1
                 first_bad = first_bad or (lineno, f"not UTF-8 (byte 0x{raw[err.start]:02x})")
+                continue
+            if len(line) > MAX_REVIEW_CHARS:
+                bad += 1
+                first_bad = first_bad or (lineno, f"{len(line):,} characters (at most {MAX_REVIEW_CHARS:,})")
                 continue
             fields = line.split("\t")
             if not (len(fields) == 3 and fields[1].strip() != "" and fields[2] in ("0", "1")):
@@ -200,6 +205,13 @@ def check_splits(splits: Splits, train_file: Path) -> None:
                 f"{train_file}: the {name} split holds {shown}; a classifier needs both labels "
                 f"(check the file's labels, or raise data.limit / data.val_fraction)"
             )
+    if splits.test.label.nunique() < 2:
+        log.warning(
+            "%s: the test reviews hold one label only (%d %s): test accuracy will say nothing about the model",
+            train_file.with_name(TEST_FILE).name,
+            len(splits.test),
+            LABEL_NAMES[int(splits.test.label.iloc[0])] if len(splits.test) else "reviews",
+        )
     repeats = int(splits.train.document.duplicated().sum())
     if repeats / len(splits.train) > DUPLICATE_WARNING:
         log.warning(

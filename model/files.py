@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -85,3 +86,33 @@ def read_json_object(path: Path) -> dict:
     if not isinstance(value, dict):
         raise UserError(f"{path}: damaged, it must be a JSON object (got {type(value).__name__})")
     return value
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+TEMP_CHECKPOINT = re.compile(r"caviar-ckpt-([0-9]+)-.+")  # caviar-ckpt-<pid>-<random>
+
+
+def temp_checkpoint_dir() -> Path:
+    """A fresh folder for one checkpoint on its way to Ray, named by this process's id, so that a
+    later run can sweep away what a killed one left (sweep_dead_temp_checkpoints)."""
+    return Path(tempfile.mkdtemp(prefix=f"caviar-ckpt-{os.getpid()}-"))
+
+
+def sweep_dead_temp_checkpoints() -> int:
+    """Remove the temp checkpoint folders of processes that are gone (a SIGKILL mid-report); how many."""
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob("caviar-ckpt-*"):
+        match = TEMP_CHECKPOINT.fullmatch(path.name)
+        if match and path.is_dir() and not path.is_symlink() and not process_alive(int(match.group(1))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed

@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, BertCon
 
 from model.config import ModelConfig
 from model.data import fingerprint
-from model.errors import UserError
+from model.errors import UserError, short
 
 NUM_LABELS = 2
 
@@ -50,16 +50,72 @@ def from_config(hf_config: PretrainedConfig, cfg: ModelConfig) -> nn.Module:
     return _finish(net, cfg)
 
 
+TRAINING_BYTES_PER_PARAMETER = 16  # fp32 weights, gradients and AdamW's two moments
+
+
+def parameter_count(cfg: ModelConfig, vocab_size: int | None = None) -> int:
+    """A from-scratch BERT's parameters, from its shape alone: embeddings, layers, pooler, head."""
+    h, i = cfg.hidden, cfg.intermediate
+    embeddings = ((vocab_size or cfg.vocab_size) + cfg.max_len + 1) * h + 2 * h
+    layer = 4 * h * h + 4 * h + 2 * h * i + i + h + 4 * h  # attention, feed-forward, two LayerNorms
+    return embeddings + cfg.layers * layer + h * h + h + h * NUM_LABELS + NUM_LABELS
+
+
+def check_fits(cfg: ModelConfig, vocab_size: int | None = None) -> None:
+    """Refuse, before building it, a from-scratch model whose training state alone exceeds the memory
+    this machine has free (activations come on top)."""
+    if cfg.pretrained:
+        return
+    params = parameter_count(cfg, vocab_size)
+    need, free = params * TRAINING_BYTES_PER_PARAMETER, available_memory_bytes()
+    if free is not None and need > free:
+        raise UserError(
+            f"model: {params / 1e6:,.0f}M parameters need {need / 2**30:,.1f} GiB to train (weights, gradients, "
+            f"AdamW's moments), but {free / 2**30:,.1f} GiB are free; "
+            "shrink model.layers, hidden, intermediate or vocab_size"
+        )
+
+
+def available_memory_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def build_network(cfg: ModelConfig, vocab_size: int, pad_id: int) -> nn.Module:
     if cfg.pretrained:
         return _finish(from_pretrained(cfg), cfg)
+    check_fits(cfg, vocab_size)
     return from_config(scratch_config(cfg, vocab_size, pad_id), cfg)
+
+
+def pretrained_config(source: str, **overrides) -> PretrainedConfig:
+    """The transformers config of `model.pretrained`: a folder holding config.json, or a hub id that
+    answers. Anything else is one line naming the value, not transformers' traceback."""
+    folder = Path(source).expanduser()
+    local = folder.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
+    if local and not (folder / "config.json").is_file():
+        raise UserError(
+            f"model.pretrained={short(source, 120)}: expected a model folder holding config.json "
+            f"({'no such folder' if not folder.exists() else 'it has none'}), or a hub id such as klue/bert-base"
+        )
+    try:
+        return AutoConfig.from_pretrained(source, **overrides)
+    except (OSError, ValueError) as err:  # HFValidationError is a ValueError; no network is an OSError
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"model.pretrained={short(source, 120)}: not a local model folder, and the hub says: {short(first, 160)}"
+        ) from None
 
 
 def from_pretrained(cfg: ModelConfig) -> nn.Module:
     """A hub model or a `caviar pretrain` folder, with a fresh classifier. model.dropout applies to
     it too (when its config has BERT's dropout keys), so fine-tuning can search it."""
-    hf_config = AutoConfig.from_pretrained(cfg.pretrained, num_labels=NUM_LABELS)
+    hf_config = pretrained_config(cfg.pretrained, num_labels=NUM_LABELS)
     positions = getattr(hf_config, "max_position_embeddings", None)
     if positions is not None and cfg.max_len > positions:
         raise UserError(f"model.max_len ({cfg.max_len}) is more than {cfg.pretrained} has positions for ({positions})")

@@ -9,7 +9,6 @@ checkpoint, Ray Tune forwards both to tune.report. The checkpoint folder lives o
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from model.checkpoint import Loaded, fill_checkpoint, load_checkpoint
 from model.config import TrialConfig
 from model.data import Splits, load_splits
 from model.device import maybe_compile, pick_device, seed_everything, set_threads
+from model.files import sweep_dead_temp_checkpoints, temp_checkpoint_dir
 from model.loop import NonFiniteLoss, Report, Run, Trainer, TrainResult
 from model.network import build_network, pretrained_origin
 from model.tokenizer import build_tokenizer
@@ -63,6 +63,7 @@ def train(
     evaluations, and a run whose checkpoint is already its last reports nothing at all.
     `started`: a time.perf_counter() reading; metrics report `startup_s`, from it to the first step."""
     started = time.perf_counter() if started is None else started
+    sweep_dead_temp_checkpoints()  # what a killed run left in the temp folder
     saved = load_checkpoint(resume_from, with_state=True) if resume_from is not None else None
     run = prepare(cfg, splits, saved)
     trainer = Trainer(cfg, run, progress, started=started)
@@ -83,7 +84,7 @@ def train(
 def _report_with_checkpoint(
     report: Report, metrics: dict, run: Run, cfg: TrialConfig, trainer_state: dict, origin: dict | None
 ) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="caviar-ckpt-"))
+    folder = temp_checkpoint_dir()
     try:
         meta = {"data_fingerprint": run.splits.fingerprint, "metrics": metrics, "pretrained": origin}
         fill_checkpoint(folder, run.net, run.tokenizer, cfg, meta, trainer_state)

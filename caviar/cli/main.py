@@ -74,10 +74,10 @@ def main() -> None:
 
 
 @contextlib.contextmanager
-def user_errors():
-    """A user's mistake is one line on stderr and exit 2, never a traceback."""
+def user_errors(program: str = "caviar"):
+    """A user's mistake is one line on stderr and exit 2, never a traceback (the benchmarks use it too)."""
     try:
         yield
     except UserError as err:
-        typer.echo(f"caviar: error: {err}", err=True)
+        typer.echo(f"{program}: error: {err}", err=True)
         sys.exit(2)

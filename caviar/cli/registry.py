@@ -57,5 +57,8 @@ def registry_rollback(
     model_dir = model_dir_of(name)
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: no such model in the registry")
-    before = current_version(model_dir)
+    try:
+        before = current_version(model_dir)
+    except UserError:
+        before = "a damaged link"  # rollback --to repairs it
     typer.echo(f"{name}: current {before} -> {rollback(model_dir, to)}")

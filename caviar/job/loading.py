@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from caviar.job.keys import split_override
 from caviar.job.schema import SCHEDULER_CLASSES, JobSpec
+from model.config import FIELD_MARK
 from model.errors import UserError, short
 
 SET_HELP = "override a job value, e.g. --set train.lr=3e-4 (repeatable)"
@@ -48,7 +49,10 @@ def read_yaml(path: Path) -> dict:
         raise UserError(f"{path}: no such job file")
     if (size := path.stat().st_size) > MAX_FILE_BYTES:
         raise UserError(f"{path}: {size} bytes; a job file is at most {MAX_FILE_BYTES} bytes")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it as a job file ({err.strerror or err})") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -111,14 +115,26 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[leaf] = value
 
 
+def location(first: dict) -> tuple[list[str], str]:
+    """(the dotted path of an error, its message). A model validator's "@key: ..." message is about
+    that key of its section (model.config.FIELD_MARK)."""
+    # pydantic puts the tag of a tagged union (scheduler: {type: asha}) into the location; users never wrote it
+    loc = [str(p) for p in first["loc"] if p not in SCHEDULER_CLASSES]
+    msg = first["msg"].removeprefix("Value error, ")
+    if msg.startswith(FIELD_MARK):
+        key, _, msg = msg[len(FIELD_MARK) :].partition(": ")
+        loc.append(key)
+    return loc, msg
+
+
 def describe(err: ValidationError, cls: type = JobSpec) -> str:
     """The first error as `dotted.key: what is wrong (got X)`, with a short excerpt of X only."""
     first = err.errors()[0]
-    # pydantic puts the tag of a tagged union (scheduler: {type: asha}) into the location; users never wrote it
-    loc = ".".join(str(p) for p in first["loc"] if p not in SCHEDULER_CLASSES)
+    path, msg = location(first)
+    loc = ".".join(path)
     if first["type"] == "extra_forbidden":
         return f"{loc}: unknown key{did_you_mean(first['loc'], cls)}"
-    msg = short(first["msg"].removeprefix("Value error, "), 300)
+    msg = short(msg, 300)
     if not loc or msg.startswith(loc + "."):
         loc = ""
     got = first.get("input")
@@ -172,7 +188,7 @@ def load_job(
 def _source_of(err: ValidationError, overrides: list[str]) -> str:
     """The --set the first error is about (the last one that touches its key). The file alone was
     valid, so an error no single --set touches (a rule across keys) comes from them together."""
-    loc = [str(p) for p in err.errors()[0]["loc"] if p not in SCHEDULER_CLASSES]
+    loc, _ = location(err.errors()[0])
     for assignment in reversed(overrides):
         key = split_override(assignment.partition("=")[0].strip())
         shared = min(len(key), len(loc))

@@ -28,8 +28,8 @@ from filelock import FileLock
 from caviar.experiment.layout import registry_root
 from model.checkpoint import META, STATE, WEIGHTS
 from model.config import SAFE_NAME, check_safe_name
-from model.errors import UserError
-from model.files import read_json_object, write_json_atomically
+from model.errors import UserError, short
+from model.files import process_alive, read_json_object, write_json_atomically
 
 CARD = "model_card.json"
 CURRENT = "current"
@@ -44,14 +44,26 @@ class Refused(Exception):
 
 
 def model_dir_of(name: str, root: Path | None = None) -> Path:
-    """<root>/<name>, for a name that cannot leave the registry (no '/', '..', absolute paths)."""
-    return Path(root or registry_root()) / check_safe_name(name, "model name")
+    """<root>/<name>, for a name that cannot leave the registry (no '/', '..', absolute paths, links)."""
+    return no_link(Path(root or registry_root()) / check_safe_name(name, "model name"))
+
+
+def no_link(path: Path) -> Path:
+    """The registry follows no link but `current` (and that one only to a sibling version): a
+    planted link would lead reads and writes out of it."""
+    if path.is_symlink():
+        raise UserError(f"{path}: is a link to {short(os.readlink(path), 80)}; the registry follows none but `current`")
+    return path
 
 
 def version_dir_of(name: str, version: str = CURRENT, root: Path | None = None) -> Path:
     if version != CURRENT and not VERSION.fullmatch(version):
         raise UserError(f"version {version[:40]!r}: expected {CURRENT} or v<N>, e.g. v3")
-    return model_dir_of(name, root) / version
+    model_dir = model_dir_of(name, root)
+    if version == CURRENT:
+        current_version(model_dir)  # a `current` that leads out of the model is refused here
+        return model_dir / CURRENT
+    return no_link(model_dir / version)
 
 
 def sha256(path: Path) -> str:
@@ -63,13 +75,25 @@ def sha256(path: Path) -> str:
 
 
 def versions(model_dir: Path) -> list[str]:
-    found = [p.name for p in model_dir.glob("v*") if p.is_dir() and VERSION.fullmatch(p.name)]
+    """The version folders; a link named like one is no version (no_link says so where it is read)."""
+    found = [p.name for p in model_dir.glob("v*") if p.is_dir() and not p.is_symlink() and VERSION.fullmatch(p.name)]
     return sorted(found, key=lambda v: int(v[1:]))
 
 
 def current_version(model_dir: Path) -> str | None:
+    """The version `current` names: a sibling v<N>, or a one-line UserError for any other target."""
     link = model_dir / CURRENT
-    return os.readlink(link) if link.is_symlink() else None
+    if not link.is_symlink():
+        if link.exists():
+            raise UserError(f"{link}: is not a link; the registry's `current` must link to a version")
+        return None
+    target = os.readlink(link)
+    if not VERSION.fullmatch(target):
+        raise UserError(
+            f"{link}: points at {short(target, 80)}, not at a version beside it (v<N>); "
+            "repair it with caviar registry rollback NAME --to v<N>"
+        )
+    return target
 
 
 def read_card(version_dir: Path) -> dict:
@@ -121,7 +145,8 @@ def set_current(model_dir: Path, version: str) -> None:
 def locked(model_dir: Path) -> Iterator[None]:
     """Held from reading `current` to swapping it: one promotion or rollback of a model at a time."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(model_dir / LOCK)):
+    no_link(model_dir)
+    with FileLock(str(no_link(model_dir / LOCK))):
         sweep_leftovers(model_dir)
         yield
 
@@ -131,7 +156,7 @@ def sweep_leftovers(model_dir: Path) -> list[str]:
     removed = []
     for path in model_dir.glob(".*.tmp"):
         match = LEFTOVER.fullmatch(path.name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or process_alive(int(match.group(1))):
             continue
         if path.is_symlink() or path.is_file():
             path.unlink(missing_ok=True)
@@ -139,16 +164,6 @@ def sweep_leftovers(model_dir: Path) -> list[str]:
             shutil.rmtree(path, ignore_errors=True)
         removed.append(path.name)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def add_version(model_dir: Path, checkpoint: Path, card: dict) -> str:
@@ -176,7 +191,7 @@ def add_version(model_dir: Path, checkpoint: Path, card: dict) -> str:
 def rollback(model_dir: Path, to: str | None = None) -> str:
     with locked(model_dir):
         all_versions = versions(model_dir)
-        now = current_version(model_dir)
+        now = current_version(model_dir) if to is None else None  # --to also repairs a damaged `current`
         if to is None:
             older = [v for v in all_versions if now and int(v[1:]) < int(now[1:])]
             if not older:
@@ -193,7 +208,12 @@ def list_models(root: Path) -> list[dict]:
     """Every version of every model; a damaged version is listed with what is wrong, not fatal."""
     rows = []
     for model_dir in sorted(p for p in root.glob("*") if p.is_dir() and SAFE_NAME.fullmatch(p.name)):
-        now = current_version(model_dir)
+        if model_dir.is_symlink():
+            continue  # planted: never followed (no_link)
+        try:
+            now = current_version(model_dir)
+        except UserError:
+            now = None  # a damaged `current` marks no version; the versions are still listed
         for version in versions(model_dir):
             row = {"name": model_dir.name, "version": version, "current": version == now, "damaged": None}
             try:

@@ -14,6 +14,7 @@ import json
 
 from caviar.serving.uvicorn_compat import TimedH11Protocol
 
+MAX_HEAD_BYTES = 16 * 1024  # the request line and headers
 MAX_BODY_BYTES = 2 << 20  # 256 texts x 1,000 characters x up to 4 UTF-8 bytes, plus JSON
 BODY_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 5
@@ -27,6 +28,9 @@ class BodyLimit:
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and (head := head_bytes(scope)) > MAX_HEAD_BYTES:
+            # h11 refuses an incomplete head over the limit; this refuses a complete one sent in one write
+            return await _answer(send, 431, f"the request head is {head} bytes; at most {MAX_HEAD_BYTES}")
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length", b"0")
@@ -67,6 +71,12 @@ class BodyLimit:
                 return b"".join(chunks)
 
 
+def head_bytes(scope) -> int:
+    """The request line and headers as they came over the wire, near enough."""
+    line = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + len(scope["method"]) + 12
+    return line + sum(len(k) + len(v) + 4 for k, v in scope["headers"])
+
+
 class _TooLarge(Exception):
     pass
 
@@ -84,5 +94,5 @@ def uvicorn_limits() -> dict:
         "http": TimedH11Protocol,
         "timeout_keep_alive": KEEP_ALIVE_S,
         "limit_concurrency": MAX_CONNECTIONS,
-        "h11_max_incomplete_event_size": 16 * 1024,  # a request head over 16 KiB is refused
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,  # an incomplete head over the limit is refused
     }

@@ -23,9 +23,14 @@ def check_text(text: str) -> str:
     return text
 
 
+# letters and symbols that draw nothing: Hangul fillers, the blank braille pattern
+BLANK_LOOKING = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
 def readable(ch: str) -> bool:
-    """Not whitespace, a control or format character (NUL, zero-width, RTL marks) or a separator."""
-    return not ch.isspace() and unicodedata.category(ch)[0] not in "CZ"
+    """Not whitespace, a control or format character (NUL, zero-width, RTL marks), a separator, a
+    combining mark or variation selector on its own, or a blank-looking letter."""
+    return not ch.isspace() and unicodedata.category(ch)[0] not in "CZM" and ch not in BLANK_LOOKING
 
 
 class PredictRequest(BaseModel):

@@ -36,8 +36,9 @@ from caviar.tuning.ray_compat.connection import check_reachable
 from caviar.tuning.ray_compat.working_dir import leave_job_working_dir
 from caviar.tuning.ray_session import check_resources, start_ray
 from model.data import Splits, load_splits, locate_nsmc
-from model.errors import UserError
+from model.errors import UserError, short
 from model.files import write_json_atomically
+from model.network import check_fits, pretrained_config
 
 log = logging.getLogger("caviar.tune")
 
@@ -51,6 +52,9 @@ class Resolved:
 
 
 def resolve(job: JobSpec) -> Resolved:
+    if job.model.pretrained:
+        pretrained_config(job.model.pretrained)  # a wrong folder or hub id fails now, in one line
+    check_fits(job.model)  # and a model that cannot fit, before any data is read
     folder = locate_nsmc(job.data).resolve()
     data = job.data.model_copy(update={"dir": str(folder)})
     splits = load_splits(data)
@@ -120,15 +124,17 @@ def pretrain_job(job: JobSpec, out: Path | None = None):
 
 
 def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = None) -> TuneOutcome | None:
+    storage = Storage.of(job.storage)
+    if storage.is_remote and job.rounds > 1:
+        raise UserError("rounds: coarse-to-fine rounds keep their lineage in a local (or shared) storage folder")
     if address:
-        check_reachable(address)  # before any folder is made or any data read
+        check_reachable(address)  # the cluster and the storage before any folder is made or any data read
+    if storage.is_remote:
+        check_remote(storage)
     started = time.perf_counter()
     resolved = resolve(job)
     job = resolved.job
     name = experiment or layout.timestamped(job.name)
-    storage = Storage.of(job.storage)
-    if storage.is_remote and job.rounds > 1:
-        raise UserError("rounds: coarse-to-fine rounds keep their lineage in a local (or shared) storage folder")
     notes = max_t_notes(job)
     if storage.is_remote:
         resolved = before_search(resolved, layout.lr_find_dir(job.storage, name))
@@ -201,6 +207,20 @@ def _search(
         outcome.reseed = reseed(Experiment.load(storage.local(name), job), job.final.seeds, job.final.top_k, splits)
         save(outcome)
     return outcome
+
+
+def check_remote(storage: Storage) -> None:
+    """Reach remote storage before the first trial, not in a trial's first checkpoint."""
+    import pyarrow.fs as pafs
+
+    try:
+        filesystem, path = pafs.FileSystem.from_uri(storage.root)
+        filesystem.get_file_info(path)
+    except Exception as err:  # pyarrow raises OSError, ValueError or its own for a bucket it cannot reach
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"storage {storage.root}: cannot reach it ({short(first, 160)}); check the bucket and its credentials"
+        ) from None
 
 
 def _start(address: str | None, job: JobSpec) -> None:

@@ -173,3 +173,20 @@ def test_heavy_duplication_is_warned_with_counts(tmp_path, caplog):
     shutil.copy(FIXTURE_NSMC / "ratings_test.txt", tmp_path / "ratings_test.txt")
     nsmc.load_splits(DataConfig(dir=str(tmp_path)))
     assert "240 of 270 train reviews (89%) repeat an earlier one" in caplog.text
+
+
+def test_a_line_far_longer_than_a_review_is_a_bad_row(tmp_path, caplog):
+    """Hardening 2, item 16: one 50 MB line took a minute and 6 GB; it is dropped and counted instead."""
+    lines = GOOD + [f"999\t{'가' * 20_000}\t1"]
+    df = nsmc.read_reviews(write(tmp_path, lines))
+    assert len(df) == len(GOOD) and "20,000 characters (at most 10,000)" in caplog.text
+
+
+def test_a_single_class_test_file_is_warned_about(tmp_path, caplog):
+    """Hardening 2, item 15: test accuracy 1.0000 from a test file of one label says nothing."""
+    shutil.copy(FIXTURE_NSMC / "ratings_train.txt", tmp_path / "ratings_train.txt")
+    (tmp_path / "ratings_test.txt").write_text(
+        "id\tdocument\tlabel\n" + "".join(f"{i}\t좋은 영화 {i}\t1\n" for i in range(20)), encoding="utf-8"
+    )
+    nsmc.load_splits(DataConfig(dir=str(tmp_path)))
+    assert "the test reviews hold one label only (20 긍정)" in caplog.text

@@ -162,3 +162,21 @@ def test_compiled_and_eager_training_agree(tiny_config, tmp_path, monkeypatch):
     a = Predictor.from_checkpoint(tmp_path / "off" / f"step{step}").probabilities(texts)
     b = Predictor.from_checkpoint(tmp_path / "on" / f"step{step}").probabilities(texts)
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_a_killed_runs_temp_checkpoints_are_swept_at_the_next_start(tmp_path, monkeypatch):
+    """Hardening 2, item 13: a SIGKILLed driver left caviar-ckpt-* folders in the temp folder."""
+    import subprocess
+    import tempfile
+
+    from model.files import sweep_dead_temp_checkpoints, temp_checkpoint_dir
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])  # a pid that is surely gone: one we waited for
+    gone.wait()
+    left = tmp_path / f"caviar-ckpt-{gone.pid}-abc123"
+    left.mkdir()
+    (left / "model.safetensors").write_bytes(b"x" * 100)
+    mine = temp_checkpoint_dir()
+    assert sweep_dead_temp_checkpoints() == 1
+    assert not left.exists() and mine.exists()

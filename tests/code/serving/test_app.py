@@ -61,6 +61,9 @@ BAD_REQUESTS = [
     ("/predict", {"text": "\x00\x00"}, EMPTY),  # issue 9.2: NUL bytes only
     ("/predict", {"text": "\u200b\u200c\u200d\ufeff"}, EMPTY),  # zero-width characters only
     ("/predict", {"text": "\u200f\u200e\u202b"}, EMPTY),  # direction marks only
+    ("/predict", {"text": "\u3164\u3164"}, EMPTY),  # hardening 2, item 20: Hangul fillers only
+    ("/predict", {"text": "\u2800"}, EMPTY),  # the blank braille pattern
+    ("/predict", {"text": "\ufe0f\u0301"}, EMPTY),  # a variation selector and a combining mark alone
     ("/predict", {"text": "\ud800"}, "text is not valid Unicode (a lone surrogate"),  # issue 9.1
     ("/predict/batch", {"texts": ["좋다", "\udfff"]}, "texts[1]: text is not valid Unicode"),
     ("/predict", {"text": "가" * 1001}, "text is 1001 characters; at most 1000"),
@@ -264,3 +267,10 @@ def test_the_start_up_line_names_the_version_it_serves(model_dir, monkeypatch):
     monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)
     serving_app.serve(model_dir, "127.0.0.1", 0, announce=lines.append)
     assert lines and lines[0].startswith("serving nsmc/v1 from ")
+
+
+def test_a_request_head_over_16_kib_sent_whole_is_refused(client):
+    """Hardening 2, item 2: the limit holds for a complete head too, not only an incomplete one."""
+    got = client.get("/health", headers={"x-filler": "a" * 100_000})
+    assert got.status_code == 431 and "at most 16384" in got.json()["detail"]
+    assert client.get("/health", headers={"x-filler": "a" * 1_000}).status_code == 200

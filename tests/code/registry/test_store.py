@@ -1,0 +1,65 @@
+"""The registry follows no planted link, and a `current` that leads elsewhere is one line that
+rollback --to repairs (hardening, round two, items 9 and 12)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from caviar.registry import store as registry
+from caviar.registry.promote import promote
+from model.errors import UserError
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_planted_model_link_is_not_followed(cli, experiment, registry_dir, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    registry_dir.mkdir(parents=True)
+    (registry_dir / "evil").symlink_to(outside)
+    proc = cli("promote", experiment, "--name", "evil")
+    assert proc.returncode == 2 and "is a link to" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(outside.iterdir()) == []
+
+
+def test_a_planted_lock_or_version_link_is_refused(cli, experiment, registry_dir, tmp_path):
+    promote(experiment, "nsmc")
+    model_dir = registry_dir / "nsmc"
+    (model_dir / "v7").symlink_to(tmp_path)
+    assert registry.versions(model_dir) == ["v1"]  # a link named like a version is none
+    proc = cli("registry", "show", "nsmc", "v7")
+    assert proc.returncode == 2 and "is a link to" in proc.stderr
+    (model_dir / registry.LOCK).unlink()
+    (model_dir / registry.LOCK).symlink_to(tmp_path / "elsewhere.lock")
+    proc = cli("promote", experiment, "--name", "nsmc")
+    assert proc.returncode == 2 and ".lock: is a link to" in proc.stderr
+    assert not (tmp_path / "elsewhere.lock").exists()
+
+
+@pytest.mark.parametrize("target", ["/etc", "../..", "current"])
+def test_a_current_that_leads_elsewhere_is_one_line_and_rollback_to_repairs_it(cli, experiment, registry_dir, target):
+    promote(experiment, "nsmc")
+    promote(experiment, "nsmc")
+    link = registry_dir / "nsmc" / "current"
+    link.unlink()
+    os.symlink(target, link)
+    proc = cli("registry", "rollback", "nsmc")
+    assert proc.returncode == 2 and "not at a version beside it" in proc.stderr and "Traceback" not in proc.stderr
+    proc = cli("predict", "좋아요", "--name", "nsmc")
+    assert proc.returncode == 2 and "not at a version beside it" in proc.stderr
+    listed = cli("registry", "list")
+    assert listed.returncode == 0 and "nsmc/v1" in listed.stdout and "nsmc/v2" in listed.stdout
+    assert cli("registry", "rollback", "nsmc", "--to", "v1").returncode == 0
+    assert registry.current_version(registry_dir / "nsmc") == "v1"
+
+
+def test_a_deeply_nested_card_is_damaged_not_a_crash(cli, experiment, registry_dir):
+    promote(experiment, "nsmc")
+    card = registry_dir / "nsmc" / "v1" / registry.CARD
+    card.write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(UserError, match="nested too deeply"):
+        registry.read_card(card.parent)
+    listed = cli("registry", "list")
+    assert listed.returncode == 0 and "DAMAGED" in listed.stdout
