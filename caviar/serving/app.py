@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from caviar.registry.store import public_card, verify
 from caviar.serving.batcher import MicroBatcher
 from caviar.serving.limits import BodyLimit, uvicorn_limits
-from caviar.serving.schemas import BatchOut, BatchRequest, PredictionOut, PredictRequest
+from caviar.serving.schemas import ERRORS, UNAUTHORIZED, BatchOut, BatchRequest, PredictionOut, PredictRequest
 from model.device import set_threads
 from model.errors import UserError
 from model.predict import Predictor
@@ -89,27 +89,27 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
         redoc_url=None,
         openapi_url=None,  # served below, behind the key when there is one
     )
-    authorized = Depends(_bearer_check(key))
-    _local_docs(app, authorized)
+    guarded = [Depends(_bearer_check(key))] if key is not None else []  # no key: no security in the schema
+    errors = {**ERRORS, **(UNAUTHORIZED if key is not None else {})}
+    _local_docs(app, guarded)
     _one_line_errors(app)
     app.add_middleware(BodyLimit)
     app.state.model_name = card.get("name", "?")  # the start-up line names what it serves
 
-    @app.get("/health")
-    @app.head("/health", include_in_schema=False)  # load balancers probe with HEAD
+    @app.api_route("/health", methods=["GET", "HEAD"])  # load balancers probe with HEAD; one route, one Allow
     async def health() -> dict:
         return {"status": "ok", "model": card.get("name"), "version": card.get("version")}
 
-    @app.get("/model", dependencies=[authorized])
+    @app.get("/model", dependencies=guarded, responses={k: v for k, v in errors.items() if k == 401})
     async def model_card() -> dict:
         return shown_card
 
-    @app.post("/predict", response_model=PredictionOut, dependencies=[authorized])
+    @app.post("/predict", response_model=PredictionOut, dependencies=guarded, responses=errors)
     async def predict(request: PredictRequest) -> dict:
         (prediction,) = await batcher.predict([request.text])
         return prediction.as_dict()
 
-    @app.post("/predict/batch", response_model=BatchOut, dependencies=[authorized])
+    @app.post("/predict/batch", response_model=BatchOut, dependencies=guarded, responses=errors)
     async def predict_batch(request: BatchRequest) -> dict:
         return {"predictions": [p.as_dict() for p in await batcher.predict(request.texts)]}
 
@@ -162,18 +162,18 @@ def _one_line_errors(app: FastAPI) -> None:
 OPENAPI_URL = "/openapi.json"
 
 
-def _local_docs(app: FastAPI, authorized) -> None:
+def _local_docs(app: FastAPI, guarded: list) -> None:
     """Swagger UI from the installed swagger-ui-bundle package, so /docs works with no internet; the
     page and the schema it reads sit behind the API key like every route but /health."""
     from swagger_ui_bundle import swagger_ui_path
 
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
-    @app.get(OPENAPI_URL, include_in_schema=False, dependencies=[authorized])
+    @app.get(OPENAPI_URL, include_in_schema=False, dependencies=guarded)
     async def openapi() -> dict:
         return app.openapi()
 
-    @app.get("/docs", include_in_schema=False, dependencies=[authorized])
+    @app.get("/docs", include_in_schema=False, dependencies=guarded)
     async def docs():
         return get_swagger_ui_html(
             openapi_url=OPENAPI_URL,

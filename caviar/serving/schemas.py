@@ -35,14 +35,25 @@ def readable(ch: str) -> bool:
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": {"text": "이 영화 정말 재미있어요"}})
-    text: StrictStr = Field(description=f"one review, 1 to {MAX_CHARS} characters")
+    # the limits are checked by check_text (one-line messages); json_schema_extra makes the schema say them
+    text: StrictStr = Field(
+        description=f"one review, 1 to {MAX_CHARS} characters",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_CHARS},
+    )
 
     _text = field_validator("text")(check_text)
 
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: list[StrictStr] = Field(description=f"1 to {MAX_BATCH} reviews")
+    texts: list[StrictStr] = Field(
+        description=f"1 to {MAX_BATCH} reviews, each 1 to {MAX_CHARS} characters",
+        json_schema_extra={
+            "minItems": 1,
+            "maxItems": MAX_BATCH,
+            "items": {"type": "string", "minLength": 1, "maxLength": MAX_CHARS},
+        },
+    )
 
     @field_validator("texts")
     @classmethod
@@ -67,3 +78,13 @@ class PredictionOut(BaseModel):
 
 class BatchOut(BaseModel):
     predictions: list[PredictionOut]
+
+
+class ErrorOut(BaseModel):
+    """Every 4xx the service sends: one line saying what is wrong."""
+
+    detail: str = Field(description="what is wrong, in one line")
+
+
+ERRORS = {422: {"model": ErrorOut, "description": "the request is not valid: empty, too long, not JSON, ..."}}
+UNAUTHORIZED = {401: {"model": ErrorOut, "description": "missing or wrong bearer API key"}}

@@ -274,3 +274,24 @@ def test_a_request_head_over_16_kib_sent_whole_is_refused(client):
     got = client.get("/health", headers={"x-filler": "a" * 100_000})
     assert got.status_code == 431 and "at most 16384" in got.json()["detail"]
     assert client.get("/health", headers={"x-filler": "a" * 1_000}).status_code == 200
+
+
+def test_the_schema_tells_the_truth(model_dir):
+    """Hardening 2, items 17-19: the error body, the limits and the auth the schema declares are the
+    ones the service applies."""
+    with TestClient(create_app(model_dir)) as open_client:
+        schema = open_client.get("/openapi.json").json()
+        allowed = open_client.options("/health")
+    predict = schema["paths"]["/predict"]["post"]
+    error = predict["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert schema["components"]["schemas"][error]["properties"]["detail"]["type"] == "string"
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    text = schema["components"]["schemas"]["PredictRequest"]["properties"]["text"]
+    assert (text["minLength"], text["maxLength"]) == (1, 1000)
+    texts = schema["components"]["schemas"]["BatchRequest"]["properties"]["texts"]
+    assert (texts["minItems"], texts["maxItems"], texts["items"]["maxLength"]) == (1, 256, 1000)
+    assert "securitySchemes" not in schema.get("components", {}) and "401" not in predict["responses"]
+    assert allowed.status_code == 405 and {"GET", "HEAD"} <= {m.strip() for m in allowed.headers["allow"].split(",")}
+    with TestClient(create_app(model_dir, api_key="s3cret")) as keyed:
+        guarded = keyed.get("/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()
+    assert "401" in guarded["paths"]["/predict"]["post"]["responses"] and guarded["components"]["securitySchemes"]
