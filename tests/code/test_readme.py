@@ -2,19 +2,18 @@
 
 Each line of the README's bash blocks is one command. `caviar` commands are parsed by the real
 command-line parser (an unknown command, option or bad value fails here), and the ones that finish
-in seconds are run for real against a finished experiment: `train`, `pretrain` and `lr-find` in
-their smoke form on the fixture reviews, the results and registry commands exactly as printed.
+in seconds are run for real, through the real entry point and without NSMC_DIR, against a finished
+experiment: `train`, `pretrain` and `lr-find` in their smoke form on the fixture reviews, the
+results and registry commands exactly as printed.
 The long-running ones (tune, resume, reseed, serve and the cluster commands) are parsed only; their
 real runs are in the tuning, serving and cluster tests. `make` targets are dry-run.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -82,23 +81,22 @@ def test_the_readme_make_and_cluster_lines_exist():
 
 
 @pytest.fixture
-def runner(experiment, tmp_path):
-    """Runs a README line in a fresh process, from the project root, with NSMC_DIR unset (the
-    experiment recorded its data), its outputs under tmp_path and its registry there too."""
-    env = {k: v for k, v in os.environ.items() if k != "NSMC_DIR"}
-    env["CAVIAR_REGISTRY"] = str(tmp_path / "registry")
+def runner(cli, experiment, tmp_path, monkeypatch):
+    """Runs a README line through the real entry point, from the project root, with NSMC_DIR unset
+    (the experiment recorded its data), its outputs under tmp_path and its registry there too."""
+    monkeypatch.delenv("NSMC_DIR", raising=False)
+    monkeypatch.setenv("CAVIAR_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.chdir(ROOT)
     made: dict[str, str] = {"<experiment>": str(experiment)}
 
-    def run(line: str) -> subprocess.CompletedProcess:
+    def run(line: str):
         for placeholder, value in made.items():
             line = line.replace(f"results/{placeholder}", value).replace(f"results/pretrain/{placeholder}", value)
         args = shlex.split(line)[1:]
         if args[0] in RUN_SMOKE:
             args += ["--set", f"data.dir={FIXTURE_NSMC}", "--set", f"storage={tmp_path}"]
             args += ["--smoke"] if args[0] != "lr-find" else ["--set", "lr_find.steps=10", "--set", "data.limit=400"]
-        proc = subprocess.run(
-            [sys.executable, "-m", "caviar", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-        )
+        proc = cli(*args)
         assert proc.returncode == 0, f"{line}\n{proc.stderr[-3000:]}"
         if args[0] == "pretrain":
             made["<folder>"] = next(str(p) for p in (tmp_path / "pretrain").iterdir() if p.is_dir())
