@@ -332,3 +332,26 @@ def test_epochs_past_max_t_are_a_note():
     (note,) = max_t_notes(job)
     assert "train.epochs=3 makes 12 evaluations a trial, but scheduler.max_t is 4" in note
     assert max_t_notes(JobSpec.model_validate({"train": {"epochs": 1}, "scheduler": {"max_t": 4}})) == []
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("state", "Ray's experiment state cannot be read"),
+        ("job-not-json", "caviar_job.json: damaged, not valid JSON"),
+        ("job-schema", "caviar_job.json: name: Input should be a valid string"),
+        ("job-deep", "caviar_job.json: damaged, nested too deeply"),
+    ],
+)
+def test_a_damaged_experiment_file_is_one_line(cli, experiment, tmp_path, damage, message):
+    """Hardening 2, item 10: report and resume named the damaged file instead of a traceback."""
+    copy = Path(shutil.copytree(experiment, tmp_path / "experiment"))
+    if damage == "state":
+        state = next(copy.glob("experiment_state-*.json"))
+        state.write_text(state.read_text()[:300])
+    else:
+        text = {"job-not-json": "{not json", "job-schema": '{"name": 3}', "job-deep": "[" * 100_000 + "]" * 100_000}
+        (copy / "caviar_job.json").write_text(text[damage])
+    for command in ("report", "resume"):
+        proc = cli(command, copy)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
