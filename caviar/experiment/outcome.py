@@ -16,7 +16,6 @@ from caviar.experiment.layout import OUTCOME_FILE, ROUNDS_FILE
 from caviar.experiment.record import Experiment
 from caviar.experiment.rows import TrialRow, trial_row
 from caviar.job.keys import flatten
-from caviar.job.schema import JobSpec
 from model.errors import UserError
 from model.files import read_json, write_json_atomically
 
@@ -105,9 +104,9 @@ class TuneOutcome:
         ]
 
 
-def finish(job: JobSpec, experiment_dir: Path, wall_s: float, notes: list[str] | None = None) -> TuneOutcome:
-    """Summarize from disk; prune checkpoints only once every trial has ended."""
-    experiment = Experiment.load(experiment_dir, job)
+def finish(experiment: Experiment, wall_s: float, notes: list[str] | None = None) -> TuneOutcome:
+    """Summarize an experiment read from disk; prune checkpoints only once every trial has ended."""
+    job, experiment_dir = experiment.job, experiment.folder
     if experiment.interrupted:
         raise Interrupted(experiment_dir)
     freed = experiment.prune(job.checkpoint.keep_best_trials)

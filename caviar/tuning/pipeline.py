@@ -200,11 +200,12 @@ def _search(
     if storage.is_remote:
         log.warning("remote storage: the outcome and checkpoint pruning need a local copy of %s", storage.uri(name))
         return None
-    outcome = finish(job, storage.local(name), time.perf_counter() - started, notes)
+    experiment = Experiment.load(storage.local(name), job)  # read once: the outcome and the re-runs
+    outcome = finish(experiment, time.perf_counter() - started, notes)
     if job.final.seeds:
         from caviar.tuning.reseed import reseed
 
-        outcome.reseed = reseed(Experiment.load(storage.local(name), job), job.final.seeds, job.final.top_k, splits)
+        outcome.reseed = reseed(experiment, job.final.seeds, job.final.top_k, splits)
         save(outcome)
     return outcome
 

@@ -9,8 +9,9 @@ import shutil
 import time
 from types import SimpleNamespace
 
+from caviar.experiment.layout import BUDGET_FILE
 from caviar.experiment.outcome import finish
-from caviar.experiment.record import BUDGET_FILE, load_job_of, load_trials
+from caviar.experiment.record import Experiment, load_job_of, load_trials
 from caviar.tuning.ray_compat import time_budget as budget_module
 from caviar.tuning.ray_compat.time_budget import TimeBudget, record_cut
 
@@ -88,7 +89,7 @@ def test_a_cut_trial_counts_as_cut_not_as_stopped_early(experiment, tmp_path):
     after = {t.trial_id: t for t in load_trials(copy)}
     assert after[stopped[0]].cut_by_budget and not after[stopped[0]].stopped_early
     assert all(not t.cut_by_budget for tid, t in after.items() if tid != stopped[0])
-    finished = finish(load_job_of(copy), copy, wall_s=1.0)
+    finished = finish(Experiment.load(copy, load_job_of(copy)), wall_s=1.0)
     outcome = finished.as_json()
     assert outcome["cut_by_budget"] == 1 and outcome["stopped_early"] == len(stopped) - 1
     assert next(t for t in outcome["trials"] if t["trial_id"] == stopped[0])["cut_by_budget"] is True
