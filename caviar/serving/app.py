@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caviar.registry.store import public_card, verify
 from caviar.serving.batcher import MicroBatcher
-from caviar.serving.limits import BodyLimit, uvicorn_limits
+from caviar.serving.limits import BodyLimit, InFlightLimit, uvicorn_limits
 from caviar.serving.schemas import ERRORS, UNAUTHORIZED, BatchOut, BatchRequest, PredictionOut, PredictRequest
 from model.device import set_threads
 from model.errors import UserError
@@ -94,6 +94,7 @@ def create_app(model_dir: Path, api_key: str | None = None, threads: int | None 
     _local_docs(app, guarded)
     _one_line_errors(app)
     app.add_middleware(BodyLimit)
+    app.add_middleware(InFlightLimit)  # added last, so it runs first
     app.state.model_name = card.get("name", "?")  # the start-up line names what it serves
 
     @app.api_route("/health", methods=["GET", "HEAD"])  # load balancers probe with HEAD; one route, one Allow

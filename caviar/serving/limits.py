@@ -1,10 +1,12 @@
-"""Limits that keep one slow or oversized client from holding the service: body size, body and header
-deadlines, and uvicorn's connection caps.
+"""Limits that keep one slow or oversized client from holding the service: head and body size, head
+and body deadlines, a bound on connections that slow clients cannot fill, and one on requests in flight.
 
 uvicorn closes idle keep-alive connections, but a client that sends half a request head, or a body
 one byte at a time, is otherwise waited on for ever. `TimedH11Protocol` (serving/uvicorn_compat.py)
-closes a connection whose request head is not complete in time; `BodyLimit` reads the body with a
-size cap and a deadline before the app sees it, answering 413 or 408 itself.
+closes a connection whose request head is not complete in time, and makes room for a new connection
+by closing the one idle longest; `BodyLimit` reads the body with a size cap and a deadline before the
+app sees it, answering 413 or 408 itself; `InFlightLimit` answers 503 past MAX_IN_FLIGHT requests.
+uvicorn's own limit_concurrency is not used: it counts idle connections, so slow clients filled it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ MAX_HEAD_BYTES = 16 * 1024  # the request line and headers
 MAX_BODY_BYTES = 2 << 20  # 256 texts x 1,000 characters x up to 4 UTF-8 bytes, plus JSON
 BODY_TIMEOUT_S = 10.0
 KEEP_ALIVE_S = 5
-MAX_CONNECTIONS = 256
+MAX_IN_FLIGHT = 256  # requests being served at once; past it, 503 with Retry-After
 
 
 class BodyLimit:
@@ -71,6 +73,25 @@ class BodyLimit:
                 return b"".join(chunks)
 
 
+class InFlightLimit:
+    """ASGI middleware: at most `max_requests` HTTP requests in the app at once, else 503 at once."""
+
+    def __init__(self, app, max_requests: int = MAX_IN_FLIGHT):
+        self.app, self.max_requests, self.in_flight = app, max_requests, 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if self.in_flight >= self.max_requests:
+            detail = f"the service is serving {self.in_flight} requests, its limit; retry shortly"
+            return await _answer(send, 503, detail, [(b"retry-after", b"1")])
+        self.in_flight += 1
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+
 def head_bytes(scope) -> int:
     """The request line and headers as they came over the wire, near enough."""
     line = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + len(scope["method"]) + 12
@@ -81,9 +102,9 @@ class _TooLarge(Exception):
     pass
 
 
-async def _answer(send, status: int, detail: str) -> None:
+async def _answer(send, status: int, detail: str, extra: list | None = None) -> None:
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -93,6 +114,5 @@ def uvicorn_limits() -> dict:
     return {
         "http": TimedH11Protocol,
         "timeout_keep_alive": KEEP_ALIVE_S,
-        "limit_concurrency": MAX_CONNECTIONS,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,  # an incomplete head over the limit is refused
     }

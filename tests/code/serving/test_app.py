@@ -4,22 +4,25 @@ and one client's input never changes another's answer; the HTTP limits close slo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
 import threading
 import time
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bench.slow_clients import PARTIAL_HEAD, allow_open_files, under_slow_clients
 from caviar.registry.promote import promote
 from caviar.serving.app import create_app
 from caviar.serving.batcher import MicroBatcher
-from caviar.serving.limits import BodyLimit
+from caviar.serving.limits import BodyLimit, InFlightLimit, uvicorn_limits
 from caviar.serving.uvicorn_compat import TimedH11Protocol
 from model.errors import UserError
 from model.predict import Prediction, Predictor
@@ -209,9 +212,32 @@ def test_other_texts_never_change_an_answer(client, others):
         assert response.json()["predictions"][0]["positive_probability"] == pytest.approx(alone, abs=1e-5)
 
 
+@contextlib.contextmanager
+def served(app, **limits):
+    """A real uvicorn server for `app` on a free loopback port, in a thread, stopped on exit."""
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", **limits)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        assert server.started, "the test server did not start"
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
 def test_slow_clients_are_closed(tmp_path):
     """Issue 9.5: half a request head, or a body that never ends, does not hold a connection."""
-    import uvicorn
 
     class QuickH11(TimedH11Protocol):
         header_timeout_s = 1.0
@@ -222,17 +248,7 @@ def test_slow_clients_are_closed(tmp_path):
     async def echo(body: dict) -> dict:
         return body
 
-    wrapped = BodyLimit(app, timeout_s=1.0)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(wrapped, host="127.0.0.1", port=port, http=QuickH11, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.time() + 10
-        while not server.started and time.time() < deadline:
-            time.sleep(0.05)
+    with served(BodyLimit(app, timeout_s=1.0), http=QuickH11) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
             s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\n")  # the head never ends
             started = time.perf_counter()
@@ -243,10 +259,85 @@ def test_slow_clients_are_closed(tmp_path):
                 b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"
             )
             assert b"408" in s.recv(1024).split(b"\r\n")[0]
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-    assert not thread.is_alive()
+
+
+def test_500_slow_connections_do_not_starve_other_clients(model_dir):
+    """Hardening 2, item 1: 500 connections holding half a head (reopened when closed), against the
+    service's real limits; another client's /health and /predict answer 200, p99 under 1 s."""
+    allow_open_files(2048)
+    with served(create_app(model_dir), **uvicorn_limits()) as port:
+        phase = asyncio.run(under_slow_clients(f"http://127.0.0.1:{port}", slow=500, per_path=40, budget_s=60))
+    assert phase["held_when_sampling_began"] >= 490, phase
+    for path in ("/health", "/predict"):
+        assert phase[path]["samples"] == 40, phase
+        assert phase[path]["share_200"] >= 0.99 and phase[path]["p99_ms"] < 1000, phase
+
+
+def test_past_the_connection_cap_the_longest_idle_connection_makes_room(model_dir):
+    """More slow connections than there is room for: each new connection closes one idle for a second
+    or more, so a client that sends its request at once is served, and none passes the hard bound."""
+
+    class SmallRoom(TimedH11Protocol):
+        room_at, max_connections = 50, 200
+
+    allow_open_files(1024)
+    with served(create_app(model_dir), **{**uvicorn_limits(), "http": SmallRoom}) as port:
+        phase = asyncio.run(under_slow_clients(f"http://127.0.0.1:{port}", slow=150, per_path=20, budget_s=60))
+    assert phase["closed_by_server"] >= 50, phase  # closed for room: the head deadline (10 s) is not reached
+    for path in ("/health", "/predict"):
+        assert phase[path]["share_200"] >= 0.99, phase
+
+
+def test_past_the_hard_bound_a_new_connection_is_closed(model_dir):
+    """No idle connection to close and the hard bound reached: the newcomer is the one closed."""
+
+    class NoRoom(TimedH11Protocol):
+        room_at, max_connections, evict_idle_s = 5, 10, 60.0
+
+    with served(create_app(model_dir), **{**uvicorn_limits(), "http": NoRoom}) as port:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(10)]
+        try:
+            for s in held:
+                s.sendall(PARTIAL_HEAD)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+                extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                with contextlib.suppress(ConnectionResetError):  # closed with the request unread: a reset
+                    assert extra.recv(1024) == b""  # closed, not served
+            held.pop().close()
+            time.sleep(0.2)
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
+                extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert extra.recv(1024).startswith(b"HTTP/1.1 200")
+        finally:
+            for s in held:
+                s.close()
+
+
+def test_past_the_in_flight_limit_requests_get_503_with_retry_after():
+    """The bound that replaces uvicorn's limit_concurrency counts requests being served, not connections."""
+    release = asyncio.Event()
+    app = FastAPI()
+
+    @app.get("/wait")
+    async def wait() -> dict:
+        await release.wait()
+        return {}
+
+    limited = InFlightLimit(app, max_requests=2)
+
+    async def scenario():
+        transport = httpx.ASGITransport(app=limited)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            held = [asyncio.ensure_future(client.get("/wait")) for _ in range(2)]
+            while limited.in_flight < 2:
+                await asyncio.sleep(0.01)
+            third = await client.get("/wait")
+            release.set()
+            return third, [r.status_code for r in await asyncio.gather(*held)]
+
+    third, held = asyncio.run(scenario())
+    assert third.status_code == 503 and third.headers["retry-after"] == "1" and "limit" in third.json()["detail"]
+    assert held == [200, 200] and limited.in_flight == 0
 
 
 def test_with_a_key_the_docs_and_the_schema_need_it_too(model_dir):
