@@ -6,8 +6,10 @@ even when it started from the hub.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
+import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, BertConfig, PretrainedConfig
 
@@ -44,10 +46,12 @@ def mlp_head(width: int, cfg: ModelConfig) -> nn.Module:
     )
 
 
-def from_config(hf_config: PretrainedConfig, cfg: ModelConfig) -> nn.Module:
-    """Architecture only (random weights): used for scratch models and to reload checkpoints."""
-    net = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation="sdpa")
-    return _finish(net, cfg)
+def from_config(hf_config: PretrainedConfig, cfg: ModelConfig, device: str | None = None) -> nn.Module:
+    """Architecture only (random weights): used for scratch models and to reload checkpoints. On the
+    meta device it allocates nothing, which is how a checkpoint's config.json is sized first."""
+    with torch.device(device) if device else contextlib.nullcontext():
+        net = AutoModelForSequenceClassification.from_config(hf_config, attn_implementation="sdpa")
+        return _finish(net, cfg)
 
 
 TRAINING_BYTES_PER_PARAMETER = 16  # fp32 weights, gradients and AdamW's two moments

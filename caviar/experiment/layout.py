@@ -25,6 +25,7 @@ OUTCOME_FILE = "caviar_tune.json"  # the end of `caviar tune` (experiment/outcom
 ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
 PRETRAIN_FILE = "caviar_pretrain.json"  # stage 0: the pretrained folder the trials fine-tune, and its key
 BUDGET_FILE = "caviar_budget.json"  # the trials the job's time budget cut
+RAY_TUNER_STATE = "tuner.pkl"  # Ray's pickled Tuner: what `caviar resume` restores first
 LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_FILE = "leaderboard.csv", "leaderboard.md", "report.json"
 PLOTS = ("learning_curves.png", "params_vs_metric.png", "parallel_coordinates.png")
 RESEED_DIR, RESEED_FILE = "reseed", "reseed.json"  # seed re-runs: <experiment>/reseed/config-<rank>/

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -43,6 +43,7 @@ class TrialRecord:
     resume_from: Path | None = None  # the checkpoint Ray's saved state would restore this trial from
     cut_by_budget: bool = False  # still live when the job's time_budget_s ran out
     max_t: int | None = None  # the scheduler's last rung: a trial that reached it was not stopped early
+    damage: list[str] = field(default_factory=list)  # one line per damaged checkpoint passed over
 
     @property
     def evaluations(self) -> int:
@@ -75,12 +76,22 @@ class TrialRecord:
         return sorted(p for p in self.path.glob("checkpoint_*") if p.is_dir())
 
     def checkpoint_metrics(self, folder: Path) -> dict:
+        """The metrics a checkpoint saved; a damaged caviar.json is passed over and noted in `damage`,
+        so the rest of the experiment still reports."""
         meta = folder / META
-        return read_json_object(meta).get("metrics", {}) if meta.is_file() else {}
+        if not meta.is_file():
+            return {}
+        try:
+            metrics = read_json_object(meta).get("metrics")
+        except UserError as err:
+            metrics = None
+            if str(err) not in self.damage:
+                self.damage.append(str(err))
+        return metrics if isinstance(metrics, dict) else {}
 
     def best_checkpoint(self, metric: str, mode: str) -> Path | None:
         scored = [(self.checkpoint_metrics(c).get(metric), c) for c in self.checkpoints()]
-        scored = [(m, c) for m, c in scored if m is not None]
+        scored = [(m, c) for m, c in scored if isinstance(m, int | float) and not isinstance(m, bool)]
         if not scored:
             return None
         pick = max if mode == "max" else min

@@ -57,6 +57,11 @@ def evaluate_top(board: pd.DataFrame, job: JobSpec, k: int) -> tuple[pd.DataFram
     return board, notes
 
 
+def damage_notes(trials) -> list[str]:
+    """One line per damaged checkpoint a trial's row passed over: the report goes on without it."""
+    return [f"trial {t.trial_id}: a checkpoint was passed over, {line}" for t in trials for line in t.damage]
+
+
 def markdown(board: pd.DataFrame, columns: list[str]) -> str:
     def cell(v) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
@@ -79,9 +84,10 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
     board, notes = leaderboard(experiment), []
     if evaluate_top_k:
         board, notes = evaluate_top(board, job, evaluate_top_k)
+    notes += damage_notes(trials)
     params = list(job.search_space)
     log_params = {k for k, d in job.search_space.items() if d.kind == "loguniform"}
-    columns = [c for c in board.columns if c not in ("checkpoint", "error")]
+    columns = [c for c in board.columns if c not in ("checkpoint", "error", "damaged")]
 
     write_text_atomically(experiment_dir / LEADERBOARD_CSV, board.to_csv(index=False))
     write_text_atomically(experiment_dir / LEADERBOARD_MD, f"# {experiment_dir.name}\n\n" + markdown(board, columns))
@@ -109,13 +115,15 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
         "notes": notes,
     }
     write_json_atomically(experiment_dir / REPORT_FILE, report)
-    report["table"] = markdown(board.head(15), _table_columns(board, params, job.metric))
+    shown = board.assign(damaged=board["damaged"].map(lambda v: "yes, see below" if isinstance(v, str) else None))
+    report["table"] = markdown(shown.head(15), _table_columns(board, params, job.metric))
     return report
 
 
 def _table_columns(board: pd.DataFrame, params: list[str], metric: str) -> list[str]:
     wanted = ["rank", "trial_id", "status", "evaluations", f"best_{metric}", "best_evaluation", "test_accuracy"]
-    return [c for c in wanted if c in board] + params
+    marked = ["damaged"] if board["damaged"].notna().any() else []  # named in full in the notes below it
+    return [c for c in wanted if c in board] + params + marked
 
 
 def _plain(value):

@@ -30,20 +30,27 @@ class TrialRow:
     checkpoint: str  # its best checkpoint, "" when none was kept
     params: dict = field(default_factory=dict)  # sampled values by dotted key
     error: str | None = None
+    damaged: str | None = None  # a damaged checkpoint it passed over (the report goes on without it)
 
     def as_json(self) -> dict:
         """caviar_tune.json's form: params nested under "params", the metric named."""
         row = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
         row[f"best_{self.metric}"] = row.pop("best_metric")
         row.pop("metric")
-        if self.error is None:
-            row.pop("error")
+        for optional in ("error", "damaged"):
+            if row[optional] is None:
+                row.pop(optional)
         return row
 
     def as_columns(self) -> dict:
         """The leaderboard's form: one column per parameter."""
         row = self.as_json()
-        return {**{k: v for k, v in row.items() if k != "params"}, "error": self.error, **self.params}
+        return {
+            **{k: v for k, v in row.items() if k != "params"},
+            "error": self.error,
+            "damaged": self.damaged,
+            **self.params,
+        }
 
 
 def trial_row(trial: TrialRecord, job: JobSpec) -> TrialRow:
@@ -70,4 +77,5 @@ def trial_row(trial: TrialRecord, job: JobSpec) -> TrialRow:
         checkpoint=str(checkpoint) if checkpoint else "",
         params=trial.params,
         error=trial.error,
+        damaged="; ".join(trial.damage) or None,
     )

@@ -124,6 +124,10 @@ def _best_of(experiment_dir: Path) -> _Candidate:
         chosen = next(c for c in spread["configs"] if c["rank"] == spread["chosen_rank"])
         trial = next(t for t in experiment.trials() if t.trial_id == chosen["source_trial"])
         checkpoint = Path(spread["best_run"]["checkpoint"])
+    if checkpoint is None and trial.damage:
+        raise UserError(
+            f"{experiment.folder}: the best trial {trial.trial_id} has no readable checkpoint; {trial.damage[0]}"
+        )
     if checkpoint is None:
         raise UserError(f"{experiment.folder}: the best trial {trial.trial_id} kept no checkpoint")
     return _Candidate(experiment.job, trial.trial_id, trial.params, checkpoint, spread)

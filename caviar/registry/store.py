@@ -26,7 +26,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from caviar.experiment.layout import registry_root
-from model.checkpoint import META, STATE, WEIGHTS
+from model.checkpoint import CONFIG, META, STATE, TOKENIZER, WEIGHTS
 from model.config import SAFE_NAME, check_safe_name
 from model.errors import UserError, short
 from model.files import process_alive, read_json_object, write_json_atomically
@@ -105,7 +105,7 @@ def read_card(version_dir: Path) -> dict:
     files = card.get("files")
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         raise UserError(f"{path}: damaged, no 'files' table of sha256 checksums")
-    if missing := [name for name in (WEIGHTS, META) if name not in files]:
+    if missing := [name for name in (WEIGHTS, META, CONFIG, TOKENIZER) if name not in files]:  # what a load reads
         raise UserError(f"{path}: damaged, its 'files' table does not list {', '.join(missing)}")
     return card
 

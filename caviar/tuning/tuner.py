@@ -5,9 +5,10 @@ table and TensorBoard; or restoring one. tuning/pipeline.py decides which Tuners
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
 
-from caviar.experiment.layout import Storage
+from caviar.experiment.layout import RAY_TUNER_STATE, Storage
 from caviar.experiment.record import load_trials
 from caviar.job.schema import JobSpec
 from caviar.tuning import schedulers
@@ -20,6 +21,7 @@ from caviar.tuning.search_space import param_space
 from caviar.tuning.trial import run_trial
 from model.config import METRICS
 from model.data import Splits
+from model.errors import UserError, short
 
 log = logging.getLogger("caviar.tune")
 SHORT_NAMES = {"val_accuracy": "val_acc", "examples_per_s": "ex/s"}  # the live table's narrow columns
@@ -45,6 +47,7 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
     """The Tuner of an interrupted run, its saved state repaired first (ray_compat.resume_repair)."""
     from ray import tune
 
+    check_tuner_state(folder)
     plan = prepare_resume(load_trials(folder))
     for move in plan.moved:
         log.warning("the saved state named a deleted checkpoint; resuming from the newest one: %s", move)
@@ -55,6 +58,19 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
         resume_errored=True,
         storage_filesystem=atomic_local_filesystem(),
     )
+
+
+def check_tuner_state(folder: Path) -> None:
+    """Ray's tuner.pkl must unpickle (Ray reads it first, and a damaged one was a ValueError traceback);
+    it is Ray's own file in the experiment the user resumes, unpickled here as Ray would."""
+    path = Path(folder) / RAY_TUNER_STATE
+    if not path.is_file():
+        raise UserError(f"{path}: missing; Ray cannot resume an experiment without it")
+    try:
+        with path.open("rb") as file:
+            pickle.load(file)  # noqa: S301
+    except Exception as err:  # garbage raises anything from UnpicklingError to ValueError
+        raise UserError(f"{path}: damaged, Ray's tuner state cannot be read ({short(err, 100)})") from None
 
 
 def build_tuner(job: JobSpec, experiment: str, storage: Storage, splits: Splits):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from caviar.experiment.record import Experiment
 from caviar.experiment.report import write_report
 from caviar.registry import store as registry
 from caviar.registry.promote import promote
@@ -341,17 +342,49 @@ def test_epochs_past_max_t_are_a_note():
         ("job-not-json", "caviar_job.json: damaged, not valid JSON"),
         ("job-schema", "caviar_job.json: name: Input should be a valid string"),
         ("job-deep", "caviar_job.json: damaged, nested too deeply"),
+        ("tuner-pkl", "tuner.pkl: damaged, Ray's tuner state cannot be read"),
     ],
 )
 def test_a_damaged_experiment_file_is_one_line(cli, experiment, tmp_path, damage, message):
     """Hardening 2, item 10: report and resume named the damaged file instead of a traceback."""
     copy = Path(shutil.copytree(experiment, tmp_path / "experiment"))
+    commands = ("report", "resume")
     if damage == "state":
         state = next(copy.glob("experiment_state-*.json"))
         state.write_text(state.read_text()[:300])
+    elif damage == "tuner-pkl":
+        (copy / "tuner.pkl").write_bytes(b"garbage\n")
+        commands = ("resume",)  # report reads the experiment state alone
     else:
         text = {"job-not-json": "{not json", "job-schema": '{"name": 3}', "job-deep": "[" * 100_000 + "]" * 100_000}
         (copy / "caviar_job.json").write_text(text[damage])
-    for command in ("report", "resume"):
+    for command in commands:
         proc = cli(command, copy)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-1500:]
+
+
+def test_a_damaged_checkpoint_card_marks_its_trial_and_the_report_goes_on(cli, experiment, tmp_path, registry_dir):
+    """Hardening 2, item 10: a checkpoint's caviar.json that is not JSON is passed over and named;
+    the other trials still report, and promote takes the best readable checkpoint or says why not."""
+    copy = Path(shutil.copytree(experiment, tmp_path / "experiment"))
+    first = Experiment.load(copy)
+    best, _ = first.best()
+    damaged = first.best_checkpoint(best)
+    (damaged / "caviar.json").write_text("{not json")
+    proc = cli("report", copy)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert f"trial {best.trial_id}: a checkpoint was passed over, {damaged}/caviar.json: damaged" in proc.stdout
+    assert "yes, see below" in proc.stdout
+    board = pd.read_csv(copy / "leaderboard.csv")
+    marked = board[board["damaged"].notna()]
+    assert list(marked["trial_id"]) == [best.trial_id] and len(board) == len(first.trials())
+    report = json.loads((copy / "report.json").read_text())
+    assert any("not valid JSON" in note for note in report["notes"])
+    promoted = cli("promote", copy, "--name", "damaged-test")
+    again = Experiment.load(copy)
+    if (readable := again.best_checkpoint(again.best()[0])) is None:
+        assert promoted.returncode == 2 and "has no readable checkpoint" in promoted.stderr, promoted.stderr[-1500:]
+    else:  # the trial kept another checkpoint: that one is promoted
+        assert promoted.returncode == 0, promoted.stderr[-1500:]
+        card = json.loads((registry_dir / "damaged-test" / "v1" / "model_card.json").read_text())
+        assert card["val"]["step"] == json.loads((readable / "caviar.json").read_text())["metrics"]["step"]

@@ -3,7 +3,9 @@ rollback --to repairs (hardening, round two, items 9 and 12)."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
 import pytest
 
@@ -63,3 +65,50 @@ def test_a_deeply_nested_card_is_damaged_not_a_crash(cli, experiment, registry_d
         registry.read_card(card.parent)
     listed = cli("registry", "list")
     assert listed.returncode == 0 and "DAMAGED" in listed.stdout
+
+
+def _re_sign(version_dir, name, text: str | None) -> None:
+    """Alter (or, with None, remove) one file and write its new checksum into the card, as a probe
+    that wants the checksums to pass would."""
+    card_path = version_dir / registry.CARD
+    card = json.loads(card_path.read_text())
+    if text is None:
+        (version_dir / name).unlink()
+        del card["files"][name]
+    else:
+        (version_dir / name).write_text(text)
+        card["files"][name] = registry.sha256(version_dir / name)
+    card_path.write_text(json.dumps(card))
+
+
+def _config_with(version_dir, **changes) -> str:
+    config = json.loads((version_dir / "config.json").read_text())
+    return json.dumps({**config, **changes})
+
+
+ALTERED = [
+    ("caviar.json", lambda _: "{not json", "caviar.json: damaged, not valid JSON"),
+    ("caviar.json", lambda _: "{}", "caviar.json: damaged, it has no 'config'"),
+    ("caviar.json", lambda _: '{"config": {"model": {"layers": "many"}}}', "caviar.json: damaged, config.model.layers"),
+    ("config.json", lambda _: "{not json", "config.json: damaged, cannot load it"),
+    ("config.json", lambda v: _config_with(v, num_hidden_layers=1_000_000), "num_hidden_layers is 1000000; expected 1"),
+    ("config.json", lambda v: _config_with(v, intermediate_size=64), "config.json: describes a network of"),
+    ("tokenizer.json", lambda _: '{"version": "1.0", "model": 3}', "tokenizer.json: damaged, cannot load it"),
+    ("config.json", lambda _: None, "does not list config.json"),
+]
+
+
+@pytest.mark.parametrize(("name", "altered", "expected"), ALTERED, ids=[f"{a[0]}-{i}" for i, a in enumerate(ALTERED)])
+def test_a_version_altered_and_re_signed_is_one_line_in_serve_and_predict(
+    cli, experiment, registry_dir, name, altered, expected
+):
+    """Hardening 2, item 9: what is loaded is validated, not only its checksum."""
+    from caviar.serving.app import create_app
+
+    promote(experiment, "nsmc")
+    version_dir = registry_dir / "nsmc" / "v1"
+    _re_sign(version_dir, name, altered(version_dir))
+    with pytest.raises(UserError, match=re.escape(expected)):
+        create_app(version_dir)
+    proc = cli("predict", "정말 좋아요", "--name", "nsmc")
+    assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr
