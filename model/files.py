@@ -5,6 +5,7 @@ version or the new one, never half of either), and the one JSON reader. Both pac
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -116,3 +117,45 @@ def sweep_dead_temp_checkpoints() -> int:
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
     return removed
+
+
+def free_bytes(path: Path) -> int:
+    """Free space on the file system that holds `path`, or would once it is made."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def is_out_of_space(err: BaseException | None) -> bool:
+    """ENOSPC anywhere in the chain: raised here, as a cause, or inside a Ray task's error."""
+    seen = 0
+    while err is not None and seen < 16:
+        if getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in str(err):
+            return True
+        err, seen = err.__cause__ or err.__context__ or getattr(err, "cause", None), seen + 1
+    return False
+
+
+def out_of_space(path: Path, then: str) -> UserError:
+    """The one line a full disk gets: where, how much is free, and what to do once there is room."""
+    return UserError(f"no space left on {path}: {free_bytes(path) / 1e6:,.0f} MB free; {then}")
+
+
+def check_room(folder: Path, need: int, then: str) -> None:
+    """Refuse to start when `folder`'s disk has less than `need` bytes free."""
+    if free_bytes(folder) < need:
+        raise UserError(f"{out_of_space(folder, then)}; this needs about {need / 1e6:,.0f} MB")
+
+
+@contextlib.contextmanager
+def out_of_space_is_one_line(path: Path, then: str) -> Iterator[None]:
+    """ENOSPC from any writer inside (tensorboardX, pyarrow, torch, safetensors) as out_of_space()."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:
+        if is_out_of_space(err):
+            raise out_of_space(path, then) from None
+        raise

@@ -11,10 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from pathlib import Path
 
 import typer
 
 from model.errors import UserError
+from model.files import is_out_of_space, out_of_space
 
 TRAINING_COMMANDS = ("train", "tune", "resume", "reseed", "pretrain", "lr-find")
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None)
@@ -80,4 +82,10 @@ def user_errors(program: str = "caviar"):
         yield
     except UserError as err:
         typer.echo(f"{program}: error: {err}", err=True)
+        sys.exit(2)
+    except OSError as err:  # a full disk where no stage said more: still one line, with where
+        if not is_out_of_space(err):
+            raise
+        where = Path(err.filename).parent if err.filename else Path.cwd()
+        typer.echo(f"{program}: error: {out_of_space(where, 'free some and run it again')}", err=True)
         sys.exit(2)

@@ -22,7 +22,7 @@ from model.checkpoint import META, is_checkpoint
 from model.data import load_splits
 from model.errors import UserError
 from model.evaluate import Metrics, evaluate_checkpoint
-from model.files import read_json_object
+from model.files import check_room, out_of_space_is_one_line, read_json_object
 
 
 @dataclass
@@ -76,7 +76,9 @@ def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | N
         else evaluate_checkpoint(candidate.checkpoint, splits.test)
     )
 
-    with registry.locked(model_dir):
+    unchanged = "the registry is unchanged; promote again once there is room"
+    check_room(root, sum(f.stat().st_size for f in registry.serving_files(candidate.checkpoint)) + 2**20, unchanged)
+    with registry.locked(model_dir), out_of_space_is_one_line(model_dir, unchanged):
         previous = registry.current_version(model_dir)
         if previous is not None and not force:
             old = registry.read_card(model_dir / previous).get("test", {}).get("accuracy", -1.0)

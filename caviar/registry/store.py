@@ -166,6 +166,11 @@ def sweep_leftovers(model_dir: Path) -> list[str]:
     return removed
 
 
+def serving_files(checkpoint: Path) -> list[Path]:
+    """What a version holds of a checkpoint: everything but the optimizer state."""
+    return sorted(p for p in Path(checkpoint).iterdir() if p.is_file() and p.name != STATE)
+
+
 def add_version(model_dir: Path, checkpoint: Path, card: dict) -> str:
     """Copy the serving files into v<N> (built aside, renamed into place); returns 'v<N>'.
     Call it under `locked(model_dir)`."""
@@ -177,7 +182,7 @@ def add_version(model_dir: Path, checkpoint: Path, card: dict) -> str:
     tmp.mkdir()
     try:
         files = {}
-        for src in sorted(p for p in Path(checkpoint).iterdir() if p.is_file() and p.name != STATE):
+        for src in serving_files(checkpoint):
             shutil.copy2(src, tmp / src.name)
             files[src.name] = sha256(tmp / src.name)
         write_json_atomically(tmp / CARD, {**card, "version": version, "files": files})

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import shutil
 import time
 from collections.abc import Iterator
@@ -29,15 +30,22 @@ from pathlib import Path
 
 from caviar.experiment import layout
 from caviar.experiment.layout import JOB_FILE, PRETRAIN_FILE, Storage
-from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, save
+from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, runnable, save
 from caviar.experiment.record import Experiment, load_job_of
 from caviar.job.schema import JobSpec
+from caviar.tuning.disk_room import room_for_search, room_for_single
 from caviar.tuning.ray_compat.connection import check_reachable
 from caviar.tuning.ray_compat.working_dir import leave_job_working_dir
 from caviar.tuning.ray_session import check_resources, start_ray
 from model.data import Splits, load_splits, locate_nsmc
 from model.errors import UserError, short
-from model.files import write_json_atomically
+from model.files import (
+    check_room,
+    is_out_of_space,
+    out_of_space,
+    out_of_space_is_one_line,
+    write_json_atomically,
+)
 from model.network import check_fits, pretrained_config
 
 log = logging.getLogger("caviar.tune")
@@ -92,7 +100,7 @@ def train_job(job: JobSpec, out: Path | None = None):
         job = job.without_search()
     resolved = resolve(job)
     out = out or layout.train_run_dir(resolved.job.storage, job.name)
-    with run_folder(out):
+    with run_folder(out, need=room_for_single(resolved.job)):
         resolved = before_search(resolved, out)
         if "train.lr" in resolved.job.search_space:  # from lr-find: one run trains at its max_lr
             log.info("caviar train: train.lr %.2e, lr-find's max_lr", resolved.job.train.lr)
@@ -105,7 +113,7 @@ def lr_find_job(job: JobSpec, out: Path | None = None):
 
     resolved = resolve(job)
     out = out or layout.lr_find_dir(resolved.job.storage, job.name)
-    with run_folder(out):
+    with run_folder(out, need=room_for_single(resolved.job)):
         return lr_find(resolved.job, out, resolved.splits)
 
 
@@ -119,7 +127,7 @@ def pretrain_job(job: JobSpec, out: Path | None = None):
     out = out or layout.pretrain_root(resolved.job.storage) / layout.timestamped(job.name)
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{out} is not empty; pick another --out")
-    with run_folder(out):
+    with run_folder(out, need=room_for_single(resolved.job)):
         return out, run_pretrain(resolved.job, out, resolved.splits)
 
 
@@ -142,7 +150,12 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
     folder = storage.local(name)
     if (folder / JOB_FILE).exists():
         raise UserError(f"{folder} already holds an experiment; pick another --name or caviar resume it")
-    with run_folder(folder, keep_if=lambda: any(folder.glob("experiment_state-*.json"))):
+    with run_folder(
+        folder,
+        keep_if=lambda: any(folder.glob("experiment_state-*.json")),
+        need=room_for_search(job),
+        resume_hint=resume_line(folder),
+    ):
         resolved = before_search(resolved, folder)
         write_json_atomically(folder / JOB_FILE, resolved.job.model_dump(mode="json"))  # resume rebuilds this
         return _search(resolved, storage, name, address, restore=False, started=started, notes=notes)
@@ -160,7 +173,9 @@ def resume_experiment(experiment_dir: Path, address: str | None = None) -> TuneO
     resolved = Resolved(job, load_splits(job.data))
     leave_job_working_dir()
     storage = Storage.of(str(experiment_dir.parent))
-    return _search(resolved, storage, experiment_dir.name, address, restore=True, started=time.perf_counter())
+    check_room(experiment_dir, room_for_search(job), f"free some and {runnable('caviar')} resume it again")
+    with out_of_space_is_one_line(experiment_dir, resume_line(experiment_dir)):
+        return _search(resolved, storage, experiment_dir.name, address, restore=True, started=time.perf_counter())
 
 
 def reseed_experiment(experiment_dir: Path, seeds: int, top_k: int, address: str | None = None) -> dict:
@@ -245,20 +260,31 @@ def max_t_notes(job: JobSpec) -> list[str]:
     return [note]
 
 
+AGAIN = "run it again once there is room"
+
+
+def resume_line(folder: Path) -> str:
+    return f"{runnable('caviar')} resume {shlex.quote(str(folder))} continues once there is room"
+
+
 @contextlib.contextmanager
-def run_folder(folder: Path, keep_if=None) -> Iterator[Path]:
-    """Create the output folder before any work starts (a bad path fails in a second, not after
-    training); if the run then fails before it made anything worth keeping (`keep_if`; by default,
-    anything at all), the folder goes again, so no empty experiment is left behind."""
+def run_folder(folder: Path, keep_if=None, need: int = 0, resume_hint: str | None = None) -> Iterator[Path]:
+    """Create the output folder before any work starts (a bad path or a full disk fails in a second,
+    not after training); if the run then fails before it made anything worth keeping (`keep_if`; by
+    default, anything at all), the folder goes again, so no empty experiment is left behind. A full
+    disk on the way is one line: resume it (`resume_hint`) if it can be resumed, else run it again."""
     fresh = not folder.exists()
+    check_room(folder, need, f"free some and {AGAIN}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"{folder}: cannot create the run folder ({err.strerror})") from None
     try:
         yield folder
-    except BaseException:
+    except BaseException as err:
         worth_keeping = keep_if() if keep_if is not None else any(folder.iterdir())
         if fresh and folder.is_dir() and not worth_keeping:
             shutil.rmtree(folder, ignore_errors=True)
+        if not isinstance(err, UserError) and is_out_of_space(err):
+            raise out_of_space(folder, resume_hint if resume_hint and worth_keeping else AGAIN) from None
         raise

@@ -11,7 +11,7 @@ import warnings
 
 from caviar.job.schema import JobSpec
 from caviar.tuning.ray_compat.connection import HOW_TO_START, check_reachable
-from caviar.tuning.ray_compat.progress import drop_ray_resume_hint
+from caviar.tuning.ray_compat.progress import trim_ray_logs
 from model.errors import UserError, short
 
 
@@ -29,7 +29,7 @@ def start_ray(address: str | None) -> None:
     # PBT runs without actor reuse on purpose (schedulers.reuse_actors); Ray's advice to turn it on
     # would send a user toward the stall that choice avoids
     warnings.filterwarnings("ignore", message="Consider boosting PBT performance", category=UserWarning)
-    drop_ray_resume_hint()  # caviar prints its own `caviar resume` line
+    trim_ray_logs()  # caviar prints its own `caviar resume` line, and one line for a full disk
     kwargs = {"logging_level": logging.WARNING, "log_to_driver": True, "configure_logging": True}
     if not address:
         ray.init(include_dashboard=False, **kwargs)

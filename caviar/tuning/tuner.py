@@ -12,6 +12,8 @@ from caviar.experiment.layout import RAY_TUNER_STATE, Storage
 from caviar.experiment.record import load_trials
 from caviar.job.schema import JobSpec
 from caviar.tuning import schedulers
+from caviar.tuning.disk_guard import DiskGuard
+from caviar.tuning.disk_room import reserve_bytes
 from caviar.tuning.ray_compat.atomic_storage import atomic_local_filesystem
 from caviar.tuning.ray_compat.progress import quiet_reporter
 from caviar.tuning.ray_compat.resume_repair import prepare_resume
@@ -111,7 +113,11 @@ def _run_config(job: JobSpec, experiment: str, storage: Storage):
         ),
         failure_config=tune.FailureConfig(max_failures=job.max_failures),
         stop=budget,  # the job's time_budget_s, which also records the trials it cuts
-        callbacks=[TrialTensorBoard(folder), *([budget] if budget else [])],
+        callbacks=[
+            TrialTensorBoard(folder),
+            *([budget] if budget else []),
+            *([DiskGuard(folder, reserve_bytes(job))] if folder else []),
+        ],
         progress_reporter=quiet_reporter(LIVE_COLUMNS, {k.replace(".", "/"): k for k in job.search_space}),
         verbose=1,
     )

@@ -6,14 +6,21 @@
 - An interrupted run logs `Resume experiment with: Tuner.restore(...)` from ray.tune.tune; caviar
   prints its own `caviar resume <experiment>` line instead. A logging filter on that logger drops
   Ray's line. Upstream: none filed.
-Canaries: test_ray_compat checks both lines still come from where these expect them.
+- A trial that fails on a full disk logs `Trial task failed for trial ...` with 60 lines of
+  traceback from ray.tune.execution.tune_controller; caviar shortens that record to one line (the
+  run then ends with caviar's own line about the disk). Upstream: none filed.
+Canaries: test_ray_compat checks these lines still come from where these expect them.
 """
 
 from __future__ import annotations
 
 import logging
 
+from model.files import is_out_of_space
+
 RAY_TUNE_LOGGER = "ray.tune.tune"
+RAY_CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
+TRIAL_FAILED = "Trial task failed for trial"
 RESUME_HINT = "Resume experiment with:"
 LOGDIR_LINE = "Result logdir:"
 
@@ -39,11 +46,20 @@ class _DropResumeHint(logging.Filter):
         return RESUME_HINT not in record.getMessage()
 
 
-_FILTER = _DropResumeHint()
+class _ShortenOutOfSpace(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and TRIAL_FAILED in record.getMessage() and is_out_of_space(record.exc_info[1]):
+            record.msg, record.args = f"{record.getMessage()}: no space left on the device", ()
+            record.exc_info, record.exc_text, record.stack_info = None, None, None
+        return True
 
 
-def drop_ray_resume_hint() -> None:
-    """Idempotent: the filter is added once per process."""
-    logger = logging.getLogger(RAY_TUNE_LOGGER)
-    if _FILTER not in logger.filters:
-        logger.addFilter(_FILTER)
+_FILTERS = {RAY_TUNE_LOGGER: _DropResumeHint(), RAY_CONTROLLER_LOGGER: _ShortenOutOfSpace()}
+
+
+def trim_ray_logs() -> None:
+    """Idempotent: each filter is added once per process."""
+    for name, log_filter in _FILTERS.items():
+        logger = logging.getLogger(name)
+        if log_filter not in logger.filters:
+            logger.addFilter(log_filter)

@@ -42,10 +42,15 @@ def test_progress_canary_the_lines_it_drops_still_come_from_where_it_expects():
     assert callable(getattr(tune.CLIReporter, "_progress_str", None))
     assert LOGDIR_LINE in inspect.getsource(progress_reporter)
     assert RESUME_HINT in inspect.getsource(tune_module) and tune_module.logger.name == RAY_TUNE_LOGGER
+    from ray.tune.execution import tune_controller
+
+    from caviar.tuning.ray_compat.progress import RAY_CONTROLLER_LOGGER, TRIAL_FAILED
+
+    assert TRIAL_FAILED in inspect.getsource(tune_controller) and tune_controller.logger.name == RAY_CONTROLLER_LOGGER
 
 
-def test_progress_drops_rays_resume_hint_and_keeps_the_rest():
-    from caviar.tuning.ray_compat.progress import RAY_TUNE_LOGGER, drop_ray_resume_hint
+def test_progress_drops_rays_resume_hint_and_shortens_a_full_disk_and_keeps_the_rest():
+    from caviar.tuning.ray_compat.progress import RAY_CONTROLLER_LOGGER, RAY_TUNE_LOGGER, trim_ray_logs
 
     class Keep(logging.Handler):
         def __init__(self):
@@ -55,16 +60,27 @@ def test_progress_drops_rays_resume_hint_and_keeps_the_rest():
         def emit(self, record):
             self.seen.append(record.getMessage())
 
-    drop_ray_resume_hint()
-    drop_ray_resume_hint()  # idempotent
-    logger, kept = logging.getLogger(RAY_TUNE_LOGGER), Keep()
+    trim_ray_logs()
+    trim_ray_logs()  # idempotent
+    logger, controller, kept = logging.getLogger(RAY_TUNE_LOGGER), logging.getLogger(RAY_CONTROLLER_LOGGER), Keep()
     logger.addHandler(kept)  # Ray's loggers may not propagate to the root, where caplog listens
+    controller.addHandler(kept)
     try:
         logger.warning("Experiment has been interrupted.\nResume experiment with: Tuner.restore(path=...)")
         logger.warning("Total run time: 3.00 seconds")
+        for failure in (OSError(28, "No space left on device"), ValueError("a real bug")):
+            try:
+                raise RuntimeError("task failed") from failure
+            except RuntimeError:
+                controller.exception("Trial task failed for trial %s", "t_00001")
     finally:
         logger.removeHandler(kept)
-    assert kept.seen == ["Total run time: 3.00 seconds"]
+        controller.removeHandler(kept)
+    assert kept.seen == [
+        "Total run time: 3.00 seconds",
+        "Trial task failed for trial t_00001: no space left on the device",
+        "Trial task failed for trial t_00001",  # any other failure keeps its traceback
+    ]
 
 
 def test_working_dir_canary_ray_still_names_the_folder_so():
