@@ -386,3 +386,45 @@ def test_the_schema_tells_the_truth(model_dir):
     with TestClient(create_app(model_dir, api_key="s3cret")) as keyed:
         guarded = keyed.get("/openapi.json", headers={"Authorization": "Bearer s3cret"}).json()
     assert "401" in guarded["paths"]["/predict"]["post"]["responses"] and guarded["components"]["securitySchemes"]
+
+
+SCHEMA_CASES = 60  # per operation and generation mode: bounded, ~10 s in all
+
+
+@pytest.mark.parametrize("mode", ["positive", "negative"])
+def test_schemathesis_on_the_services_own_schema_finds_no_5xx_and_no_violation(client, mode):
+    """Hardening 2, items 17-20 and the schema-driven probe: schemathesis draws requests from the
+    service's own /openapi.json, valid ones and invalid ones, and checks each answer: never a 5xx,
+    only declared statuses, content types and bodies, invalid data refused. Valid data that is
+    still refused (ST202) is left to the blank-text cases above: a schema cannot say 'readable'."""
+    import schemathesis
+    from schemathesis import checks
+    from schemathesis.generation import GenerationMode
+
+    schema = schemathesis.openapi.from_dict(client.get("/openapi.json").json())
+    wanted = [
+        checks.not_a_server_error,
+        checks.status_code_conformance,
+        checks.content_type_conformance,
+        checks.response_schema_conformance,
+        checks.response_headers_conformance,
+        checks.negative_data_rejection,
+    ]
+    seen: dict[str, set[int]] = {}
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if mode == "negative" and operation.method.upper() != "POST":
+            continue  # a GET without parameters has nothing to get wrong
+        strategy = operation.as_strategy(generation_mode=GenerationMode(mode))
+
+        @settings(max_examples=SCHEMA_CASES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+        @given(strategy)
+        def check(case):
+            response = client.request(**case.as_transport_kwargs(base_url="http://testserver"))
+            case.validate_response(response, checks=wanted)
+            seen.setdefault(case.operation.label, set()).add(response.status_code)
+
+        check()
+    assert {"POST /predict", "POST /predict/batch"} <= set(seen), seen
+    expected = {422} if mode == "negative" else {200}
+    assert all(expected <= codes for label, codes in seen.items() if label.startswith("POST")), seen
