@@ -31,7 +31,7 @@ from pathlib import Path
 from caviar.experiment import layout
 from caviar.experiment.layout import JOB_FILE, PRETRAIN_FILE, Storage
 from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, runnable, save
-from caviar.experiment.record import Experiment, load_job_of
+from caviar.experiment.record import Experiment, load_job_of, load_trials
 from caviar.job.schema import JobSpec
 from caviar.tuning.disk_room import room_for_search, room_for_single
 from caviar.tuning.ray_compat.connection import check_reachable
@@ -168,6 +168,11 @@ def resume_experiment(experiment_dir: Path, address: str | None = None) -> TuneO
     job = load_job_of(experiment_dir)
     if job.rounds == 1 and not tune.Tuner.can_restore(str(experiment_dir)):
         raise UserError(f"{experiment_dir} cannot be resumed: Ray saved no experiment state there")
+    if job.rounds == 1:  # Ray's own files, read before the data is loaded and Ray started
+        from caviar.tuning.tuner import check_tuner_state
+
+        check_tuner_state(experiment_dir)
+        load_trials(experiment_dir)
     if address:
         check_reachable(address)
     resolved = Resolved(job, load_splits(job.data))

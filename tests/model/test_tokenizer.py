@@ -51,7 +51,7 @@ def test_token_ids_are_the_same_in_every_process():
     root = FIXTURE_NSMC.parents[2]
     runs = [
         subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
-        for _ in range(3)
+        for _ in range(2)
     ]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
-    assert runs[0].stdout == runs[1].stdout == runs[2].stdout
+    assert runs[0].stdout == runs[1].stdout
