@@ -24,19 +24,31 @@ from model.config import ModelConfig, TrialConfig
 from model.errors import UserError, short
 from model.files import read_json_object, write_json_atomically
 from model.network import from_config, load_hf_config
+from model.predictions import Predictions
 
 WEIGHTS, META, STATE = "model.safetensors", "caviar.json", "trainer_state.pt"
 CONFIG, TOKENIZER = "config.json", "tokenizer.json"  # what save_pretrained writes
 
 
-def fill_checkpoint(folder: Path, net, tokenizer, cfg: TrialConfig, meta: dict, trainer_state: dict | None) -> None:
-    """Write a checkpoint's files into an existing (fresh) folder."""
+def fill_checkpoint(
+    folder: Path,
+    net,
+    tokenizer,
+    cfg: TrialConfig,
+    meta: dict,
+    trainer_state: dict | None,
+    predictions: Predictions | None = None,
+) -> None:
+    """Write a checkpoint's files into an existing (fresh) folder; with the evaluation's validation
+    predictions, so that checkpoints can be compared pairwise later without running them again."""
     save_model(net, str(folder / WEIGHTS))
     net.config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     write_json_atomically(folder / META, {"config": cfg.model_dump(mode="json"), **meta})
     if trainer_state is not None:
         torch.save(trainer_state, folder / STATE)
+    if predictions is not None:
+        predictions.save(folder)
 
 
 @dataclass

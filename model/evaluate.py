@@ -60,8 +60,17 @@ def positive_probabilities(net: nn.Module, split: DeviceSplit, batch_size: int =
 
 
 def evaluate(net: nn.Module, split: DeviceSplit, batch_size: int = EVAL_BATCH) -> Metrics:
+    return scored(net, split, batch_size)[0]
+
+
+def scored(net: nn.Module, split: DeviceSplit, batch_size: int = EVAL_BATCH) -> tuple[Metrics, np.ndarray]:
+    """The metrics and P(긍정) per review: a kept checkpoint stores the latter (model/predictions.py)."""
     probs = positive_probabilities(net, split, batch_size)
-    labels = np.asarray(split.data.labels)
+    return metrics_of(np.asarray(split.data.labels), probs), probs
+
+
+def metrics_of(labels: np.ndarray, probs: np.ndarray) -> Metrics:
+    labels = np.asarray(labels, dtype=np.int64)
     p_true = np.clip(np.where(labels == 1, probs, 1 - probs), 1e-12, 1.0)
     loss = float(-np.log(p_true).mean())
     return confusion_metrics(labels, (probs >= 0.5).astype(np.int64), loss)

@@ -24,7 +24,8 @@ from model.config import TrainConfig, TrialConfig
 from model.data import Splits
 from model.device import autocast
 from model.errors import UserError
-from model.evaluate import EVAL_BATCH, cross_entropy, evaluate
+from model.evaluate import EVAL_BATCH, cross_entropy, scored
+from model.predictions import Predictions
 from model.schedule import build_optimizer, build_schedule
 
 Report = Callable[[dict, Path], None]  # (metrics, checkpoint folder): the one link to the outside
@@ -116,6 +117,7 @@ class Trainer:
         self.stopped_early = False
         self.widths_seen: set[int] = set()
         self.compile_s = 0.0  # seconds in steps that compiled a new shape (0 when eager)
+        self.val_predictions: Predictions | None = None  # the last evaluation's, per review
 
     # --- state -----------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -189,7 +191,8 @@ class Trainer:
         train_loss, seconds = window.mean_loss(), time.perf_counter() - window.started
         self.check_finite(train_loss)
         self.seen, self.train_time = self.seen + window.examples, self.train_time + seconds
-        val = evaluate(self.run.step_net, self.run.val_set, EVAL_BATCH)
+        val, positive = scored(self.run.step_net, self.run.val_set, EVAL_BATCH)
+        self.val_predictions = Predictions.of(self.run.val_set.data.labels, positive)  # kept with its checkpoint
         if val.loss < self.best_val_loss - MIN_IMPROVEMENT:
             self.best_val_loss, self.bad_evals = val.loss, 0
         else:

@@ -76,18 +76,19 @@ def train(
 
     def keep(metrics: dict) -> None:
         if report is not None:
-            _report_with_checkpoint(report, metrics, run, cfg, trainer.state_dict(), origin)
+            _report_with_checkpoint(report, metrics, run, cfg, trainer, origin)
 
     return trainer.fit(on_evaluation=keep)
 
 
 def _report_with_checkpoint(
-    report: Report, metrics: dict, run: Run, cfg: TrialConfig, trainer_state: dict, origin: dict | None
+    report: Report, metrics: dict, run: Run, cfg: TrialConfig, trainer: Trainer, origin: dict | None
 ) -> None:
     folder = temp_checkpoint_dir()
     try:
         meta = {"data_fingerprint": run.splits.fingerprint, "metrics": metrics, "pretrained": origin}
-        fill_checkpoint(folder, run.net, run.tokenizer, cfg, meta, trainer_state)
+        state = trainer.state_dict()
+        fill_checkpoint(folder, run.net, run.tokenizer, cfg, meta, state, trainer.val_predictions)
         report(metrics, folder)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

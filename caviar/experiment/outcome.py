@@ -12,9 +12,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from caviar.experiment.intervals import CONFIDENCE
 from caviar.experiment.layout import OUTCOME_FILE, ROUNDS_FILE
 from caviar.experiment.record import Experiment
 from caviar.experiment.rows import TrialRow, trial_row
+from caviar.experiment.selection import Standing, standings
 from caviar.job.keys import flatten
 from model.errors import UserError
 from model.files import read_json, write_json_atomically
@@ -47,6 +49,8 @@ class TuneOutcome:
     rounds: list | None = None
     reseed: dict | None = None  # final: {seeds: S}: the seed re-runs' record (reseed/reseed.json)
     notes: list[str] = field(default_factory=list)  # warnings worth repeating at the end
+    best_interval: list[float] | None = None  # best_metric's 95% interval, from the kept predictions
+    tied_with_best: list[str] = field(default_factory=list)  # trials whose paired interval holds 0
 
     @property
     def stopped_early(self) -> int:
@@ -78,16 +82,30 @@ class TuneOutcome:
             "checkpoint_bytes": self.checkpoint_bytes,
             "checkpoint_bytes_bound": self.checkpoint_bytes_bound,
             "checkpoint_bytes_freed": self.checkpoint_bytes_freed,
+            "best_interval": self.best_interval,
+            "tied_with_best": self.tied_with_best,
+            "confidence": CONFIDENCE,
         }
         for key in ("pretrained", "rounds", "reseed"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
 
+    def _interval(self) -> str:
+        return "" if self.best_interval is None else " [{:.4f}, {:.4f}]".format(*self.best_interval)
+
+    def _ties(self) -> str:
+        if self.best_interval is None:
+            return ""
+        n = len(self.tied_with_best)
+        told = "no trial is" if n == 0 else ("1 trial is" if n == 1 else f"{n} trials are")
+        return f"; {told} tied with it (paired {CONFIDENCE:.0%})"
+
     def describe(self) -> list[str]:
         folder = shlex.quote(self.experiment_dir)
         return [
-            f"best trial {self.best_trial}: {self.metric} {self.best_metric:.4f} at evaluation {self.best_evaluation}",
+            f"best trial {self.best_trial}: {self.metric} {self.best_metric:.4f}{self._interval()} "
+            f"at evaluation {self.best_evaluation}{self._ties()}",
             "  " + ", ".join(f"{k}={_short(v)}" for k, v in flatten(self.best_config).items()),
             f"  checkpoint: {self.best_checkpoint}",
             *([f"  fine-tuned from: {self.pretrained}"] if self.pretrained else []),
@@ -111,6 +129,7 @@ def finish(experiment: Experiment, wall_s: float, notes: list[str] | None = None
         raise Interrupted(experiment_dir)
     freed = experiment.prune(job.checkpoint.keep_best_trials)
     trials = experiment.trials()
+    standing = standings(experiment)  # after pruning: what a pruned trial keeps is its predictions
     total_bytes, largest = experiment.checkpoint_bytes()
     best = experiment.best()
     if best is None:
@@ -130,7 +149,7 @@ def finish(experiment: Experiment, wall_s: float, notes: list[str] | None = None
         best_val_accuracy=float(row["val_accuracy"]),
         best_evaluation=int(row["training_iteration"]),
         best_checkpoint=str(checkpoint),
-        trials=[trial_row(t, job) for t in trials],
+        trials=[trial_row(t, job, standing.get(t.trial_id)) for t in trials],
         wall_s=wall_s,
         checkpoint_bytes=total_bytes,
         checkpoint_bytes_bound=bound * largest,
@@ -138,9 +157,15 @@ def finish(experiment: Experiment, wall_s: float, notes: list[str] | None = None
         pretrained=job.model.pretrained,
         rounds=read_json(lineage) if lineage.is_file() else None,
         notes=list(notes or []),
+        best_interval=_interval_of(standing.get(trial.trial_id)),
+        tied_with_best=[tid for tid, st in standing.items() if st.tied],
     )
     save(outcome)
     return outcome
+
+
+def _interval_of(standing: Standing | None) -> list[float] | None:
+    return None if standing is None or standing.interval is None else standing.interval.as_list()
 
 
 def save(outcome: TuneOutcome) -> None:

@@ -24,6 +24,7 @@ from model.checkpoint import META
 from model.data import has_nsmc
 from model.errors import UserError, short
 from model.files import read_json_object
+from model.predictions import Predictions
 from model.settings import settings
 
 # A driver stopped by Ctrl+C or a kill leaves RUNNING/PENDING trials behind; a run that ended does not
@@ -242,13 +243,17 @@ class Experiment:
         return trial.best_checkpoint(self.job.metric, self.job.mode)
 
     def prune(self, keep_best_trials: int | None) -> int:
-        """Each trial keeps its best checkpoint, and trials outside the best K keep none; bytes freed."""
+        """Each trial keeps its best checkpoint, and trials outside the best K keep none, only that
+        checkpoint's validation predictions; bytes freed."""
         ranked = [t for t, _ in self.ranked()]
         kept = {t.trial_id for t in (ranked if keep_best_trials is None else ranked[:keep_best_trials])}
-        return sum(
-            _remove_all_but(trial.checkpoints(), self.best_checkpoint(trial) if trial.trial_id in kept else None)
-            for trial in self._trials
-        )
+        freed = 0
+        for trial in self._trials:
+            best = self.best_checkpoint(trial)
+            if best is not None and trial.trial_id not in kept and (predictions := Predictions.load(best)):
+                predictions.save(trial.path)  # the trial's best can still be compared (experiment/selection.py)
+            freed += _remove_all_but(trial.checkpoints(), best if trial.trial_id in kept else None)
+        return freed
 
     def checkpoint_bytes(self) -> tuple[int, int]:
         """(bytes of every checkpoint on disk, bytes of the largest one)."""

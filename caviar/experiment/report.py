@@ -17,6 +17,7 @@ from caviar.experiment import plots
 from caviar.experiment.layout import LEADERBOARD_CSV, LEADERBOARD_MD, PLOTS, REPORT_FILE
 from caviar.experiment.record import Experiment
 from caviar.experiment.rows import trial_row
+from caviar.experiment.selection import standings
 from caviar.job.schema import JobSpec
 from model.errors import UserError
 from model.files import write_json_atomically, write_text_atomically
@@ -26,7 +27,10 @@ def leaderboard(experiment: Experiment) -> pd.DataFrame:
     """One row per trial in the experiment's ranking; trials that never reported come last."""
     ranked = [t for t, _ in experiment.ranked()]
     unranked = [t for t in experiment.trials() if t not in ranked]
-    board = pd.DataFrame([trial_row(t, experiment.job).as_columns() for t in ranked + unranked])
+    standing = standings(experiment)
+    board = pd.DataFrame(
+        [trial_row(t, experiment.job, standing.get(t.trial_id)).as_columns() for t in ranked + unranked]
+    )
     board.insert(0, "rank", range(1, len(board) + 1))
     return board
 
@@ -108,6 +112,8 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
             job.metric: _plain(best[f"best_{job.metric}"]),
             "evaluation": _plain(best["best_evaluation"]),
             "checkpoint": best["checkpoint"],
+            "interval": _interval(best),
+            "tied_with_best": [r["trial_id"] for _, r in board.iterrows() if r.get("tied_with_best") in (True,)],
             **({"test_accuracy": _plain(best["test_accuracy"])} if "test_accuracy" in board else {}),
         },
         "trials": [{k: _plain(v) for k, v in row.items()} for _, row in board.iterrows()],
@@ -120,10 +126,16 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
     return report
 
 
+def _interval(row) -> list[float] | None:
+    low, high = _plain(row.get("metric_low")), _plain(row.get("metric_high"))
+    return None if low is None else [low, high]
+
+
 def _table_columns(board: pd.DataFrame, params: list[str], metric: str) -> list[str]:
-    wanted = ["rank", "trial_id", "status", "evaluations", f"best_{metric}", "best_evaluation", "test_accuracy"]
+    wanted = ["rank", "trial_id", "status", "evaluations", f"best_{metric}", "metric_low", "metric_high"]
+    wanted += ["vs_best", "tied_with_best", "best_evaluation", "test_accuracy"]
     marked = ["damaged"] if board["damaged"].notna().any() else []  # named in full in the notes below it
-    return [c for c in wanted if c in board] + params + marked
+    return [c for c in wanted if c in board and board[c].notna().any()] + params + marked
 
 
 def _plain(value):

@@ -6,6 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from caviar.experiment.record import TrialRecord, folder_bytes
+from caviar.experiment.selection import Standing
 from caviar.job.schema import JobSpec
 
 
@@ -28,6 +29,12 @@ class TrialRow:
     gpu_s: float
     checkpoint_bytes: int
     checkpoint: str  # its best checkpoint, "" when none was kept
+    metric_low: float | None = None  # best_metric's 95% interval (experiment/intervals.py)
+    metric_high: float | None = None
+    vs_best: float | None = None  # this trial minus the leader, paired on the same reviews (top K)
+    vs_best_low: float | None = None
+    vs_best_high: float | None = None
+    tied_with_best: bool | None = None  # the paired interval holds 0
     params: dict = field(default_factory=dict)  # sampled values by dotted key
     error: str | None = None
     damaged: str | None = None  # a damaged checkpoint it passed over (the report goes on without it)
@@ -53,7 +60,7 @@ class TrialRow:
         }
 
 
-def trial_row(trial: TrialRecord, job: JobSpec) -> TrialRow:
+def trial_row(trial: TrialRecord, job: JobSpec, standing: Standing | None = None) -> TrialRow:
     best = trial.best_row(job.metric, job.mode)
     wall = float(trial.history.iloc[-1].get("time_total_s", math.nan)) if len(trial.history) else math.nan
     checkpoint = trial.best_checkpoint(job.metric, job.mode)
@@ -75,7 +82,23 @@ def trial_row(trial: TrialRecord, job: JobSpec) -> TrialRow:
         gpu_s=wall * job.resources_per_trial.gpu,
         checkpoint_bytes=sum(folder_bytes(c) for c in trial.checkpoints()),
         checkpoint=str(checkpoint) if checkpoint else "",
+        **_interval_fields(standing),
         params=trial.params,
         error=trial.error,
         damaged="; ".join(trial.damage) or None,
     )
+
+
+def _interval_fields(standing: Standing | None) -> dict:
+    fields = {}
+    if standing is not None and standing.interval is not None:
+        fields |= {"metric_low": standing.interval.low, "metric_high": standing.interval.high}
+    if standing is not None and standing.vs_best is not None:
+        diff = standing.vs_best
+        fields |= {
+            "vs_best": diff.value,
+            "vs_best_low": diff.low,
+            "vs_best_high": diff.high,
+            "tied_with_best": diff.tied,
+        }
+    return fields

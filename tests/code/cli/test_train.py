@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -84,6 +85,10 @@ def test_train_end_to_end_json(cli, tmp_path):
     assert (tmp_path / "run" / "checkpoint" / "model.safetensors").is_file()
     assert json.loads((tmp_path / "run" / "result.json").read_text())["checkpoint"] == summary["checkpoint"]
     assert "val_accuracy" in proc.stderr  # the per-evaluation lines
+    # issue 31, item 6: each evaluation line and the result carry the 95% interval
+    low, high = summary["best_interval"]
+    assert low <= summary[summary["metric"]] <= high and summary["confidence"] == 0.95
+    assert re.search(r"val_accuracy 0\.\d{4} \[0\.\d{4}, [01]\.\d{4}\]", proc.stderr), proc.stderr[-1500:]
 
 
 def test_lr_find_cli_writes_json_and_plot(cli, tmp_path):
