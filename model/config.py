@@ -71,6 +71,13 @@ class Strict(BaseModel):
 class DataConfig(Strict):
     dir: str | None = Field(None, description="folder holding ratings_train.txt/ratings_test.txt; else NSMC_DIR")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="stratified share of the train file held out")
+    gate: float = Field(
+        0.05,
+        ge=0,
+        lt=0.5,
+        description="share of the train file held out for `caviar promote` alone (0: no gate); "
+        "validation chooses within an experiment, the gate decides what replaces the served model",
+    )
     limit: int | None = Field(None, gt=1, description="stratified subset of the train file (quick jobs)")
     test_limit: int | None = Field(None, gt=1, description="stratified subset of the test file (quick jobs)")
     seed: int = Field(0, description="split seed; fixed across trials so they share one validation set")
@@ -79,6 +86,9 @@ class DataConfig(Strict):
     )
     fingerprint: str | None = Field(
         None, description="sha256 of both files; a run records it, and reading the data again checks it"
+    )
+    train_fingerprint: str | None = Field(
+        None, description="sha256 of the train file alone: what the gate checks without opening the test file"
     )
 
 

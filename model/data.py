@@ -10,7 +10,7 @@ import hashlib
 import logging
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +136,8 @@ def _check_header(path: Path, raw: bytes) -> None:
 def stratified_pick(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Indices of n rows keeping the label balance, chosen reproducibly by seed."""
     rng = np.random.default_rng(seed)
+    if len(labels) == 0:
+        return np.array([], dtype=np.int64)
     picked = []
     for label in np.unique(labels):
         rows = np.flatnonzero(labels == label)
@@ -160,20 +162,55 @@ class Splits:
     val: pd.DataFrame
     test: pd.DataFrame
     fingerprint: str
+    gate: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"document": [], "label": []}))
+    train_fingerprint: str | None = None
+
+
+def train_parts(cfg: DataConfig, full: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of the train file are validation and which the gate (boolean masks): stratified,
+    fixed by the split seed, disjoint, and the same whether or not the test file is read."""
+    labels = full.label.to_numpy()
+    is_val = np.zeros(len(full), dtype=bool)
+    is_val[stratified_pick(labels, max(2, round(len(full) * cfg.val_fraction)), cfg.seed + 1)] = True
+    is_gate = np.zeros(len(full), dtype=bool)
+    if cfg.gate > 0:
+        rest = np.flatnonzero(~is_val)
+        n = min(max(2, round(len(full) * cfg.gate)), len(rest))
+        is_gate[rest[stratified_pick(labels[rest], n, cfg.seed + 2)]] = True
+    return is_val, is_gate
+
+
+def limited_train_file(cfg: DataConfig, folder: Path) -> pd.DataFrame:
+    """The train file, or its stratified `data.limit` subset, which the splits are drawn from."""
+    full = read_reviews(folder / TRAIN_FILE)
+    if cfg.limit is not None and cfg.limit < len(full):
+        full = full.iloc[stratified_pick(full.label.to_numpy(), cfg.limit, cfg.seed)].reset_index(drop=True)
+    return full
+
+
+def load_gate(cfg: DataConfig) -> tuple[pd.DataFrame, str]:
+    """The gate split and the train file's sha256, reading the train file alone: what promotion
+    decides on, with the test file never opened."""
+    folder = locate_nsmc(cfg)
+    found = fingerprint([folder / TRAIN_FILE])
+    if cfg.train_fingerprint is not None and found != cfg.train_fingerprint:
+        raise UserError(
+            f"{folder / TRAIN_FILE}: changed since the run recorded it (fingerprint {found[:12]}, "
+            f"recorded {cfg.train_fingerprint[:12]}); point NSMC_DIR at the data the run used"
+        )
+    full = limited_train_file(cfg, folder)
+    _, is_gate = train_parts(cfg, full)
+    return full[is_gate].reset_index(drop=True), found
 
 
 def load_splits(cfg: DataConfig) -> Splits:
-    """Train/val from the train file (stratified, seeded); the test file only ever reports."""
+    """Train, validation and gate from the train file (stratified, seeded); the test file only ever reports."""
     folder = locate_nsmc(cfg)
-    full = read_reviews(folder / TRAIN_FILE)
+    full = limited_train_file(cfg, folder)
     test = read_reviews(folder / TEST_FILE)
-    if cfg.limit is not None and cfg.limit < len(full):
-        full = full.iloc[stratified_pick(full.label.to_numpy(), cfg.limit, cfg.seed)].reset_index(drop=True)
     if cfg.test_limit is not None and cfg.test_limit < len(test):
         test = test.iloc[stratified_pick(test.label.to_numpy(), cfg.test_limit, cfg.seed)].reset_index(drop=True)
-    val_rows = stratified_pick(full.label.to_numpy(), max(2, round(len(full) * cfg.val_fraction)), cfg.seed + 1)
-    is_val = np.zeros(len(full), dtype=bool)
-    is_val[val_rows] = True
+    is_val, is_gate = train_parts(cfg, full)
     found = fingerprint([folder / TRAIN_FILE, folder / TEST_FILE])
     if cfg.fingerprint is not None and found != cfg.fingerprint:
         raise UserError(
@@ -181,13 +218,22 @@ def load_splits(cfg: DataConfig) -> Splits:
             f"recorded {cfg.fingerprint[:12]}); point NSMC_DIR at the data the run used"
         )
     splits = Splits(
-        train=full[~is_val].reset_index(drop=True),
+        train=full[~is_val & ~is_gate].reset_index(drop=True),
         val=full[is_val].reset_index(drop=True),
         test=test,
         fingerprint=found,
+        gate=full[is_gate].reset_index(drop=True),
+        train_fingerprint=fingerprint([folder / TRAIN_FILE]),
     )
     check_splits(splits, folder / TRAIN_FILE)
-    log.info("data %s: train %d, val %d, test %d", folder, len(splits.train), len(splits.val), len(splits.test))
+    log.info(
+        "data %s: train %d, val %d, gate %d, test %d",
+        folder,
+        len(splits.train),
+        len(splits.val),
+        len(splits.gate),
+        len(splits.test),
+    )
     return splits
 
 

@@ -114,6 +114,22 @@ def experiment(tmp_path_factory) -> Path:
     return copied
 
 
+def variant_of(experiment: Path, folder: Path, nudge: float = 1e-4) -> Path:
+    """A copy of the experiment whose checkpoints hold other weights (one bias nudged): a second,
+    distinct candidate, since the registry does not promote the same weights twice."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(experiment, folder)
+    for weights in folder.glob("*/checkpoint_*/model.safetensors"):
+        tensors = load_file(weights)
+        bias = next(k for k in sorted(tensors) if k.endswith("bias"))
+        tensors[bias] = tensors[bias] + nudge
+        save_file(tensors, weights, metadata={"format": "pt"})
+    return folder
+
+
 @pytest.fixture(scope="session")
 def hub_standin(tmp_path_factory) -> Path:
     """A folder shaped like a hub download (klue/bert-base's path without the download): config,

@@ -40,12 +40,13 @@ def promote_cmd(
     experiment: Path = typer.Argument(..., help="results/<experiment>, or results/train/<run> from caviar train"),
     name: str = typer.Option("nsmc-sentiment", help="registry name"),
     force: bool = typer.Option(
-        False, "--force", help="promote even if its test accuracy is below the current version's"
+        False, "--force", help="promote even if the gate split shows no gain over the version in service"
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Copy the best checkpoint into results/registry/<name>/v<N> and point `current` at it. After
-    `caviar reseed`, the best seed of the configuration with the best mean is promoted."""
+    """Copy the best checkpoint into results/registry/<name>/v<N> and point `current` at it, if it beats
+    the version in service on the gate split (paired 95%). After `caviar reseed`, the best seed of the
+    configuration with the best mean is the candidate."""
     from caviar.registry.promote import promote
     from caviar.registry.store import Refused
 

@@ -95,10 +95,22 @@ class RefineSpec(Strict):
 
 
 class FinalSpec(Strict):
-    """Seed re-runs before promotion (`caviar promote --reseed S` does the same)."""
+    """Seed re-runs before promotion (`caviar reseed` does the same after the search)."""
 
     seeds: int | None = Field(None, ge=2, description="re-train the top configurations with this many seeds")
     top_k: int = Field(3, ge=1, description="configurations re-trained")
+
+
+class PromoteSpec(Strict):
+    """What `caviar promote` asks of a candidate before it replaces the served version."""
+
+    min_gain: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="gate accuracy the candidate must gain (0.005 = half a point): the paired 95% "
+        "interval of its gain over the current version must lie above this",
+    )
 
 
 class LrFindSpec(Strict):
@@ -161,6 +173,7 @@ class JobSpec(TrialConfig):
     refine: RefineSpec = Field(default_factory=lambda: RefineSpec(), description="how rounds narrow the space")
     lr_find: LrFindSpec = Field(default_factory=LrFindSpec, description="the LR range test's settings")
     final: FinalSpec = Field(default_factory=lambda: FinalSpec(), description="seed re-runs after the search")
+    promote: PromoteSpec = Field(default_factory=PromoteSpec, description="what promotion asks of a candidate")
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="stage 0's masked-LM settings")
     stages: Stages = Field(default_factory=Stages, description="set by the YAML shorthands; see Stages")
 

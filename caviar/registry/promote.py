@@ -18,7 +18,8 @@ from caviar.experiment.record import Experiment
 from caviar.job.loading import validate
 from caviar.job.schema import JobSpec
 from caviar.registry import store as registry
-from model.checkpoint import META, is_checkpoint
+from caviar.registry.gate import gate
+from model.checkpoint import META, WEIGHTS, is_checkpoint
 from model.data import load_splits
 from model.errors import UserError
 from model.evaluate import Metrics, evaluate_checkpoint
@@ -35,11 +36,18 @@ class Promotion:
     val_accuracy: float | None
     forced: bool
     reseed: dict | None  # the card's summary of the seed re-runs the choice came from
+    already: bool = False  # the checkpoint was already this version: nothing new was made
+    gate: dict | None = None  # what decided it (registry/gate.py's GateResult), None if forced without one
 
     def as_json(self) -> dict:
         return asdict(self)
 
     def describe(self) -> list[str]:
+        if self.already:
+            return [
+                f"{self.name}/{self.version} already holds this checkpoint (the same weights); "
+                f"no new version made, current is {self.previous or 'none'}"
+            ]
         lines = [
             f"  config {c['rank']} ({c['source_trial']}): val {c['val_mean']:.4f} ± {c['val_std']:.4f}  "
             f"test {c['test_mean']:.4f} ± {c['test_std']:.4f}"
@@ -47,9 +55,24 @@ class Promotion:
         ]
         return [
             *lines,
-            f"promoted {self.name}/{self.version} (test_accuracy {self.test_accuracy:.4f}); "
-            f"current was {self.previous or 'none'}",
+            f"promoted {self.name}/{self.version}: {self._decided()}; current was {self.previous or 'none'}",
         ]
+
+    def _decided(self) -> str:
+        gate, test = self.gate, f"test_accuracy {self.test_accuracy:.4f} (reported only)"
+        if gate is None:
+            return f"no gate split (forced); {test}"
+        if gate["against"] is None and gate["candidate_accuracy"] is None:
+            return f"the first version, no gate split; {test}"
+        if gate["against"] is None:
+            accuracy, reviews = gate["candidate_accuracy"], gate["reviews"]
+            return f"the first version, gate accuracy {accuracy:.4f} on {reviews:,} reviews; {test}"
+        low, high = gate["interval"]
+        forced = "" if gate["passed"] else ", below the gate but forced"
+        return (
+            f"gate {gate['gain'] * 100:+.2f} points [{low * 100:+.2f}, {high * 100:+.2f}] on "
+            f"{gate['reviews']:,} reviews against {gate['against']}{forced}; {test}"
+        )
 
 
 @dataclass
@@ -66,28 +89,38 @@ def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | N
     root = Path(root or registry.registry_root())
     model_dir = registry.model_dir_of(name, root)  # checked before any work: the name must stay inside
     candidate = _train_run(experiment_dir) if (experiment_dir / TRAIN_RESULT).is_file() else _best_of(experiment_dir)
+    weights = registry.sha256(candidate.checkpoint / WEIGHTS)
+    if (held := registry.version_holding(model_dir, weights)) is not None:
+        return _already(name, model_dir, held)
     saved = read_json_object(candidate.checkpoint / META)
     meta = saved.get("metrics", {})
-    splits = load_splits(candidate.job.data)
-    spread = candidate.spread
-    test = (
-        Metrics(**spread["best_run"]["test_metrics"])
-        if spread
-        else evaluate_checkpoint(candidate.checkpoint, splits.test)
-    )
 
     unchanged = "the registry is unchanged; promote again once there is room"
     check_room(root, sum(f.stat().st_size for f in registry.serving_files(candidate.checkpoint)) + 2**20, unchanged)
     with registry.locked(model_dir), out_of_space_is_one_line(model_dir, unchanged):
+        if (held := registry.version_holding(model_dir, weights)) is not None:  # promoted meanwhile
+            return _already(name, model_dir, held)
         previous = registry.current_version(model_dir)
-        if previous is not None and not force:
-            old = registry.read_card(model_dir / previous).get("test", {}).get("accuracy", -1.0)
-            if test.accuracy < old:
-                raise registry.Refused(
-                    f"candidate test_accuracy {test.accuracy:.4f} is below {name}/{previous}'s {old:.4f}; "
-                    "not promoted (--force promotes it anyway)"
-                )
-        card = _card(name, candidate, experiment_dir, saved, meta, test, splits, previous, root)
+        current = model_dir / previous if previous else None
+        try:
+            decision = gate(
+                candidate.checkpoint, candidate.job, current, registry.read_card(current) if current else None
+            )
+        except UserError:
+            if not force:
+                raise
+            decision = None  # no gate split, and --force: promoted without one
+        if decision is not None and not decision.passed and not force:
+            raise registry.Refused(decision.refusal())
+        # the test file is read only now, after the decision, and only to report
+        splits = load_splits(candidate.job.data)
+        spread = candidate.spread
+        test = (
+            Metrics(**spread["best_run"]["test_metrics"])
+            if spread
+            else evaluate_checkpoint(candidate.checkpoint, splits.test)
+        )
+        card = _card(name, candidate, experiment_dir, saved, meta, test, splits, previous, root, decision)
         version = registry.add_version(model_dir, candidate.checkpoint, card)
         registry.set_current(model_dir, version)
     return Promotion(
@@ -99,6 +132,23 @@ def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | N
         val_accuracy=meta.get("val_accuracy"),
         forced=bool(force and previous),
         reseed=card.get("reseed"),
+        gate=None if decision is None else decision.as_card(),
+    )
+
+
+def _already(name: str, model_dir: Path, version: str) -> Promotion:
+    """The version that holds the candidate's weights, told as a promotion that made nothing."""
+    card = registry.read_card(model_dir / version)
+    return Promotion(
+        name=name,
+        version=version,
+        path=str(model_dir / version),
+        previous=registry.current_version(model_dir),
+        test_accuracy=card.get("test", {}).get("accuracy", float("nan")),
+        val_accuracy=card.get("val", {}).get("val_accuracy"),
+        forced=False,
+        reseed=card.get("reseed"),
+        already=True,
     )
 
 
@@ -135,7 +185,14 @@ def _best_of(experiment_dir: Path) -> _Candidate:
     return _Candidate(experiment.job, trial.trial_id, trial.params, checkpoint, spread)
 
 
-def _card(name, candidate: _Candidate, experiment_dir, saved, meta, test, splits, previous, root) -> dict:
+ROLES = {
+    "val": "chose this checkpoint within its experiment, so it is optimistic",
+    "gate": "decided the promotion against the version in service: unbiased for that choice",
+    "test": "reported only; it chose nothing",
+}
+
+
+def _card(name, candidate: _Candidate, experiment_dir, saved, meta, test, splits, previous, root, decision) -> dict:
     return {
         "name": name,
         "job": candidate.job.name,
@@ -151,6 +208,8 @@ def _card(name, candidate: _Candidate, experiment_dir, saved, meta, test, splits
             "confusion": test.confusion,
             "examples": len(splits.test),
         },
+        "gate": None if decision is None else decision.as_card(),
+        "roles": ROLES,
         "data_fingerprint": splits.fingerprint,
         "pretrained": _card_origin(saved.get("pretrained"), root),
         "packages": registry.package_versions(),

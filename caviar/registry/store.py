@@ -30,6 +30,7 @@ from model.checkpoint import CONFIG, META, STATE, TOKENIZER, WEIGHTS
 from model.config import SAFE_NAME, check_safe_name
 from model.errors import UserError, short
 from model.files import process_alive, read_json_object, write_json_atomically
+from model.predictions import PREDICTIONS
 
 CARD = "model_card.json"
 CURRENT = "current"
@@ -166,9 +167,23 @@ def sweep_leftovers(model_dir: Path) -> list[str]:
     return removed
 
 
+def version_holding(model_dir: Path, weights_sha256: str) -> str | None:
+    """The version whose weights are these (a checkpoint promoted twice); damaged cards are skipped."""
+    if not model_dir.is_dir():
+        return None
+    for version in versions(model_dir):
+        try:
+            if read_card(model_dir / version)["files"].get(WEIGHTS) == weights_sha256:
+                return version
+        except UserError:
+            continue
+    return None
+
+
 def serving_files(checkpoint: Path) -> list[Path]:
-    """What a version holds of a checkpoint: everything but the optimizer state."""
-    return sorted(p for p in Path(checkpoint).iterdir() if p.is_file() and p.name != STATE)
+    """What a version holds of a checkpoint: everything but the optimizer state and the validation
+    predictions (which only compare checkpoints within an experiment)."""
+    return sorted(p for p in Path(checkpoint).iterdir() if p.is_file() and p.name not in (STATE, PREDICTIONS))
 
 
 def add_version(model_dir: Path, checkpoint: Path, card: dict) -> str:

@@ -68,7 +68,12 @@ def resolve(job: JobSpec) -> Resolved:
     splits = load_splits(data)
     storage = Storage.of(job.storage).root
     job = job.model_copy(
-        update={"data": data.model_copy(update={"fingerprint": splits.fingerprint}), "storage": storage}
+        update={
+            "data": data.model_copy(
+                update={"fingerprint": splits.fingerprint, "train_fingerprint": splits.train_fingerprint}
+            ),
+            "storage": storage,
+        }
     )
     leave_job_working_dir()  # inside a Ray job; every path the job holds is absolute by now
     return Resolved(job, splits)

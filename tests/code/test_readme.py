@@ -21,7 +21,7 @@ import typer
 
 from caviar.cli.main import app
 from caviar.job.loading import load_job
-from tests.conftest import FIXTURE_NSMC
+from tests.conftest import FIXTURE_NSMC, variant_of
 
 ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
@@ -87,7 +87,7 @@ def runner(cli, experiment, tmp_path, monkeypatch):
     monkeypatch.delenv("NSMC_DIR", raising=False)
     monkeypatch.setenv("CAVIAR_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.chdir(ROOT)
-    made: dict[str, str] = {"<experiment>": str(experiment)}
+    made: dict[str, str] = {"<experiment>": str(experiment), "<variant>": str(variant_of(experiment, tmp_path / "v"))}
 
     def run(line: str):
         for placeholder, value in made.items():
@@ -111,7 +111,10 @@ def test_the_readme_commands_that_finish_in_seconds_run_as_printed(runner):
         c for c in readme_commands() if c.startswith(".venv/bin/caviar ") and c.split()[1] in RUN_SMOKE + RUN_AS_PRINTED
     ]
     assert any(" rollback " in c for c in lines) and any(" promote " in c for c in lines)
-    runner(".venv/bin/caviar promote results/<experiment>")  # a version before the README's own, for rollback
+    # a version for `registry rollback` to go back to, then the experiment itself: the README's own
+    # promote then finds its checkpoint already promoted (the gate is test_gate.py's)
+    runner(".venv/bin/caviar promote results/<variant> --force")
+    runner(".venv/bin/caviar promote results/<experiment> --force")
     outputs = {line: runner(line).stdout for line in lines}
     assert "| rank |" in outputs[next(c for c in lines if " report " in c)]
     predicted = outputs[next(c for c in lines if " predict " in c)]

@@ -55,16 +55,21 @@ def test_split_is_stratified_seeded_and_disjoint():
     cfg = DataConfig(dir=str(FIXTURE_NSMC), val_fraction=0.25, seed=3)
     a, b = nsmc.load_splits(cfg), nsmc.load_splits(cfg)
     assert set(a.train.id).isdisjoint(a.val.id)
-    assert len(a.train) + len(a.val) == 240
-    assert a.val.label.mean() == pytest.approx(0.5, abs=0.02)
-    assert list(a.val.id) == list(b.val.id)
+    assert set(a.gate.id).isdisjoint(set(a.train.id) | set(a.val.id))  # issue 31: the gate is neither
+    assert (len(a.train), len(a.val), len(a.gate)) == (168, 60, 12)  # 240 = the rest, 25%, 5%
+    assert a.val.label.mean() == pytest.approx(0.5, abs=0.02) and a.gate.label.mean() == pytest.approx(0.5)
+    assert list(a.val.id) == list(b.val.id) and list(a.gate.id) == list(b.gate.id)
     other = nsmc.load_splits(cfg.model_copy(update={"seed": 4}))
-    assert list(other.val.id) != list(a.val.id)
+    assert list(other.val.id) != list(a.val.id) and list(other.gate.id) != list(a.gate.id)
+    gate, train_sha = nsmc.load_gate(cfg)  # what promotion reads: the same reviews, the train file alone
+    assert list(gate.id) == list(a.gate.id) and train_sha == a.train_fingerprint
+    no_gate = nsmc.load_splits(cfg.model_copy(update={"gate": 0.0}))
+    assert len(no_gate.gate) == 0 and len(no_gate.train) == 180
 
 
 def test_limit_takes_a_stratified_subset():
     splits = nsmc.load_splits(DataConfig(dir=str(FIXTURE_NSMC), limit=100, test_limit=40))
-    assert len(splits.train) + len(splits.val) == 100
+    assert len(splits.train) + len(splits.val) + len(splits.gate) == 100
     assert len(splits.test) == 40
     assert np.mean(list(splits.train.label) + list(splits.val.label)) == pytest.approx(0.5)
 
@@ -163,7 +168,7 @@ def test_a_single_class_train_file_is_refused(tmp_path):
     """Issue 9.22: it would train silently to val_accuracy 1.0."""
     write(tmp_path, ["id\tdocument\tlabel"] + [f"{i}\t좋은 영화 {i}\t1" for i in range(300)])
     shutil.copy(FIXTURE_NSMC / "ratings_test.txt", tmp_path / "ratings_test.txt")
-    with pytest.raises(UserError, match=r"the train split holds 0 부정, 270 긍정; a classifier needs both labels"):
+    with pytest.raises(UserError, match=r"the train split holds 0 부정, 255 긍정; a classifier needs both labels"):
         nsmc.load_splits(DataConfig(dir=str(tmp_path)))
 
 
@@ -172,7 +177,7 @@ def test_heavy_duplication_is_warned_with_counts(tmp_path, caplog):
     write(tmp_path, ["id\tdocument\tlabel", *rows])
     shutil.copy(FIXTURE_NSMC / "ratings_test.txt", tmp_path / "ratings_test.txt")
     nsmc.load_splits(DataConfig(dir=str(tmp_path)))
-    assert "240 of 270 train reviews (89%) repeat an earlier one" in caplog.text
+    assert "224 of 254 train reviews (88%) repeat an earlier one" in caplog.text  # 300 less val (30) and gate (15)
 
 
 def test_a_line_far_longer_than_a_review_is_a_bad_row(tmp_path, caplog):

@@ -20,7 +20,7 @@ from caviar.registry.promote import promote
 from caviar.serving.app import create_app
 from model.errors import UserError
 from model.predict import Predictor
-from tests.conftest import FIXTURE_NSMC
+from tests.conftest import FIXTURE_NSMC, variant_of
 
 pytestmark = pytest.mark.slow
 
@@ -72,9 +72,9 @@ def test_report_cli_prints_a_table(cli, experiment):
     assert cli("report", experiment.parent / "nope").returncode == 2
 
 
-def test_promote_twice_then_rollback(experiment, registry_dir):
+def test_promote_twice_then_rollback(experiment, registry_dir, tmp_path):
     first = promote(experiment, "nsmc")
-    second = promote(experiment, "nsmc")  # equal test accuracy is not worse
+    second = promote(variant_of(experiment, tmp_path / "variant"), "nsmc", force=True)  # it ties: forced
     model_dir = registry_dir / "nsmc"
     assert (first.version, second.version) == ("v1", "v2")
     assert registry.current_version(model_dir) == "v2"
@@ -86,23 +86,39 @@ def test_promote_twice_then_rollback(experiment, registry_dir):
     Predictor.from_checkpoint(model_dir / "current")
 
 
-def test_a_worse_model_is_refused_unless_forced(cli, experiment, registry_dir):
+def test_promoting_the_same_checkpoint_again_names_its_version_and_makes_none(cli, experiment, registry_dir):
+    """Issue 31, item 3: a second promotion of the same experiment made a second copy of the same weights."""
     promote(experiment, "nsmc")
+    again = cli("promote", experiment, "--name", "nsmc", "--json")
+    assert again.returncode == 0, again.stderr
+    assert "nsmc/v1 already holds this checkpoint" in again.stdout + again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1])["already"] is True
+    copied = shutil.copytree(experiment, registry_dir.parent / "copied")  # a copied folder is the same checkpoint
+    assert promote(copied, "nsmc").already
+    assert registry.versions(registry_dir / "nsmc") == ["v1"]
+
+
+def test_the_test_file_no_longer_decides_a_promotion(cli, experiment, registry_dir, tmp_path):
+    """Issue 31, item 3: with the old gate, a version in service scored 0.0 on test was replaced by
+    anything; now the gate decides, and a candidate that ties with v1 on it is refused, unless forced."""
+    promote(experiment, "nsmc")
+    experiment = variant_of(experiment, tmp_path / "variant")
     card_path = registry_dir / "nsmc" / "v1" / registry.CARD
     card = json.loads(card_path.read_text())
-    card["test"]["accuracy"] = 1.01  # make the current version look unbeatable
+    card["test"]["accuracy"] = 0.0  # the test score of the version in service: it plays no part
     card_path.write_text(json.dumps(card))
     proc = cli("promote", experiment, "--name", "nsmc")
     assert proc.returncode == 1
-    assert "is below nsmc/v1's 1.0100; not promoted" in proc.stderr
+    assert "not promoted: +0.00 points [+0.00, +0.00] on 12 gate reviews against v1; --force" in proc.stderr
     assert registry.current_version(registry_dir / "nsmc") == "v1"
     proc = cli("promote", experiment, "--name", "nsmc", "--force")
     assert proc.returncode == 0, proc.stderr
     assert registry.current_version(registry_dir / "nsmc") == "v2"
 
 
-def test_a_crash_mid_promotion_leaves_current_intact(experiment, registry_dir, monkeypatch):
+def test_a_crash_mid_promotion_leaves_current_intact(experiment, registry_dir, monkeypatch, tmp_path):
     promote(experiment, "nsmc")
+    experiment = variant_of(experiment, tmp_path / "variant")
     calls = []
 
     def copy_then_crash(src, dst, *a, **k):
@@ -113,7 +129,7 @@ def test_a_crash_mid_promotion_leaves_current_intact(experiment, registry_dir, m
 
     monkeypatch.setattr(registry.shutil, "copy2", copy_then_crash)
     with pytest.raises(OSError, match="injected"):
-        promote(experiment, "nsmc")
+        promote(experiment, "nsmc", force=True)
     model_dir = registry_dir / "nsmc"
     assert registry.current_version(model_dir) == "v1"
     assert registry.versions(model_dir) == ["v1"]
@@ -215,10 +231,10 @@ DAMAGED_CARDS = [
 
 
 @pytest.mark.parametrize(("card", "message"), DAMAGED_CARDS)
-def test_a_damaged_card_is_one_line(cli, experiment, registry_dir, card, message):
+def test_a_damaged_card_is_one_line(cli, experiment, registry_dir, card, message, tmp_path):
     """Issue 9.11 and 9.12: one line and exit 2 everywhere; `registry list` still lists the rest."""
     promote(experiment, "nsmc")
-    promote(experiment, "nsmc")
+    promote(variant_of(experiment, tmp_path / "variant"), "nsmc", force=True)  # a tie with v1: forced
     card_file = registry_dir / "nsmc" / "v2" / registry.CARD
     os.chmod(card_file, 0o644)
     card_file.write_text(card)
@@ -239,7 +255,7 @@ def test_a_damaged_card_is_one_line(cli, experiment, registry_dir, card, message
     assert registry.rollback(registry_dir / "nsmc") == "v1"
 
 
-def test_a_killed_promotions_leftovers_are_swept(experiment, registry_dir):
+def test_a_killed_promotions_leftovers_are_swept(experiment, registry_dir, tmp_path):
     """Issue 9.13: only those whose process is gone."""
     promote(experiment, "nsmc")
     model_dir = registry_dir / "nsmc"
@@ -250,23 +266,19 @@ def test_a_killed_promotions_leftovers_are_swept(experiment, registry_dir):
     os.symlink("v1", model_dir / f".current.{dead_pid}.tmp")
     live = model_dir / f".v9.{os.getppid()}.tmp"  # a process that is still running
     live.mkdir()
-    promote(experiment, "nsmc")
+    promote(variant_of(experiment, tmp_path / "variant"), "nsmc", force=True)  # a tie with v1: forced
     assert sorted(p.name for p in model_dir.iterdir() if p.name.startswith(".")) == sorted([registry.LOCK, live.name])
 
 
-def test_concurrent_promotions_get_their_own_numbers(experiment, registry_dir):
+def test_concurrent_promotions_get_their_own_numbers(experiment, registry_dir, tmp_path):
     """Issue 9.14: the lock spans choosing v<N> and swapping `current`, so `previous` is never shared."""
     promote(experiment, "nsmc")
-    cmd = [
-        sys.executable,
-        "-c",
-        "from caviar.cli.main import main; main()",
-        "promote",
-        str(experiment),
-        "--name",
-        "nsmc",
+    variants = [variant_of(experiment, tmp_path / f"variant{i}", nudge=1e-4 * (i + 1)) for i in range(3)]
+    cmd = [sys.executable, "-c", "from caviar.cli.main import main; main()", "promote"]
+    procs = [
+        subprocess.Popen([*cmd, str(folder), "--name", "nsmc", "--force"], stderr=subprocess.PIPE, text=True)
+        for folder in variants
     ]
-    procs = [subprocess.Popen([*cmd, "--force"], stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for proc in procs:
         assert proc.wait(timeout=120) == 0, proc.stderr.read()
     model_dir = registry_dir / "nsmc"
@@ -388,3 +400,34 @@ def test_a_damaged_checkpoint_card_marks_its_trial_and_the_report_goes_on(cli, e
         assert promoted.returncode == 0, promoted.stderr[-1500:]
         card = json.loads((registry_dir / "damaged-test" / "v1" / "model_card.json").read_text())
         assert card["val"]["step"] == json.loads((readable / "caviar.json").read_text())["metrics"]["step"]
+
+
+def test_every_trial_has_an_interval_and_the_top_ones_a_paired_difference(cli, experiment, tmp_path):
+    """Issue 31, items 1-2: each kept checkpoint carries its validation predictions; the outcome, the
+    leaderboard and report.json give the 95% interval, the paired difference and the ties."""
+    outcome = json.loads((experiment / "caviar_tune.json").read_text())
+    low, high = outcome["best_interval"]
+    assert low <= outcome["best_val_accuracy"] <= high and high - low < 0.5
+    rows = {t["trial_id"]: t for t in outcome["trials"]}
+    assert set(outcome["tied_with_best"]) <= set(rows) - {outcome["best_trial"]}
+    compared = [t for t in rows.values() if "vs_best" in t and t["vs_best"] is not None]
+    assert compared, "the trials behind the leader are compared with it"
+    for row in compared:
+        assert row["vs_best_low"] <= row["vs_best"] <= row["vs_best_high"]
+        assert row["tied_with_best"] == (row["vs_best_low"] <= 0 <= row["vs_best_high"])
+        assert row["tied_with_best"] == (row["trial_id"] in outcome["tied_with_best"])
+    # the trial pruning took the checkpoint of (keep_best_trials 3 of 4) kept its predictions
+    experiment_record = Experiment.load(experiment)
+    pruned = [t for t in experiment_record.trials() if not t.checkpoints() and t.evaluations]
+    assert pruned and all((t.path / "val_predictions.npz").is_file() for t in pruned)
+    assert all(rows[t.trial_id]["metric_low"] is not None for t in pruned)
+
+    copy = Path(shutil.copytree(experiment, tmp_path / "copy"))
+    proc = cli("report", copy, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["best"]["interval"] == pytest.approx([low, high])
+    assert sorted(report["best"]["tied_with_best"]) == sorted(outcome["tied_with_best"])
+    board = pd.read_csv(copy / "leaderboard.csv")
+    assert {"metric_low", "metric_high", "vs_best", "tied_with_best"} <= set(board.columns)
+    assert "metric_low" in proc.stderr and "tied_with_best" in proc.stderr  # the printed table (stderr with --json)

@@ -12,6 +12,7 @@ import pytest
 from caviar.registry import store as registry
 from caviar.registry.promote import promote
 from model.errors import UserError
+from tests.conftest import variant_of
 
 pytestmark = pytest.mark.slow
 
@@ -35,15 +36,17 @@ def test_a_planted_lock_or_version_link_is_refused(cli, experiment, registry_dir
     assert proc.returncode == 2 and "is a link to" in proc.stderr
     (model_dir / registry.LOCK).unlink()
     (model_dir / registry.LOCK).symlink_to(tmp_path / "elsewhere.lock")
-    proc = cli("promote", experiment, "--name", "nsmc")
+    proc = cli("promote", variant_of(experiment, tmp_path / "variant"), "--name", "nsmc", "--force")
     assert proc.returncode == 2 and ".lock: is a link to" in proc.stderr
     assert not (tmp_path / "elsewhere.lock").exists()
 
 
 @pytest.mark.parametrize("target", ["/etc", "../..", "current"])
-def test_a_current_that_leads_elsewhere_is_one_line_and_rollback_to_repairs_it(cli, experiment, registry_dir, target):
+def test_a_current_that_leads_elsewhere_is_one_line_and_rollback_to_repairs_it(
+    cli, experiment, registry_dir, target, tmp_path
+):
     promote(experiment, "nsmc")
-    promote(experiment, "nsmc")
+    promote(variant_of(experiment, tmp_path / "variant"), "nsmc", force=True)  # a tie with v1: forced
     link = registry_dir / "nsmc" / "current"
     link.unlink()
     os.symlink(target, link)

@@ -1,0 +1,94 @@
+"""The promotion gate: the candidate against the version in service, on the same gate reviews.
+
+Validation chose the candidate within its experiment, so its validation score is optimistic, and
+the test file only reports. The gate split (`data.gate`, held out of train and validation, fixed by
+the split seed) decides whether the candidate replaces the served version: both are scored on its
+reviews, and the candidate passes only if the paired 95% interval of its gain in accuracy lies above
+`promote.min_gain`. The gate reads the train file alone; the test file is never opened here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from caviar.experiment.intervals import CONFIDENCE, DRAWS, paired_difference
+from caviar.job.schema import JobSpec
+from model.data import load_gate
+from model.errors import UserError
+from model.predict import Predictor
+
+METHOD = f"paired percentile bootstrap over the gate reviews ({DRAWS:,} resamples, {CONFIDENCE:.0%}); exact McNemar p"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    reviews: int
+    candidate_accuracy: float | None
+    against: str | None = None  # the version in service, if any
+    current_accuracy: float | None = None
+    gain: float | None = None  # candidate minus current, in accuracy (0.01 = one point)
+    interval: list[float] | None = None
+    mcnemar_p: float | None = None
+    min_gain: float = 0.0
+    same_data: bool | None = None  # both trained on the same data files (fingerprints)
+    train_fingerprint: str = ""
+    method: str = METHOD
+
+    @property
+    def passed(self) -> bool:
+        return self.against is None or (self.interval is not None and self.interval[0] > self.min_gain)
+
+    def as_card(self) -> dict:
+        return asdict(self) | {"passed": self.passed}
+
+    def gain_text(self) -> str:
+        low, high = self.interval
+        return (
+            f"{self.gain * 100:+.2f} points [{low * 100:+.2f}, {high * 100:+.2f}] "
+            f"on {self.reviews:,} gate reviews against {self.against}"
+        )
+
+    def refusal(self) -> str:
+        floor = f" (promote.min_gain {self.min_gain * 100:.2f} points)" if self.min_gain else ""
+        other = "" if self.same_data is not False else f"; {self.against} was trained on other data"
+        return f"not promoted: {self.gain_text()}{floor}{other}; --force promotes anyway"
+
+
+def positive_probabilities(folder: Path, texts: list[str]) -> np.ndarray:
+    return Predictor.from_checkpoint(folder).probabilities(texts)
+
+
+def gate(checkpoint: Path, job: JobSpec, current: Path | None, current_card: dict | None) -> GateResult:
+    """Score the candidate (and the version in service, when there is one) on the job's gate split."""
+    reviews, train_fingerprint = load_gate(job.data)
+    if len(reviews) == 0:
+        if current is None:
+            return GateResult(reviews=0, candidate_accuracy=None, train_fingerprint=train_fingerprint)
+        raise UserError(
+            f"data.gate is 0 in job {job.name}: no gate reviews to compare it with {current.name} on; "
+            "--force promotes it anyway"
+        )
+    labels, texts = reviews.label.to_numpy(), reviews.document.tolist()
+    mine = positive_probabilities(checkpoint, texts)
+    accuracy = float(((mine >= 0.5) == (labels == 1)).mean())
+    base = GateResult(reviews=len(reviews), candidate_accuracy=accuracy, train_fingerprint=train_fingerprint)
+    if current is None:
+        return base
+    theirs = positive_probabilities(current, texts)
+    gain = paired_difference("gate_accuracy", labels, theirs, mine)
+    recorded = (current_card or {}).get("data_fingerprint")
+    return GateResult(
+        reviews=len(reviews),
+        candidate_accuracy=accuracy,
+        against=current.name,
+        current_accuracy=float(((theirs >= 0.5) == (labels == 1)).mean()),
+        gain=gain.value,
+        interval=[gain.low, gain.high],
+        mcnemar_p=gain.mcnemar_p,
+        min_gain=job.promote.min_gain,
+        same_data=None if recorded is None else recorded == job.data.fingerprint,
+        train_fingerprint=train_fingerprint,
+    )

@@ -1,0 +1,83 @@
+"""The promotion gate (issue 31, item 3): a model does not beat itself, a clearly better one is
+promoted, and the test file is never opened to decide, checked by the file accesses themselves."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from caviar.registry import store as registry
+from tests.conftest import TINY, tiny_job_yaml
+
+pytestmark = pytest.mark.slow
+_watching: list[list[str]] = []  # while a list is here, the audit hook adds each test-file open to it
+
+
+def _audit(event: str, args: tuple) -> None:
+    if _watching and event == "open" and str(args[0]).endswith("ratings_test.txt"):
+        _watching[-1].append(str(args[0]))
+
+
+sys.addaudithook(_audit)  # an audit hook stays for the process: it records only while watching
+
+
+def opens_of_the_test_file(run) -> tuple[object, list[str]]:
+    _watching.append([])
+    try:
+        return run(), _watching[-1]
+    finally:
+        _watching.pop()
+
+
+def constant_copy(run_dir, folder):
+    """The same run, its classifier made to say 부정 whatever it reads: a clearly weaker model."""
+    shutil.copytree(run_dir, folder)
+    weights = folder / "checkpoint" / "model.safetensors"
+    tensors = load_file(weights)
+    for key in [k for k in tensors if k.startswith("classifier")]:
+        tensors[key] = torch.zeros_like(tensors[key])
+        if key.endswith("bias"):
+            tensors[key][0] = 5.0
+    save_file(tensors, weights, metadata={"format": "pt"})
+    return folder
+
+
+def test_the_gate_decides_on_the_gate_reviews_alone(cli, registry_dir, tmp_path):
+    # 48 gate reviews of the 240; 8 epochs make a model near 85% there, against the weak one's 50%
+    job = tiny_job_yaml(tmp_path / "job.yaml", data={**TINY["data"], "gate": 0.2}, train={**TINY["train"], "epochs": 8})
+    strong = tmp_path / "strong"
+    assert cli("train", job, "--out", strong).returncode == 0
+    weak = constant_copy(strong, tmp_path / "weak")
+
+    first, opened = opens_of_the_test_file(lambda: cli("promote", weak, "--name", "nsmc", "--json"))
+    assert first.returncode == 0, first.stderr
+    assert "the first version, gate accuracy 0.5000 on 48 reviews" in first.stderr  # --json: lines on stderr
+    assert opened, "the test file is read to report, once the decision is made"
+
+    better = cli("promote", strong, "--name", "nsmc", "--json")
+    assert better.returncode == 0, better.stderr
+    gate = json.loads(better.stdout.strip().splitlines()[-1])["gate"]
+    assert gate["against"] == "v1" and gate["passed"] and gate["interval"][0] > 0 and gate["reviews"] == 48
+    card = registry.read_card(registry_dir / "nsmc" / "v2")
+    assert card["gate"]["gain"] == gate["gain"] and set(card["roles"]) == {"val", "gate", "test"}
+
+    itself = constant_copy(strong, tmp_path / "itself")  # then undo the damage: strong's weights, but
+    shutil.copy(strong / "checkpoint" / "model.safetensors", itself / "checkpoint" / "model.safetensors")
+    nudged = load_file(itself / "checkpoint" / "model.safetensors")  # other bytes, the same answers
+    key = next(k for k in sorted(nudged) if k.endswith("bias"))
+    nudged[key] = nudged[key] + 1e-7
+    save_file(nudged, itself / "checkpoint" / "model.safetensors", metadata={"format": "pt"})
+    refused, opened = opens_of_the_test_file(lambda: cli("promote", itself, "--name", "nsmc"))
+    assert refused.returncode == 1
+    assert "not promoted: +0.00 points [+0.00, +0.00] on 48 gate reviews against v2; --force" in refused.stderr
+    assert opened == [], "the gate must decide without opening the test file"
+    assert registry.current_version(registry_dir / "nsmc") == "v2"
+
+    forced = cli("promote", itself, "--name", "nsmc", "--force")
+    assert forced.returncode == 0 and "below the gate but forced" in forced.stdout, forced.stderr
+    assert registry.current_version(registry_dir / "nsmc") == "v3"
