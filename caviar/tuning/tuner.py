@@ -17,6 +17,7 @@ from caviar.tuning.disk_room import reserve_bytes
 from caviar.tuning.ray_compat.atomic_storage import atomic_local_filesystem
 from caviar.tuning.ray_compat.progress import quiet_reporter
 from caviar.tuning.ray_compat.resume_repair import prepare_resume
+from caviar.tuning.ray_compat.scheduler_replay import keep_scheduler_decisions
 from caviar.tuning.ray_compat.tensorboard import TrialTensorBoard
 from caviar.tuning.ray_compat.time_budget import TimeBudget
 from caviar.tuning.search_space import param_space
@@ -50,16 +51,19 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
     from ray import tune
 
     check_tuner_state(folder)
-    plan = prepare_resume(load_trials(folder))
+    records = load_trials(folder)
+    plan = prepare_resume(records)
     for move in plan.moved:
         log.warning("the saved state named a deleted checkpoint; resuming from the newest one: %s", move)
-    return tune.Tuner.restore(
+    tuner = tune.Tuner.restore(
         str(folder),
         trainable_of(job, splits, plan.replay),
         resume_unfinished=True,
         resume_errored=True,
         storage_filesystem=atomic_local_filesystem(),
     )
+    keep_scheduler_decisions(tuner, records, job)
+    return tuner
 
 
 def check_tuner_state(folder: Path) -> None:

@@ -118,3 +118,65 @@ def test_an_address_that_does_not_answer_is_one_line(address, message, monkeypat
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     with pytest.raises(UserError, match=message):
         check_reachable(address)
+
+
+def test_scheduler_replay_canary_ray_still_keeps_asha_rungs_and_the_tuners_config_so():
+    from ray.tune.impl.tuner_internal import TunerInternal
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    scheduler = AsyncHyperBandScheduler(max_t=4, grace_period=1, reduction_factor=2)
+    (bracket,) = scheduler._brackets
+    assert [m for m, recorded in bracket._rungs] == [4, 2, 1] and all(r == {} for _, r in bracket._rungs)
+    assert "self._tune_config = " in inspect.getsource(TunerInternal.__init__)
+
+
+def _asha_decisions(scheduler, feed: list[tuple[str, int, float]]) -> dict[str, int | None]:
+    """Feed (trial, iteration, val_accuracy) results in order, as Ray would (nothing more from a
+    stopped trial); the iteration each trial was stopped at, None for one that ran to the end."""
+    from types import SimpleNamespace
+
+    trials, stopped = {}, {}
+    for trial_id, iteration, value in feed:
+        if stopped.get(trial_id):
+            continue
+        if trial_id not in trials:
+            trials[trial_id] = SimpleNamespace(trial_id=trial_id)
+            scheduler.on_trial_add(None, trials[trial_id])
+        result = {"training_iteration": iteration, "val_accuracy": value}
+        decision = scheduler.on_trial_result(None, trials[trial_id], result)
+        stopped[trial_id] = iteration if decision == "STOP" and iteration < 4 else None
+    return stopped
+
+
+def test_a_resumed_asha_stops_what_the_uninterrupted_run_stopped(tmp_path):
+    """Issue 31, item 5: trials one at a time, killed after b's second evaluation. Rebuilt from the
+    recorded results, ASHA stops c at its first rung as the uninterrupted run did; with the empty
+    rungs Ray restores, c passed that rung."""
+    import pandas as pd
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    from caviar.experiment.record import TrialRecord
+    from caviar.tuning.ray_compat.scheduler_replay import rebuild_rungs
+
+    def asha():
+        scheduler = AsyncHyperBandScheduler(max_t=4, grace_period=1, reduction_factor=2)
+        scheduler.set_search_properties("val_accuracy", "max")
+        return scheduler
+
+    curves = {"a": [0.80, 0.82, 0.84, 0.85], "b": [0.81, 0.83, 0.84, 0.85], "c": [0.55, 0.60, 0.62, 0.63]}
+    feed = [(t, i + 1, v) for t, values in curves.items() for i, v in enumerate(values)]
+    killed_after = feed.index(("b", 2, 0.83)) + 1
+    whole = _asha_decisions(asha(), feed)
+    assert whole == {"a": None, "b": None, "c": 1}
+
+    def record(trial_id: str, rows: int) -> TrialRecord:
+        history = pd.DataFrame({"training_iteration": range(1, rows + 1), "val_accuracy": curves[trial_id][:rows]})
+        return TrialRecord(trial_id, "RUNNING", {}, tmp_path, history, None)
+
+    recorded = [record("a", 4), record("b", 2)]
+    forgetful = _asha_decisions(asha(), feed[killed_after:])
+    assert forgetful["c"] == 2  # what Ray's restored scheduler did: the defect (a rung too late)
+    rebuilt = asha()
+    assert rebuild_rungs(rebuilt, recorded, "val_accuracy", "max", "training_iteration") == 5  # a: 3, b: 2
+    resumed = _asha_decisions(rebuilt, [("a", 4, 0.85), *feed[killed_after:]])  # a re-adds, as on restore
+    assert resumed == whole
