@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from caviar.experiment.intervals import CONFIDENCE, DRAWS, paired_difference
+from caviar.experiment.intervals import CONFIDENCE, DRAWS, metric_on, paired_difference
 from caviar.job.schema import JobSpec
 from model.data import load_gate
 from model.errors import UserError
@@ -73,7 +73,7 @@ def gate(checkpoint: Path, job: JobSpec, current: Path | None, current_card: dic
         )
     labels, texts = reviews.label.to_numpy(), reviews.document.tolist()
     mine = positive_probabilities(checkpoint, texts)
-    accuracy = float(((mine >= 0.5) == (labels == 1)).mean())
+    accuracy = float(metric_on("gate_accuracy", labels, mine)[0])
     base = GateResult(reviews=len(reviews), candidate_accuracy=accuracy, train_fingerprint=train_fingerprint)
     if current is None:
         return base
@@ -84,7 +84,7 @@ def gate(checkpoint: Path, job: JobSpec, current: Path | None, current_card: dic
         reviews=len(reviews),
         candidate_accuracy=accuracy,
         against=current.name,
-        current_accuracy=float(((theirs >= 0.5) == (labels == 1)).mean()),
+        current_accuracy=float(metric_on("gate_accuracy", labels, theirs)[0]),
         gain=gain.value,
         interval=[gain.low, gain.high],
         mcnemar_p=gain.mcnemar_p,

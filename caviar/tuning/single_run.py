@@ -34,8 +34,9 @@ class KeepBest:
 
     def __call__(self, metrics: dict, checkpoint: Path) -> None:
         predictions = Predictions.load(checkpoint)
+        accuracy = None if predictions is None else interval("val_accuracy", *_arrays(predictions))
         if self.echo:
-            shown = "" if predictions is None else " [{:.4f}, {:.4f}]".format(*_interval("val_accuracy", predictions))
+            shown = "" if accuracy is None else " [{:.4f}, {:.4f}]".format(*accuracy.as_list())
             tqdm.write(
                 f"  step {metrics['step']:>6}  epoch {metrics['epoch']:.2f}  train_loss {metrics['train_loss']:.4f}"
                 f"  val_loss {metrics['val_loss']:.4f}  val_accuracy {metrics['val_accuracy']:.4f}{shown}"
@@ -43,16 +44,13 @@ class KeepBest:
             )
         if self.best is None or self.sign * metrics[self.metric] > self.sign * self.best[self.metric]:
             self.best = metrics
-            self.best_interval = None if predictions is None else interval(self.metric, *_arrays(predictions))
+            same = self.metric == "val_accuracy" or predictions is None
+            self.best_interval = accuracy if same else interval(self.metric, *_arrays(predictions))
             write_atomically(self.folder, lambda tmp: shutil.copytree(checkpoint, tmp, dirs_exist_ok=True))
 
 
 def _arrays(predictions: Predictions):
     return predictions.labels, predictions.positive
-
-
-def _interval(metric: str, predictions: Predictions) -> list[float]:
-    return interval(metric, *_arrays(predictions)).as_list()
 
 
 @dataclass
