@@ -6,17 +6,22 @@ To run: caviar serve --name nsmc-sentiment --port 8000
 Pre-processing (validation, serving/schemas.py), prediction (micro-batched, serving/batcher.py) and
 post-processing (labels) are separate steps. The docs (/docs) are served from this machine, not a
 CDN. With CAVIAR_API_KEY set, everything but /health needs the key, /docs and /openapi.json included.
+Serving a registry's `current` (the default), the service follows it: a promotion or a rollback is
+loaded, checked and swapped in while it serves (serving/live.py); every answer's `Caviar-Model`
+header names the version that gave it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import secrets
+import sys
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -25,17 +30,24 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from caviar.registry.store import public_card, verify
 from caviar.serving.batcher import MicroBatcher
 from caviar.serving.limits import BodyLimit, InFlightLimit, uvicorn_limits
+from caviar.serving.live import FOLLOW_EVERY_S, Follower, LoadedModel, follows_registry, load_checked
 from caviar.serving.schemas import ERRORS, UNAUTHORIZED, BatchOut, BatchRequest, PredictionOut, PredictRequest
 from model.device import set_threads
 from model.errors import UserError
-from model.predict import Predictor
 from model.settings import settings
 
 API_KEY_ENV = "CAVIAR_API_KEY"
 API_KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what a Bearer header carries
+MODEL_HEADER = "Caviar-Model"  # <name>/<version> of the model that gave this answer
+ANSWERED_BY = {
+    200: {
+        "headers": {
+            MODEL_HEADER: {"description": "the model that answered, <name>/<version>", "schema": {"type": "string"}}
+        }
+    }
+}
 
 
 def check_api_key(key: str | None) -> bytes | None:
@@ -72,61 +84,90 @@ def _one_line(err: RequestValidationError) -> str:
     return msg if msg.startswith(loc) or not loc else f"{loc}: {msg}"
 
 
-def create_app(model_dir: Path, api_key: str | None = None, threads: int | None = None) -> FastAPI:
-    """Verify every checksum, load the model, and build the app; a corrupt model or key raises UserError."""
+def create_app(
+    model_dir: Path,
+    api_key: str | None = None,
+    threads: int | None = None,
+    follow: bool | None = None,
+    follow_every_s: float = FOLLOW_EVERY_S,
+    log=None,
+) -> FastAPI:
+    """Verify every checksum, load the model, and build the app; a corrupt model or key raises UserError.
+    `follow` (default: when model_dir is a registry's `current`) swaps in each version `current` names."""
     model_dir = Path(model_dir)
     key = check_api_key(api_key)
-    card = verify(model_dir)
-    shown_card = public_card(card)
+    follow = follows_registry(model_dir) if follow is None else follow
+    log = log or _to_stderr
     set_threads(threads)
-    batcher = MicroBatcher(Predictor.from_checkpoint(model_dir))
+    batcher = MicroBatcher(load_checked(model_dir.parent / os.readlink(model_dir) if follow else model_dir))
     app = FastAPI(
         title="caviar sentiment",
         description="NSMC movie-review sentiment: 긍정 (positive) / 부정 (negative)",
-        version=card.get("version", "?"),
-        lifespan=_batching(batcher),
+        version=batcher.model.version,
         docs_url=None,  # served from the swagger-ui-bundle package instead: offline, no CDN
         redoc_url=None,
         openapi_url=None,  # served below, behind the key when there is one
     )
+
+    def serving() -> LoadedModel:
+        return batcher.model
+
+    def swap(loaded: LoadedModel) -> None:
+        batcher.model = loaded  # one assignment: the next batch, /health and /model all see it
+        app.version, app.openapi_schema = loaded.version, None
+
+    follower = Follower(model_dir, serving, swap, log) if follow else None
+    app.router.lifespan_context = _running(batcher, follower, follow_every_s)
     guarded = [Depends(_bearer_check(key))] if key is not None else []  # no key: no security in the schema
     errors = {**ERRORS, **(UNAUTHORIZED if key is not None else {})}
     _local_docs(app, guarded)
     _one_line_errors(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(InFlightLimit)  # added last, so it runs first
-    app.state.model_name = card.get("name", "?")  # the start-up line names what it serves
+    app.state.serving = serving  # the start-up line names what it serves
 
     @app.api_route("/health", methods=["GET", "HEAD"])  # load balancers probe with HEAD; one route, one Allow
     async def health() -> dict:
-        return {"status": "ok", "model": card.get("name"), "version": card.get("version")}
+        return {"status": "ok", "model": serving().name, "version": serving().version}
 
     @app.get("/model", dependencies=guarded, responses={k: v for k, v in errors.items() if k == 401})
     async def model_card() -> dict:
-        return shown_card
+        return serving().shown_card
 
-    @app.post("/predict", response_model=PredictionOut, dependencies=guarded, responses=errors)
-    async def predict(request: PredictRequest) -> dict:
-        (prediction,) = await batcher.predict([request.text])
-        return prediction.as_dict()
+    @app.post("/predict", response_model=PredictionOut, dependencies=guarded, responses={**errors, **ANSWERED_BY})
+    async def predict(request: PredictRequest, response: Response) -> dict:
+        answer = await batcher.predict([request.text])
+        response.headers[MODEL_HEADER] = answer.by.label
+        return answer.predictions[0].as_dict()
 
-    @app.post("/predict/batch", response_model=BatchOut, dependencies=guarded, responses=errors)
-    async def predict_batch(request: BatchRequest) -> dict:
-        return {"predictions": [p.as_dict() for p in await batcher.predict(request.texts)]}
+    @app.post("/predict/batch", response_model=BatchOut, dependencies=guarded, responses={**errors, **ANSWERED_BY})
+    async def predict_batch(request: BatchRequest, response: Response) -> dict:
+        answer = await batcher.predict(request.texts)
+        response.headers[MODEL_HEADER] = answer.by.label
+        return {"predictions": [p.as_dict() for p in answer.predictions]}
 
     return app
 
 
-def _batching(batcher: MicroBatcher):
-    """The app's lifespan: the micro-batcher's loop runs while the app does."""
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _running(batcher: MicroBatcher, follower: Follower | None, every_s: float):
+    """The app's lifespan: the micro-batcher's loop, and the follower's if any, run while the app does."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
-        batcher.task = asyncio.create_task(batcher.run())
+        tasks = [asyncio.create_task(batcher.run())]
+        if follower is not None:
+            tasks.append(asyncio.create_task(follower.run(every_s)))
+        batcher.task = tasks[0]
         yield
-        batcher.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await batcher.task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     return lifespan
 
@@ -190,8 +231,10 @@ def serve(model_dir: Path, host: str, port: int, threads: int | None = None, ann
     import uvicorn
 
     key = settings().api_key
-    app = create_app(model_dir, api_key=key, threads=threads)
+    app = create_app(model_dir, api_key=key, threads=threads, log=announce)
     auth = "bearer key required" if key else f"no auth ({API_KEY_ENV} unset)"
-    served = f"{app.state.model_name}/{app.version}"
-    announce(f"serving {served} from {model_dir} on http://{host}:{port} ({auth}; docs at /docs)")
+    follows = f"; follows {model_dir.name}" if follows_registry(model_dir) else ""
+    announce(
+        f"serving {app.state.serving().label} from {model_dir} on http://{host}:{port} ({auth}; docs at /docs{follows})"
+    )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, **uvicorn_limits())

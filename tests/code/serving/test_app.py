@@ -173,7 +173,7 @@ def test_one_failing_request_never_fails_another():
 
     results = asyncio.run(scenario())
     assert isinstance(results[2], RuntimeError)
-    assert all(isinstance(r, list) and r[0].label == "긍정" for i, r in enumerate(results) if i != 2)
+    assert all(r.predictions[0].label == "긍정" and isinstance(r.by, Fussy) for i, r in enumerate(results) if i != 2)
 
 
 JSON = st.recursive(
