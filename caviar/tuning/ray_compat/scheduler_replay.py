@@ -1,5 +1,5 @@
-"""A resume keeps ASHA's decisions: its rungs are rebuilt from the recorded results before any trial
-restarts.
+"""A resume keeps the scheduler's decisions: ASHA's rungs and median stopping's recorded results are
+rebuilt from the experiment's own records before any trial restarts.
 
 Ray restores a Tuner's searcher, but the scheduler comes back as it was pickled at the start, with
 empty rungs. A resumed quickstart then stopped 3 trials early where an uninterrupted run stopped 6,
@@ -9,15 +9,23 @@ iteration that is the value at the milestone itself, which is what is written ba
 state (`Tuner._local_tuner._tune_config.scheduler`, `_Bracket._rungs`): the canary in
 test_ray_compat checks both. Upstream: none filed.
 
-HyperBand, median stopping and PBT keep state keyed by Trial objects or population history, which
-are not rebuilt: resume says so in one line.
+Median stopping keeps each trial's results keyed by the Trial object, which exists only once Ray
+has restored it: the rule is given a subclass (module-level, so Ray's pickled state still loads)
+whose on_trial_add, called for every restored trial before any starts, puts that trial's recorded
+results back and marks it stopped if it was. Only results up to a live trial's checkpoint are put
+back: the trial reports the later ones again.
+
+Synchronous HyperBand (brackets of paused trials) and PBT (population history) are not rebuilt:
+resume says so in one line.
 """
 
 from __future__ import annotations
 
 import logging
 
-from caviar.experiment.record import TrialRecord
+from ray.tune.schedulers import MedianStoppingRule
+
+from caviar.experiment.record import UNFINISHED, TrialRecord
 
 log = logging.getLogger("caviar.tune")
 
@@ -38,8 +46,50 @@ def rebuild_rungs(scheduler, trials: list[TrialRecord], metric: str, mode: str, 
     return written
 
 
+def replayed_rows(trial: TrialRecord, columns: tuple[str, ...]) -> list[dict]:
+    """The recorded results the scheduler saw and will not see again: all of a finished trial's, and
+    a live one's up to the checkpoint it resumes from."""
+    if not all(c in trial.history for c in columns):
+        return []
+    rows = trial.history[list(columns)].dropna()
+    if trial.status in UNFINISHED:
+        if trial.resume_from is None:
+            return []  # it starts over and reports everything again
+        step = trial.checkpoint_metrics(trial.resume_from).get("step")
+        if step is not None and "step" in trial.history:
+            rows = rows[trial.history.loc[rows.index, "step"] <= step]
+    return rows.to_dict("records")
+
+
+class ReplayingMedianStoppingRule(MedianStoppingRule):
+    """Median stopping that, as Ray re-adds each restored trial, gives it back its recorded results."""
+
+    recorded: dict[str, tuple[list[dict], bool]]  # trial id -> (results, stopped by the rule)
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        super().on_trial_add(tune_controller, trial)
+        results, stopped = self.recorded.pop(trial.trial_id, ([], False))
+        if results:
+            self._results[trial] = [*results, *self._results.get(trial, [])]
+        if stopped:
+            self._stopped_trials.add(trial)
+
+
+def rebuild_median(scheduler: MedianStoppingRule, trials: list[TrialRecord], metric: str, time_attr: str) -> int:
+    """Arm the rule to replay each trial's recorded results as Ray restores it; returns how many."""
+    scheduler.__class__ = ReplayingMedianStoppingRule
+    scheduler.recorded = {}
+    for trial in trials:
+        rows = replayed_rows(trial, (time_attr, metric))
+        if trial.status == "TERMINATED" and rows:
+            rows.append(rows[-1])  # Ray's on_trial_complete appended the last result once more
+        scheduler.recorded[trial.trial_id] = (rows, trial.stopped_early)
+    return sum(len(results) for results, _ in scheduler.recorded.values())
+
+
 def keep_scheduler_decisions(tuner, trials: list[TrialRecord], job) -> None:
-    """Before fit(): ASHA's rungs as the interrupted run left them, or one line saying why not."""
+    """Before fit(): ASHA's rungs and median stopping's results as the interrupted run left them, or
+    one line saying why not."""
     from ray.tune.schedulers import AsyncHyperBandScheduler
 
     scheduler = tuner._local_tuner._tune_config.scheduler
@@ -47,5 +97,8 @@ def keep_scheduler_decisions(tuner, trials: list[TrialRecord], job) -> None:
     if isinstance(scheduler, AsyncHyperBandScheduler) and len(scheduler._brackets) == 1:
         written = rebuild_rungs(scheduler, trials, job.metric, job.mode, scheduler._time_attr)
         log.info("resume: ASHA's rungs rebuilt from %d recorded results", written)
+    elif type(scheduler) is MedianStoppingRule:
+        written = rebuild_median(scheduler, trials, job.metric, scheduler._time_attr)
+        log.info("resume: median stopping's results rebuilt from %d recorded results", written)
     elif kind != "FIFOScheduler":
         log.warning("resume: %s's state is not rebuilt; trials it would have stopped may run on", kind)

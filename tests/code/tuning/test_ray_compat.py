@@ -180,3 +180,72 @@ def test_a_resumed_asha_stops_what_the_uninterrupted_run_stopped(tmp_path):
     assert rebuild_rungs(rebuilt, recorded, "val_accuracy", "max", "training_iteration") == 5  # a: 3, b: 2
     resumed = _asha_decisions(rebuilt, [("a", 4, 0.85), *feed[killed_after:]])  # a re-adds, as on restore
     assert resumed == whole
+
+
+class _Trial:
+    """Hashable like Ray's Trial (the median rule keys its results by the object)."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+class _Controller:
+    def get_live_trials(self):
+        return []
+
+
+def _median_decisions(scheduler, feed: list[tuple[str, int, float]], ends: dict[str, int]) -> dict[str, int | None]:
+    """As _asha_decisions, for the median rule; a trial's last result (`ends`) completes it, as Ray
+    calls on_trial_complete with it."""
+    trials, stopped, controller = {}, {}, _Controller()
+    for trial_id, iteration, value in feed:
+        if stopped.get(trial_id):
+            continue
+        if trial_id not in trials:
+            trials[trial_id] = _Trial(trial_id)
+            scheduler.on_trial_add(controller, trials[trial_id])
+        result = {"training_iteration": iteration, "val_accuracy": value}
+        decision = scheduler.on_trial_result(controller, trials[trial_id], result)
+        stopped[trial_id] = iteration if decision == "STOP" else None
+        if decision == "STOP" or iteration == ends[trial_id]:
+            scheduler.on_trial_complete(controller, trials[trial_id], result)
+    return stopped
+
+
+def test_a_resumed_median_rule_stops_what_the_uninterrupted_run_stopped(tmp_path):
+    """Killed after b's second evaluation: the rule rebuilt from the recorded results stops c where
+    the uninterrupted run did; the rule Ray restores has no results and stops c two evaluations late."""
+    import pandas as pd
+    from ray.tune.schedulers import MedianStoppingRule
+
+    from caviar.experiment.record import TrialRecord
+    from caviar.tuning.ray_compat.scheduler_replay import rebuild_median
+
+    def median():
+        return MedianStoppingRule(
+            time_attr="training_iteration", metric="val_accuracy", mode="max", grace_period=1, min_samples_required=1
+        )
+
+    curves = {"a": [0.80, 0.82, 0.84, 0.85], "b": [0.81, 0.83, 0.84, 0.85], "c": [0.55, 0.60, 0.62, 0.63]}
+    ends = {t: len(v) for t, v in curves.items()}
+    feed = [(t, i + 1, v) for t, values in curves.items() for i, v in enumerate(values)]
+    killed_after = feed.index(("b", 2, 0.83)) + 1
+    whole = _median_decisions(median(), feed, ends)
+    assert whole == {"a": None, "b": None, "c": 1}
+
+    def record(trial_id: str, rows: int, status: str) -> TrialRecord:
+        history = pd.DataFrame(
+            {"training_iteration": range(1, rows + 1), "val_accuracy": curves[trial_id][:rows], "step": range(rows)}
+        )
+        return TrialRecord(trial_id, status, {}, tmp_path, history, None)
+
+    # a finished; b is live, with no checkpoint kept to resume from: it starts over, so none of its
+    # results are put back (it reports them again)
+    recorded = [record("a", 4, "TERMINATED"), record("b", 2, "RUNNING")]
+    assert _median_decisions(median(), feed[killed_after:], ends)["c"] == 3  # Ray's restored rule: two evaluations late
+    rebuilt = median()
+    assert rebuild_median(rebuilt, recorded, "val_accuracy", "training_iteration") == 5  # a's 4, and once more
+    for trial_id in ("a", "b"):  # Ray re-adds every restored trial before any starts
+        rebuilt.on_trial_add(_Controller(), _Trial(trial_id))
+    rebuilt_feed = [(t, i, v) for t, i, v in feed if t != "a"]  # b starts over; a does not run again
+    assert _median_decisions(rebuilt, rebuilt_feed, ends) == {"b": None, "c": 1}

@@ -235,6 +235,53 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     assert len(summary["trials"]) == 4
 
 
+def test_a_resumed_asha_search_stops_each_trial_at_the_rung_the_uninterrupted_one_did(tmp_path):
+    """Issue 31, item 5: one trial at a time, so results arrive in a fixed order; killed with SIGKILL
+    while its third trial trains, then resumed. Each trial ends after as many evaluations as in an
+    uninterrupted run of the same job, and a trial that started after the kill is stopped on rungs
+    the killed driver had filled."""
+    space = {**TUNE["search_space"], "train.lr": {"loguniform": [2e-3, 1e-2]}}  # learning lrs: real rungs
+    spec = {
+        **TUNE,
+        "search_space": space,
+        "num_samples": 5,
+        "max_concurrent_trials": 1,
+        "scheduler": {"type": "asha", "max_t": 4, "grace_period": 1, "reduction_factor": 2},
+    }
+    short = {**TINY["train"], "epochs": 2}  # 4 evaluations
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=short, **spec)
+    whole = summary_of(run_caviar("tune", job, "--name", "whole", "--json"))
+    experiment = tmp_path / "results" / "killed"
+    driver = subprocess.Popen(
+        caviar_cmd("tune", job, "--name", "killed"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + TRIAL_START_TIMEOUT_S
+        while not any(_rows(result) for result in experiment.glob("*_00002_*/result.json")):
+            assert time.time() < deadline and driver.poll() is None, "the third trial never reported"
+            time.sleep(0.2)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    present = {t.trial_id.rsplit("_", 1)[1] for t in load_trials(experiment)}
+    started_after = {f"{i:05d}" for i in range(5)} - present
+    resumed = summary_of(run_caviar("resume", experiment, "--json"))
+
+    def evaluations(summary: dict) -> dict[str, int]:
+        return {t["trial_id"].rsplit("_", 1)[1]: t["evaluations"] for t in summary["trials"]}
+
+    assert evaluations(resumed) == evaluations(whole)
+    stopped_after_kill = [i for i in started_after if evaluations(whole)[i] < 4]
+    assert whole["stopped_early"] >= 1 and stopped_after_kill, (evaluations(whole), started_after)
+
+
+def _rows(result: Path) -> int:
+    return sum(1 for line in result.read_text().splitlines() if line.strip())
+
+
 def wait_for_finished_trial(experiment: Path, timeout: float) -> set[str]:
     """Poll the trial folders until one trial has finished and another is midway (3+ evaluations,
     so the state Ray saved alongside names a checkpoint to resume it from)."""
