@@ -117,7 +117,7 @@ def route(job_file: Path, experiment: Path | None, reseed: int | None, budget_s:
             job = job.model_copy(update={"time_budget_s": budget_s, "num_samples": job.num_samples * FILL_FACTOR})
         experiment = Path(tune_job(job).experiment_dir)
     if reseed:
-        reseed_experiment(experiment, reseed, load_job_of(experiment).final.top_k)
+        reseed_experiment(experiment, load_job_of(experiment).final.model_copy(update={"seeds": reseed}))
     with tempfile.TemporaryDirectory() as registry:
         ray.shutdown()
         done = promote(experiment, "quality", force=True, root=Path(registry)).as_json()

@@ -118,14 +118,19 @@ def _elements(net: nn.Module) -> int:
     return sum(t.numel() for t in net.state_dict().values())
 
 
+def weight_count(folder: Path) -> int:
+    """The values a checkpoint's weights hold, read from the file's header (nothing is loaded)."""
+    try:
+        with safe_open(str(Path(folder) / WEIGHTS), "pt") as weights:
+            return sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118
+    except Exception as err:  # a truncated or foreign file
+        raise UserError(f"{Path(folder) / WEIGHTS}: damaged, cannot read it ({short(err, 120)})") from None
+
+
 def _check_size(folder: Path, described: int) -> None:
     """config.json must describe the network the weights hold: an altered one could otherwise ask for
     any size. Counted on the meta device, so nothing is allocated."""
-    try:
-        with safe_open(str(folder / WEIGHTS), "pt") as weights:
-            held = sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118
-    except Exception as err:  # a truncated or foreign file
-        raise UserError(f"{folder / WEIGHTS}: damaged, cannot read it ({short(err, 120)})") from None
+    held = weight_count(folder)
     if described != held:
         raise UserError(
             f"{folder / CONFIG}: describes a network of {described:,} values, but {WEIGHTS} holds {held:,}; "

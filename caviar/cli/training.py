@@ -13,6 +13,7 @@ import typer
 
 from caviar.job.loading import SET_HELP, load_job
 from model.config import check_safe_name
+from model.errors import UserError
 
 SMOKE_HELP = "a seconds-long run of the job: 2 trials, 4 steps, 400 reviews, 1 CPU (what CI runs)"
 JSON_HELP = "end with one JSON line of the results (the rest goes to stderr)"
@@ -100,26 +101,28 @@ def _tuning(run, as_json: bool) -> None:
 def reseed_cmd(
     experiment: Path = typer.Argument(..., help="results/<experiment>"),
     seeds: int = typer.Option(3, min=2, help="seeds per configuration"),
-    top_k: int = typer.Option(3, "--top-k", min=1, help="configurations to re-train, best first"),
+    top_k: str = typer.Option(
+        "3", "--top-k", help="configurations to re-train, best first; `tied`: the best and those tied with it"
+    ),
+    max_tied: int = typer.Option(4, "--max-tied", min=1, max=9, help="with --top-k tied: at most this many tied"),
     address: str | None = typer.Option(None, help=ADDRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Re-train the top-K configurations with S new seeds; `caviar promote` then takes the best mean."""
+    """Re-train the top-K configurations with S new seeds; `caviar promote` then takes the chosen one's best seed."""
     import ray
 
+    from caviar.experiment.outcome import reseed_lines
+    from caviar.job.schema import FinalSpec
     from caviar.tuning.pipeline import reseed_experiment
 
+    if top_k != "tied" and not (top_k.isdigit() and int(top_k) >= 1):
+        raise UserError(f"--top-k {top_k[:40]!r}: expected a count of 1 or more, or `tied`")
+    final = FinalSpec(seeds=seeds, top_k=top_k if top_k == "tied" else int(top_k), max_tied=max_tied)
     try:
-        spread = reseed_experiment(experiment, seeds, top_k, address)
+        spread = reseed_experiment(experiment, final, address)
     finally:
         ray.shutdown()
-    lines = [
-        f"  config {c['rank']} ({c['source_trial']}): val {c['val_mean']:.4f} ± {c['val_std']:.4f}  "
-        f"test {c['test_mean']:.4f} ± {c['test_std']:.4f}"
-        for c in spread["configs"]
-    ]
-    lines.append(f"chosen: config {spread['chosen_rank']} (best mean {spread['metric']}); promote takes its best seed")
-    _finish(lines, spread, as_json)
+    _finish(reseed_lines(spread), spread, as_json)
 
 
 def pretrain_cmd(

@@ -104,3 +104,25 @@ def mcnemar_p(a_right: np.ndarray, b_right: np.ndarray) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return min(1.0, 2 * tail)
+
+
+def seeded_difference(metric: str, labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> Difference:
+    """Mean over seeds of metric(b_s) - metric(a_s), where a and b are [seeds, n] positive
+    probabilities and row s of each was trained with the same seed. The interval resamples both
+    levels, the seeds (paired) and the examples, so it holds the seed-to-seed spread as well as the
+    examples' noise; with 2 or 3 seeds it is wide, as it should be."""
+    a, b = np.atleast_2d(a), np.atleast_2d(b)
+    if a.shape != b.shape or a.shape[1] != len(labels):
+        raise ValueError(f"seeded predictions must have the same shape ({a.shape} and {b.shape})")
+    seeds = a.shape[0]
+    value = float(
+        np.mean([metric_on(metric, labels, b[s])[0] - metric_on(metric, labels, a[s])[0] for s in range(seeds)])
+    )
+    rng, draws = np.random.default_rng(SEED + 1), []
+    for rows in _resamples(len(labels)):
+        per_seed = np.stack(
+            [metric_on(metric, labels, b[s], rows) - metric_on(metric, labels, a[s], rows) for s in range(seeds)]
+        )
+        picked = rng.integers(0, seeds, size=(seeds, rows.shape[0]))  # [seeds, draws]: the seeds resampled
+        draws.append(np.take_along_axis(per_seed, picked, axis=0).mean(axis=0))
+    return Difference(value, *_percentiles(np.concatenate(draws)), n=len(labels) * seeds, mcnemar_p=None)

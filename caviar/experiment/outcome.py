@@ -114,12 +114,34 @@ class TuneOutcome:
             + f"{self.errored} errored, "
             f"{self.wall_s:.0f}s; checkpoints on disk {self.checkpoint_bytes / 2**20:.1f} MiB",
             *self.notes,
+            *(reseed_lines(self.reseed) if self.reseed else []),
             f"experiment: {self.experiment_dir}",
             "next:",
             f"  compare trials:  {runnable('tensorboard')} --logdir {folder}",
             f"  leaderboard:     {runnable('caviar')} report {folder}",
             f"  promote best:    {runnable('caviar')} promote {folder}",
         ]
+
+
+def reseed_lines(spread: dict) -> list[str]:
+    """What the seed re-runs gave, one line a configuration, then the choice and why."""
+    lines = [f"re-ran {spread['picked']}, {spread['seeds']} seeds each:"]
+    for c in spread["configs"]:
+        versus = c.get("vs_leader")
+        against = (
+            f"  vs config {spread['leader_rank']}: {versus['difference']:+.4f} "
+            f"[{versus['interval'][0]:+.4f}, {versus['interval'][1]:+.4f}]"
+            f" {'separated' if versus['separated'] else 'not separated'}"
+            if versus
+            else ""
+        )
+        lines.append(
+            f"  config {c['rank']} ({c['source_trial']}): val {c['val_mean']:.4f} ± {c['val_std']:.4f}  "
+            f"test {c['test_mean']:.4f} ± {c['test_std']:.4f}  {c['parameters']:,} parameters, {c['steps']:,} steps"
+            + against
+        )
+    lines.append(f"chosen: config {spread['chosen_rank']}: {spread['chosen_because']}; promote takes its best seed")
+    return lines
 
 
 def finish(experiment: Experiment, wall_s: float, notes: list[str] | None = None) -> TuneOutcome:

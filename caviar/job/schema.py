@@ -98,7 +98,12 @@ class FinalSpec(Strict):
     """Seed re-runs before promotion (`caviar reseed` does the same after the search)."""
 
     seeds: int | None = Field(None, ge=2, description="re-train the top configurations with this many seeds")
-    top_k: int = Field(3, ge=1, description="configurations re-trained")
+    top_k: Annotated[int, Field(ge=1)] | Literal["tied"] = Field(
+        3,
+        description="configurations re-trained, best first; `tied`: the best and the trials tied with it "
+        "(paired 95% on validation, among the top 10)",
+    )
+    max_tied: int = Field(4, ge=1, le=9, description="with top_k: tied, at most this many tied trials besides the best")
 
 
 class PromoteSpec(Strict):

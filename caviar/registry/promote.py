@@ -53,8 +53,10 @@ class Promotion:
             f"test {c['test_mean']:.4f} ± {c['test_std']:.4f}"
             for c in (self.reseed or {}).get("configs", [])
         ]
+        because = (self.reseed or {}).get("chosen_because")
         return [
             *lines,
+            *([f"  chosen: config {self.reseed['chosen_rank']}: {because}"] if because else []),
             f"promoted {self.name}/{self.version}: {self._decided()}; current was {self.previous or 'none'}",
         ]
 
@@ -236,6 +238,7 @@ def _card_spread(spread: dict) -> dict:
     return {
         "seeds": spread["seeds"],
         "chosen_rank": spread["chosen_rank"],
+        "chosen_because": spread.get("chosen_because"),  # older records lack it
         "best_seed": spread["best_run"]["seed"],
         "configs": [{k: c[k] for k in keep} | {"seeds": [r["seed"] for r in c["runs"]]} for c in configs],
     }

@@ -32,7 +32,7 @@ from caviar.experiment import layout
 from caviar.experiment.layout import JOB_FILE, PRETRAIN_FILE, Storage
 from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, runnable, save
 from caviar.experiment.record import Experiment, load_job_of, load_trials
-from caviar.job.schema import JobSpec
+from caviar.job.schema import FinalSpec, JobSpec
 from caviar.tuning.disk_room import room_for_search, room_for_single
 from caviar.tuning.ray_compat.connection import check_reachable
 from caviar.tuning.ray_compat.working_dir import leave_job_working_dir
@@ -188,7 +188,7 @@ def resume_experiment(experiment_dir: Path, address: str | None = None) -> TuneO
         return _search(resolved, storage, experiment_dir.name, address, restore=True, started=time.perf_counter())
 
 
-def reseed_experiment(experiment_dir: Path, seeds: int, top_k: int, address: str | None = None) -> dict:
+def reseed_experiment(experiment_dir: Path, final: FinalSpec, address: str | None = None) -> dict:
     """`caviar reseed`: the seed re-runs of a finished experiment, recorded in reseed/reseed.json."""
     from caviar.tuning.reseed import reseed
 
@@ -197,7 +197,7 @@ def reseed_experiment(experiment_dir: Path, seeds: int, top_k: int, address: str
         raise Interrupted(experiment.folder)
     splits = load_splits(experiment.job.data)
     _start(address, experiment.job)
-    return reseed(experiment, seeds, top_k, splits)
+    return reseed(experiment, final, splits)
 
 
 def _search(
@@ -230,7 +230,7 @@ def _search(
     if job.final.seeds:
         from caviar.tuning.reseed import reseed
 
-        outcome.reseed = reseed(experiment, job.final.seeds, job.final.top_k, splits)
+        outcome.reseed = reseed(experiment, job.final, splits)
         save(outcome)
     return outcome
 

@@ -1,10 +1,13 @@
 """Seed re-runs before promotion: the top-K configurations, trained to full length with S new seeds.
 
-To run: caviar reseed results/<experiment> --seeds 3 [--top-k 3]   (or final: {seeds: 3} in the job)
+To run: caviar reseed results/<experiment> --seeds 3 [--top-k 3 | --top-k tied]   (or final: {seeds: 3})
 
-One lucky seed can win a search; the mean over seeds is what the configuration is worth. The
-configuration with the best mean of the job's VALIDATION metric is chosen (test only reports), and
-its best seed's checkpoint is what `caviar promote` then takes. Runs go to
+One lucky seed can win a search; the mean over seeds is what the configuration is worth. `--top-k
+tied` re-runs the best trial and those the validation set cannot tell from it (selection.py). The
+configuration with the best mean of the job's VALIDATION metric leads (test only reports); each
+other one is compared with it on the mean paired difference over seeds and examples. If some are
+not separated from it, the cheapest of those (fewest parameters, then fewest steps) is chosen, and
+the record says why. `caviar promote` takes the chosen configuration's best seed. Runs go to
 <experiment>/reseed/config-<rank>/, in parallel on Ray.
 """
 
@@ -13,15 +16,21 @@ from __future__ import annotations
 import statistics
 from dataclasses import asdict
 
+import numpy as np
+
+from caviar.experiment.intervals import seeded_difference
 from caviar.experiment.layout import RESEED_FILE, Storage, reseed_dir
-from caviar.experiment.record import Experiment
+from caviar.experiment.record import Experiment, TrialRecord
+from caviar.experiment.selection import standings
 from caviar.job.keys import set_dotted
-from caviar.job.schema import JobSpec
+from caviar.job.schema import FinalSpec, JobSpec
 from caviar.tuning.tuner import build_tuner
+from model.checkpoint import weight_count
 from model.data import Splits
 from model.errors import UserError
 from model.evaluate import evaluate_checkpoint
 from model.files import write_json_atomically
+from model.predictions import Predictions
 
 
 def seed_job(job: JobSpec, params: dict, seeds: list[int], rank: int) -> JobSpec:
@@ -41,48 +50,100 @@ def seed_job(job: JobSpec, params: dict, seeds: list[int], rank: int) -> JobSpec
     return JobSpec.model_validate(raw)
 
 
-def reseed(experiment: Experiment, seeds: int, top_k: int, splits: Splits) -> dict:
-    """Re-train the experiment's top-K configurations with `seeds` new seeds each (Ray is running);
-    choose on the job's metric (validation), report the test file's verdict, and record it all in
-    reseed/reseed.json, which `caviar promote` reads."""
-    job = experiment.job
-    top = [trial for trial, _ in experiment.ranked()[:top_k]]
-    if not top:
-        raise UserError(f"{experiment.folder}: no trial reported {job.metric}; nothing to re-run")
+def reseed(experiment: Experiment, final: FinalSpec, splits: Splits) -> dict:
+    """Re-train the experiment's top-K configurations (or, with top_k 'tied', the best and those tied
+    with it) with `seeds` new seeds each (Ray is running); choose on the job's metric (validation),
+    report the test file's verdict, and record it all in reseed/reseed.json, which `caviar promote` reads."""
+    job, seeds = experiment.job, final.seeds
+    top, picked = to_rerun(experiment, final.top_k, final.max_tied)
     folder = reseed_dir(experiment.folder)
     folder.mkdir(exist_ok=True)
-    configs = []
+    configs, positives, labels = [], {}, None
+    seed_list = [job.train.seed + 1000 * i for i in range(1, seeds + 1)]  # the same seeds for each: paired
     for rank, trial in enumerate(top, start=1):
-        seed_list = [job.train.seed + 1000 * i for i in range(1, seeds + 1)]
         seeded = seed_job(job, trial.params, seed_list, rank)
         build_tuner(seeded, f"config-{rank}", Storage(str(folder)), splits).fit()
-        runs = _seed_runs(Experiment.load(folder / f"config-{rank}", job), rank, splits.test)
+        runs, labels, positives[rank] = _seed_runs(Experiment.load(folder / f"config-{rank}", job), rank, splits.test)
         configs.append(
             {"rank": rank, "source_trial": trial.trial_id, "params": trial.params, "runs": runs, **spread(runs)}
         )
+    choice = choose(configs, labels, positives, job.metric, job.mode)
+    chosen = next(c for c in configs if c["rank"] == choice["chosen_rank"])
     sign = 1 if job.mode == "max" else -1  # the job's metric may be a loss
-    chosen = max(configs, key=lambda c: sign * c["val_mean"])
     best_run = max(chosen["runs"], key=lambda r: sign * r["val"])
     outcome = {
         "seeds": seeds,
         "top_k": len(configs),
+        "picked": picked,
         "metric": job.metric,
         "configs": configs,
-        "chosen_rank": chosen["rank"],
+        **choice,
         "best_run": best_run,
     }
     write_json_atomically(folder / RESEED_FILE, outcome)
     return outcome
 
 
-def _seed_runs(runs: Experiment, rank: int, test) -> list[dict]:
-    """Each seed's best evaluation by the job's metric (its checkpoint scored on the test file)."""
-    rows = []
-    for run in runs.trials():
+def to_rerun(experiment: Experiment, top_k: int | str, max_tied: int) -> tuple[list[TrialRecord], str]:
+    """The trials to re-run, best first, and a line saying how they were picked."""
+    ranked = [trial for trial, _ in experiment.ranked()]
+    if not ranked:
+        raise UserError(f"{experiment.folder}: no trial reported {experiment.job.metric}; nothing to re-run")
+    if top_k != "tied":
+        return ranked[: int(top_k)], f"the top {min(int(top_k), len(ranked))} by {experiment.job.metric}"
+    found = standings(experiment)
+    tied = [t for t in ranked[1:] if (s := found.get(t.trial_id)) is not None and s.tied]
+    left_out = f", {len(tied) - max_tied} more left out (final.max_tied {max_tied})" if len(tied) > max_tied else ""
+    return [ranked[0], *tied[:max_tied]], f"the best and {len(tied)} tied with it (paired 95%){left_out}"
+
+
+def choose(configs: list[dict], labels: np.ndarray, positives: dict[int, np.ndarray], metric: str, mode: str) -> dict:
+    """The configuration promotion takes, and why. The best mean leads; a configuration whose mean
+    paired difference from it (over seeds and examples, 95%) holds 0 is not separated from it, and
+    among the leader and those, the cheapest wins: fewest parameters, then fewest steps, then the
+    better mean."""
+    sign = 1 if mode == "max" else -1
+    leader = max(configs, key=lambda c: sign * c["val_mean"])
+    for config in configs:
+        if config is leader:
+            continue
+        diff = seeded_difference(metric, labels, positives[leader["rank"]], positives[config["rank"]])
+        config["vs_leader"] = {
+            "difference": diff.value,
+            "interval": diff.as_list(),
+            "n": diff.n,
+            "separated": not diff.tied,
+        }
+    close = [leader, *(c for c in configs if c is not leader and not c["vs_leader"]["separated"])]
+    cheapest = min(close, key=lambda c: (c["parameters"], c["steps"], -sign * c["val_mean"]))
+    if len(configs) == 1:
+        why = f"the only configuration re-run; best mean {metric} over seeds"
+    elif len(close) == 1:
+        why = (
+            f"best mean {metric} over seeds, separated from every other configuration (paired 95%, seeds and examples)"
+        )
+    else:
+        ranks = ", ".join(str(c["rank"]) for c in close)
+        why = (
+            f"configurations {ranks} are not separated by their mean {metric} over seeds and examples "
+            f"(paired 95%); the cheapest of them (fewest parameters, then fewest steps) is chosen"
+            + ("" if cheapest is not leader else ", which is also the best mean")
+        )
+    return {"leader_rank": leader["rank"], "chosen_rank": cheapest["rank"], "chosen_because": why}
+
+
+def _seed_runs(runs: Experiment, rank: int, test) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """Each seed's best evaluation by the job's metric (its checkpoint scored on the test file), and
+    the validation labels and those checkpoints' P(긍정), [seeds, n] in the seeds' order."""
+    rows, kept = [], []
+    for run in sorted(runs.trials(), key=lambda r: r.params["train.seed"]):
         row = run.best_row(runs.job.metric, runs.job.mode)
         checkpoint = runs.best_checkpoint(run)
         if row is None or checkpoint is None:
             raise UserError(f"re-run {run.trial_id} of configuration {rank} failed: {run.error or 'no report'}")
+        if (predictions := Predictions.load(checkpoint)) is None:
+            raise UserError(f"{checkpoint}: holds no validation predictions; the re-runs cannot be compared")
+        kept.append(predictions)
         metrics = evaluate_checkpoint(checkpoint, test)
         rows.append(
             {
@@ -93,16 +154,21 @@ def _seed_runs(runs: Experiment, rank: int, test) -> list[dict]:
                 "test_f1": metrics.f1,
                 "test_metrics": asdict(metrics),  # promote reuses it: no second pass over test
                 "checkpoint": str(checkpoint),
+                "parameters": weight_count(checkpoint),
+                "steps": int(run.history["step"].max()),
             }
         )
-    return rows
+    return rows, kept[0].labels, np.stack([p.positive for p in kept])
 
 
 def spread(runs: list[dict]) -> dict:
-    """Mean and spread over seeds of the job's metric (val_*) and the test accuracy (test_*)."""
+    """Mean and spread over seeds of the job's metric (val_*) and the test accuracy (test_*), and the
+    configuration's cost: its parameters and the steps it trained."""
     val = [r["val"] for r in runs]
     test = [r["test_accuracy"] for r in runs]
     return {
+        "parameters": runs[0]["parameters"],
+        "steps": max(r["steps"] for r in runs),
         "val_mean": statistics.fmean(val),
         "val_std": statistics.stdev(val) if len(val) > 1 else 0.0,
         "test_mean": statistics.fmean(test),

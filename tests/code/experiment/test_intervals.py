@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from caviar.experiment.intervals import interval, mcnemar_p, metric_on, paired_difference
+from caviar.experiment.intervals import interval, mcnemar_p, metric_on, paired_difference, seeded_difference
+from caviar.tuning.reseed import choose
 from model.predictions import Predictions
 
 
@@ -77,3 +78,53 @@ def test_predictions_round_trip_and_a_damaged_file_is_none(tmp_path):
     assert np.array_equal(back.labels, labels) and np.allclose(back.positive, positive)
     (tmp_path / "val_predictions.npz").write_bytes(b"not a zip")
     assert Predictions.load(tmp_path) is None and Predictions.load(tmp_path / "none") is None
+
+
+def seeded(n: int, right_per_seed: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    labels = predictions(n, right_per_seed[0])[0]
+    return labels, np.stack([predictions(n, right)[1] for right in right_per_seed])
+
+
+def test_a_seeded_difference_holds_the_seeds_spread_as_well_as_the_examples():
+    n = 1000
+    labels, a = seeded(n, [np.arange(n) < 800, np.arange(n) < 800])
+    same = seeded_difference("val_accuracy", labels, a, a)
+    assert (same.value, same.low, same.high, same.tied, same.n) == (0.0, 0.0, 0.0, True, 2 * n)
+    # b is 4 points better with one seed and 0 with the other: the mean is +2, and resampling the
+    # two seeds spreads the draws over [0, +4] points, so 0 is inside; the examples alone would not say so
+    _, b = seeded(n, [np.arange(n) < 840, np.arange(n) < 800])
+    split = seeded_difference("val_accuracy", labels, a, b)
+    assert split.value == pytest.approx(0.02) and split.tied
+    assert split.low == pytest.approx(0.0, abs=1e-9) and split.high == pytest.approx(0.04, abs=0.01)
+    one_seed = paired_difference("val_accuracy", labels, a[0], b[0])
+    assert not one_seed.tied  # 40 reviews better, none worse: one seed alone looks certain
+    # better under both seeds: separated
+    _, c = seeded(n, [np.arange(n) < 840, np.arange(n) < 850])
+    assert not seeded_difference("val_accuracy", labels, a, c).tied
+
+
+def config(rank: int, val_mean: float, parameters: int, steps: int = 100) -> dict:
+    return {"rank": rank, "val_mean": val_mean, "parameters": parameters, "steps": steps}
+
+
+def test_configurations_the_seeds_cannot_separate_go_to_the_cheapest():
+    n = 1000
+    labels, top = seeded(n, [np.arange(n) < 850, np.arange(n) < 860])
+    _, close = seeded(n, [np.arange(n) < 851, np.arange(n) < 855])  # a hair lower on average
+    _, poor = seeded(n, [np.arange(n) < 700, np.arange(n) < 710])
+    positives = {1: top, 2: close, 3: poor}
+    configs = [config(1, 0.855, 2_000_000), config(2, 0.853, 500_000), config(3, 0.705, 100_000)]
+    choice = choose(configs, labels, positives, "val_accuracy", "max")
+    assert choice["leader_rank"] == 1 and choice["chosen_rank"] == 2  # fewer parameters, not separated
+    assert "configurations 1, 2 are not separated" in choice["chosen_because"]
+    assert configs[2]["vs_leader"]["separated"] and not configs[1]["vs_leader"]["separated"]
+    # the same size: fewer steps decides; then the better mean
+    configs = [config(1, 0.855, 10, steps=200), config(2, 0.853, 10, steps=100)]
+    assert choose(configs, labels, {1: top, 2: close}, "val_accuracy", "max")["chosen_rank"] == 2
+    configs = [config(1, 0.855, 10), config(2, 0.853, 10)]
+    choice = choose(configs, labels, {1: top, 2: close}, "val_accuracy", "max")
+    assert choice["chosen_rank"] == 1 and choice["chosen_because"].endswith("which is also the best mean")
+    # separated from everything: the best mean, whatever it costs
+    configs = [config(1, 0.855, 2_000_000), config(3, 0.705, 100_000)]
+    choice = choose(configs, labels, {1: top, 3: poor}, "val_accuracy", "max")
+    assert choice["chosen_rank"] == 1 and "separated from every other configuration" in choice["chosen_because"]

@@ -140,9 +140,21 @@ def test_a_crash_mid_promotion_leaves_current_intact(experiment, registry_dir, m
 
 def test_reseed_gives_s_results_per_configuration(cli, experiment, registry_dir, tmp_path):
     experiment = Path(shutil.copytree(experiment, tmp_path / "experiment"))  # the shared one stays unseeded
-    proc = cli("reseed", experiment, "--seeds", "2", "--top-k", "2", "--json")
+    assert (
+        cli("reseed", experiment, "--top-k", "two")
+        .stderr.strip()
+        .endswith("--top-k 'two': expected a count of 1 or more, or `tied`")
+    )
+    proc = cli("reseed", experiment, "--seeds", "2", "--top-k", "tied", "--max-tied", "1", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "chosen: config" in proc.stderr
+    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    tied = _tied_with_best(experiment)
+    assert tied >= 1  # on the fixture's 48 validation reviews
+    left_out = f", {tied - 1} more left out (final.max_tied 1)" if tied > 1 else ""
+    assert record["picked"] == f"the best and {tied} tied with it (paired 95%){left_out}"
+    second = record["configs"][1]
+    assert second["vs_leader"]["separated"] is False and second["vs_leader"]["n"] == 2 * len(_val_labels(experiment))
+    assert f"chosen: config {record['chosen_rank']}: configurations 1, 2 are not separated" in proc.stderr
     proc = cli("promote", experiment, "--name", "nsmc", "--json")  # promotion reads the re-runs, trains nothing
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -152,7 +164,9 @@ def test_reseed_gives_s_results_per_configuration(cli, experiment, registry_dir,
         assert len(config["seeds"]) == 2 and len(set(config["seeds"])) == 2
     chosen = spread["configs"][0]
     assert chosen["rank"] == spread["chosen_rank"]
-    assert chosen["val_mean"] == max(c["val_mean"] for c in spread["configs"])  # validation chooses
+    # not separated and of one size and length: the cheapest is the better mean, which validation chose
+    assert chosen["val_mean"] == max(c["val_mean"] for c in spread["configs"])
+    assert spread["chosen_because"] == record["chosen_because"]
     card = registry.verify(registry_dir / "nsmc" / "current")
     assert card["reseed"]["best_seed"] in chosen["seeds"]
     assert card["trial_id"] == chosen["source_trial"]
@@ -431,3 +445,16 @@ def test_every_trial_has_an_interval_and_the_top_ones_a_paired_difference(cli, e
     board = pd.read_csv(copy / "leaderboard.csv")
     assert {"metric_low", "metric_high", "vs_best", "tied_with_best"} <= set(board.columns)
     assert "metric_low" in proc.stderr and "tied_with_best" in proc.stderr  # the printed table (stderr with --json)
+
+
+def _val_labels(experiment: Path):
+    from caviar.experiment.selection import best_predictions
+
+    loaded = Experiment.load(experiment)
+    return best_predictions(loaded, loaded.best()[0]).labels
+
+
+def _tied_with_best(experiment: Path) -> int:
+    from caviar.experiment.selection import standings
+
+    return sum(bool(s.tied) for s in standings(Experiment.load(experiment)).values())
