@@ -71,9 +71,10 @@ class Promotion:
             return f"the first version, gate accuracy {accuracy:.4f} on {reviews:,} reviews; {test}"
         low, high = gate["interval"]
         forced = "" if gate["passed"] else ", below the gate but forced"
+        other = f", {gate['against']} trained on other data" if gate.get("same_data") is False else ""
         return (
             f"gate {gate['gain'] * 100:+.2f} points [{low * 100:+.2f}, {high * 100:+.2f}] on "
-            f"{gate['reviews']:,} reviews against {gate['against']}{forced}; {test}"
+            f"{gate['reviews']:,} reviews against {gate['against']}{other}{forced}; {test}"
         )
 
 

@@ -81,3 +81,15 @@ def test_the_gate_decides_on_the_gate_reviews_alone(cli, registry_dir, tmp_path)
     forced = cli("promote", itself, "--name", "nsmc", "--force")
     assert forced.returncode == 0 and "below the gate but forced" in forced.stdout, forced.stderr
     assert registry.current_version(registry_dir / "nsmc") == "v3"
+
+    # v3 as if trained on other data: said so, and both are still scored on the candidate's gate reviews
+    card_file = registry_dir / "nsmc" / "v3" / registry.CARD
+    card_file.write_text(json.dumps({**json.loads(card_file.read_text()), "data_fingerprint": "other"}))
+    nudged[key] = nudged[key] + 1e-7
+    save_file(nudged, itself / "checkpoint" / "model.safetensors", metadata={"format": "pt"})
+    other = cli("promote", itself, "--name", "nsmc")
+    assert other.returncode == 1
+    assert other.stderr.strip().endswith(
+        "not promoted: +0.00 points [+0.00, +0.00] on 48 gate reviews against v3; "
+        "v3 was trained on other data; --force promotes anyway"
+    ), other.stderr
