@@ -73,22 +73,44 @@ def gate(checkpoint: Path, job: JobSpec, current: Path | None, current_card: dic
         )
     labels, texts = reviews.label.to_numpy(), reviews.document.tolist()
     mine = positive_probabilities(checkpoint, texts)
-    accuracy = float(metric_on("gate_accuracy", labels, mine)[0])
-    base = GateResult(reviews=len(reviews), candidate_accuracy=accuracy, train_fingerprint=train_fingerprint)
-    if current is None:
-        return base
-    theirs = positive_probabilities(current, texts)
-    gain = paired_difference("gate_accuracy", labels, theirs, mine)
+    theirs = None if current is None else positive_probabilities(current, texts)
     recorded = (current_card or {}).get("data_fingerprint")
+    return compare(
+        labels,
+        mine,
+        theirs,
+        against=None if current is None else current.name,
+        min_gain=job.promote.min_gain,
+        same_data=None if recorded is None else recorded == job.data.fingerprint,
+        train_fingerprint=train_fingerprint,
+    )
+
+
+def compare(
+    labels: np.ndarray,
+    mine: np.ndarray,
+    theirs: np.ndarray | None,
+    against: str | None = None,
+    min_gain: float = 0.0,
+    same_data: bool | None = None,
+    train_fingerprint: str = "",
+) -> GateResult:
+    """The decision on scored gate reviews: the candidate's P(긍정) against the current version's
+    (None: there is none). bench/selection.py calls it on every pair of its runs."""
+    accuracy = float(metric_on("gate_accuracy", labels, mine)[0])
+    base = GateResult(reviews=len(labels), candidate_accuracy=accuracy, train_fingerprint=train_fingerprint)
+    if theirs is None:
+        return base
+    gain = paired_difference("gate_accuracy", labels, theirs, mine)
     return GateResult(
-        reviews=len(reviews),
+        reviews=len(labels),
         candidate_accuracy=accuracy,
-        against=current.name,
+        against=against,
         current_accuracy=float(metric_on("gate_accuracy", labels, theirs)[0]),
         gain=gain.value,
         interval=[gain.low, gain.high],
         mcnemar_p=gain.mcnemar_p,
-        min_gain=job.promote.min_gain,
-        same_data=None if recorded is None else recorded == job.data.fingerprint,
+        min_gain=min_gain,
+        same_data=same_data,
         train_fingerprint=train_fingerprint,
     )
