@@ -93,6 +93,25 @@ def train_step(run: Run, width: int, rows: torch.Tensor, optimizer, grad_clip: f
     return loss.detach()
 
 
+@dataclass(frozen=True)
+class EvaluationPlan:
+    steps_per_epoch: int
+    total_steps: int
+    eval_points: frozenset[int]  # steps within an epoch (1-based) after which the run evaluates
+
+
+def evaluation_plan(tc: TrainConfig, train_examples: int) -> EvaluationPlan:
+    """Evaluations fall at fixed places in every epoch (and its end), so a job's max_t is exactly
+    epochs x evaluations-per-epoch; a fused group (model/fused.py) keeps the same plan."""
+    steps_per_epoch = math.ceil(train_examples / tc.batch_size)
+    total_steps = tc.epochs * steps_per_epoch
+    if tc.max_steps is not None:
+        total_steps = min(tc.max_steps, total_steps)
+    per_epoch = max(1, round(1 / tc.eval_every))
+    points = frozenset(max(1, round(steps_per_epoch * k / per_epoch)) for k in range(1, per_epoch + 1))
+    return EvaluationPlan(steps_per_epoch, total_steps, points)
+
+
 class Trainer:
     """Trains `run.net` with `cfg.train`, evaluating at fixed places in every epoch."""
 
@@ -102,14 +121,12 @@ class Trainer:
     def __init__(self, cfg: TrialConfig, run: Run, progress: bool = False, started: float | None = None):
         self.tc, self.run, self.progress = cfg.train, run, progress
         self.started, self.startup_s = started or time.perf_counter(), None
-        self.steps_per_epoch = math.ceil(len(run.train_set) / self.tc.batch_size)
-        self.total_steps = self.tc.epochs * self.steps_per_epoch
-        if self.tc.max_steps is not None:
-            self.total_steps = min(self.tc.max_steps, self.total_steps)
-        # evaluations fall at fixed places in every epoch (and its end), so a job's max_t is exactly
-        # epochs x evaluations-per-epoch
-        per_epoch = max(1, round(1 / self.tc.eval_every))
-        self.eval_points = {max(1, round(self.steps_per_epoch * k / per_epoch)) for k in range(1, per_epoch + 1)}
+        plan = evaluation_plan(self.tc, len(run.train_set))
+        self.steps_per_epoch, self.total_steps, self.eval_points = (
+            plan.steps_per_epoch,
+            plan.total_steps,
+            plan.eval_points,
+        )
         self.optimizer = build_optimizer(run.net, self.tc)
         self.scheduler = build_schedule(self.optimizer, self.tc, self.total_steps, self.steps_per_epoch)
         self.step, self.best_val_loss, self.bad_evals, self.seen, self.train_time = 0, math.inf, 0, 0, 0.0

@@ -1,0 +1,237 @@
+"""K networks of one shape trained as one stacked model: horizontal fusion (HFTA, MLSys'21).
+
+Every parameter gains a leading member dimension; one batch feeds all K members, and one forward
+and one backward (vmap over functional_call) do all K members' work, so a small model that leaves
+a GPU idle does K times the work per launch. The optimizer step is stacked too: AdamW or SGD with
+per-member lr, betas, eps, weight decay and momentum as [K] tensors, gradient clipping by each
+member's own norm, and each member's own schedule. Members never mix: member i's loss depends on
+member i's parameters only, so the summed loss gives each member exactly its own gradients.
+
+A stopped member is compacted away (`keep`): its parameters and optimizer state leave the stack,
+so the step's cost falls with it.
+
+To run: see bench/fused.py; tests/model/test_fused.py checks member i against the same
+configuration trained alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from model.config import TrainConfig
+from model.evaluate import cross_entropy
+from model.schedule import FUSED_ADAMW_DEVICES, NO_DECAY, build_schedule
+
+# what may differ between the members of one fused group: the step's arithmetic takes them per member
+FUSIBLE_TRAIN = frozenset(
+    {
+        "lr",
+        "weight_decay",
+        "betas",
+        "eps",
+        "momentum",
+        "schedule",
+        "warmup_ratio",
+        "base_lr",
+        "max_lr",
+        "cyclical_mode",
+        "cycle_epochs",
+        "grad_clip",
+    }
+)
+
+
+class StackedNet:
+    """K copies of one architecture as stacked tensors; `logits` runs all K on one batch."""
+
+    def __init__(self, nets: list[nn.Module]):
+        if len({type(n) for n in nets}) != 1 or len({tuple(_shapes(n)) for n in nets}) != 1:
+            raise ValueError("fused members must share one architecture (every parameter's name and shape)")
+        self.skeleton = copy.deepcopy(nets[0]).to("meta")
+        params, buffers = stack_module_state(nets)
+        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
+        self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
+        self.decayed = {k: not k.endswith(NO_DECAY) for k in self.params}  # BERT's recipe, as parameter_groups
+
+    @property
+    def members(self) -> int:
+        return next(iter(self.params.values())).shape[0]
+
+    def train(self, mode: bool = True) -> StackedNet:
+        self.skeleton.train(mode)
+        return self
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[K, batch, labels]; with dropout on, each member draws its own masks."""
+
+        def one(params, buffers, ids, mask):
+            return functional_call(
+                self.skeleton, (params, buffers), (), {"input_ids": ids, "attention_mask": mask}
+            ).logits
+
+        return vmap(one, in_dims=(0, 0, None, None), randomness="different")(
+            self.params, self.buffers, input_ids, attention_mask
+        )
+
+    def member_state(self, i: int) -> dict[str, torch.Tensor]:
+        """Member i as an ordinary state dict (persistent buffers only), for load_state_dict."""
+        stacked = {**self.params, **self.buffers}
+        return {k: stacked[k][i].detach().clone() for k in self.skeleton.state_dict()}
+
+    def keep(self, members: list[int]) -> None:
+        """Compact the stack to `members` (indices, in the order they stay in)."""
+        index = torch.tensor(members, dtype=torch.long)
+        self.params = {k: v.detach()[index].clone().requires_grad_(True) for k, v in self.params.items()}
+        self.buffers = {k: v[index].clone() for k, v in self.buffers.items()}
+
+
+def _shapes(net: nn.Module):
+    return [(k, tuple(v.shape)) for k, v in net.state_dict().items()]
+
+
+def _per_member(values: list[float], like: torch.Tensor) -> torch.Tensor:
+    """[K] values shaped to broadcast against a stacked parameter [K, ...]."""
+    return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
+
+
+class StackedOptimizer:
+    """AdamW (torch's update, step for step) or SGD with momentum, each hyperparameter per member,
+    with each member's schedule and gradient clip. Hyperparameters come from each member's TrainConfig."""
+
+    def __init__(self, net: StackedNet, cfgs: list[TrainConfig], total_steps: int, steps_per_epoch: int):
+        kinds = {c.optimizer for c in cfgs}
+        if len(kinds) != 1:
+            raise ValueError(f"fused members must share an optimizer kind (got {', '.join(sorted(kinds))})")
+        self.kind, self.net, self.cfgs, self.step_count = kinds.pop(), net, list(cfgs), 0
+        self.state = {k: {} for k in net.params}
+        # each member's schedule, on a stand-in optimizer: the same code as a single run's, so the lr
+        # (and SGD's cycled momentum) at every step is the one that run would use
+        self.schedules = [self._schedule(c, total_steps, steps_per_epoch) for c in cfgs]
+
+    def _schedule(self, cfg: TrainConfig, total_steps: int, steps_per_epoch: int):
+        stand_in = [torch.zeros(1, requires_grad=True)]
+        if self.kind == "sgd":
+            optimizer = torch.optim.SGD(stand_in, lr=cfg.effective_lr(), momentum=cfg.momentum)
+        else:
+            optimizer = torch.optim.AdamW(stand_in, lr=cfg.effective_lr(), betas=cfg.betas, eps=cfg.eps)
+        return build_schedule(optimizer, cfg, total_steps, steps_per_epoch)
+
+    def group(self, key: str) -> list[float]:
+        """The value every member's optimizer holds now (lr, momentum), from its schedule."""
+        return [s.optimizer.param_groups[0][key] for s in self.schedules]
+
+    @torch.no_grad()
+    def clip(self) -> torch.Tensor:
+        """Scale each member's gradients to its own grad_clip by its own norm; returns the [K] norms."""
+        grads = [p.grad for p in self.net.params.values() if p.grad is not None]
+        norms = torch.stack([g.flatten(1).float().pow(2).sum(1) for g in grads]).sum(0).sqrt()
+        limits = torch.tensor([c.grad_clip or math.inf for c in self.cfgs], device=norms.device)
+        scale = torch.clamp(limits / (norms + 1e-6), max=1.0)  # clip_grad_norm_'s rule
+        for g in grads:
+            g.mul_(scale.to(g.dtype).view(-1, *([1] * (g.dim() - 1))))
+        return norms
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.step_count += 1
+        lrs = self.group("lr")
+        for name, p in self.net.params.items():
+            if p.grad is None:
+                continue
+            decay = [c.weight_decay if self.net.decayed[name] else 0.0 for c in self.cfgs]
+            if self.kind == "sgd":
+                self._sgd(name, p, lrs, decay)
+            else:
+                self._adamw(name, p, lrs, decay)
+        for schedule in self.schedules:
+            schedule.optimizer.step()  # a no-op on the stand-in (no gradient); keeps torch's order check quiet
+            schedule.step()
+
+    def _adamw(self, name: str, p: torch.Tensor, lrs: list[float], decay: list[float]) -> None:
+        state = self.state[name]
+        if not state:
+            state["m"], state["v"] = torch.zeros_like(p), torch.zeros_like(p)
+            state["steps"] = torch.zeros(p.shape[0], dtype=torch.float32, device=p.device)
+        state["steps"].add_(1)
+        if p.device.type in FUSED_ADAMW_DEVICES:
+            self._adamw_kernel(p, state, lrs, decay)
+        else:
+            self._adamw_stacked(p, state, lrs, decay)
+
+    def _adamw_kernel(self, p: torch.Tensor, state: dict, lrs: list[float], decay: list[float]) -> None:
+        """Each member through torch's fused AdamW kernel, on its slice of the stack: the kernel a
+        single run uses on CPU and CUDA, so a member's update is that run's to the bit. The [K]-tensor
+        formula (below) differs from it by an ulp a step, which 50 steps at lr 5e-3 grew to 4e-5 in
+        loss; this costs K launches a parameter list instead of one."""
+        for i, c in enumerate(self.cfgs):
+            torch._fused_adamw_(
+                [p[i]],
+                [p.grad[i]],
+                [state["m"][i]],
+                [state["v"][i]],
+                [],
+                [state["steps"][i]],
+                lr=lrs[i],
+                beta1=c.betas[0],
+                beta2=c.betas[1],
+                weight_decay=decay[i],
+                eps=c.eps,
+                amsgrad=False,
+                maximize=False,
+            )
+
+    def _adamw_stacked(self, p: torch.Tensor, state: dict, lrs: list[float], decay: list[float]) -> None:
+        """One update for all members, hyperparameters as [K] tensors (devices without the fused kernel)."""
+        g, t = p.grad, self.step_count
+        beta1 = [c.betas[0] for c in self.cfgs]
+        beta2 = [c.betas[1] for c in self.cfgs]
+        lr = _per_member(lrs, p)
+        p.mul_(1 - lr * _per_member(decay, p))
+        state["m"].lerp_(g, 1 - _per_member(beta1, p))
+        state["v"].mul_(_per_member(beta2, p)).addcmul_(g, g * (1 - _per_member(beta2, p)))
+        correction1 = _per_member([1 - b**t for b in beta1], p)
+        correction2 = _per_member([math.sqrt(1 - b**t) for b in beta2], p)
+        denom = (state["v"].sqrt() / correction2).add_(_per_member([c.eps for c in self.cfgs], p))
+        p.sub_((lr / correction1) * state["m"] / denom)
+
+    def _sgd(self, name: str, p: torch.Tensor, lrs: list[float], decay: list[float]) -> None:
+        g, state = p.grad.add(p * _per_member(decay, p)), self.state[name]
+        momentum = _per_member(self.group("momentum"), p)
+        if "buffer" not in state:
+            state["buffer"] = g.clone()
+        else:
+            state["buffer"].mul_(momentum).add_(g)
+        p.sub_(state["buffer"] * _per_member(lrs, p))
+
+    def zero_grad(self) -> None:
+        for p in self.net.params.values():
+            p.grad = None
+
+    def keep(self, members: list[int]) -> None:
+        """Follow StackedNet.keep: each kept member's moments, configuration and schedule, in order."""
+        index = torch.tensor(members, dtype=torch.long)
+        for state in self.state.values():
+            for key in list(state):
+                state[key] = state[key][index].clone()
+        self.cfgs = [self.cfgs[i] for i in members]
+        self.schedules = [self.schedules[i] for i in members]
+
+
+def fused_step(net: StackedNet, optimizer: StackedOptimizer, batch: dict, precision: str = "fp32") -> torch.Tensor:
+    """One optimizer step of every member on one batch; returns the [K] losses, on the device."""
+    from model.device import autocast
+
+    device = batch["input_ids"].device
+    with autocast(device, precision):
+        logits = net.logits(batch["input_ids"], batch["attention_mask"])
+    losses = torch.stack([cross_entropy(member, batch["labels"]) for member in logits])  # a single run's loss, each
+    losses.sum().backward()  # member i's loss reaches member i's parameters only
+    optimizer.clip()
+    optimizer.step()
+    optimizer.zero_grad()
+    return losses.detach()
