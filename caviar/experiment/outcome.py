@@ -14,6 +14,7 @@ from pathlib import Path
 
 from caviar.experiment.intervals import CONFIDENCE
 from caviar.experiment.layout import OUTCOME_FILE, ROUNDS_FILE
+from caviar.experiment.members import drop_group_checkpoints
 from caviar.experiment.record import Experiment
 from caviar.experiment.rows import TrialRow, trial_row
 from caviar.experiment.selection import Standing, standings
@@ -149,7 +150,7 @@ def finish(experiment: Experiment, wall_s: float, notes: list[str] | None = None
     job, experiment_dir = experiment.job, experiment.folder
     if experiment.interrupted:
         raise Interrupted(experiment_dir)
-    freed = experiment.prune(job.checkpoint.keep_best_trials)
+    freed = experiment.prune(job.checkpoint.keep_best_trials) + drop_group_checkpoints(experiment_dir)
     trials = experiment.trials()
     standing = standings(experiment)  # after pruning: what a pruned trial keeps is its predictions
     total_bytes, largest = experiment.checkpoint_bytes()

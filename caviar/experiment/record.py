@@ -45,6 +45,7 @@ class TrialRecord:
     cut_by_budget: bool = False  # still live when the job's time_budget_s ran out
     max_t: int | None = None  # the scheduler's last rung: a trial that reached it was not stopped early
     damage: list[str] = field(default_factory=list)  # one line per damaged checkpoint passed over
+    group: str | None = None  # a fused member's group: the Ray trial that trained it (tuning/fused_trial.py)
 
     @property
     def evaluations(self) -> int:
@@ -139,10 +140,15 @@ def relocated(job: JobSpec, source: Path) -> JobSpec:
     )
 
 
-def load_trials(experiment_dir: Path) -> list[TrialRecord]:
+def load_trials(experiment_dir: Path, members: bool = True) -> list[TrialRecord]:
     """Trials from Ray's experiment state; histories and checkpoints from each trial's folder.
-    A coarse-to-fine experiment's rounds are read together, each trial tagged with its round."""
+    A coarse-to-fine experiment's rounds are read together, each trial tagged with its round. A
+    fused trial stands for its members, each a trial of its own (members=False: Ray's trials)."""
     experiment_dir = Path(experiment_dir).resolve()
+    if members:
+        from caviar.experiment.members import members_of
+
+        return [member for trial in load_trials(experiment_dir, members=False) for member in members_of(trial)]
     if rounds := round_dirs(experiment_dir):
         records = []
         for folder in rounds:

@@ -38,13 +38,14 @@ class TrialRow:
     params: dict = field(default_factory=dict)  # sampled values by dotted key
     error: str | None = None
     damaged: str | None = None  # a damaged checkpoint it passed over (the report goes on without it)
+    group: str | None = None  # a fused member's group (the Ray trial that trained it with others)
 
     def as_json(self) -> dict:
         """caviar_tune.json's form: params nested under "params", the metric named."""
         row = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
         row[f"best_{self.metric}"] = row.pop("best_metric")
         row.pop("metric")
-        for optional in ("error", "damaged"):
+        for optional in ("error", "damaged", "group"):
             if row[optional] is None:
                 row.pop(optional)
         return row
@@ -56,6 +57,7 @@ class TrialRow:
             **{k: v for k, v in row.items() if k != "params"},
             "error": self.error,
             "damaged": self.damaged,
+            **({"group": self.group} if self.group else {}),
             **self.params,
         }
 
@@ -86,6 +88,7 @@ def trial_row(trial: TrialRecord, job: JobSpec, standing: Standing | None = None
         params=trial.params,
         error=trial.error,
         damaged="; ".join(trial.damage) or None,
+        group=trial.group,
     )
 
 

@@ -54,8 +54,10 @@ def concurrency_limit(job: JobSpec) -> int | None:
 def reuse_actors(job: JobSpec) -> bool:
     """One worker process runs trial after trial (no torch import per trial), except under the
     schedulers that PAUSE trials: a paused trial's cached actor kept its CPU, and in one CI run a
-    HyperBand job waited 300 s on "insufficient resources" with nothing running."""
-    return job.scheduler.type not in ("hyperband", "pbt")
+    HyperBand job waited 300 s on "insufficient resources" with nothing running. Nor for fused
+    groups: in a reused worker, the second group's tune.get_context() still named the first trial,
+    and its members wrote over the first group's (one process start per group is little to pay)."""
+    return job.scheduler.type not in ("hyperband", "pbt") and job.fuse == 1
 
 
 def build_search(job: JobSpec):

@@ -14,6 +14,8 @@ from caviar.job.schema import JobSpec
 from caviar.tuning import schedulers
 from caviar.tuning.disk_guard import DiskGuard
 from caviar.tuning.disk_room import reserve_bytes
+from caviar.tuning.fused_search import fused_trainable
+from caviar.tuning.fusion import GROUP_KEY
 from caviar.tuning.ray_compat.atomic_storage import atomic_local_filesystem
 from caviar.tuning.ray_compat.progress import quiet_reporter
 from caviar.tuning.ray_compat.resume_repair import prepare_resume
@@ -51,13 +53,17 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
     from ray import tune
 
     check_tuner_state(folder)
-    records = load_trials(folder)
+    records = load_trials(folder, members=False)  # Ray's trials: a fused group is one
     plan = prepare_resume(records)
     for move in plan.moved:
         log.warning("the saved state named a deleted checkpoint; resuming from the newest one: %s", move)
+    if job.fuse > 1:
+        trainable, _ = fused_trainable(job, splits, str(folder), records=records)
+    else:
+        trainable = trainable_of(job, splits, plan.replay)
     tuner = tune.Tuner.restore(
         str(folder),
-        trainable_of(job, splits, plan.replay),
+        trainable,
         resume_unfinished=True,
         resume_errored=True,
         storage_filesystem=atomic_local_filesystem(),
@@ -83,15 +89,23 @@ def build_tuner(job: JobSpec, experiment: str, storage: Storage, splits: Splits)
     """A fresh Tuner writing to <storage>/<experiment>."""
     from ray import tune
 
+    if job.fuse > 1:  # one Ray trial per group; ASHA stops members inside them (tuning/fused_search.py)
+        from ray.tune.schedulers import FIFOScheduler
+
+        trainable, space = fused_trainable(job, splits, storage.uri(experiment))
+        scheduler, num_samples = FIFOScheduler(), 1
+    else:
+        trainable, space = trainable_of(job, splits), param_space(job)
+        scheduler, num_samples = schedulers.build_scheduler(job), job.num_samples
     return tune.Tuner(
-        trainable_of(job, splits),
-        param_space=param_space(job),
+        trainable,
+        param_space=space,
         tune_config=tune.TuneConfig(
             metric=job.metric,
             mode=job.mode,
-            scheduler=schedulers.build_scheduler(job),
+            scheduler=scheduler,
             search_alg=schedulers.build_search(job),
-            num_samples=job.num_samples,
+            num_samples=num_samples,
             max_concurrent_trials=schedulers.concurrency_limit(job) if job.search == "optuna" else None,
             reuse_actors=schedulers.reuse_actors(job),
         ),
@@ -108,13 +122,7 @@ def _run_config(job: JobSpec, experiment: str, storage: Storage):
         name=experiment,
         storage_path=storage.root,
         storage_filesystem=None if storage.is_remote else atomic_local_filesystem(),
-        checkpoint_config=tune.CheckpointConfig(
-            # PBT restores OTHER trials' checkpoints, which num_to_keep could delete first; keep all
-            # while it runs, and prune at the end like every job
-            num_to_keep=None if job.scheduler.type == "pbt" else job.checkpoint.num_to_keep,
-            checkpoint_score_attribute=job.metric,
-            checkpoint_score_order=job.mode,
-        ),
+        checkpoint_config=_checkpoint_config(job),
         failure_config=tune.FailureConfig(max_failures=job.max_failures),
         stop=budget,  # the job's time_budget_s, which also records the trials it cuts
         callbacks=[
@@ -122,6 +130,29 @@ def _run_config(job: JobSpec, experiment: str, storage: Storage):
             *([budget] if budget else []),
             *([DiskGuard(folder, reserve_bytes(job))] if folder else []),
         ],
-        progress_reporter=quiet_reporter(LIVE_COLUMNS, {k.replace(".", "/"): k for k in job.search_space}),
+        progress_reporter=_live_table(job),
         verbose=1,
     )
+
+
+def _checkpoint_config(job: JobSpec):
+    from ray import tune
+
+    if job.fuse > 1:  # a group's checkpoint is for resuming it: the newest one; members keep their own best
+        return tune.CheckpointConfig(num_to_keep=1)
+    return tune.CheckpointConfig(
+        # PBT restores OTHER trials' checkpoints, which num_to_keep could delete first; keep all
+        # while it runs, and prune at the end like every job
+        num_to_keep=None if job.scheduler.type == "pbt" else job.checkpoint.num_to_keep,
+        checkpoint_score_attribute=job.metric,
+        checkpoint_score_order=job.mode,
+    )
+
+
+def _live_table(job: JobSpec):
+    """The live table's columns: a fused job's Ray trials are groups, each reporting its best member."""
+    if job.fuse > 1:
+        return quiet_reporter(
+            {job.metric: SHORT_NAMES.get(job.metric, job.metric), "members_live": "live"}, {GROUP_KEY: "group"}
+        )
+    return quiet_reporter(LIVE_COLUMNS, {k.replace(".", "/"): k for k in job.search_space})

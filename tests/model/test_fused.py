@@ -50,9 +50,9 @@ def alone(cfg: TrialConfig, splits, batches) -> tuple[list[float], dict]:
     return losses, {k: v.detach().clone() for k, v in run.net.state_dict().items()}
 
 
-def fused(cfgs: list[TrialConfig], splits, drop_at: int | None = None, drop: int = 1):
+def fused(cfgs: list[TrialConfig], splits, drop_at: int | None = None, drop: int = 1, how: str = "vmap"):
     runs = [prepare(cfg, splits) for cfg in cfgs]  # each member's init from its own seed
-    net = StackedNet([r.net for r in runs]).train()
+    net = StackedNet([r.net for r in runs], how).train()
     optimizer = StackedOptimizer(net, [c.train for c in cfgs], STEPS, 23)
     batches = the_batches(runs[0], STEPS)
     losses, live = [], list(range(len(cfgs)))
@@ -72,11 +72,11 @@ def splits():
     return load_splits(member_config({}).data)
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
-def test_each_member_is_its_configuration_trained_alone(splits, optimizer):
+@pytest.mark.parametrize(("optimizer", "how"), [("adamw", "loop"), ("adamw", "vmap"), ("sgd", "loop")])
+def test_each_member_is_its_configuration_trained_alone(splits, optimizer, how):
     extra = {"momentum": 0.8} if optimizer == "sgd" else {}
     cfgs = [member_config({**m, **extra}, optimizer) for m in MEMBERS]
-    losses, weights, batches = fused(cfgs, splits)
+    losses, weights, batches = fused(cfgs, splits, how=how)
     for i, cfg in enumerate(cfgs):
         own_losses, own_weights = alone(cfg, splits, batches)
         assert [step[i] for step in losses] == pytest.approx(own_losses, abs=1e-5), f"member {i}"
@@ -85,10 +85,11 @@ def test_each_member_is_its_configuration_trained_alone(splits, optimizer):
     assert len({round(step[0], 6) for step in losses}) > STEPS // 2  # it trained: the losses moved
 
 
-def test_a_member_compacted_away_leaves_the_others_unchanged_bit_for_bit(splits):
+@pytest.mark.parametrize("how", ["loop", "vmap"])
+def test_a_member_compacted_away_leaves_the_others_unchanged_bit_for_bit(splits, how):
     cfgs = [member_config(m) for m in MEMBERS]
-    whole, whole_weights, _ = fused(cfgs, splits)
-    cut, cut_weights, _ = fused(cfgs, splits, drop_at=20, drop=1)
+    whole, whole_weights, _ = fused(cfgs, splits, how=how)
+    cut, cut_weights, _ = fused(cfgs, splits, drop_at=20, drop=1, how=how)
     assert all(1 not in step for step in cut[20:]) and all(1 in step for step in cut[:20])
     for member in (0, 2):
         assert [step[member] for step in cut] == [step[member] for step in whole]
@@ -96,11 +97,12 @@ def test_a_member_compacted_away_leaves_the_others_unchanged_bit_for_bit(splits)
             assert torch.equal(cut_weights[member][name], value), (member, name)
 
 
-def test_with_dropout_each_member_draws_its_own_masks(splits):
+@pytest.mark.parametrize("how", ["loop", "vmap"])
+def test_with_dropout_each_member_draws_its_own_masks(splits, how):
     """Two members with the same init and the same configuration part ways only through their masks."""
     cfg = TrialConfig.model_validate({**TINY, "model": {**TINY["model"], "dropout": 0.3}})
     runs = [prepare(cfg, splits) for _ in range(2)]
-    net = StackedNet([r.net for r in runs]).train()
+    net = StackedNet([r.net for r in runs], how).train()
     width, rows = the_batches(runs[0], 1)[0]
     logits = net.logits(**{k: v for k, v in runs[0].train_set.batch(width, rows).items() if k != "labels"})
     assert not torch.equal(logits[0], logits[1])

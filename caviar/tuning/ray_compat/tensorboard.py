@@ -19,6 +19,7 @@ from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams
 
 from caviar.job.keys import flatten
+from caviar.tuning.fusion import GROUP_KEY
 from model.config import METRICS
 
 SCALARS = (*METRICS, "lr", "examples_per_s", "epoch")
@@ -34,13 +35,36 @@ def hparam_values(config: dict) -> dict:
     }
 
 
+class RunBoard:
+    """One run's TensorBoard: its HParams entry when it starts, scalars at each result, the end."""
+
+    def __init__(self, folder: str, config: dict):
+        self.config = config
+        self.writer = SummaryWriter(folder, flush_secs=10)
+        experiment, session_start, _ = hparams(hparam_values(config), {m: 0.0 for m in HPARAM_METRICS})
+        self.writer.file_writer.add_summary(experiment)
+        self.writer.file_writer.add_summary(session_start)
+        self.writer.flush()
+
+    def add(self, result: dict, step: int) -> None:
+        for key in SCALARS:
+            if isinstance(result.get(key), numbers.Number):
+                self.writer.add_scalar(key, result[key], global_step=step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        _, _, session_end = hparams(hparam_values(self.config), {m: 0.0 for m in HPARAM_METRICS})
+        self.writer.file_writer.add_summary(session_end)
+        self.writer.close()
+
+
 class TrialTensorBoard(TBXLoggerCallback):
     def __init__(self, local_experiment_dir: Path | None):
         super().__init__()
         # Local storage: write straight into results/<experiment>/<trial>/ so `tensorboard --logdir`
         # sees running trials now; remote storage: Ray's staging folder, which it syncs up.
         self.local_experiment_dir = local_experiment_dir
-        self._writers: dict = {}
+        self._boards: dict = {}
 
     def _folder(self, trial) -> str:
         if self.local_experiment_dir is None:
@@ -51,29 +75,20 @@ class TrialTensorBoard(TBXLoggerCallback):
         return str(folder)
 
     def log_trial_start(self, trial) -> None:
-        if trial in self._writers:
-            self._writers[trial].close()
-        writer = SummaryWriter(self._folder(trial), flush_secs=10)
-        experiment, session_start, _ = hparams(hparam_values(trial.config), {m: 0.0 for m in HPARAM_METRICS})
-        writer.file_writer.add_summary(experiment)
-        writer.file_writer.add_summary(session_start)
-        writer.flush()
-        self._writers[trial] = writer
+        if GROUP_KEY in trial.config:
+            return  # a fused group: each of its members writes its own run (tuning/fused_trial.py)
+        if trial in self._boards:
+            self._boards[trial].writer.close()
+        self._boards[trial] = RunBoard(self._folder(trial), trial.config)
 
     def log_trial_result(self, iteration: int, trial, result: dict) -> None:
-        if trial not in self._writers:
+        if GROUP_KEY in trial.config:
+            return
+        if trial not in self._boards:
             self.log_trial_start(trial)
-        writer = self._writers[trial]
-        step = result.get("training_iteration", iteration)
-        for key in SCALARS:
-            if isinstance(result.get(key), numbers.Number):
-                writer.add_scalar(key, result[key], global_step=step)
-        writer.flush()
+        self._boards[trial].add(result, result.get("training_iteration", iteration))
 
     def log_trial_end(self, trial, failed: bool = False) -> None:
-        writer = self._writers.pop(trial, None)
-        if writer is None:
-            return
-        _, _, session_end = hparams(hparam_values(trial.config), {m: 0.0 for m in HPARAM_METRICS})
-        writer.file_writer.add_summary(session_end)
-        writer.close()
+        board = self._boards.pop(trial, None)
+        if board is not None:
+            board.close()

@@ -45,6 +45,10 @@ BAD_SPECS = [
         "search: grid takes only grid or choice",
     ),
     ({"search": "optuna", "search_space": {"train.lr": {"grid": [0.1, 0.2]}}}, "search: optuna cannot sample a grid"),
+    ({"fuse": 4, "search": "optuna"}, "fuse: 4 needs search: random or grid"),
+    ({"fuse": 4, "scheduler": {"type": "hyperband"}}, "fuse: 4 works with scheduler asha or fifo; hyperband acts on"),
+    ({"fuse": 2, "rounds": 2}, "fuse: 2 runs a plain search: no rounds"),
+    ({"fuse": 0}, "fuse: Input should be greater than or equal to 1"),
     (
         {"checkpoint": {"keep_best_trials": 0}},
         "checkpoint.keep_best_trials: Input should be greater than or equal to 1",

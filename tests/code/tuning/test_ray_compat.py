@@ -130,7 +130,7 @@ def test_scheduler_replay_canary_ray_still_keeps_asha_rungs_and_the_tuners_confi
     assert "self._tune_config = " in inspect.getsource(TunerInternal.__init__)
 
 
-def _asha_decisions(scheduler, feed: list[tuple[str, int, float]]) -> dict[str, int | None]:
+def _asha_decisions(scheduler, feed: list[tuple[str, int, float]], max_t: int = 4) -> dict[str, int | None]:
     """Feed (trial, iteration, val_accuracy) results in order, as Ray would (nothing more from a
     stopped trial); the iteration each trial was stopped at, None for one that ran to the end."""
     from types import SimpleNamespace
@@ -144,7 +144,7 @@ def _asha_decisions(scheduler, feed: list[tuple[str, int, float]]) -> dict[str, 
             scheduler.on_trial_add(None, trials[trial_id])
         result = {"training_iteration": iteration, "val_accuracy": value}
         decision = scheduler.on_trial_result(None, trials[trial_id], result)
-        stopped[trial_id] = iteration if decision == "STOP" and iteration < 4 else None
+        stopped[trial_id] = iteration if decision == "STOP" and iteration < max_t else None
     return stopped
 
 

@@ -120,7 +120,7 @@ def test_a_time_budget_cuts_the_live_trials_and_says_so(tmp_path):
     """Ray stops live trials when time_budget_s runs out, and they end TERMINATED like trials ASHA
     stopped; caviar records which ones the clock cut, so none of them counts as stopped early."""
     slow = {**TINY["train"], "epochs": 200}  # far longer than the budget
-    spec = {**TUNE, "scheduler": {"type": "fifo"}, "num_samples": 2, "time_budget_s": 15}
+    spec = {**TUNE, "scheduler": {"type": "fifo"}, "num_samples": 2, "time_budget_s": 10}
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=slow, **spec)
     proc = run_caviar("tune", job, "--name", "budget", "--json")
     experiment = tmp_path / "results" / "budget"
@@ -244,7 +244,7 @@ def test_a_resumed_asha_search_stops_each_trial_at_the_rung_the_uninterrupted_on
     spec = {
         **TUNE,
         "search_space": space,
-        "num_samples": 5,
+        "num_samples": 4,
         "max_concurrent_trials": 1,
         "scheduler": {"type": "asha", "max_t": 4, "grace_period": 1, "reduction_factor": 2},
     }
@@ -267,7 +267,7 @@ def test_a_resumed_asha_search_stops_each_trial_at_the_rung_the_uninterrupted_on
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
     present = {t.trial_id.rsplit("_", 1)[1] for t in load_trials(experiment)}
-    started_after = {f"{i:05d}" for i in range(5)} - present
+    started_after = {f"{i:05d}" for i in range(4)} - present
     resumed = summary_of(run_caviar("resume", experiment, "--json"))
 
     def evaluations(summary: dict) -> dict[str, int]:

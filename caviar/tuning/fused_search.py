@@ -1,0 +1,84 @@
+"""The Ray side of `fuse: K`: one Ray trial per fused group, and the experiment's member rung table.
+
+Ray searches over one value, the group's index (a grid over the groups tuning/fusion.py drew), with
+FIFO at Ray's level: ASHA acts on members, inside the trials, through the rung table. The driver
+makes that table (a named actor that lives as long as the driver) before any trial starts; on
+`caviar resume` it is filled again from the members' recorded results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+from caviar.experiment.members import members_of
+from caviar.experiment.record import UNFINISHED, TrialRecord
+from caviar.job.schema import Asha, JobSpec
+from caviar.tuning.fused_trial import GROUP_STEP, run_fused_trial
+from caviar.tuning.fusion import GROUP_KEY, fused_groups
+from caviar.tuning.member_rungs import actor_for
+from model.data import Splits
+from model.files import read_json_object
+
+log = logging.getLogger("caviar.tune")
+_held: dict[str, object] = {}  # the driver's handles: the tables live while it does
+
+
+def rungs_spec(job: JobSpec, experiment_uri: str) -> dict:
+    asha = job.scheduler if isinstance(job.scheduler, Asha) else None
+    return {
+        "experiment": hashlib.sha1(experiment_uri.encode()).hexdigest()[:16],  # noqa: S324 - a name, not security
+        "asha": None
+        if asha is None
+        else {"grace_period": asha.grace_period, "reduction_factor": asha.reduction_factor, "max_t": asha.max_t},
+        "metric": job.metric,
+        "mode": job.mode,
+    }
+
+
+def fused_trainable(job: JobSpec, splits: Splits, experiment_uri: str, records: list[TrialRecord] | None = None):
+    """The fused trainable with the groups, splits and rung table bound; `records` (a resume: Ray's
+    trials, the groups) fill the table with what their members recorded before any trial restarts."""
+    from ray import tune
+
+    groups = fused_groups(job)
+    spec = rungs_spec(job, experiment_uri)
+    table = actor_for(spec["experiment"], spec["asha"], spec["mode"])
+    if table is not None:
+        _held[spec["experiment"]] = table
+        if records:
+            import ray
+
+            written = ray.get(table.rebuild.remote(recorded_results(records, job.metric)))
+            log.info("resume: the member rung table rebuilt from %d recorded results", written)
+    bound = tune.with_parameters(
+        run_fused_trial,
+        base=job.trial_config().model_dump(),
+        groups=groups,
+        splits=splits,
+        cpus=job.resources_per_trial.cpu,
+        rungs=spec,
+    )
+    resources = {"cpu": job.resources_per_trial.cpu, "gpu": job.resources_per_trial.gpu}
+    return tune.with_resources(bound, resources), {GROUP_KEY: tune.grid_search(list(range(len(groups))))}
+
+
+def recorded_results(groups: list[TrialRecord], metric: str) -> dict[str, list[tuple[int, float]]]:
+    """Each member's (evaluation, metric) results that its group will not report again: all of a
+    finished group's, and an unfinished one's up to the checkpoint it resumes from (none without
+    one: it starts over). A member's rows can run ahead of its group's checkpoint by the
+    evaluation written just before a kill."""
+    out = {}
+    for group in groups:
+        limit = None
+        if group.status in UNFINISHED:
+            step_file = group.resume_from / GROUP_STEP if group.resume_from is not None else None
+            limit = read_json_object(step_file)["step"] if step_file is not None and step_file.is_file() else 0
+        for member in members_of(group):
+            history = member.history
+            if member.group is None or not len(history) or metric not in history:
+                continue
+            if limit is not None:
+                history = history[history["step"] <= limit]
+            out[member.trial_id] = list(zip(history["training_iteration"], history[metric], strict=True))
+    return out

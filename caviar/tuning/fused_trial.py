@@ -1,0 +1,252 @@
+"""What one fused Ray trial runs: a group of member configurations as one stacked model.
+
+One batch stream feeds every member (model/fused.py); at each evaluation each live member is scored
+on validation, recorded and checkpointed in its own folder, <trial>/members/<member id>/, in the
+layout a plain trial uses (result.json rows, checkpoint_<n>/ in the HF layout with its validation
+predictions), so the leaderboard, promote, serve and predict read a member like any trial. ASHA's
+decisions come from the experiment's one member rung table (tuning/member_rungs.py); a stopped
+member is compacted out of the stack. The group's own checkpoint, reported to Ray at every
+evaluation, holds the stack, the optimizer and every member's state, for a retry or a resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+import torch
+from ray import tune
+
+from caviar.experiment.layout import MEMBER_FILE, MEMBERS_DIR
+from caviar.job.keys import nest
+from caviar.tuning.fusion import GROUP_KEY
+from caviar.tuning.member_rungs import actor_for
+from caviar.tuning.ray_compat.tensorboard import RunBoard
+from caviar.tuning.search_space import trial_config
+from model.batches import epoch_batches
+from model.checkpoint import fill_checkpoint
+from model.evaluate import EVAL_BATCH, scored
+from model.files import temp_checkpoint_dir, write_json_atomically
+from model.fused import StackedNet, StackedOptimizer, fused_step
+from model.loop import evaluation_plan
+from model.predictions import Predictions
+from model.train import prepare
+
+GROUP_STATE = "fused_group.pt"
+GROUP_STEP = "fused_group.json"
+
+
+@dataclass
+class Member:
+    """One member's own record: where it writes, its best so far, its rows and its share of the cost."""
+
+    member_id: str
+    index: int  # its place in the group (stable); its place in the stack changes as members stop
+    params: dict
+    folder: Path
+    rows: list[dict] = field(default_factory=list)
+    best: float | None = None
+    status: str = "RUNNING"
+    share_s: float = 0.0  # its share of the group's seconds: each window's seconds over the live members
+
+    def write(self, group_id: str) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        record = {"member": self.member_id, "group": group_id, "index": self.index, "params": self.params}
+        write_json_atomically(self.folder / MEMBER_FILE, {**record, "status": self.status})
+        lines = "".join(json.dumps(row) + "\n" for row in self.rows)
+        tmp = self.folder / ".result.json.tmp"
+        tmp.write_text(lines, encoding="utf-8")
+        tmp.replace(self.folder / "result.json")
+
+
+def run_fused_trial(config: dict, *, base: dict, groups: list, splits, cpus: float, rungs: dict) -> None:
+    """`rungs`: {"experiment", "asha" (grace_period, reduction_factor, max_t) or None, "metric", "mode"}."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per report
+    FusedGroup(groups[config[GROUP_KEY]], base, splits, cpus, rungs).fit()
+
+
+class FusedGroup:
+    """The group's stack, optimizer and members; `fit` trains them to the end or until all stop."""
+
+    def __init__(self, members_params: list[dict], base: dict, splits, cpus: float, rungs: dict):
+        self.started, self.startup_s, self.rungs = time.perf_counter(), None, rungs
+        context = tune.get_context()
+        self.group_id, trial_dir = context.get_trial_id(), Path(context.get_trial_dir())
+        self.cfgs = [trial_config(base, params) for params in members_params]
+        for cfg in self.cfgs:
+            cfg.train.num_threads = cfg.train.num_threads or max(1, int(cpus))
+        self.runs = [prepare(cfg, splits) for cfg in self.cfgs]  # each member's init from its own seed
+        self.net = StackedNet([r.net for r in self.runs]).train()
+        self.data, self.tc = self.runs[0].train_set, self.cfgs[0].train  # one batch stream: non-fusible
+        self.plan = evaluation_plan(self.tc, len(self.data))
+        self.optimizer = StackedOptimizer(
+            self.net, [c.train for c in self.cfgs], self.plan.total_steps, self.plan.steps_per_epoch
+        )
+        self.members = [
+            Member(f"{self.group_id}_m{i}", i, params, trial_dir / MEMBERS_DIR / f"{self.group_id}_m{i}")
+            for i, params in enumerate(members_params)
+        ]
+        self.live, self.step = list(range(len(self.members))), 0
+        if (checkpoint := tune.get_checkpoint()) is not None:
+            with checkpoint.as_directory() as folder:
+                self.live, self.step = _restore(Path(folder) / GROUP_STATE, self.net, self.optimizer, self.members)
+        self.boards = {}
+        for member in self.members:
+            member.write(self.group_id)
+            if member.status == "RUNNING":
+                self.boards[member.index] = RunBoard(str(member.folder), nest(member.params))
+        self.table = actor_for(rungs["experiment"], rungs["asha"], rungs["mode"])
+
+    def fit(self) -> None:
+        plan, window = self.plan, self._window()
+        while self.step < plan.total_steps and self.live:
+            epoch, offset = divmod(self.step, plan.steps_per_epoch)
+            for width, rows in self.data.plan(
+                epoch_batches(self.data.data, self.tc.batch_size, self.tc.seed, epoch)[offset:]
+            ):
+                window["loss"] += fused_step(self.net, self.optimizer, self.data.batch(width, rows), self.tc.precision)
+                self.step, window["steps"] = self.step + 1, window["steps"] + 1
+                if self.startup_s is None:
+                    self.startup_s = time.perf_counter() - self.started
+                if self.step - epoch * plan.steps_per_epoch in plan.eval_points or self.step == plan.total_steps:
+                    self._evaluation(window)
+                    window = self._window()
+                if self.step >= plan.total_steps or not self.live:
+                    break
+
+    def _window(self) -> dict:
+        return {"loss": torch.zeros(len(self.live)), "steps": 0, "started": time.perf_counter()}
+
+    def _evaluation(self, window: dict) -> None:
+        """Score and record every live member, drop those that stop, report the group to Ray."""
+        window |= {"seconds": time.perf_counter() - window["started"], "examples": window["steps"] * self.tc.batch_size}
+        stopped = _evaluate(self, window)
+        kept = [slot for slot in range(len(self.live)) if self.live[slot] not in stopped]
+        if len(kept) < len(self.live):  # compaction: the step's cost falls with the members that left
+            self.net.keep(kept)
+            self.optimizer.keep(kept)
+            self.live = [self.live[slot] for slot in kept]
+        for member in self.members:
+            member.write(self.group_id)
+            if member.index in self.boards:
+                self.boards[member.index].add(member.rows[-1], member.rows[-1]["training_iteration"])
+                if member.status != "RUNNING":
+                    self.boards.pop(member.index).close()
+        _report_group(self)
+
+
+def _evaluate(group: FusedGroup, window: dict) -> set[int]:
+    """Score, record and checkpoint each live member; returns the members (group indices) that stop."""
+    step, plan, seconds, live = group.step, group.plan, window["seconds"], group.live
+    stopped, lrs = set(), group.optimizer.group("lr")
+    metric, sign = group.rungs["metric"], 1 if group.rungs["mode"] == "max" else -1
+    for slot, index in enumerate(live):
+        member, run, cfg = group.members[index], group.runs[index], group.cfgs[index]
+        run.net.load_state_dict(group.net.member_state(slot))
+        run.net.eval()
+        val, positive = scored(run.net, run.val_set, EVAL_BATCH)
+        member.share_s += seconds / len(live)
+        done = step >= plan.total_steps
+        row = {
+            "training_iteration": len(member.rows) + 1,
+            "epoch": round(step / plan.steps_per_epoch, 4),
+            "step": step,
+            "train_loss": float(window["loss"][slot]) / max(1, window["steps"]),
+            **{k: v for k, v in val.as_dict("val").items() if k != "val_confusion"},
+            "lr": lrs[slot],
+            "examples_per_s": window["examples"] / seconds,  # each member sees every example
+            "group_examples_per_s": window["examples"] * len(live) / seconds,
+            "members_live": len(live),
+            "startup_s": group.startup_s,
+            "time_total_s": member.share_s,  # its share: the cost columns charge a member for it alone
+            "done_training": done,
+            "trial_id": member.member_id,
+        }
+        if member.best is None or sign * row[metric] > sign * member.best:
+            member.best = row[metric]
+            _keep_best_checkpoint(member, run, cfg, row, Predictions.of(run.val_set.data.labels, positive))
+        member.rows.append(row)
+        if done:
+            member.status = "FINISHED"
+        elif not math.isfinite(row["train_loss"]) or _told_to_stop(group, member, row):
+            member.status, stopped = "STOPPED", stopped | {index}
+    return stopped
+
+
+def _told_to_stop(group: FusedGroup, member: Member, row: dict) -> bool:
+    if group.table is None:
+        return False
+    return ray.get(group.table.decide.remote(member.member_id, row["training_iteration"], row[group.rungs["metric"]]))
+
+
+def _keep_best_checkpoint(member: Member, run, cfg, row: dict, predictions: Predictions) -> None:
+    """The member's best evaluation as checkpoint_<n>/ (the HF layout, no optimizer state); the one
+    it replaces is removed after the new one is in place."""
+    old = sorted(member.folder.glob("checkpoint_*"))
+    target = member.folder / f"checkpoint_{row['training_iteration'] - 1:06d}"
+    tmp = temp_checkpoint_dir()
+    try:
+        fill_checkpoint(tmp, run.net, run.tokenizer, cfg, {"metrics": row, "pretrained": None}, None, predictions)
+        shutil.move(str(tmp), target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    for folder in old:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _report_group(group: FusedGroup) -> None:
+    """One result for Ray (the group's best member so far) with the group's checkpoint."""
+    sign = 1 if group.rungs["mode"] == "max" else -1
+    bests = [m.best for m in group.members if m.best is not None]
+    folder = temp_checkpoint_dir()
+    try:
+        state = {
+            "params": {k: v.detach() for k, v in group.net.params.items()},
+            "buffers": group.net.buffers,
+            "optimizer": group.optimizer.state,
+            "step_count": group.optimizer.step_count,
+            # the stand-in optimizers too: they hold the lr (and SGD's momentum) each member steps with
+            "schedules": [(s.state_dict(), s.optimizer.state_dict()) for s in group.optimizer.schedules],
+            "live": group.live,
+            "step": group.step,
+            "members": [
+                {"rows": m.rows, "best": m.best, "status": m.status, "share_s": m.share_s} for m in group.members
+            ],
+            "torch_rng": torch.get_rng_state(),
+        }
+        torch.save(state, folder / GROUP_STATE)
+        write_json_atomically(folder / GROUP_STEP, {"step": group.step})  # read on resume without torch.load
+        best = max(bests, key=lambda v: sign * v)
+        metrics = {group.rungs["metric"]: best, "step": group.step, "members_live": len(group.live)}
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _restore(path: Path, net: StackedNet, optimizer: StackedOptimizer, members: list[Member]) -> tuple[list[int], int]:
+    """The group as its last checkpoint left it: the stack compacted to its live members."""
+    state = torch.load(path, weights_only=False)  # noqa: S614 - the trial's own checkpoint
+    live = state["live"]
+    net.keep(live)
+    optimizer.keep(live)
+    net.params = {k: v.clone().requires_grad_(True) for k, v in state["params"].items()}
+    net.buffers = state["buffers"]
+    optimizer.state, optimizer.step_count = state["optimizer"], state["step_count"]
+    for schedule, (saved, stand_in) in zip(optimizer.schedules, state["schedules"], strict=True):
+        schedule.load_state_dict(saved)
+        schedule.optimizer.load_state_dict(stand_in)
+    for member, saved in zip(members, state["members"], strict=True):
+        member.rows, member.best, member.status, member.share_s = (
+            saved["rows"],
+            saved["best"],
+            saved["status"],
+            saved["share_s"],
+        )
+    torch.set_rng_state(state["torch_rng"])
+    return live, state["step"]

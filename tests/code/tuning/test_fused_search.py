@@ -1,0 +1,119 @@
+"""Fused trials end to end (issue 32): a `fuse: 2` search on real Ray; one leaderboard row per
+member with its group, ASHA stopping members on one rung table, and a member's checkpoint promoted
+and served like any trial's."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from caviar.experiment.record import Experiment, load_trials
+from caviar.job.loading import load_job
+from caviar.registry.promote import promote
+from caviar.registry.store import read_card
+from caviar.serving.app import create_app
+from caviar.tuning.fusion import fused_groups, sample_members
+from tests.code.tuning.test_tune import TUNE, caviar_cmd, no_ray_left_behind, run_caviar, summary_of  # noqa: F401
+from tests.conftest import TINY, TRIAL_START_TIMEOUT_S, tiny_job_yaml
+
+pytestmark = pytest.mark.slow
+SPACE = {"train.lr": {"loguniform": [2e-3, 1e-2]}, "train.weight_decay": {"uniform": [0.0, 0.1]}}
+
+
+EVALUATIONS = 5
+
+
+@pytest.fixture(scope="module")
+def fused_run(tmp_path_factory) -> tuple[dict, Path, Path]:
+    """One group at a time, so the members reach the rung table in a fixed order (the resume test
+    compares against it)."""
+    tmp = tmp_path_factory.mktemp("fused")
+    spec = {**TUNE, "search_space": SPACE, "num_samples": 6, "fuse": 3, "max_concurrent_trials": 1}
+    spec["scheduler"] = {"type": "asha", "max_t": EVALUATIONS, "grace_period": 1, "reduction_factor": 2}
+    train = {**TINY["train"], "epochs": EVALUATIONS, "eval_every": 1.0}
+    job = tiny_job_yaml(tmp / "job.yaml", storage=str(tmp / "results"), train=train, **spec)
+    return summary_of(run_caviar("tune", job, "--name", "fused", "--json")), tmp / "results" / "fused", job
+
+
+def test_a_fused_search_has_one_row_per_member(fused_run):
+    summary, experiment, job = fused_run
+    assert len(summary["trials"]) == 6 and {t["group"] for t in summary["trials"]} == {
+        t.trial_id for t in load_trials(experiment, members=False)
+    }
+    assert len({t["group"] for t in summary["trials"]}) == 2  # 6 members, 3 to a group
+    # the members are the configurations a fuse: 1 search would have tried, in its order
+    sampled = sample_members(load_job(job))
+    by_member = {t.trial_id: t.params for t in load_trials(experiment)}
+    assert sorted(json.dumps(p, sort_keys=True) for p in by_member.values()) == sorted(
+        json.dumps(p, sort_keys=True) for p in sampled
+    )
+    assert [len(g) for g in fused_groups(load_job(job))] == [3, 3]
+    # ASHA stopped members on one table: some early, at least one to the end
+    evaluations = sorted(t["evaluations"] for t in summary["trials"])
+    assert summary["stopped_early"] >= 1 and evaluations[-1] == EVALUATIONS, evaluations
+    leaderboard = (experiment / "leaderboard.csv").read_text() if (experiment / "leaderboard.csv").exists() else ""
+    assert all(row["cpu_s"] > 0 for row in summary["trials"])  # each member's share of its group's seconds
+    kept = [row for row in summary["trials"] if row["checkpoint"]]  # pruning keeps the best 2 members'
+    assert len(kept) == 2 and all(Path(row["checkpoint"], "model.safetensors").is_file() for row in kept)
+    assert summary["best_trial"] in {row["trial_id"] for row in kept}
+    assert not leaderboard or all(row["trial_id"] in leaderboard for row in summary["trials"])
+    assert not list(experiment.glob("*/checkpoint_*")), "the groups' own checkpoints go once all members end"
+    # each member has its own TensorBoard run
+    assert all(list(Path(t.path).glob("events.out.tfevents.*")) for t in load_trials(experiment))
+
+
+def test_a_members_checkpoint_is_promoted_and_served(fused_run, tmp_path):
+    summary, experiment, _ = fused_run
+    done = promote(experiment, "fused", root=tmp_path)
+    card = read_card(Path(done.path))
+    assert card["trial_id"] == summary["best_trial"] and "_m" in card["trial_id"]
+    best = Experiment.load(experiment).best()[0]
+    assert best.group is not None
+    with TestClient(create_app(tmp_path / "fused" / "current")) as client:
+        answer = client.post("/predict", json={"text": "정말 재미있어요"})
+        assert answer.status_code == 200 and answer.headers["Caviar-Model"] == "fused/v1"
+
+
+def test_a_killed_fused_search_resumes_and_stops_what_it_would_have(fused_run, tmp_path):
+    """Killed with SIGKILL once the second group has evaluated once; resumed, every member ends
+    after as many evaluations as in the uninterrupted run, its rows recorded once each."""
+    whole, _, job = fused_run
+    experiment = tmp_path / "results" / "killed"
+    job_here = tmp_path / "job.yaml"
+    job_here.write_text(Path(job).read_text().replace(str(Path(job).parent / "results"), str(tmp_path / "results")))
+    driver = subprocess.Popen(
+        caviar_cmd("tune", job_here, "--name", "killed"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + TRIAL_START_TIMEOUT_S
+        while not any(_rows(r) for r in experiment.glob("*_00001_*/members/*/result.json")):
+            assert time.time() < deadline and driver.poll() is None, "the second group never evaluated"
+            time.sleep(0.05)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    statuses = [json.loads(f.read_text())["status"] for f in experiment.glob("*_00001_*/members/*/member.json")]
+    assert "RUNNING" in statuses, "the second group finished before the kill: nothing left to resume"
+    resumed = summary_of(run_caviar("resume", experiment, "--json"))
+
+    def evaluations(summary: dict) -> dict[str, int]:
+        return {t["trial_id"].split("_", 1)[1]: t["evaluations"] for t in summary["trials"]}
+
+    assert evaluations(resumed) == evaluations(whole)
+    for trial in load_trials(experiment):
+        steps = list(trial.history["step"])
+        assert steps == sorted(set(steps)), (trial.trial_id, steps)
+
+
+def _rows(result: Path) -> int:
+    return sum(1 for line in result.read_text().splitlines() if line.strip())
