@@ -50,7 +50,7 @@ def alone(cfg: TrialConfig, splits, batches) -> tuple[list[float], dict]:
     return losses, {k: v.detach().clone() for k, v in run.net.state_dict().items()}
 
 
-def fused(cfgs: list[TrialConfig], splits, drop_at: int | None = None, drop: int = 1, how: str = "vmap"):
+def fused(cfgs: list[TrialConfig], splits, drop_at: int | None = None, drop: int = 1, how: str = "auto"):
     runs = [prepare(cfg, splits) for cfg in cfgs]  # each member's init from its own seed
     net = StackedNet([r.net for r in runs], how).train()
     optimizer = StackedOptimizer(net, [c.train for c in cfgs], STEPS, 23)
