@@ -121,7 +121,8 @@ class FusedGroup:
                     break
 
     def _window(self) -> dict:
-        return {"loss": torch.zeros(len(self.live)), "steps": 0, "started": time.perf_counter()}
+        loss = torch.zeros(len(self.live), device=self.runs[0].device)  # summed where the losses are
+        return {"loss": loss, "steps": 0, "started": time.perf_counter()}
 
     def _evaluation(self, window: dict) -> None:
         """Score and record every live member, drop those that stop, report the group to Ray."""

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 SPACE = {"train.lr": {"loguniform": [2e-3, 1e-2]}, "train.weight_decay": {"uniform": [0.0, 0.1]}}
 
 
-EVALUATIONS = 5
+EVALUATIONS = 4
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,11 @@ def test_a_killed_fused_search_resumes_and_stops_what_it_would_have(fused_run, t
         driver.wait()
     statuses = [json.loads(f.read_text())["status"] for f in experiment.glob("*_00001_*/members/*/member.json")]
     assert "RUNNING" in statuses, "the second group finished before the kill: nothing left to resume"
-    resumed = summary_of(run_caviar("resume", experiment, "--json"))
+    try:
+        resumed = summary_of(run_caviar("resume", experiment, "--json", timeout=240))
+    except subprocess.TimeoutExpired as err:  # seen once in 9 runs: keep what it printed, to find why
+        tail = (err.stderr or b"")[-4000:]
+        pytest.fail(f"caviar resume hung for 240 s; its stderr ended: {tail.decode(errors='replace')}")
 
     def evaluations(summary: dict) -> dict[str, int]:
         return {t["trial_id"].split("_", 1)[1]: t["evaluations"] for t in summary["trials"]}

@@ -185,7 +185,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
 
 def test_resume_after_the_driver_is_killed(tmp_path):
     spec = {**TUNE, "scheduler": {"type": "fifo"}, "num_samples": 4}
-    slow = {**TINY["train"], "epochs": 10}  # ~20 evaluations a trial: long enough to be killed midway
+    slow = {**TINY["train"], "epochs": 7}  # ~14 evaluations a trial: long enough to be killed midway
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=slow, **spec)
     experiment = tmp_path / "results" / "killed"
     driver = subprocess.Popen(
