@@ -32,7 +32,7 @@ from caviar.tuning.search_space import trial_config
 from model.batches import epoch_batches
 from model.checkpoint import fill_checkpoint
 from model.evaluate import EVAL_BATCH, scored
-from model.files import temp_checkpoint_dir, write_json_atomically
+from model.files import temp_checkpoint_dir, write_json_atomically, write_text_atomically
 from model.fused import StackedNet, StackedOptimizer, fused_step
 from model.loop import evaluation_plan
 from model.predictions import Predictions
@@ -59,10 +59,7 @@ class Member:
         self.folder.mkdir(parents=True, exist_ok=True)
         record = {"member": self.member_id, "group": group_id, "index": self.index, "params": self.params}
         write_json_atomically(self.folder / MEMBER_FILE, {**record, "status": self.status})
-        lines = "".join(json.dumps(row) + "\n" for row in self.rows)
-        tmp = self.folder / ".result.json.tmp"
-        tmp.write_text(lines, encoding="utf-8")
-        tmp.replace(self.folder / "result.json")
+        write_text_atomically(self.folder / "result.json", "".join(json.dumps(row) + "\n" for row in self.rows))
 
 
 def run_fused_trial(config: dict, *, base: dict, groups: list, splits, cpus: float, rungs: dict) -> None:

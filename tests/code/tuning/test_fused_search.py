@@ -5,10 +5,7 @@ and served like any trial's."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -20,8 +17,15 @@ from caviar.registry.promote import promote
 from caviar.registry.store import read_card
 from caviar.serving.app import create_app
 from caviar.tuning.fusion import fused_groups, sample_members
-from tests.code.tuning.test_tune import TUNE, caviar_cmd, no_ray_left_behind, run_caviar, summary_of  # noqa: F401
-from tests.conftest import TINY, TRIAL_START_TIMEOUT_S, tiny_job_yaml
+from tests.code.tuning.test_tune import (  # noqa: F401
+    TUNE,
+    _rows,
+    no_ray_left_behind,
+    run_caviar,
+    summary_of,
+    tune_killed_when,
+)
+from tests.conftest import TINY, tiny_job_yaml
 
 pytestmark = pytest.mark.slow
 SPACE = {"train.lr": {"loguniform": [2e-3, 1e-2]}, "train.weight_decay": {"uniform": [0.0, 0.1]}}
@@ -88,20 +92,8 @@ def test_a_killed_fused_search_resumes_and_stops_what_it_would_have(fused_run, t
     experiment = tmp_path / "results" / "killed"
     job_here = tmp_path / "job.yaml"
     job_here.write_text(Path(job).read_text().replace(str(Path(job).parent / "results"), str(tmp_path / "results")))
-    driver = subprocess.Popen(
-        caviar_cmd("tune", job_here, "--name", "killed"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + TRIAL_START_TIMEOUT_S
-        while not any(_rows(r) for r in experiment.glob("*_00001_*/members/*/result.json")):
-            assert time.time() < deadline and driver.poll() is None, "the second group never evaluated"
-            time.sleep(0.05)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    second = "*_00001_*/members/*/result.json"
+    tune_killed_when(job_here, lambda: any(_rows(r) for r in experiment.glob(second)), "the second group")
     statuses = [json.loads(f.read_text())["status"] for f in experiment.glob("*_00001_*/members/*/member.json")]
     assert "RUNNING" in statuses, "the second group finished before the kill: nothing left to resume"
     try:
@@ -117,7 +109,3 @@ def test_a_killed_fused_search_resumes_and_stops_what_it_would_have(fused_run, t
     for trial in load_trials(experiment):
         steps = list(trial.history["step"])
         assert steps == sorted(set(steps)), (trial.trial_id, steps)
-
-
-def _rows(result: Path) -> int:
-    return sum(1 for line in result.read_text().splitlines() if line.strip())

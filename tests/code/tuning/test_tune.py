@@ -188,17 +188,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     slow = {**TINY["train"], "epochs": 7}  # ~14 evaluations a trial: long enough to be killed midway
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=slow, **spec)
     experiment = tmp_path / "results" / "killed"
-    driver = subprocess.Popen(
-        caviar_cmd("tune", job, "--name", "killed"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        finished_before = wait_for_finished_trial(experiment, timeout=TRIAL_START_TIMEOUT_S)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray it started
-        driver.wait()
+    finished_before = tune_killed_when(job, lambda: wait_for_finished_trial(experiment, timeout=TRIAL_START_TIMEOUT_S))
     trials_before = load_trials(experiment)
     rows_before = {t.trial_id: len(t.history) for t in trials_before}
     # Ray deletes an older checkpoint as soon as a newer one lands but saves its state every few
@@ -252,20 +242,7 @@ def test_a_resumed_asha_search_stops_each_trial_at_the_rung_the_uninterrupted_on
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=short, **spec)
     whole = summary_of(run_caviar("tune", job, "--name", "whole", "--json"))
     experiment = tmp_path / "results" / "killed"
-    driver = subprocess.Popen(
-        caviar_cmd("tune", job, "--name", "killed"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + TRIAL_START_TIMEOUT_S
-        while not any(_rows(result) for result in experiment.glob("*_00002_*/result.json")):
-            assert time.time() < deadline and driver.poll() is None, "the third trial never reported"
-            time.sleep(0.2)
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait()
+    tune_killed_when(job, lambda: any(_rows(r) for r in experiment.glob("*_00002_*/result.json")), "the third trial")
     present = {t.trial_id.rsplit("_", 1)[1] for t in load_trials(experiment)}
     started_after = {f"{i:05d}" for i in range(4)} - present
     resumed = summary_of(run_caviar("resume", experiment, "--json"))
@@ -282,6 +259,29 @@ def test_a_resumed_asha_search_stops_each_trial_at_the_rung_the_uninterrupted_on
 
 def _rows(result: Path) -> int:
     return sum(1 for line in result.read_text().splitlines() if line.strip())
+
+
+def tune_killed_when(job: Path, ready, what: str = "", name: str = "killed", poll_s: float = 0.05):
+    """`caviar tune` the job in its own session, then SIGKILL the driver and the local Ray it started
+    once `ready()` is true (a value, or True); returns that value. Without `what`, `ready` waits by
+    itself and is called once."""
+    driver = subprocess.Popen(
+        caviar_cmd("tune", job, "--name", name),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        if not what:
+            return ready()
+        deadline = time.time() + TRIAL_START_TIMEOUT_S
+        while not (got := ready()):
+            assert time.time() < deadline and driver.poll() is None, f"{what} never reported"
+            time.sleep(poll_s)
+        return got
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
 
 
 def wait_for_finished_trial(experiment: Path, timeout: float) -> set[str]:
