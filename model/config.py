@@ -144,7 +144,9 @@ class TrainConfig(Strict):
     )
     patience: int | None = Field(None, ge=1, description="evaluations without val_loss improvement before stopping")
     grad_clip: float | None = Field(1.0, gt=0, description="clip the gradient norm to this; null = off")
-    seed: int = Field(42, description="init, dropout and batch order of the run")
+    seed: int = Field(42, description="batch order of the run; init and dropout too, unless init_seed is set")
+    init_seed: int | None = Field(None, description="init and dropout seed apart from the batch order; null = seed")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="smooths the training loss's targets (not val_loss)")
     num_threads: int | None = Field(None, ge=1, description="torch threads; default = CPUs given to the run")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when torch sees a GPU")
     compile: Literal["auto", "on", "off"] = Field(

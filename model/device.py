@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import resource
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,6 +38,26 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def peak_memory_mb(device: torch.device) -> float:
+    """This process's peak memory where it computes: CUDA's allocator peak on a GPU, the process's
+    peak resident memory on CPU (Linux reports ru_maxrss in KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+
+
+def memory_share_mb(device: torch.device, cpus: float, gpus: float) -> float:
+    """What one trial may hold: its share of the GPU's memory (resources_per_trial.gpu), or on CPU
+    the node's memory (its cgroup's limit, where lower) times the trial's share of the CPUs."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory / 2**20 * min(1.0, gpus or 1.0)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = Path("/sys/fs/cgroup/memory.max")
+    if limit.is_file() and (text := limit.read_text().strip()).isdigit():
+        total = min(total, int(text))
+    return total / 2**20 * min(1.0, cpus / (os.cpu_count() or 1))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -62,6 +84,11 @@ def maybe_compile(net: torch.nn.Module, setting: str, device: torch.device) -> t
     here, more than a short trial gains). Shapes are few (bucketed widths), so graphs are reused;
     dynamic=None lets torch fall back to one dynamic graph after the second width instead of one
     graph per width. Checkpoints always save the plain module, which shares the parameters."""
-    if setting == "off" or (setting == "auto" and device.type != "cuda"):
+    if not compiles(setting, device):
         return net
     return torch.compile(net, dynamic=None, backend=settings().compile_backend)
+
+
+def compiles(setting: str, device: torch.device) -> bool:
+    """train.compile resolved: `on`, or `auto` on CUDA."""
+    return setting == "on" or (setting == "auto" and device.type == "cuda")

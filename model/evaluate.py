@@ -76,8 +76,8 @@ def metrics_of(labels: np.ndarray, probs: np.ndarray) -> Metrics:
     return confusion_metrics(labels, (probs >= 0.5).astype(np.int64), loss)
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), labels)
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
 
 
 def evaluate_checkpoint(folder, reviews, device=None) -> Metrics:

@@ -7,8 +7,7 @@ per-member lr, betas, eps, weight decay and momentum as [K] tensors, gradient cl
 member's own norm, and each member's own schedule. Members never mix: member i's loss depends on
 member i's parameters only, so the summed loss gives each member exactly its own gradients.
 
-A stopped member is compacted away (`keep`): its parameters and optimizer state leave the stack,
-so the step's cost falls with it.
+A stopped member is compacted away (`keep`): its parameters and optimizer state leave the stack.
 
 To run: see bench/fused.py; tests/model/test_fused.py checks member i against the same
 configuration trained alone.
@@ -42,18 +41,29 @@ FUSIBLE_TRAIN = frozenset(
         "cyclical_mode",
         "cycle_epochs",
         "grad_clip",
+        "label_smoothing",
+        "init_seed",
     }
 )
+FUSIBLE_MODEL = frozenset({"dropout", "head_dropout"})  # each member runs its own skeleton's dropout
 
 
 class StackedNet:
     """K copies of one architecture as stacked tensors; `logits` runs all K on one batch."""
 
-    def __init__(self, nets: list[nn.Module], mode: str = "auto"):
+    def __init__(self, nets: list[nn.Module], mode: str = "auto", compile: bool = False):
         self.mode = mode  # "vmap", "loop", or "auto": vmap on CUDA, the loop on CPU (see logits)
+        # train.compile: the stacked forward traced by torch.compile; the parameters are its inputs
+        self.compiled = None
+        if compile:
+            from model.settings import settings
+
+            self.compiled = torch.compile(self._forward, dynamic=None, backend=settings().compile_backend)
         if len({type(n) for n in nets}) != 1 or len({tuple(_shapes(n)) for n in nets}) != 1:
             raise ValueError("fused members must share one architecture (every parameter's name and shape)")
-        self.skeleton = copy.deepcopy(nets[0]).to("meta")
+        # each member's module tree without weights: the same but for its dropout probabilities
+        self.skeletons = [copy.deepcopy(n).to("meta") for n in nets]
+        self.skeleton = self.skeletons[0]
         params, buffers = stack_module_state(nets)
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
@@ -64,37 +74,58 @@ class StackedNet:
         return next(iter(self.params.values())).shape[0]
 
     def train(self, mode: bool = True) -> StackedNet:
-        self.skeleton.train(mode)
+        for skeleton in self.skeletons:
+            skeleton.train(mode)
         return self
 
+    def _alike(self) -> list[list[int]]:
+        """Members in runs that share dropout probabilities (one run when all do): one vmap each."""
+        runs: dict[tuple, list[int]] = {}
+        for i, skeleton in enumerate(self.skeletons):
+            runs.setdefault(_dropouts(skeleton), []).append(i)
+        return list(runs.values())
+
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[K, batch, labels]; with dropout on, each member draws its own masks. On CUDA one vmap
-        over functional_call runs all members at once (one launch does K members' work). On CPU a
-        loop over the members' slices of the same stacked tensors: the same numbers, and faster in
-        whole training steps there (bench/fused.py: 1.00x against 0.92x of today's way at K = 2 for
-        the default model, 0.69x against 0.43x at K = 8; vmap runs SDPA's CPU kernel member by member)."""
+        """[K, batch, labels], each member with its own dropout masks. On CUDA one vmap over
+        functional_call runs all members at once; on CPU a loop over the members' slices, the same
+        numbers and faster in whole steps there (bench/fused.py: 1.00x against vmap's 0.92x of
+        today's way at K = 2, default model; vmap runs SDPA's CPU kernel member by member)."""
+        forward = self.compiled or self._forward
+        return forward(self.params, self.buffers, input_ids, attention_mask)
+
+    def _forward(self, params: dict, buffers: dict, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.how(input_ids.device) == "loop":
             return torch.stack(
                 [
                     functional_call(
-                        self.skeleton,
-                        ({k: v[i] for k, v in self.params.items()}, {k: v[i] for k, v in self.buffers.items()}),
+                        self.skeletons[i],
+                        ({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()}),
                         (),
                         kwargs,
                     ).logits
                     for i in range(self.members)
                 ]
             )
+        runs = self._alike()
+        if len(runs) == 1:
+            return self._vmapped(self.skeleton, params, buffers, input_ids, attention_mask)
+        out = [None] * self.members
+        for run in runs:  # a vmap over each run's slices; the stack's order is put back after
+            index = torch.tensor(run, device=input_ids.device)
+            mine = {k: v.index_select(0, index) for k, v in params.items()}
+            theirs = {k: v.index_select(0, index) for k, v in buffers.items()}
+            logits = self._vmapped(self.skeletons[run[0]], mine, theirs, input_ids, attention_mask)
+            for j, i in enumerate(run):
+                out[i] = logits[j]
+        return torch.stack(out)
 
+    @staticmethod
+    def _vmapped(skeleton, params, buffers, input_ids, attention_mask) -> torch.Tensor:
         def one(params, buffers, ids, mask):
-            return functional_call(
-                self.skeleton, (params, buffers), (), {"input_ids": ids, "attention_mask": mask}
-            ).logits
+            return functional_call(skeleton, (params, buffers), (), {"input_ids": ids, "attention_mask": mask}).logits
 
-        return vmap(one, in_dims=(0, 0, None, None), randomness="different")(
-            self.params, self.buffers, input_ids, attention_mask
-        )
+        return vmap(one, in_dims=(0, 0, None, None), randomness="different")(params, buffers, input_ids, attention_mask)
 
     def how(self, device: torch.device) -> str:
         return self.mode if self.mode != "auto" else ("vmap" if device.type == "cuda" else "loop")
@@ -109,10 +140,16 @@ class StackedNet:
         index = torch.tensor(members, dtype=torch.long)
         self.params = {k: v.detach()[index].clone().requires_grad_(True) for k, v in self.params.items()}
         self.buffers = {k: v[index].clone() for k, v in self.buffers.items()}
+        self.skeletons = [self.skeletons[i] for i in members]
+        self.skeleton = self.skeletons[0] if members else self.skeleton  # the last one stopped: kept for its keys
 
 
 def _shapes(net: nn.Module):
     return [(k, tuple(v.shape)) for k, v in net.state_dict().items()]
+
+
+def _dropouts(net: nn.Module) -> tuple[float, ...]:
+    return tuple(m.p for m in net.modules() if isinstance(m, nn.Dropout))
 
 
 def _per_member(values: list[float], like: torch.Tensor) -> torch.Tensor:
@@ -148,14 +185,19 @@ class StackedOptimizer:
 
     @torch.no_grad()
     def clip(self) -> torch.Tensor:
-        """Scale each member's gradients to its own grad_clip by its own norm; returns the [K] norms."""
+        """Scale each member's gradients to its own grad_clip by its own norm; returns the [K] norms.
+        Member by member with clip_grad_norm_'s own arithmetic (its foreach norms, its coefficient):
+        a norm summed another way differs by an ulp, which AdamW's normalised step grows, on BERT's
+        attention key bias (whose gradient is rounding noise), to 2e-4 in 50 steps at lr 2e-3."""
         grads = [p.grad for p in self.net.params.values() if p.grad is not None]
-        norms = torch.stack([g.flatten(1).float().pow(2).sum(1) for g in grads]).sum(0).sqrt()
-        limits = torch.tensor([c.grad_clip or math.inf for c in self.cfgs], device=norms.device)
-        scale = torch.clamp(limits / (norms + 1e-6), max=1.0)  # clip_grad_norm_'s rule
-        for g in grads:
-            g.mul_(scale.to(g.dtype).view(-1, *([1] * (g.dim() - 1))))
-        return norms
+        norms = []
+        for i, cfg in enumerate(self.cfgs):
+            mine = [g[i] for g in grads]
+            norm = torch.nn.utils.get_total_norm(mine, 2.0, foreach=True)
+            if cfg.grad_clip:
+                torch._foreach_mul_(mine, torch.clamp(cfg.grad_clip / (norm + 1e-6), max=1.0))
+            norms.append(norm)
+        return torch.stack(norms)
 
     @torch.no_grad()
     def step(self) -> None:
@@ -180,10 +222,9 @@ class StackedOptimizer:
             schedule.step()
 
     def _adamw_kernel(self, stepped: list[tuple[str, torch.Tensor]], lrs: list[float]) -> None:
-        """Each member through torch's fused AdamW kernel, on its slices of the stack, one call per
-        parameter group as a single run makes: the same kernel on the same numbers, so a member's
-        update is that run's to the bit. The [K]-tensor formula (below) differs from it by an ulp a
-        step, which 50 steps at lr 5e-3 grew to 4e-5 in loss; this costs 2K calls a step, not 2."""
+        """Each member through torch's fused AdamW kernel on its slices, one call per parameter group
+        as a single run makes: that run's update to the bit. The [K]-tensor formula (below) is an ulp
+        off a step (4e-5 in loss after 50 steps at lr 5e-3); this costs 2K calls a step, not 2."""
         for decayed in (True, False):
             group = [(name, p) for name, p in stepped if self.net.decayed[name] == decayed]
             if not group:
@@ -250,7 +291,8 @@ def fused_step(net: StackedNet, optimizer: StackedOptimizer, batch: dict, precis
     device = batch["input_ids"].device
     with autocast(device, precision):
         logits = net.logits(batch["input_ids"], batch["attention_mask"])
-    losses = torch.stack([cross_entropy(member, batch["labels"]) for member in logits])  # a single run's loss, each
+    smoothing = [c.label_smoothing for c in optimizer.cfgs]  # a single run's loss, each with its own
+    losses = torch.stack([cross_entropy(m, batch["labels"], s) for m, s in zip(logits, smoothing, strict=True)])
     losses.sum().backward()  # member i's loss reaches member i's parameters only
     optimizer.clip()
     optimizer.step()

@@ -79,12 +79,14 @@ class _Window:
 BAR_EVERY = 50  # steps between progress-bar loss readings (each one waits for the device)
 
 
-def train_step(run: Run, width: int, rows: torch.Tensor, optimizer, grad_clip: float | None) -> torch.Tensor:
+def train_step(
+    run: Run, width: int, rows: torch.Tensor, optimizer, grad_clip: float | None, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """One optimizer step on the reviews `rows` (padded to `width`); returns the batch loss, on the device."""
     batch = run.train_set.batch(width, rows)
     with autocast(run.device, run.precision):
         logits = run.step_net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    loss = cross_entropy(logits, batch["labels"])
+    loss = cross_entropy(logits, batch["labels"], label_smoothing)
     loss.backward()
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(run.net.parameters(), grad_clip, foreach=True)
@@ -184,7 +186,7 @@ class Trainer:
     def train_one(self, width: int, rows: torch.Tensor) -> torch.Tensor:
         new_shape = self.run.step_net is not self.run.net and width not in self.widths_seen
         started = time.perf_counter() if new_shape else 0.0
-        loss = train_step(self.run, width, rows, self.optimizer, self.tc.grad_clip)
+        loss = train_step(self.run, width, rows, self.optimizer, self.tc.grad_clip, self.tc.label_smoothing)
         if new_shape:  # a compiled module compiles on the first call of each shape: paid once per trial
             self.widths_seen.add(width)
             self.compile_s += time.perf_counter() - started

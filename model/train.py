@@ -22,7 +22,7 @@ from model.loop import NonFiniteLoss, Report, Run, Trainer, TrainResult
 from model.network import build_network, pretrained_origin
 from model.tokenizer import build_tokenizer
 
-__all__ = ["NonFiniteLoss", "Report", "Run", "TrainResult", "prepare", "train"]
+__all__ = ["NonFiniteLoss", "Report", "Run", "TrainResult", "prepare", "prepare_members", "train"]
 
 
 def prepare(cfg: TrialConfig, splits: Splits | None = None, loaded: Loaded | None = None) -> Run:
@@ -30,7 +30,7 @@ def prepare(cfg: TrialConfig, splits: Splits | None = None, loaded: Loaded | Non
     checkpoint); the splits encoded."""
     set_threads(cfg.train.num_threads)
     device = pick_device(cfg.train.device)
-    seed_everything(cfg.train.seed)
+    seed_everything(init_seed(cfg))
     splits = splits or load_splits(cfg.data)
     if loaded is not None:
         net, tokenizer = loaded.net, loaded.tokenizer
@@ -43,6 +43,22 @@ def prepare(cfg: TrialConfig, splits: Splits | None = None, loaded: Loaded | Non
     step_net = maybe_compile(net, cfg.train.compile, device)
     train_split, val_split = DeviceSplit(train_set, device), DeviceSplit(val_set, device)
     return Run(net, tokenizer, train_split, val_split, device, splits, step_net, cfg.train.precision)
+
+
+def init_seed(cfg: TrialConfig) -> int:
+    return cfg.train.seed if cfg.train.init_seed is None else cfg.train.init_seed
+
+
+def prepare_members(cfgs: list[TrialConfig], splits: Splits | None = None) -> tuple[Run, list]:
+    """A fused group's one Run (device, tokenizer, the splits on the device: its members share one
+    data stream, so the data is there once, not once per member) and each member's network, built
+    from its own init seed exactly as `prepare` would build it alone."""
+    run = prepare(cfgs[0], splits)
+    nets = [run.net]
+    for cfg in cfgs[1:]:
+        seed_everything(init_seed(cfg))
+        nets.append(build_network(cfg.model, len(run.tokenizer), run.tokenizer.pad_token_id).to(run.device).train())
+    return run, nets
 
 
 def train(

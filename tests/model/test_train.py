@@ -180,3 +180,32 @@ def test_a_killed_runs_temp_checkpoints_are_swept_at_the_next_start(tmp_path, mo
     mine = temp_checkpoint_dir()
     assert sweep_dead_temp_checkpoints() == 1
     assert not left.exists() and mine.exists()
+
+
+def _with_train(cfg, **train):
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
+
+
+def test_init_seed_sets_the_init_apart_from_the_seed(tiny_config):
+    """train.init_seed (fusible) sets the init apart from train.seed (the data order, which the
+    Trainer takes from train.seed alone); unset, the seed sets both as before."""
+
+    def weights(cfg):
+        return {k: v.clone() for k, v in prepare(cfg).net.state_dict().items()}
+
+    own = weights(_with_train(tiny_config, seed=1, init_seed=5))
+    assert all(torch.equal(v, weights(_with_train(tiny_config, seed=5))[k]) for k, v in own.items())
+    assert not all(torch.equal(v, weights(_with_train(tiny_config, seed=1))[k]) for k, v in own.items())
+
+
+def test_label_smoothing_is_on_the_training_loss_only(tiny_config):
+    """The same first step with and without smoothing: a larger training loss for a model that is
+    not yet sure, and validation scored on the plain loss either way (so trials compare)."""
+    rows = {}
+    for smoothing in (0.0, 0.4):
+        rec = Recorder()
+        cfg = _with_train(tiny_config, label_smoothing=smoothing, max_steps=1, eval_every=1.0, lr=1e-9)
+        train(cfg, report=rec)
+        rows[smoothing] = rec.rows[-1]
+    assert rows[0.4]["train_loss"] != pytest.approx(rows[0.0]["train_loss"], abs=1e-4)
+    assert rows[0.4]["val_loss"] == pytest.approx(rows[0.0]["val_loss"], abs=1e-6)  # lr 1e-9: the same weights
