@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.errors import UserError
+from model.errors import UserError, short
 from model.settings import settings
 
 RESULTS = "results"  # the default storage, relative to the working folder
@@ -23,6 +23,7 @@ RESULTS = "results"  # the default storage, relative to the working folder
 JOB_FILE = "caviar_job.json"  # the resolved job, written before the first trial starts
 OUTCOME_FILE = "caviar_tune.json"  # the end of `caviar tune` (experiment/outcome.py)
 ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
+FUSE_PILOT_FILE = "fuse_pilot.json"  # `fuse: auto`: the pilot's figures and the K it chose
 PRETRAIN_FILE = "caviar_pretrain.json"  # stage 0: the pretrained folder the trials fine-tune, and its key
 BUDGET_FILE = "caviar_budget.json"  # the trials the job's time budget cut
 MEMBERS_DIR = "members"  # a fused trial's members, each in <trial>/members/<member id>/ like a trial
@@ -65,6 +66,19 @@ class Storage:
         if self.is_remote:
             raise UserError(f"{self.uri(experiment)} is remote: copy it to a local folder first")
         return Path(self.root) / experiment
+
+    def check_reachable(self) -> None:
+        """Reach remote storage before the first trial, not in a trial's first checkpoint."""
+        import pyarrow.fs as pafs
+
+        try:
+            filesystem, path = pafs.FileSystem.from_uri(self.root)
+            filesystem.get_file_info(path)
+        except Exception as err:  # pyarrow raises OSError, ValueError or its own for a bucket it cannot reach
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(
+                f"storage {self.root}: cannot reach it ({short(first, 160)}); check the bucket and its credentials"
+            ) from None
 
     @property
     def local_root(self) -> Path:

@@ -133,7 +133,7 @@ def _interval(row) -> list[float] | None:
 
 def _table_columns(board: pd.DataFrame, params: list[str], metric: str) -> list[str]:
     wanted = ["rank", "trial_id", "group", "status", "evaluations", f"best_{metric}", "metric_low", "metric_high"]
-    wanted += ["vs_best", "tied_with_best", "best_evaluation", "test_accuracy"]
+    wanted += ["vs_best", "tied_with_best", "best_evaluation", "memory_mb", "test_accuracy"]
     marked = ["damaged"] if board["damaged"].notna().any() else []  # named in full in the notes below it
     return [c for c in wanted if c in board and board[c].notna().any()] + params + marked
 

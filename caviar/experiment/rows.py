@@ -39,13 +39,14 @@ class TrialRow:
     error: str | None = None
     damaged: str | None = None  # a damaged checkpoint it passed over (the report goes on without it)
     group: str | None = None  # a fused member's group (the Ray trial that trained it with others)
+    memory_mb: float | None = None  # a fused member's share of its group's peak memory
 
     def as_json(self) -> dict:
         """caviar_tune.json's form: params nested under "params", the metric named."""
         row = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(self).items()}
         row[f"best_{self.metric}"] = row.pop("best_metric")
         row.pop("metric")
-        for optional in ("error", "damaged", "group"):
+        for optional in ("error", "damaged", "group", "memory_mb"):
             if row[optional] is None:
                 row.pop(optional)
         return row
@@ -57,7 +58,7 @@ class TrialRow:
             **{k: v for k, v in row.items() if k != "params"},
             "error": self.error,
             "damaged": self.damaged,
-            **({"group": self.group} if self.group else {}),
+            **({"group": self.group, "memory_mb": self.memory_mb} if self.group else {}),
             **self.params,
         }
 
@@ -89,6 +90,7 @@ def trial_row(trial: TrialRecord, job: JobSpec, standing: Standing | None = None
         error=trial.error,
         damaged="; ".join(trial.damage) or None,
         group=trial.group,
+        memory_mb=float(trial.history["memory_share_mb"].max()) if "memory_share_mb" in trial.history else None,
     )
 
 

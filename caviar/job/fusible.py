@@ -3,6 +3,21 @@ and stopped by caviar's own rung table (tuning/member_rungs.py), so some setting
 
 from __future__ import annotations
 
+FUSE_HELP = (
+    "configurations trained as one stacked model per trial (1 to 64; 1: one per trial; auto: a pilot picks "
+    "the fastest K that fits a trial's memory share); members may differ only in optimizer, schedule, "
+    "dropout and init-seed values, and ASHA or median stopping stops each member on its own"
+)
+
+
+def fuse_value(value):
+    """`fuse`: a whole number from 1 to 64, or "auto"; anything else is one line naming what it got."""
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise ValueError(f"takes a whole number of configurations from 1 to 64, or auto (got {value!r})")
+    return value
+
 
 def fusion_problem(job) -> str | None:
     """The first thing in the job that fused trials cannot do, as the end of a one-line error."""
@@ -10,8 +25,8 @@ def fusion_problem(job) -> str | None:
     problems = {
         "needs search: random or grid (the groups are drawn before any trial runs; optuna proposes "
         "one trial at a time)": job.search == "optuna",
-        f"works with scheduler asha or fifo; {scheduler.type} acts on whole trials": scheduler.type
-        not in ("asha", "fifo"),
+        f"works with scheduler asha, median_stopping or fifo; {scheduler.type} acts on whole trials": scheduler.type
+        not in ("asha", "median_stopping", "fifo"),
         "runs a plain search: no rounds, pretrained encoder or lr-find yet": job.rounds > 1
         or bool(job.model.pretrained)
         or job.stages.pretrain
@@ -19,5 +34,7 @@ def fusion_problem(job) -> str | None:
         "counts evaluations with one ASHA bracket (scheduler.time_attr: training_iteration, brackets: 1)": (
             scheduler.type == "asha" and (scheduler.time_attr != "training_iteration" or scheduler.brackets != 1)
         ),
+        "counts evaluations (scheduler.time_attr: training_iteration)": scheduler.type == "median_stopping"
+        and scheduler.time_attr != "training_iteration",
     }
     return next((problem for problem, found in problems.items() if found), None)

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from caviar.job.distributions import RANGE_KINDS, Distribution, check_key
-from caviar.job.fusible import fusion_problem
+from caviar.job.fusible import FUSE_HELP, fuse_value, fusion_problem
 from caviar.job.keys import split_dotted
 from model.config import METRICS, SHAPE_FIELDS, PretrainConfig, Strict, TrialConfig
 from model.errors import short
@@ -176,19 +176,22 @@ class JobSpec(TrialConfig):
     storage: str = Field("results", description="local folder or a URI Ray's storage_path takes (s3://...)")
     seed: int | None = Field(0, description="seeds the search algorithm; trials keep train.seed")
     rounds: int = Field(1, ge=1, description="coarse-to-fine: each round narrows the space around the top-k")
-    fuse: int = Field(
-        1,
-        ge=1,
-        le=64,
-        description="configurations trained as one stacked model per trial (1: one per trial); members may "
-        "differ only in optimizer and schedule values, and ASHA stops each member on its own",
-    )
+    fuse: int | Literal["auto"] = Field(1, description=FUSE_HELP)
     refine: RefineSpec = Field(default_factory=lambda: RefineSpec(), description="how rounds narrow the space")
     lr_find: LrFindSpec = Field(default_factory=LrFindSpec, description="the LR range test's settings")
     final: FinalSpec = Field(default_factory=lambda: FinalSpec(), description="seed re-runs after the search")
     promote: PromoteSpec = Field(default_factory=PromoteSpec, description="what promotion asks of a candidate")
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="stage 0's masked-LM settings")
     stages: Stages = Field(default_factory=Stages, description="set by the YAML shorthands; see Stages")
+
+    @field_validator("fuse", mode="before")
+    @classmethod
+    def _fuse_value(cls, value: Any) -> Any:
+        return fuse_value(value)
+
+    @property
+    def fused(self) -> bool:  # fuse above 1, or auto until its pilot has picked K
+        return self.fuse != 1
 
     @model_validator(mode="before")
     @classmethod
@@ -236,7 +239,7 @@ class JobSpec(TrialConfig):
             raise ValueError(f"search_space.{bad[0]}: search: grid takes only grid or choice values")
         if self.search == "optuna" and (bad := [k for k, d in self.search_space.items() if d.kind == "grid"]):
             raise ValueError(f"search_space.{bad[0]}: search: optuna cannot sample a grid; use choice")
-        if self.fuse > 1 and (problem := fusion_problem(self)):
+        if self.fused and (problem := fusion_problem(self)):
             raise ValueError(f"fuse: {self.fuse} {problem}")
         return self
 

@@ -13,7 +13,7 @@ import logging
 
 from caviar.experiment.members import members_of
 from caviar.experiment.record import UNFINISHED, TrialRecord
-from caviar.job.schema import Asha, JobSpec
+from caviar.job.schema import Asha, JobSpec, MedianStopping
 from caviar.tuning.fused_trial import GROUP_STEP, run_fused_trial
 from caviar.tuning.fusion import GROUP_KEY, fused_groups
 from caviar.tuning.member_rungs import actor_for
@@ -25,12 +25,17 @@ _held: dict[str, object] = {}  # the driver's handles: the tables live while it 
 
 
 def rungs_spec(job: JobSpec, experiment_uri: str) -> dict:
-    asha = job.scheduler if isinstance(job.scheduler, Asha) else None
+    """What the member table needs: its name, its rule (tuning/member_rungs.py; None under FIFO) and
+    the metric it ranks by."""
+    s, rule = job.scheduler, None
+    if isinstance(s, Asha):
+        rule = {"kind": "asha", "grace_period": s.grace_period, "reduction_factor": s.reduction_factor}
+        rule["max_t"] = s.max_t
+    elif isinstance(s, MedianStopping):
+        rule = {"kind": "median", "grace_period": s.grace_period, "min_samples_required": s.min_samples_required}
     return {
         "experiment": hashlib.sha1(experiment_uri.encode()).hexdigest()[:16],  # noqa: S324 - a name, not security
-        "asha": None
-        if asha is None
-        else {"grace_period": asha.grace_period, "reduction_factor": asha.reduction_factor, "max_t": asha.max_t},
+        "rule": rule,
         "metric": job.metric,
         "mode": job.mode,
     }
@@ -43,14 +48,15 @@ def fused_trainable(job: JobSpec, splits: Splits, experiment_uri: str, records: 
 
     groups = fused_groups(job)
     spec = rungs_spec(job, experiment_uri)
-    table = actor_for(spec["experiment"], spec["asha"], spec["mode"])
+    table = actor_for(spec["experiment"], spec["rule"], spec["mode"])
     if table is not None:
         _held[spec["experiment"]] = table
         if records:
             import ray
 
-            written = ray.get(table.rebuild.remote(recorded_results(records, job.metric)))
-            log.info("resume: the member rung table rebuilt from %d recorded results", written)
+            histories, finished = recorded_results(records, job.metric)
+            written = ray.get(table.rebuild.remote(histories, finished))
+            log.info("resume: the member table rebuilt from %d recorded results", written)
     bound = tune.with_parameters(
         run_fused_trial,
         base=job.trial_config().model_dump(),
@@ -63,12 +69,14 @@ def fused_trainable(job: JobSpec, splits: Splits, experiment_uri: str, records: 
     return tune.with_resources(bound, resources), {GROUP_KEY: tune.grid_search(list(range(len(groups))))}
 
 
-def recorded_results(groups: list[TrialRecord], metric: str) -> dict[str, list[tuple[int, float]]]:
+def recorded_results(
+    groups: list[TrialRecord], metric: str
+) -> tuple[dict[str, list[tuple[int, float]]], frozenset[str]]:
     """Each member's (evaluation, metric) results that its group will not report again: all of a
     finished group's, and an unfinished one's up to the checkpoint it resumes from (none without
-    one: it starts over). A member's rows can run ahead of its group's checkpoint by the
-    evaluation written just before a kill."""
-    out = {}
+    one: it starts over); and the members among them that finished training. A member's rows can
+    run ahead of its group's checkpoint by the evaluation written just before a kill."""
+    out, finished = {}, set()
     for group in groups:
         limit = None
         if group.status in UNFINISHED:
@@ -81,4 +89,6 @@ def recorded_results(groups: list[TrialRecord], metric: str) -> dict[str, list[t
             if limit is not None:
                 history = history[history["step"] <= limit]
             out[member.trial_id] = list(zip(history["training_iteration"], history[metric], strict=True))
-    return out
+            if len(history) and bool(history.iloc[-1].get("done_training", False)):
+                finished.add(member.trial_id)
+    return out, frozenset(finished)

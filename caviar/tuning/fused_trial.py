@@ -31,12 +31,13 @@ from caviar.tuning.ray_compat.tensorboard import RunBoard
 from caviar.tuning.search_space import trial_config
 from model.batches import epoch_batches
 from model.checkpoint import fill_checkpoint
+from model.device import compiles, peak_memory_mb
 from model.evaluate import EVAL_BATCH, scored
 from model.files import temp_checkpoint_dir, write_json_atomically, write_text_atomically
 from model.fused import StackedNet, StackedOptimizer, fused_step
 from model.loop import evaluation_plan
 from model.predictions import Predictions
-from model.train import prepare
+from model.train import prepare_members
 
 GROUP_STATE = "fused_group.pt"
 GROUP_STEP = "fused_group.json"
@@ -63,7 +64,7 @@ class Member:
 
 
 def run_fused_trial(config: dict, *, base: dict, groups: list, splits, cpus: float, rungs: dict) -> None:
-    """`rungs`: {"experiment", "asha" (grace_period, reduction_factor, max_t) or None, "metric", "mode"}."""
+    """`rungs`: {"experiment", "rule" (tuning/member_rungs.py's table_for) or None, "metric", "mode"}."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per report
     FusedGroup(groups[config[GROUP_KEY]], base, splits, cpus, rungs).fit()
 
@@ -78,9 +79,15 @@ class FusedGroup:
         self.cfgs = [trial_config(base, params) for params in members_params]
         for cfg in self.cfgs:
             cfg.train.num_threads = cfg.train.num_threads or max(1, int(cpus))
-        self.runs = [prepare(cfg, splits) for cfg in self.cfgs]  # each member's init from its own seed
-        self.net = StackedNet([r.net for r in self.runs]).train()
-        self.data, self.tc = self.runs[0].train_set, self.cfgs[0].train  # one batch stream: non-fusible
+        self.run, nets = prepare_members(self.cfgs, splits)  # each member's init from its own seed
+        self.net = StackedNet(nets, compile=compiles(self.cfgs[0].train.compile, self.run.device)).train()
+        # one network per distinct model config (its dropout) to load a member into for scoring and
+        # saving; the members' own copies go once stacked
+        self.eval_nets = {}
+        for cfg, net in zip(self.cfgs, nets, strict=True):
+            self.eval_nets.setdefault(_model_key(cfg), net)
+        del nets
+        self.data, self.tc = self.run.train_set, self.cfgs[0].train  # one batch stream: non-fusible
         self.plan = evaluation_plan(self.tc, len(self.data))
         self.optimizer = StackedOptimizer(
             self.net, [c.train for c in self.cfgs], self.plan.total_steps, self.plan.steps_per_epoch
@@ -98,7 +105,7 @@ class FusedGroup:
             member.write(self.group_id)
             if member.status == "RUNNING":
                 self.boards[member.index] = RunBoard(str(member.folder), nest(member.params))
-        self.table = actor_for(rungs["experiment"], rungs["asha"], rungs["mode"])
+        self.table = actor_for(rungs["experiment"], rungs["rule"], rungs["mode"])
 
     def fit(self) -> None:
         plan, window = self.plan, self._window()
@@ -118,7 +125,7 @@ class FusedGroup:
                     break
 
     def _window(self) -> dict:
-        loss = torch.zeros(len(self.live), device=self.runs[0].device)  # summed where the losses are
+        loss = torch.zeros(len(self.live), device=self.run.device)  # summed where the losses are
         return {"loss": loss, "steps": 0, "started": time.perf_counter()}
 
     def _evaluation(self, window: dict) -> None:
@@ -142,13 +149,14 @@ class FusedGroup:
 def _evaluate(group: FusedGroup, window: dict) -> set[int]:
     """Score, record and checkpoint each live member; returns the members (group indices) that stop."""
     step, plan, seconds, live = group.step, group.plan, window["seconds"], group.live
-    stopped, lrs = set(), group.optimizer.group("lr")
+    stopped, lrs, peak = set(), group.optimizer.group("lr"), peak_memory_mb(group.run.device)
     metric, sign = group.rungs["metric"], 1 if group.rungs["mode"] == "max" else -1
     for slot, index in enumerate(live):
-        member, run, cfg = group.members[index], group.runs[index], group.cfgs[index]
-        run.net.load_state_dict(group.net.member_state(slot))
-        run.net.eval()
-        val, positive = scored(run.net, run.val_set, EVAL_BATCH)
+        member, cfg = group.members[index], group.cfgs[index]
+        net = group.eval_nets[_model_key(cfg)]
+        net.load_state_dict(group.net.member_state(slot))
+        net.eval()
+        val, positive = scored(net, group.run.val_set, EVAL_BATCH)
         member.share_s += seconds / len(live)
         done = step >= plan.total_steps
         row = {
@@ -161,6 +169,8 @@ def _evaluate(group: FusedGroup, window: dict) -> set[int]:
             "examples_per_s": window["examples"] / seconds,  # each member sees every example
             "group_examples_per_s": window["examples"] * len(live) / seconds,
             "members_live": len(live),
+            "peak_memory_mb": peak,  # the group's process (CPU) or allocator (CUDA) peak so far
+            "memory_share_mb": peak / len(group.members),  # its share: the peak comes with the whole stack
             "startup_s": group.startup_s,
             "time_total_s": member.share_s,  # its share: the cost columns charge a member for it alone
             "done_training": done,
@@ -168,10 +178,13 @@ def _evaluate(group: FusedGroup, window: dict) -> set[int]:
         }
         if member.best is None or sign * row[metric] > sign * member.best:
             member.best = row[metric]
-            _keep_best_checkpoint(member, run, cfg, row, Predictions.of(run.val_set.data.labels, positive))
+            labels = group.run.val_set.data.labels
+            _keep_best_checkpoint(member, net, group.run.tokenizer, cfg, row, Predictions.of(labels, positive))
         member.rows.append(row)
         if done:
             member.status = "FINISHED"
+            if group.table is not None:  # the others are still compared with it, as with a finished trial
+                ray.get(group.table.finish.remote(member.member_id, row["training_iteration"], row[metric]))
         elif not math.isfinite(row["train_loss"]) or _told_to_stop(group, member, row):
             member.status, stopped = "STOPPED", stopped | {index}
     return stopped
@@ -183,14 +196,18 @@ def _told_to_stop(group: FusedGroup, member: Member, row: dict) -> bool:
     return ray.get(group.table.decide.remote(member.member_id, row["training_iteration"], row[group.rungs["metric"]]))
 
 
-def _keep_best_checkpoint(member: Member, run, cfg, row: dict, predictions: Predictions) -> None:
+def _model_key(cfg) -> str:
+    return cfg.model.model_dump_json()
+
+
+def _keep_best_checkpoint(member: Member, net, tokenizer, cfg, row: dict, predictions: Predictions) -> None:
     """The member's best evaluation as checkpoint_<n>/ (the HF layout, no optimizer state); the one
     it replaces is removed after the new one is in place."""
     old = sorted(member.folder.glob("checkpoint_*"))
     target = member.folder / f"checkpoint_{row['training_iteration'] - 1:06d}"
     tmp = temp_checkpoint_dir()
     try:
-        fill_checkpoint(tmp, run.net, run.tokenizer, cfg, {"metrics": row, "pretrained": None}, None, predictions)
+        fill_checkpoint(tmp, net, tokenizer, cfg, {"metrics": row, "pretrained": None}, None, predictions)
         shutil.move(str(tmp), target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

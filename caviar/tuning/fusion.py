@@ -4,7 +4,8 @@
 (model/fused.py). The members are sampled here exactly as Ray's random or grid search would sample
 the job's trials (the same generator, seeded by the job), so `fuse: 4` and `fuse: 1` try the same
 configurations. Members whose non-fusible values (anything outside FUSIBLE_KEYS: the network's
-shape, batch size, data order, steps, precision, optimizer kind) differ go to different groups.
+shape, batch size, data order (train.seed; train.init_seed is fusible), steps, precision, optimizer
+kind) differ go to different groups.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import json
 from caviar.job.keys import flatten
 from caviar.job.schema import JobSpec
 from caviar.tuning.search_space import param_space
-from model.fused import FUSIBLE_TRAIN
+from model.fused import FUSIBLE_MODEL, FUSIBLE_TRAIN
 
-FUSIBLE_KEYS = frozenset(f"train.{key}" for key in FUSIBLE_TRAIN)
+FUSIBLE_KEYS = frozenset(f"train.{key}" for key in FUSIBLE_TRAIN) | frozenset(f"model.{key}" for key in FUSIBLE_MODEL)
 GROUP_KEY = "fused_group"  # the one value Ray searches over in a fused job: which group a trial trains
 
 

@@ -1,10 +1,16 @@
-"""ASHA over fused members: one rung table for the whole experiment, each member a contestant.
+"""Early stopping over fused members: one table for the whole experiment, each member a contestant.
 
-Ray's ASHA sees a fused trial as one trial; its members must be compared with every member of every
-group, as if each were a trial. The table lives in one Ray actor per experiment (named after the
-experiment folder), which each fused trial asks at every evaluation. Its rule is Ray's
-AsyncHyperBandScheduler's with one bracket: at each milestone (grace_period x reduction_factor^k),
-a member below the (1 - 1/reduction_factor) quantile of the values recorded there so far stops.
+Ray's schedulers see a fused trial as one trial; its members must be compared with every member of
+every group, as if each were a trial. The table lives in one Ray actor per experiment (named after
+the experiment folder), which each fused trial asks at every evaluation. Two rules, each Ray's own:
+
+- ASHA (AsyncHyperBandScheduler, one bracket): at each milestone (grace_period x reduction_factor^k),
+  a member below the (1 - 1/reduction_factor) quantile of the values recorded there so far stops.
+- Median stopping (MedianStoppingRule, hard stop): past the grace period, a member whose best value
+  so far is worse than the median of the other members' running means up to the same evaluation
+  stops, once min_samples_required others have got that far. Where Ray would PAUSE a trial short of
+  samples to let a pending one run, a member goes on: its slot in the stack has no one to yield to.
+
 The actor dies with the driver; `caviar resume` builds it again from the members' recorded results
 (`rebuild`), before any trial restarts, so a resumed search stops what it would have stopped.
 """
@@ -17,7 +23,7 @@ ACTOR_PREFIX = "caviar-member-rungs-"
 
 
 class MemberRungs:
-    """The table itself, plain Python (tested without Ray); `actor_for` wraps it in a Ray actor."""
+    """ASHA's table, plain Python (tested without Ray); `actor_for` wraps it in a Ray actor."""
 
     def __init__(self, grace_period: int, reduction_factor: float, max_t: int, mode: str):
         self.rf, self.sign = reduction_factor, 1.0 if mode == "max" else -1.0
@@ -37,7 +43,11 @@ class MemberRungs:
             return cutoff is not None and self.sign * value < cutoff
         return False
 
-    def rebuild(self, histories: dict[str, list[tuple[int, float]]]) -> int:
+    def finish(self, member: str, iteration: int, value: float) -> None:
+        """A member's last evaluation: recorded as any other (Ray's on_trial_complete adds nothing)."""
+        self.decide(member, iteration, value)
+
+    def rebuild(self, histories: dict[str, list[tuple[int, float]]], finished: frozenset[str] = frozenset()) -> int:
         """Each member's (iteration, value) results, as recorded: the first at or past each milestone."""
         written = 0
         for milestone, recorded in self.rungs:
@@ -52,14 +62,75 @@ class MemberRungs:
         return self.rungs
 
 
-def actor_for(experiment: str, asha: dict | None, mode: str):
+class MemberMedian:
+    """Median stopping's table: every member's results so far."""
+
+    def __init__(self, grace_period: float, min_samples_required: int, mode: str):
+        self.grace, self.min_samples, self.sign = grace_period, min_samples_required, 1.0 if mode == "max" else -1.0
+        self.results: dict[str, list[tuple[int, float]]] = {}
+
+    def decide(self, member: str, iteration: int, value: float) -> bool:
+        if value != value:
+            return True
+        mine = self.results.setdefault(member, [])
+        mine.append((iteration, value))
+        if iteration < self.grace:
+            return False
+        means = [
+            mean
+            for other, rows in self.results.items()
+            if other != member and rows[-1][0] >= iteration
+            if np.isfinite(mean := self._running_mean(rows, iteration))
+        ]
+        if len(means) < self.min_samples:
+            return False
+        best = max(self.sign * v for _, v in mine)
+        return self.sign * float(np.median(means)) > best  # strictly worse than the median: Ray's rule
+
+    def _running_mean(self, rows: list[tuple[int, float]], until: int) -> float:
+        scoped = [v for t, v in rows if self.grace <= t <= until]
+        return float(np.mean(scoped)) if scoped else float("nan")
+
+    def finish(self, member: str, iteration: int, value: float) -> None:
+        """The last evaluation, then Ray's on_trial_complete, which appends that result once more."""
+        self.decide(member, iteration, value)
+        self.results[member].append((iteration, value))
+
+    def rebuild(self, histories: dict[str, list[tuple[int, float]]], finished: frozenset[str] = frozenset()) -> int:
+        for member, rows in histories.items():
+            self.results[member] = list(rows) + ([rows[-1]] if member in finished and rows else [])
+        return sum(len(rows) for rows in histories.values())
+
+
+def table_for(rule: dict, mode: str) -> MemberRungs | MemberMedian:
+    """`rule`: {"kind": "asha", grace_period, reduction_factor, max_t} or {"kind": "median",
+    grace_period, min_samples_required} (tuning/fused_search.py's rungs_spec)."""
+    settings = {k: v for k, v in rule.items() if k != "kind"}
+    return (MemberRungs if rule["kind"] == "asha" else MemberMedian)(**settings, mode=mode)
+
+
+def actor_for(experiment: str, rule: dict | None, mode: str):
     """The experiment's table as a named Ray actor (made on first use, found after that); None
-    when the job runs no ASHA."""
+    when the job stops no member early."""
     import ray
 
-    if asha is None:
+    if rule is None:
         return None
-    remote = ray.remote(num_cpus=0)(MemberRungs)
-    return remote.options(name=ACTOR_PREFIX + experiment, get_if_exists=True).remote(
-        asha["grace_period"], asha["reduction_factor"], asha["max_t"], mode
-    )
+    remote = ray.remote(num_cpus=0)(_Table)
+    return remote.options(name=ACTOR_PREFIX + experiment, get_if_exists=True).remote(rule, mode)
+
+
+class _Table:
+    """The actor: one table of either kind behind one interface."""
+
+    def __init__(self, rule: dict, mode: str):
+        self.inner = table_for(rule, mode)
+
+    def decide(self, member: str, iteration: int, value: float) -> bool:
+        return self.inner.decide(member, iteration, value)
+
+    def finish(self, member: str, iteration: int, value: float) -> None:
+        self.inner.finish(member, iteration, value)
+
+    def rebuild(self, histories: dict, finished: frozenset[str] = frozenset()) -> int:
+        return self.inner.rebuild(histories, finished)

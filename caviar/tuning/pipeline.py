@@ -9,7 +9,8 @@ A job is resolved once (`resolve`): its data folder found and made absolute, the
 fingerprinted, its storage made absolute. Every stage then takes those splits; none reads the files
 again. The stages, in order:
   0. masked-LM pretraining, when the job asks for it (tuning/pretrain_stage.py);
-  1. the LR range test, when train.lr comes from it (tuning/lr_find_stage.py);
+  1. the LR range test, when train.lr comes from it (tuning/lr_find_stage.py), then the pilot that
+     picks K for `fuse: auto` (tuning/fuse_pilot.py);
   2. the search: one Tuner, or coarse-to-fine rounds (tuning/rounds.py), built by tuning/tuner.py;
   3. the outcome: caviar_tune.json and checkpoint pruning (experiment/outcome.py);
   4. seed re-runs of the top configurations, with final: {seeds: S} (tuning/reseed.py).
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caviar.experiment import layout
-from caviar.experiment.layout import JOB_FILE, PRETRAIN_FILE, Storage
+from caviar.experiment.layout import FUSE_PILOT_FILE, JOB_FILE, PRETRAIN_FILE, Storage
 from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, runnable, save
 from caviar.experiment.record import Experiment, load_job_of, load_trials
 from caviar.job.schema import FinalSpec, JobSpec
@@ -38,7 +39,7 @@ from caviar.tuning.ray_compat.connection import check_reachable
 from caviar.tuning.ray_compat.working_dir import leave_job_working_dir
 from caviar.tuning.ray_session import check_resources, start_ray
 from model.data import Splits, load_splits, locate_nsmc
-from model.errors import UserError, short
+from model.errors import UserError
 from model.files import (
     check_room,
     is_out_of_space,
@@ -143,7 +144,7 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
     if address:
         check_reachable(address)  # the cluster and the storage before any folder is made or any data read
     if storage.is_remote:
-        check_remote(storage)
+        storage.check_reachable()
     started = time.perf_counter()
     resolved = resolve(job)
     job = resolved.job
@@ -151,6 +152,7 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
     notes = max_t_notes(job)
     if storage.is_remote:
         resolved = before_search(resolved, layout.lr_find_dir(job.storage, name))
+        resolved, notes = _fuse_stage(resolved, address, None, notes)
         return _search(resolved, storage, name, address, restore=False, started=started, notes=notes)
     folder = storage.local(name)
     if (folder / JOB_FILE).exists():
@@ -162,6 +164,7 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
         resume_hint=resume_line(folder),
     ):
         resolved = before_search(resolved, folder)
+        resolved, notes = _fuse_stage(resolved, address, folder, notes)
         write_json_atomically(folder / JOB_FILE, resolved.job.model_dump(mode="json"))  # resume rebuilds this
         return _search(resolved, storage, name, address, restore=False, started=started, notes=notes)
 
@@ -235,23 +238,20 @@ def _search(
     return outcome
 
 
-def check_remote(storage: Storage) -> None:
-    """Reach remote storage before the first trial, not in a trial's first checkpoint."""
-    import pyarrow.fs as pafs
-
-    try:
-        filesystem, path = pafs.FileSystem.from_uri(storage.root)
-        filesystem.get_file_info(path)
-    except Exception as err:  # pyarrow raises OSError, ValueError or its own for a bucket it cannot reach
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"storage {storage.root}: cannot reach it ({short(first, 160)}); check the bucket and its credentials"
-        ) from None
-
-
 def _start(address: str | None, job: JobSpec) -> None:
     start_ray(address)
     check_resources(job)
+
+
+def _fuse_stage(resolved: Resolved, address: str | None, folder: Path | None, notes: list[str]):
+    """`fuse: auto` becomes the K its pilot chose, before the job is saved: a resume keeps the groups."""
+    if resolved.job.fuse != "auto":
+        return resolved, notes
+    from caviar.tuning.fuse_pilot import fuse_chosen
+
+    _start(address, resolved.job)
+    job, line = fuse_chosen(resolved.job, resolved.splits, folder and folder / FUSE_PILOT_FILE)
+    return Resolved(job, resolved.splits), [*notes, line]
 
 
 def max_t_notes(job: JobSpec) -> list[str]:

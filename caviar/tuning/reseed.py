@@ -38,11 +38,13 @@ def seed_job(job: JobSpec, params: dict, seeds: list[int], rank: int) -> JobSpec
     raw = job.model_dump(mode="json")
     for key, value in params.items():
         set_dotted(raw, key, value)
+    set_dotted(raw, "train.init_seed", None)  # a new seed is a new init and new dropout masks too
     raw.update(
         name=f"{job.name}-reseed-{rank}",
         search_space={"train.seed": {"grid": seeds}},
         search="grid",
         scheduler={"type": "fifo"},
+        fuse=1,  # each seed is its own data order: seeds never share a fused group
         num_samples=1,
         rounds=1,
         checkpoint={"num_to_keep": 1, "keep_best_trials": None},

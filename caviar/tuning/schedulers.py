@@ -57,7 +57,7 @@ def reuse_actors(job: JobSpec) -> bool:
     HyperBand job waited 300 s on "insufficient resources" with nothing running. Nor for fused
     groups: in a reused worker, the second group's tune.get_context() still named the first trial,
     and its members wrote over the first group's (one process start per group is little to pay)."""
-    return job.scheduler.type not in ("hyperband", "pbt") and job.fuse == 1
+    return job.scheduler.type not in ("hyperband", "pbt") and not job.fused
 
 
 def build_search(job: JobSpec):

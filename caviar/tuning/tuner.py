@@ -57,7 +57,7 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
     plan = prepare_resume(records)
     for move in plan.moved:
         log.warning("the saved state named a deleted checkpoint; resuming from the newest one: %s", move)
-    if job.fuse > 1:
+    if job.fused:
         trainable, _ = fused_trainable(job, splits, str(folder), records=records)
     else:
         trainable = trainable_of(job, splits, plan.replay)
@@ -89,7 +89,7 @@ def build_tuner(job: JobSpec, experiment: str, storage: Storage, splits: Splits)
     """A fresh Tuner writing to <storage>/<experiment>."""
     from ray import tune
 
-    if job.fuse > 1:  # one Ray trial per group; ASHA stops members inside them (tuning/fused_search.py)
+    if job.fused:  # one Ray trial per group; ASHA stops members inside them (tuning/fused_search.py)
         from ray.tune.schedulers import FIFOScheduler
 
         trainable, space = fused_trainable(job, splits, storage.uri(experiment))
@@ -138,7 +138,7 @@ def _run_config(job: JobSpec, experiment: str, storage: Storage):
 def _checkpoint_config(job: JobSpec):
     from ray import tune
 
-    if job.fuse > 1:  # a group's checkpoint is for resuming it: the newest one; members keep their own best
+    if job.fused:  # a group's checkpoint is for resuming it: the newest one; members keep their own best
         return tune.CheckpointConfig(num_to_keep=1)
     return tune.CheckpointConfig(
         # PBT restores OTHER trials' checkpoints, which num_to_keep could delete first; keep all
@@ -151,7 +151,7 @@ def _checkpoint_config(job: JobSpec):
 
 def _live_table(job: JobSpec):
     """The live table's columns: a fused job's Ray trials are groups, each reporting its best member."""
-    if job.fuse > 1:
+    if job.fused:
         return quiet_reporter(
             {job.metric: SHORT_NAMES.get(job.metric, job.metric), "members_live": "live"}, {GROUP_KEY: "group"}
         )

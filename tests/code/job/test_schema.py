@@ -46,9 +46,16 @@ BAD_SPECS = [
     ),
     ({"search": "optuna", "search_space": {"train.lr": {"grid": [0.1, 0.2]}}}, "search: optuna cannot sample a grid"),
     ({"fuse": 4, "search": "optuna"}, "fuse: 4 needs search: random or grid"),
-    ({"fuse": 4, "scheduler": {"type": "hyperband"}}, "fuse: 4 works with scheduler asha or fifo; hyperband acts on"),
+    ({"fuse": 4, "scheduler": {"type": "hyperband"}}, "fuse: 4 works with scheduler asha, median_stopping or fifo;"),
+    ({"fuse": 4, "scheduler": {"type": "pbt"}}, "fuse: 4 works with scheduler asha, median_stopping or fifo; pbt"),
+    (
+        {"fuse": 4, "scheduler": {"type": "median_stopping", "time_attr": "time_total_s"}},
+        "fuse: 4 counts evaluations (scheduler.time_attr: training_iteration)",
+    ),
     ({"fuse": 2, "rounds": 2}, "fuse: 2 runs a plain search: no rounds"),
-    ({"fuse": 0}, "fuse: Input should be greater than or equal to 1"),
+    ({"fuse": 0}, "fuse: takes a whole number of configurations from 1 to 64, or auto (got 0)"),
+    ({"fuse": "some"}, "fuse: takes a whole number of configurations from 1 to 64, or auto (got 'some')"),
+    ({"fuse": "auto", "search": "optuna"}, "fuse: auto needs search: random or grid"),
     (
         {"checkpoint": {"keep_best_trials": 0}},
         "checkpoint.keep_best_trials: Input should be greater than or equal to 1",

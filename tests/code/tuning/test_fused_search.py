@@ -28,7 +28,12 @@ from tests.code.tuning.test_tune import (  # noqa: F401
 from tests.conftest import TINY, tiny_job_yaml
 
 pytestmark = pytest.mark.slow
-SPACE = {"train.lr": {"loguniform": [2e-3, 1e-2]}, "train.weight_decay": {"uniform": [0.0, 0.1]}}
+SPACE = {  # every member differs in fusible values only: its optimizer values, dropout and init
+    "train.lr": {"loguniform": [2e-3, 1e-2]},
+    "train.weight_decay": {"uniform": [0.0, 0.1]},
+    "model.dropout": {"choice": [0.0, 0.1]},
+    "train.init_seed": {"choice": [1, 2, 3]},
+}
 
 
 EVALUATIONS = 4
@@ -64,6 +69,7 @@ def test_a_fused_search_has_one_row_per_member(fused_run):
     assert summary["stopped_early"] >= 1 and evaluations[-1] == EVALUATIONS, evaluations
     leaderboard = (experiment / "leaderboard.csv").read_text() if (experiment / "leaderboard.csv").exists() else ""
     assert all(row["cpu_s"] > 0 for row in summary["trials"])  # each member's share of its group's seconds
+    assert all(0 < row["memory_mb"] < 24 * 1024 for row in summary["trials"])  # its share of the group's peak
     kept = [row for row in summary["trials"] if row["checkpoint"]]  # pruning keeps the best 2 members'
     assert len(kept) == 2 and all(Path(row["checkpoint"], "model.safetensors").is_file() for row in kept)
     assert summary["best_trial"] in {row["trial_id"] for row in kept}

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from caviar.tuning.member_rungs import MemberRungs
-from tests.code.tuning.test_ray_compat import _asha_decisions
+from caviar.tuning.member_rungs import MemberMedian, MemberRungs, table_for
+from tests.code.tuning.test_ray_compat import _asha_decisions, _median_decisions
 
 
 def _feed(seed: int, members: int = 12, max_t: int = 8) -> list[tuple[str, int, float]]:
@@ -55,3 +55,89 @@ def test_a_rebuilt_table_decides_the_rest_as_the_whole_run_did():
     later = _table_decisions(rebuilt, [row for row in feed[cut:] if not live.get(row[0])])
     assert {m: later[m] for m in later} == {m: whole[m] for m in later}
     assert _table_decisions(MemberRungs(1, 2, 8, "max"), feed[cut:]) != {m: whole[m] for m in later}  # empty: differs
+
+
+def _finishing_decisions(table, feed, ends: dict[str, int]) -> dict[str, int | None]:
+    """As a fused group asks its table: decide at every evaluation but the last, finish at the last."""
+    stopped: dict[str, int | None] = {}
+    for member, iteration, value in feed:
+        if stopped.get(member):
+            continue
+        if iteration == ends[member]:
+            table.finish(member, iteration, value)
+            stopped[member] = None
+        else:
+            stopped[member] = iteration if table.decide(member, iteration, value) else None
+    return stopped
+
+
+def _interleaved(seed: int, members: int = 10, max_t: int = 8) -> list[tuple[str, int, float]]:
+    """Groups of 3 members reporting one evaluation at a time, group after group: the order a fused
+    search feeds its table in."""
+    feed = _feed(seed, members, max_t)
+    by_member: dict[str, list] = {}
+    for row in feed:
+        by_member.setdefault(row[0], []).append(row)
+    names = list(by_member)
+    out = []
+    for g in range(0, len(names), 3):
+        group = names[g : g + 3]
+        for t in range(max_t):
+            out += [by_member[m][t] for m in group]
+    return out
+
+
+def test_the_median_table_stops_what_rays_median_rule_stops():
+    from ray.tune.schedulers import MedianStoppingRule
+
+    for seed in range(5):
+        feed = _interleaved(seed)
+        ends = {m: 8 for m, _, _ in feed}
+        for grace, min_samples in ((1, 3), (3, 1)):
+            ray_rule = MedianStoppingRule(
+                time_attr="training_iteration",
+                metric="val_accuracy",
+                mode="max",
+                grace_period=grace,
+                min_samples_required=min_samples,
+            )
+            # a stop at a trial's last evaluation ends it where it ended anyway: finished, not stopped
+            theirs = {m: None if t == ends[m] else t for m, t in _median_decisions(ray_rule, feed, ends).items()}
+            ours = _finishing_decisions(MemberMedian(grace, min_samples, "max"), feed, ends)
+            assert ours == theirs, (seed, grace, min_samples)
+            assert any(v is not None for v in ours.values())
+
+
+def test_a_rebuilt_median_table_decides_the_rest_as_the_whole_run_did():
+    feed = _interleaved(3)
+    ends = {m: 8 for m, _, _ in feed}
+    whole = _finishing_decisions(MemberMedian(1, 2, "max"), feed, ends)
+    first_group = {m for m, _, _ in feed[:24]}  # the first group ran to its end before the kill
+    recorded: dict[str, list[tuple[int, float]]] = {}
+    for member, iteration, value in feed[:24]:
+        if whole.get(member) is None or iteration <= whole[member]:
+            recorded.setdefault(member, []).append((iteration, value))
+    finished = frozenset(m for m in first_group if whole[m] is None)
+    rebuilt = table_for({"kind": "median", "grace_period": 1, "min_samples_required": 2}, "max")
+    assert rebuilt.rebuild(recorded, finished) == sum(map(len, recorded.values()))
+    later = _finishing_decisions(rebuilt, feed[24:], ends)
+    assert later == {m: whole[m] for m in later}
+    empty = _finishing_decisions(MemberMedian(1, 2, "max"), feed[24:], ends)
+    assert empty != {m: whole[m] for m in later}  # without the recorded results it decides otherwise
+
+
+def test_a_fused_job_gets_the_table_of_its_scheduler():
+    from caviar.job.schema import JobSpec
+    from caviar.tuning.fused_search import rungs_spec
+    from tests.conftest import TINY
+
+    def spec_of(scheduler: dict) -> dict:
+        job = JobSpec.model_validate({**TINY, "fuse": 2, "scheduler": scheduler})
+        return rungs_spec(job, "file:///experiment")
+
+    median = spec_of({"type": "median_stopping", "grace_period": 2, "min_samples_required": 2})
+    assert median["rule"] == {"kind": "median", "grace_period": 2, "min_samples_required": 2}
+    assert isinstance(table_for(median["rule"], median["mode"]), MemberMedian)
+    asha = spec_of({"type": "asha", "max_t": 4, "grace_period": 1, "reduction_factor": 2})
+    assert isinstance(table_for(asha["rule"], asha["mode"]), MemberRungs)
+    assert spec_of({"type": "fifo"})["rule"] is None
