@@ -2,7 +2,7 @@
 groups of K = 2, 4 and 8, for the tiny model (hidden 32) and the default one (2 layers, hidden 256).
 
 To run: NSMC_DIR=/path/to/nsmc python -m bench.fused [--steps 60] [--record]
-        NSMC_DIR=/path/to/nsmc python -m bench.fused --asha [--record]   (quickstart, fuse: 4 vs fuse: 1)
+        (ASHA over fused members against ASHA over trials: bench/fused_asha.py)
         python -m bench.fused --smoke   (the test fixture, seconds: checks the script runs)
 
 Each of the 8 configurations (lr x weight decay) trains the same number of steps on the same
@@ -185,51 +185,13 @@ def vmap_against_loop(raw: dict, k: int, threads: int, repeats: int = 5) -> dict
     return timings
 
 
-def asha_fused_against_plain(job_file: Path, k: int) -> dict:
-    """The same job (seed, configurations) with fuse: 1 and fuse: k: wall time, which members or
-    trials ASHA stopped (by sample index), and the best validation accuracy."""
-    import ray
-
-    from caviar.experiment.record import load_trials
-    from caviar.job.loading import load_job
-    from caviar.tuning.fusion import sample_members
-    from caviar.tuning.pipeline import tune_job
-
-    out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for fuse in (1, k):
-            job = load_job(job_file).model_copy(update={"fuse": fuse, "storage": tmp})
-            order = [json.dumps(m, sort_keys=True) for m in sample_members(job)]
-            started = time.perf_counter()
-            outcome = tune_job(job, experiment=f"fuse-{fuse}")
-            wall = time.perf_counter() - started
-            ray.shutdown()
-            trials = load_trials(Path(outcome.experiment_dir))
-            index = {t.trial_id: order.index(json.dumps(t.params, sort_keys=True)) for t in trials}
-            out[f"fuse_{fuse}"] = {
-                "wall_s": wall,
-                "stopped": sorted(index[t.trial_id] for t in trials if t.stopped_early),
-                "evaluations": {index[t.trial_id]: t.evaluations for t in trials},
-                "best_val_accuracy": outcome.best_metric,
-                "best_member": index[outcome.best_trial],
-            }
-    out["same_stopped_set"] = out["fuse_1"]["stopped"] == out[f"fuse_{k}"]["stopped"]
-    out["wall_ratio"] = out[f"fuse_{k}"]["wall_s"] / out["fuse_1"]["wall_s"]
-    return out
-
-
 def main() -> None:
     parser = BenchParser(__doc__)
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per configuration (the tiny model: 10x)")
     parser.add_argument("--limit", type=int, default=20000, help="train-file reviews (stratified)")
     parser.add_argument("--smoke", action="store_true", help="the test fixture and 3 steps: checks the script runs")
     parser.add_argument("--phase", help=argparse_hidden())
-    parser.add_argument("--asha", action="store_true", help="quickstart with fuse: 4 against fuse: 1 instead")
     args = parser.parse_args()
-    if args.asha:
-        job_file = Path(__file__).resolve().parents[1] / "tune_jobs" / "quickstart.yaml"
-        write_result("fused_asha", {"job": "tune_jobs/quickstart.yaml", **asha_fused_against_plain(job_file, 4)})
-        return
     data = {"limit": args.limit, "test_limit": 1000}
     if args.smoke:
         data = {"dir": str(Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "nsmc"), "val_fraction": 0.2}
