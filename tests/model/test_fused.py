@@ -41,9 +41,9 @@ def the_batches(run, steps: int) -> list[tuple[int, torch.Tensor]]:
 
 
 def alone(cfg: TrialConfig, splits, batches) -> tuple[list[float], dict]:
-    run = prepare(cfg, splits)
+    run = prepare(cfg, splits)  # its precision (bf16 autocast or not) comes with cfg.train
     optimizer = build_optimizer(run.net, cfg.train)
-    schedule = build_schedule(optimizer, cfg.train, STEPS, 23)
+    schedule = build_schedule(optimizer, cfg.train, len(batches), 23)
     losses = []
     for width, rows in batches:
         losses.append(float(train_step(run, width, rows, optimizer, cfg.train.grad_clip, cfg.train.label_smoothing)))
@@ -71,7 +71,7 @@ def fused(
             net.keep(kept)
             optimizer.keep(kept)
             live = [live[i] for i in kept]
-        got = fused_step(net, optimizer, run.train_set.batch(width, rows))
+        got = fused_step(net, optimizer, run.train_set.batch(width, rows), cfgs[0].train.precision)
         losses.append(dict(zip(live, got.tolist(), strict=True)))
     return losses, {m: net.member_state(i) for i, m in enumerate(live)}, batches
 
@@ -173,3 +173,13 @@ def test_a_compiled_stack_trains_as_the_eager_one(splits, monkeypatch):
         assert [step[member] for step in traced] == pytest.approx([step[member] for step in eager], abs=1e-5)
         for name, value in eager_weights[member].items():
             assert torch.allclose(traced_weights[member][name], value, atol=1e-4, rtol=0), (member, name)
+
+
+def test_under_bf16_autocast_each_member_is_its_run_alone(splits):
+    """train.precision bf16: the stack steps under the single run's autocast; on CPU the loop does
+    the same bf16 arithmetic as each run alone (CUDA's bf16 is unmeasured: no GPU was lent)."""
+    cfgs = [member_config({**m, "precision": "bf16"}) for m in MEMBERS[:2]]
+    losses, _, batches = fused(cfgs, splits, how="loop", steps=20)
+    for i, cfg in enumerate(cfgs):
+        own, _ = alone(cfg, splits, batches)
+        assert [step[i] for step in losses] == pytest.approx(own, abs=1e-5), f"member {i}"

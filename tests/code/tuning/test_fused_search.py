@@ -115,3 +115,21 @@ def test_a_killed_fused_search_resumes_and_stops_what_it_would_have(fused_run, t
     for trial in load_trials(experiment):
         steps = list(trial.history["step"])
         assert steps == sorted(set(steps)), (trial.trial_id, steps)
+
+
+def test_reseed_reruns_a_members_configuration_as_plain_trials(fused_run):
+    """Issue 32, item 5: a member's values, fixed, searched over seeds only; seeds are data orders,
+    which never share a group, so the re-runs are plain trials, each seed a new init too."""
+    from caviar.experiment.record import load_job_of
+    from caviar.tuning.reseed import seed_job
+
+    summary, experiment, _ = fused_run
+    job = load_job_of(experiment)
+    member = next(t for t in load_trials(experiment) if t.trial_id == summary["best_trial"])
+    seeded = seed_job(job, member.params, [1001, 2001], rank=1)
+    assert job.fuse == 3 and seeded.fuse == 1 and seeded.train.init_seed is None
+    assert seeded.search_space == {"train.seed": seeded.search_space["train.seed"]}
+    for key, value in member.params.items():
+        if key != "train.init_seed":
+            section, leaf = key.split(".")
+            assert getattr(getattr(seeded, section), leaf) == pytest.approx(value), key
