@@ -167,7 +167,14 @@ class TrainConfig(Strict):
 
 
 class PretrainConfig(Strict):
-    """Masked-LM pretraining of the job's from-scratch BERT on the train split's texts (`caviar pretrain`)."""
+    """Pretraining of the job's from-scratch BERT on the train split's texts (`caviar pretrain`):
+    masked-LM, or ELECTRA's replaced-token detection (model/electra.py)."""
+
+    objective: Literal["mlm", "electra"] = Field(
+        "mlm", description="mlm: masked-LM; electra: a small generator fills masked tokens, the model spots them"
+    )
+    generator_scale: float = Field(0.25, gt=0, le=1, description="electra: the generator's width over the model's")
+    disc_weight: float = Field(50.0, gt=0, description="electra: the discriminator loss's weight beside the MLM loss")
 
     epochs: float = Field(3, gt=0, description="passes over the train split's texts")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke runs)")

@@ -37,15 +37,18 @@ from model.network import scratch_config
 from model.schedule import build_optimizer, build_schedule
 from model.tokenizer import SPECIAL_TOKENS, cached_wordpiece
 
-OnLog = Callable[[dict], None]  # one point of the loss curve: {"step", "mlm_loss", "lr"}
+OnLog = Callable[[dict], None]  # one point of the curve: {"step", "mlm_loss", "lr"} (+ "disc_loss", ...)
 
 
 @dataclass
 class Pretrained:
-    net: BertForMaskedLM
+    net: torch.nn.Module  # what the folder holds: the BertForMaskedLM, or ELECTRA's discriminator
     tokenizer: PreTrainedTokenizerBase
     steps: int
+    objective: str
     mlm_loss: float  # mean over the last log_every steps (the last logged point may cover fewer)
+    disc_loss: float | None  # electra: the discriminator's loss, and its accuracy on every token
+    replaced_accuracy: float | None
     curve: list[dict] = field(default_factory=list)
     texts: int = 0  # train-split reviews read; nothing else is
     texts_sha256: str = ""
@@ -118,43 +121,50 @@ def mlm_update(
 ) -> torch.Tensor | None:
     """One optimizer step of pretraining (loss, backward, clip, update); None when nothing was chosen."""
     loss = mlm_step(net, batch, tokenizer, spec, gen, device, row_align)
-    if loss is None:
-        return None
+    if loss is not None:
+        optimizer_step(net, loss, spec, optimizer)
+    return loss
+
+
+def optimizer_step(net: torch.nn.Module, loss: torch.Tensor, spec: PretrainConfig, optimizer) -> None:
+    """Backward, clip to pretrain.grad_clip, update: the same for either objective."""
     loss.backward()
     if spec.grad_clip:
         torch.nn.utils.clip_grad_norm_(net.parameters(), spec.grad_clip, foreach=True)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss
 
 
 class _Curve:
-    """The last `every` losses stay on the device and are read (a host sync) once per `every` steps: one point.
-    The run's final figure is the mean of the last `every` losses, not the last point's: when the step
-    count is not a multiple of `every`, that point covers only the leftover steps (often with an
-    epoch's short last batch among them), too few to stand for the run."""
+    """The last `every` figures of each kind stay on the device and are read (a host sync) once per
+    `every` steps: one point. The run's final figures are the means of the last `every`, not the last
+    point's: when the step count is not a multiple of `every`, that point covers only the leftover
+    steps (often with an epoch's short last batch among them), too few to stand for the run."""
 
     def __init__(self, every: int, on_log: OnLog | None, bar):
         self.every, self.on_log, self.bar = every, on_log, bar
-        self.points, self.counted = [], 0  # counted: losses since the last point
-        self.recent: collections.deque[torch.Tensor] = collections.deque(maxlen=every)
+        self.points, self.counted = [], 0  # counted: steps since the last point
+        self.recent: collections.deque[dict[str, torch.Tensor]] = collections.deque(maxlen=every)
 
-    def mean_of_last(self, n: int) -> float:
-        return float(torch.stack(list(self.recent)[-n:]).mean()) if self.recent else float("nan")
+    def mean_of_last(self, n: int) -> dict[str, float]:
+        if not self.recent:
+            return {"mlm_loss": float("nan")}
+        last = list(self.recent)[-n:]
+        return {k: float(torch.stack([r[k] for r in last]).float().mean()) for k in last[0]}
 
-    def final(self) -> float:
+    def final(self) -> dict[str, float]:
         return self.mean_of_last(self.every)
 
-    def add(self, loss: torch.Tensor, step: int, total: int, lr: float) -> None:
-        self.recent.append(loss.detach())
+    def add(self, figures: dict[str, torch.Tensor], step: int, total: int, lr: float) -> None:
+        self.recent.append({k: v.detach() for k, v in figures.items()})
         self.counted += 1
         if step % self.every and step != total:
             return
-        point = {"step": step, "mlm_loss": self.mean_of_last(self.counted), "lr": lr}
-        if not math.isfinite(point["mlm_loss"]):
-            raise UserError(f"pretrain: the MLM loss went non-finite at step {step}; lower pretrain.lr")
+        point = {"step": step, **self.mean_of_last(self.counted), "lr": lr}
+        if not all(math.isfinite(v) for v in point.values()):
+            raise UserError(f"pretrain: the loss went non-finite at step {step}; lower pretrain.lr")
         self.points.append(point)
-        self.bar.set_postfix(mlm_loss=f"{point['mlm_loss']:.3f}", refresh=False)
+        self.bar.set_postfix({k: f"{v:.3f}" for k, v in point.items() if k not in ("step", "lr")}, refresh=False)
         if self.on_log is not None:
             self.on_log(point)
         self.counted = 0
@@ -170,7 +180,8 @@ def mlm_network(model: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> BertF
 def pretrain(
     cfg: TrialConfig, spec: PretrainConfig, splits: Splits | None = None, on_log: OnLog | None = None, progress=False
 ) -> Pretrained:
-    """Train a BertForMaskedLM shaped by `cfg.model` on the train split's texts for `spec`'s length."""
+    """Pretrain the BERT `cfg.model` shapes on the train split's texts for `spec`'s length, with its
+    objective: masked-LM, or ELECTRA's generator and discriminator (model/electra.py)."""
     if cfg.model.pretrained:
         raise UserError("pretrain: model.pretrained is set; pretraining starts the job's from-scratch model")
     set_threads(cfg.train.num_threads)
@@ -180,7 +191,8 @@ def pretrain(
     texts = splits.train.document.tolist()
     tokenizer = cached_wordpiece(texts, cfg.model.vocab_size)
     data = DeviceSplit(encode_cached(tokenizer, texts, splits.train.label, cfg.model.max_len), device)
-    net = mlm_network(cfg.model, tokenizer).to(device).train()
+    gen = torch.Generator(device=device).manual_seed(spec.seed)
+    net, kept, update = _objective(cfg.model, spec, tokenizer, gen, device)
 
     steps_per_epoch = math.ceil(len(data) / spec.batch_size)
     total = max(1, math.ceil(spec.epochs * steps_per_epoch))
@@ -188,29 +200,56 @@ def pretrain(
     optim_cfg = TrainConfig(lr=spec.lr, weight_decay=spec.weight_decay, warmup_ratio=spec.warmup_ratio)
     optimizer = build_optimizer(net, optim_cfg)
     schedule = build_schedule(optimizer, optim_cfg, total, steps_per_epoch)
-    gen = torch.Generator(device=device).manual_seed(spec.seed)
 
-    bar = tqdm(total=total, desc="pretrain (MLM)", unit="step", disable=not progress, file=sys.stderr)
+    desc = f"pretrain ({spec.objective.upper()})"
+    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, file=sys.stderr)
     curve, step, seen, started = _Curve(spec.log_every, on_log, bar), 0, 0, time.perf_counter()
     batches = (b for epoch in range(math.ceil(total / steps_per_epoch)) for b in _epoch(data, spec, epoch))
     for width, rows in itertools.islice(batches, total):
-        loss = mlm_update(net, data.batch(width, rows), tokenizer, spec, gen, device, optimizer)
+        figures = update(data.batch(width, rows), optimizer)
         step, seen = step + 1, seen + len(rows)
-        if loss is not None:
-            curve.add(loss, step, total, schedule.get_last_lr()[0])
+        if figures is not None:
+            curve.add(figures, step, total, schedule.get_last_lr()[0])
         schedule.step()
         bar.update(1)
     bar.close()
+    final = curve.final()
     return Pretrained(
-        net=net.eval(),
+        net=kept.eval(),
         tokenizer=tokenizer,
         steps=step,
-        mlm_loss=curve.final(),
+        objective=spec.objective,
+        mlm_loss=final["mlm_loss"],
+        disc_loss=final.get("disc_loss"),
+        replaced_accuracy=final.get("replaced_accuracy"),
         curve=curve.points,
         texts=len(texts),
         texts_sha256=texts_sha256(texts),
         examples_per_s=seen / max(time.perf_counter() - started, 1e-9),
     )
+
+
+def _objective(model: ModelConfig, spec: PretrainConfig, tokenizer, gen: torch.Generator, device):
+    """(the network trained, the one the folder keeps, one update: batch, optimizer -> its figures)."""
+    if spec.objective == "electra":
+        from model.electra import ElectraPair, electra_step
+
+        pair = ElectraPair(model, tokenizer, spec.generator_scale).to(device).train()
+
+        def electra_update(batch: dict, optimizer) -> dict | None:
+            figures = electra_step(pair, batch, tokenizer, spec, gen, device)
+            if figures is not None:
+                optimizer_step(pair, figures.pop("loss"), spec, optimizer)
+            return figures
+
+        return pair, pair.discriminator, electra_update
+    net = mlm_network(model, tokenizer).to(device).train()
+
+    def mlm_only(batch: dict, optimizer) -> dict | None:
+        loss = mlm_update(net, batch, tokenizer, spec, gen, device, optimizer)
+        return None if loss is None else {"mlm_loss": loss}
+
+    return net, net, mlm_only
 
 
 def _epoch(data: DeviceSplit, spec: PretrainConfig, epoch: int):

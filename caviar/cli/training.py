@@ -129,15 +129,18 @@ def pretrain_cmd(
     job: Path = typer.Argument(..., help="tune_jobs/<job>.yaml (its data, model and pretrain: sections)"),
     overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     out: Path | None = typer.Option(None, help="folder (default <storage>/pretrain/<name>-<time>)"),
-    as_json: bool = typer.Option(False, "--json", help="end with one JSON line: folder, mlm_loss, steps, wall_s"),
+    as_json: bool = typer.Option(
+        False, "--json", help="end with one JSON line: folder, objective, mlm_loss (disc_loss), steps, wall_s"
+    ),
     smoke: bool = typer.Option(False, "--smoke", help=SMOKE_HELP),
 ) -> None:
-    """Masked-LM pretraining of the job's model on the train split's texts; fine-tune it with
-    --set model.pretrained=<folder>."""
+    """Pretraining of the job's model on the train split's texts (masked-LM, or ELECTRA with
+    --set pretrain.objective=electra); fine-tune it with --set model.pretrained=<folder>."""
     from caviar.tuning.pipeline import pretrain_job
 
     folder, card = pretrain_job(load_job(job, overrides, smoke=smoke, fixed_only=True), out)
-    payload = {"folder": str(folder), "mlm_loss": card.mlm_loss, "steps": card.steps, "wall_s": card.wall_s}
+    payload = {"folder": str(folder), "objective": card.objective, "mlm_loss": card.mlm_loss, "steps": card.steps}
+    payload |= {"wall_s": card.wall_s, **({"disc_loss": card.disc_loss} if card.objective == "electra" else {})}
     _finish(card.describe(folder), payload, as_json)
 
 

@@ -130,15 +130,22 @@ def lr_find(result: dict, path: Path) -> Path:
 
 
 def mlm_loss(curve: list[dict], path: Path) -> Path:
-    """The pretraining curve: MLM loss and learning rate against the step."""
+    """The pretraining curve against the step: the MLM loss (ELECTRA's generator's), and for ELECTRA
+    the discriminator's loss beside it; the learning rate on its own axis."""
+    electra = "disc_loss" in curve[0]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     steps = [p["step"] for p in curve]
-    ax.plot(steps, [p["mlm_loss"] for p in curve], color="C0", lw=2, label="MLM loss")
+    ax.plot(
+        steps, [p["mlm_loss"] for p in curve], color="C0", lw=2, label="generator MLM loss" if electra else "MLM loss"
+    )
+    if electra:
+        ax.plot(steps, [p["disc_loss"] for p in curve], color="C2", lw=2, label="discriminator loss (every token)")
+        ax.legend(loc="upper right")
     ax.set_xlabel("step")
-    ax.set_ylabel("MLM loss (masked tokens)")
+    ax.set_ylabel("loss")
     lr = ax.twinx()
     lr.plot(steps, [p["lr"] for p in curve], color="C1", lw=1, ls="--", label="lr")
     lr.set_ylabel("learning rate", color="C1")
-    ax.set_title("masked-LM pretraining")
+    ax.set_title("ELECTRA pretraining (replaced-token detection)" if electra else "masked-LM pretraining")
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from caviar.job import pretrain_search
 from caviar.job.distributions import RANGE_KINDS, Distribution, check_key
 from caviar.job.fusible import FUSE_HELP, fuse_value, fusion_problem
 from caviar.job.keys import split_dotted
@@ -151,11 +152,12 @@ class Stages(Strict):
     """The stages before the search. The YAML shorthands turn them on; each is off again in the
     resolved job (caviar_job.json), which names what the stage made instead."""
 
-    pretrain: bool = Field(
-        False, description="stage 0 pretrains the encoder: `model.pretrained: {from_pretrain: true}`"
-    )
+    pretrain: bool = Field(False, description="stage 0 pretrains: `model.pretrained: {from_pretrain: true}`")
     lr_find: bool = Field(
         False, description="the LR range test sets train.lr's range: `train.lr: {from_lr_find: true}`"
+    )
+    pretrained_by: dict[str, str] = Field(
+        default_factory=dict, description="set by stage 0 when pretrain.* is searched: each setting's folder"
     )
 
 
@@ -221,13 +223,7 @@ class JobSpec(TrialConfig):
 
     @model_validator(mode="after")
     def _space_fits_the_trial_config(self, info: ValidationInfo) -> JobSpec:
-        fixed = self.trial_config().model_dump()
-        spaces = [("search_space", self.search_space)]
-        if isinstance(self.scheduler, Pbt):
-            spaces.append(("scheduler.mutations", self.scheduler.mutations))
-        for where, space in spaces:
-            for key, dist in space.items():
-                check_key(f"{where}.{key}", key, dist, fixed)
+        self._check_space_keys()
         searched = not (info.context or {}).get("fixed_only")  # caviar train uses none of the space
         if searched and self.stages.pretrain:
             self._check_shape_is_fixed("the pretrain stage")
@@ -243,28 +239,34 @@ class JobSpec(TrialConfig):
             raise ValueError(f"fuse: {self.fuse} {problem}")
         return self
 
+    def _check_space_keys(self) -> None:
+        """Each key names a trial value (or, searched, a pretraining setting) with valid values."""
+        fixed, mutations = self.trial_config().model_dump(), getattr(self.scheduler, "mutations", {})
+        for where, space in (("search_space", self.search_space), ("scheduler.mutations", mutations)):
+            for key, dist in space.items():
+                if not (where == "search_space" and key.startswith(pretrain_search.PREFIX)):
+                    check_key(f"{where}.{key}", key, dist, fixed)
+        pretrain_search.check(self)
+
     def _check_shape_is_fixed(self, source: str) -> None:
         """The network's shape comes from the pretrained weights: searching it would be silently ignored."""
         for key in self.search_space:
             if key in SHAPE_KEYS:
                 raise ValueError(f"search_space.{key}: the network's shape comes from {source}; drop it")
 
-    @property
-    def from_pretrain(self) -> bool:
-        return self.stages.pretrain
-
-    @property
-    def lr_from_lr_find(self) -> bool:
-        return self.stages.lr_find
-
     def trial_config(self) -> TrialConfig:
         return TrialConfig.model_validate(self.model_dump(include=set(TrialConfig.model_fields)))
 
-    def with_pretrained(self, folder: str) -> JobSpec:
-        """The job after stage 0: fine-tune from `folder`, the pretraining it asked for."""
+    def trial_base(self) -> dict:
+        """The fixed values a trial's sampled ones are laid over, and each pretraining setting's folder."""
+        return {**self.trial_config().model_dump(), pretrain_search.PRETRAINED_BY: self.stages.pretrained_by}
+
+    def with_pretrained(self, folder: str, by_setting: dict[str, str] | None = None) -> JobSpec:
+        """The job after stage 0: fine-tune from `folder`, the pretraining it asked for (or, with
+        pretrain.* searched, from the folder of the setting a trial drew)."""
         raw = self.model_dump(mode="json")
         raw["model"]["pretrained"] = folder
-        raw["stages"]["pretrain"] = False
+        raw["stages"] |= {"pretrain": False, "pretrained_by": by_setting or {}}
         return JobSpec.model_validate(raw)
 
     def with_lr_range(self, base_lr: float, max_lr: float) -> JobSpec:

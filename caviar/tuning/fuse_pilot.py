@@ -81,7 +81,7 @@ def run_pilot(job: JobSpec, splits: Splits) -> FusePilot:
     ks = [k for k in (2**i for i in range(7)) if k <= min(len(members), MAX_FUSE)]
     res = job.resources_per_trial
     task = ray.remote(num_cpus=res.cpu, num_gpus=res.gpu, max_calls=1)(measure)
-    base, data, runs = job.trial_config().model_dump(), ray.put(splits), []
+    base, data, runs = job.trial_base(), ray.put(splits), []
     for k in ks:
         run = PilotRun(**ray.get(task.remote(members[:k], base, data, res.cpu, res.gpu)))
         runs.append(run)

@@ -59,7 +59,7 @@ def fused_trainable(job: JobSpec, splits: Splits, experiment_uri: str, records: 
             log.info("resume: the member table rebuilt from %d recorded results", written)
     bound = tune.with_parameters(
         run_fused_trial,
-        base=job.trial_config().model_dump(),
+        base=job.trial_base(),
         groups=groups,
         splits=splits,
         cpus=job.resources_per_trial.cpu,

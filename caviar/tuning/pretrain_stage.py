@@ -1,4 +1,5 @@
-"""`caviar pretrain` and stage 0 of a tuning job: MLM pretraining into a folder fine-tuning starts from.
+"""`caviar pretrain` and stage 0 of a tuning job: pretraining (masked-LM or ELECTRA, pretrain.objective)
+into a folder fine-tuning starts from.
 
 To run: caviar pretrain tune_jobs/nsmc_pretrained.yaml [--set pretrain.epochs=1] [--json]
 
@@ -27,6 +28,7 @@ from tensorboardX import SummaryWriter
 
 from caviar.experiment import plots
 from caviar.experiment.layout import PRETRAIN_CARD, PRETRAIN_PLOT, pretrain_root, timestamped
+from caviar.job import pretrain_search
 from caviar.job.schema import JobSpec
 from model.config import SHAPE_FIELDS
 from model.data import Splits
@@ -52,7 +54,7 @@ class PretrainCard:
     texts_sha256: str
     not_read: dict  # reviews of validation and test, which pretraining never sees
     steps: int
-    mlm_loss: float
+    mlm_loss: float  # ELECTRA: its generator's
     examples_per_s: float
     wall_s: float
     settings: dict
@@ -60,6 +62,9 @@ class PretrainCard:
     vocab: int
     curve: list[dict] = field(default_factory=list)
     created: str = ""
+    objective: str = "mlm"  # cards written before ELECTRA have none: they are MLM's
+    disc_loss: float | None = None  # ELECTRA: the discriminator's loss over every token
+    replaced_accuracy: float | None = None  # ELECTRA: how often it tells replaced from original
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -74,8 +79,14 @@ class PretrainCard:
             raise UserError(f"{Path(folder) / PRETRAIN_CARD}: damaged, not a pretraining card") from None
 
     def describe(self, folder: Path) -> list[str]:
+        losses = f"MLM loss {self.mlm_loss:.3f}"
+        if self.objective == "electra":
+            losses = (
+                f"ELECTRA: generator MLM loss {self.mlm_loss:.3f}, discriminator loss {self.disc_loss:.3f}, "
+                f"replaced-token accuracy {self.replaced_accuracy:.1%}"
+            )
         return [
-            f"MLM loss {self.mlm_loss:.3f} after {self.steps} steps on {self.texts} train reviews, {self.wall_s:.0f}s",
+            f"{losses} after {self.steps} steps on {self.texts} train reviews, {self.wall_s:.0f}s",
             f"pretrained model: {folder}  (fine-tune it: --set model.pretrained={folder})",
         ]
 
@@ -89,6 +100,8 @@ class Stage0:
     reused: bool
     mlm_loss: float
     steps: int
+    setting: dict = field(default_factory=dict)  # the searched pretrain values it was made for ({}: none)
+    others: list[dict] = field(default_factory=list)  # the other searched settings' records
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -102,9 +115,16 @@ def pretrain_key(job: JobSpec, splits: Splits) -> str:
         "version": KEY_VERSION,
         "tokenizer": texts_key(splits.train.document.tolist(), job.model.vocab_size),
         "model": {k: model[k] for k in IDENTITY_KEYS},
-        "pretrain": job.pretrain.model_dump(exclude={"log_every", "precision"}),
+        "pretrain": job.pretrain.model_dump(exclude=_not_in_key(job)),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _not_in_key(job: JobSpec) -> set[str]:
+    """Settings that do not decide the weights; an MLM job leaves out ELECTRA's, so its key (and the
+    folders found by it) stay what they were before ELECTRA."""
+    unused = {"objective", "generator_scale", "disc_weight"} if job.pretrain.objective == "mlm" else set()
+    return {"log_every", "precision", *unused}
 
 
 def run_pretrain(job: JobSpec, folder: Path, splits: Splits, progress: bool = True) -> PretrainCard:
@@ -114,8 +134,9 @@ def run_pretrain(job: JobSpec, folder: Path, splits: Splits, progress: bool = Tr
     writer = SummaryWriter(str(folder / "tensorboard"))
 
     def on_log(point: dict) -> None:
-        writer.add_scalar("mlm_loss", point["mlm_loss"], point["step"])
-        writer.add_scalar("lr", point["lr"], point["step"])
+        for name, value in point.items():
+            if name != "step":
+                writer.add_scalar(name, value, point["step"])
 
     try:
         result = pretrain(cfg, job.pretrain, splits, on_log=on_log, progress=progress)
@@ -141,6 +162,9 @@ def run_pretrain(job: JobSpec, folder: Path, splits: Splits, progress: bool = Tr
         vocab=len(result.tokenizer),
         curve=result.curve,
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        objective=result.objective,
+        disc_loss=result.disc_loss,
+        replaced_accuracy=result.replaced_accuracy,
     )
     write_json_atomically(folder / PRETRAIN_CARD, card.as_json())  # last: its presence marks a finished folder
     return card
@@ -164,7 +188,21 @@ def find_pretrained(root: Path, key: str) -> tuple[Path, PretrainCard] | None:
 
 def pretrain_stage(job: JobSpec, splits: Splits, progress: bool = True) -> tuple[JobSpec, Stage0]:
     """Stage 0: the job with model.pretrained set to its pretraining folder, made now or found again.
-    A lock over the pretrain root makes a second job that starts meanwhile wait, then reuse it."""
+    A job that searches pretrain.* values gets one folder per distinct setting, each found by its own
+    key, and the table of them (stages.pretrained_by) that each trial's values choose from."""
+    values = pretrain_search.settings(job)
+    records = [_made_or_found(pretrain_search.applied(job, v), splits, progress, v) for v in values]
+    if len(records) == 1 and not values[0]:
+        return job.with_pretrained(records[0].folder), records[0]
+    by_setting = {pretrain_search.setting_key(v): r.folder for v, r in zip(values, records, strict=True)}
+    first = records[0]
+    first.others = [r.as_json() for r in records[1:]]
+    return job.with_pretrained(first.folder, by_setting), first
+
+
+def _made_or_found(job: JobSpec, splits: Splits, progress: bool, setting: dict) -> Stage0:
+    """One setting's folder. A lock over the pretrain root makes a second job that starts meanwhile
+    wait, then reuse it."""
     key, root = pretrain_key(job, splits), pretrain_root(job.storage)
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / ".lock")):
@@ -175,11 +213,10 @@ def pretrain_stage(job: JobSpec, splits: Splits, progress: bool = True) -> tuple
         else:
             folder = root / f"{timestamped(job.name)}-{key[:6]}"  # two settings in one second: two folders
             folder.mkdir(parents=True, exist_ok=False)
-            log.info("stage 0: masked-LM pretraining into %s", folder)
+            log.info("stage 0: %s pretraining into %s", job.pretrain.objective.upper(), folder)
             try:
                 card, reused = run_pretrain(job, folder, splits, progress), False
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)  # never found again as if it were finished
                 raise
-    record = Stage0(folder=str(folder), key=key, reused=reused, mlm_loss=card.mlm_loss, steps=card.steps)
-    return job.with_pretrained(str(folder)), record
+    return Stage0(folder=str(folder), key=key, reused=reused, mlm_loss=card.mlm_loss, steps=card.steps, setting=setting)

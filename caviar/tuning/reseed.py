@@ -22,6 +22,7 @@ from caviar.experiment.intervals import seeded_difference
 from caviar.experiment.layout import RESEED_FILE, Storage, reseed_dir
 from caviar.experiment.record import Experiment, TrialRecord
 from caviar.experiment.selection import standings
+from caviar.job import pretrain_search
 from caviar.job.keys import set_dotted
 from caviar.job.schema import FinalSpec, JobSpec
 from caviar.tuning.tuner import build_tuner
@@ -39,6 +40,8 @@ def seed_job(job: JobSpec, params: dict, seeds: list[int], rank: int) -> JobSpec
     for key, value in params.items():
         set_dotted(raw, key, value)
     set_dotted(raw, "train.init_seed", None)  # a new seed is a new init and new dropout masks too
+    if chosen := {k: v for k, v in params.items() if k.startswith(pretrain_search.PREFIX)}:
+        raw["model"]["pretrained"] = job.stages.pretrained_by[pretrain_search.setting_key(chosen)]
     raw.update(
         name=f"{job.name}-reseed-{rank}",
         search_space={"train.seed": {"grid": seeds}},

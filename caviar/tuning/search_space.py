@@ -12,6 +12,7 @@ from ray import tune
 
 from caviar.job.distributions import Distribution
 from caviar.job.keys import flatten, nest, set_dotted
+from caviar.job.pretrain_search import lay_over
 from caviar.job.schema import JobSpec
 from model.config import TrialConfig
 
@@ -34,8 +35,9 @@ def param_space(job: JobSpec) -> dict:
 
 
 def trial_config(base: dict, sampled: dict) -> TrialConfig:
-    """The job's fixed values with a trial's sampled values laid over them."""
+    """The job's fixed values (JobSpec.trial_base) with a trial's sampled values laid over them; its
+    pretraining values, when searched, choose its model.pretrained (job/pretrain_search.py)."""
     merged = copy.deepcopy(base)
-    for key, value in flatten(sampled).items():
+    for key, value in lay_over(merged, flatten(sampled)).items():
         set_dotted(merged, key, value)
     return TrialConfig.model_validate(merged)

@@ -40,7 +40,7 @@ def trainable_of(job: JobSpec, splits: Splits, replay: frozenset[str] = frozense
 
     bound = tune.with_parameters(
         run_trial,
-        base=job.trial_config().model_dump(),
+        base=job.trial_base(),
         splits=splits,
         cpus=job.resources_per_trial.cpu,
         replay=replay,

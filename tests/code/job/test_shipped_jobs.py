@@ -51,7 +51,7 @@ def test_shipped_job_runs_in_smoke_form(ray_session, hub_standin, tmp_path, job_
     assert json.loads((tmp_path / "smoke" / "caviar_tune.json").read_text(encoding="utf-8")) == outcome
     saved = json.loads((tmp_path / "smoke" / "caviar_job.json").read_text(encoding="utf-8"))
     assert saved["data"]["dir"] == str(FIXTURE_NSMC.resolve()) and saved["data"]["fingerprint"]  # resolved once
-    if job.from_pretrain:  # stage 0 ran, and the trials fine-tuned what it made
+    if job.stages.pretrain:  # stage 0 ran, and the trials fine-tuned what it made
         stage0 = json.loads((tmp_path / "smoke" / "caviar_pretrain.json").read_text(encoding="utf-8"))
         assert saved["model"]["pretrained"] == outcome["pretrained"] == stage0["folder"]
         assert not saved["stages"]["pretrain"]

@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from caviar.experiment.layout import PRETRAIN_CARD as CARD
 from caviar.job.loading import load_job
+from caviar.job.schema import JobSpec
 from caviar.registry import store as registry
 from caviar.serving.app import create_app
 from caviar.tuning.pretrain_stage import pretrain_stage
@@ -31,16 +32,26 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_pretrain_writes_a_folder_that_fine_tuning_loads(cli, tmp_path):
-    job = tiny_job_yaml(tmp_path / "job.yaml", pretrain=PRETRAIN)
+@pytest.mark.parametrize("objective", ["mlm", "electra"])
+def test_pretrain_writes_a_folder_that_fine_tuning_loads(cli, tmp_path, objective):
+    """Either objective's folder loads through model.pretrained and fine-tunes (issue 33: ELECTRA's
+    holds the discriminator, a BertModel), and its card records what it learnt."""
+    job = tiny_job_yaml(tmp_path / "job.yaml", pretrain={**PRETRAIN, "objective": objective})
     out = tmp_path / "pretrained"
 
     proc = cli("pretrain", job, "--out", out, "--json")
 
     assert proc.returncode == 0, proc.stderr
     last = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert set(last) == {"folder", "mlm_loss", "steps", "wall_s"} and Path(last["folder"]) == out
+    extra = {"disc_loss"} if objective == "electra" else set()
+    assert set(last) == {"folder", "objective", "mlm_loss", "steps", "wall_s", *extra} and Path(last["folder"]) == out
     card = json.loads((out / CARD).read_text(encoding="utf-8"))
+    assert card["objective"] == last["objective"] == objective
+    if objective == "electra":
+        assert card["disc_loss"] > 0 and 0 < card["replaced_accuracy"] <= 1
+        assert {"mlm_loss", "disc_loss", "replaced_accuracy", "lr"} <= set(card["curve"][-1])
+        assert "replaced-token accuracy" in proc.stderr
+        assert json.loads((out / "config.json").read_text())["architectures"] == ["BertModel"]
     assert last["steps"] == card["steps"] == 2 * 192 // 16 and len(card["curve"]) == card["steps"] // 4
     for name in ("config.json", "model.safetensors", "tokenizer.json", "mlm_loss.png"):
         assert (out / name).is_file(), name
@@ -70,6 +81,8 @@ def test_pretrain_writes_a_folder_that_fine_tuning_loads(cli, tmp_path):
         ("pretrain.batch_size=x", "pretrain.batch_size"),
         ("pretrain.precision=fp16", "pretrain.precision"),
         ("model.pretrained={from_pretrain: false}", "model.pretrained"),
+        ("pretrain.objective=bert", "pretrain.objective"),
+        ("pretrain.generator_scale=0", "pretrain.generator_scale"),
     ],
 )
 def test_bad_pretrain_settings_are_one_line(cli, tmp_path, override, message):
@@ -95,7 +108,7 @@ def test_the_shape_of_a_pretrained_network_is_not_searched(tmp_path):
 def test_stage_zero_pretrains_once_and_is_found_again(tmp_path):
     job_file = tiny_job_yaml(tmp_path / "job.yaml", model=FROM_PRETRAIN, pretrain=PRETRAIN, storage=str(tmp_path))
     job = load_job(job_file)
-    assert job.from_pretrain and job.model.pretrained is None
+    assert job.stages.pretrain and job.model.pretrained is None
 
     splits = load_splits(job.data)
     first, made = pretrain_stage(job, splits, progress=False)
@@ -106,7 +119,7 @@ def test_stage_zero_pretrains_once_and_is_found_again(tmp_path):
     assert not made.reused and found.reused and found.folder == made.folder
     assert weights.stat().st_mtime_ns == written  # not pretrained again
     assert first.model.pretrained == second.model.pretrained == made.folder
-    assert not second.from_pretrain
+    assert not second.stages.pretrain
     _, in_bf16 = pretrain_stage(load_job(job_file, ["pretrain.precision=bf16"]), splits, progress=False)
     assert in_bf16.reused and in_bf16.folder == made.folder  # how it computes, not what it learns
     other, changed = pretrain_stage(load_job(job_file, ["pretrain.lr=1e-3"]), splits, progress=False)
@@ -134,3 +147,72 @@ def test_a_hub_model_fine_tunes_then_promotes_and_serves(cli, hub_standin, regis
         assert client.get("/model").json()["pretrained"]["fingerprint"] == card["pretrained"]["fingerprint"]
     proc = cli("predict", "돈 주고 보기 아까웠어요", "--name", "hub")
     assert proc.returncode == 0 and proc.stdout.split()[0] in ("긍정", "부정"), proc.stderr
+
+
+def test_the_cache_key_tells_the_objectives_apart_and_keeps_mlm_keys_as_they_were(tmp_path):
+    """Issue 33: the key covers the objective and ELECTRA's settings; an MLM job's key ignores
+    ELECTRA's settings, so folders pretrained before ELECTRA are still found."""
+    from caviar.tuning.pretrain_stage import pretrain_key
+
+    job_file = tiny_job_yaml(tmp_path / "job.yaml", model=FROM_PRETRAIN, pretrain=PRETRAIN, storage=str(tmp_path))
+    splits = load_splits(load_job(job_file).data)
+
+    def key(*overrides: str) -> str:
+        return pretrain_key(load_job(job_file, list(overrides)), splits)
+
+    mlm, electra = key(), key("pretrain.objective=electra")
+    assert mlm != electra
+    assert key("pretrain.generator_scale=0.5") == key("pretrain.disc_weight=10") == mlm
+    assert key("pretrain.objective=electra", "pretrain.generator_scale=0.5") != electra
+    assert key("pretrain.objective=electra", "pretrain.disc_weight=10") != electra
+    assert mlm == "c6b7dd361a92fccc8e6c"  # this job's key as computed before ELECTRA (commit 7ed42e1)
+
+
+def test_a_job_searching_the_objective_pretrains_once_per_value(tmp_path):
+    """Issue 33, item 2: stage 0 makes one folder per searched setting, found again on a second run;
+    each trial's drawn objective picks its own folder, and a reseed of it keeps that folder."""
+    from caviar.tuning.reseed import seed_job
+    from caviar.tuning.search_space import trial_config
+
+    space = {"pretrain.objective": {"grid": ["mlm", "electra"]}, "train.lr": {"choice": [1e-3, 3e-3]}}
+    job_file = tiny_job_yaml(
+        tmp_path / "job.yaml", model=FROM_PRETRAIN, pretrain=PRETRAIN, storage=str(tmp_path), search_space=space
+    )
+    splits = load_splits(load_job(job_file).data)
+    resolved, made = pretrain_stage(load_job(job_file), splits, progress=False)
+    by_setting = resolved.stages.pretrained_by
+    assert len(by_setting) == 2 and len(set(by_setting.values())) == 2 and not made.reused
+    objectives = {json.loads((Path(f) / CARD).read_text())["objective"]: f for f in by_setting.values()}
+    assert set(objectives) == {"mlm", "electra"}
+    assert [made.setting, made.others[0]["setting"]] == [
+        {"pretrain.objective": "mlm"},
+        {"pretrain.objective": "electra"},
+    ]
+    again, found = pretrain_stage(load_job(job_file), splits, progress=False)
+    assert found.reused and all(o["reused"] for o in found.others) and again.stages.pretrained_by == by_setting
+
+    base = resolved.trial_base()
+    for objective, folder in objectives.items():
+        cfg = trial_config(base, {"pretrain": {"objective": objective}, "train": {"lr": 3e-3}})
+        assert cfg.model.pretrained == folder and cfg.train.lr == 3e-3
+        seeded = seed_job(resolved, {"pretrain.objective": objective, "train.lr": 3e-3}, [1, 2], rank=1)
+        assert seeded.model.pretrained == folder
+    saved = JobSpec.model_validate(resolved.model_dump(mode="json"))  # caviar_job.json reads back (resume)
+    assert saved.stages.pretrained_by == by_setting
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"pretrain.objective": {"choice": ["mlm", "bert"]}}, "search_space.pretrain.objective: value 'bert'"),
+        ({"pretrain.lr": {"loguniform": [1e-4, 1e-3]}}, "search_space.pretrain.lr: give choice or grid values"),
+        ({"pretrain.log_every": {"choice": [1, 2]}}, "search_space.pretrain.log_every: not a pretraining setting"),
+    ],
+)
+def test_a_searched_pretraining_setting_that_cannot_be_is_one_line(tmp_path, space, message):
+    job = tiny_job_yaml(tmp_path / "job.yaml", model=FROM_PRETRAIN, search_space=space)
+    with pytest.raises(Exception, match=message.replace("(", r"\(").replace(".", r"\.")):
+        load_job(job)
+    plain = tiny_job_yaml(tmp_path / "plain.yaml", search_space={"pretrain.objective": {"choice": ["mlm"]}})
+    with pytest.raises(Exception, match="pretraining is searched only with model.pretrained"):
+        load_job(plain)
