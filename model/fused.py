@@ -64,6 +64,7 @@ class StackedNet:
         # each member's module tree without weights: the same but for its dropout probabilities
         self.skeletons = [copy.deepcopy(n).to("meta") for n in nets]
         self.skeleton = self.skeletons[0]
+        self.dropouts = [_dropouts(n) for n in nets]  # read once: the step groups members by them
         params, buffers = stack_module_state(nets)
         self.params = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         self.buffers = {k: v.detach().clone() for k, v in buffers.items()}
@@ -80,10 +81,7 @@ class StackedNet:
 
     def _alike(self) -> list[list[int]]:
         """Members in runs that share dropout probabilities (one run when all do): one vmap each."""
-        runs: dict[tuple, list[int]] = {}
-        for i, skeleton in enumerate(self.skeletons):
-            runs.setdefault(_dropouts(skeleton), []).append(i)
-        return list(runs.values())
+        return list({d: [i for i, e in enumerate(self.dropouts) if e == d] for d in self.dropouts}.values())
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[K, batch, labels], each member with its own dropout masks. On CUDA one vmap over
@@ -141,6 +139,7 @@ class StackedNet:
         self.params = {k: v.detach()[index].clone().requires_grad_(True) for k, v in self.params.items()}
         self.buffers = {k: v[index].clone() for k, v in self.buffers.items()}
         self.skeletons = [self.skeletons[i] for i in members]
+        self.dropouts = [self.dropouts[i] for i in members]
         self.skeleton = self.skeletons[0] if members else self.skeleton  # the last one stopped: kept for its keys
 
 
