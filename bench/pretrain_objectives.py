@@ -3,7 +3,7 @@
 To run: NSMC_DIR=../shared/data/nsmc python -m bench.pretrain_objectives [--rounds 3] [--steps 12] [--record]
         python -m bench.pretrain_objectives --smoke   (the test fixture, seconds: checks the script runs)
 
-The job's model (tune_jobs/nsmc_pretrained.yaml: 2 layers, hidden 256, vocab 16k) on real NSMC train
+The job's model (tune_jobs/nsmc_pretrained.yaml: 4 layers, hidden 256, vocab 16k) on real NSMC train
 batches of pretrain.batch_size, all CPUs, in bf16 (the route's precision) and fp32. MLM and ELECTRA
 rounds alternate in one process, so the machine's drift hits both alike; the figure is the ratio of
 their median ms per step. ELECTRA's step runs the generator (at pretrain.generator_scale of the

@@ -8,7 +8,7 @@ import torch
 
 from model.config import PretrainConfig, TrialConfig
 from model.data import load_splits
-from model.electra import ElectraPair, electra_step, generator_shape, replacements
+from model.electra import ElectraPair, electra_step, generator_shape, replacements, sample_tokens
 from model.tokenizer import cached_wordpiece
 from tests.conftest import TINY
 
@@ -38,6 +38,17 @@ def test_the_discriminator_is_told_exactly_which_tokens_were_replaced():
     corrupted, replaced = replacements(ids, mask, rows, sampled)
     assert corrupted.tolist() == [[2, 10, 99, 12, 3, 0], [2, 13, 98, 3, 0, 0]]
     assert replaced.nonzero().tolist() == [[0, 2], [1, 2]]
+
+
+def test_sampled_tokens_follow_the_generators_distribution():
+    """Inverse-CDF sampling draws each token as often as its softmax probability says, and never a
+    token of probability 0 (the first and last, here): the law torch.multinomial draws from."""
+    probs = torch.tensor([0.0, 0.5, 0.3, 0.15, 0.05, 0.0])
+    logits = probs.log().expand(40_000, -1)  # log 0 = -inf: probability exactly 0
+    drawn = sample_tokens(logits, torch.Generator().manual_seed(0))
+    counts = torch.bincount(drawn, minlength=len(probs)) / len(drawn)
+    assert counts[0] == 0 and counts[-1] == 0
+    assert torch.allclose(counts, probs, atol=0.01), counts.tolist()  # 0.01 is > 4 standard errors
 
 
 def test_one_step_weighs_the_discriminator_by_disc_weight(tiny_config, tokenizer):
