@@ -3,9 +3,9 @@
 To run: NSMC_DIR=../shared/data/nsmc python -m bench.quality                 (both routes, side by side)
         NSMC_DIR=../shared/data/nsmc python -m bench.quality --no-compare    (the pretrained route only)
         NSMC_DIR=../shared/data/nsmc python -m bench.quality --experiment results/<done>   (skip tuning)
-        NSMC_DIR=../shared/data/nsmc python -m bench.quality --job tune_jobs/nsmc_electra.yaml \
+        NSMC_DIR=../shared/data/nsmc python -m bench.quality --job <another job> \
             --compare-job tune_jobs/nsmc_pretrained.yaml \
-            --compare-record bench/results/quality_mlm_20epochs.json   (ELECTRA; MLM as measured earlier)
+            --compare-record bench/results/quality.json   (that job; the MLM route as measured earlier)
         NSMC_DIR=../shared/data/nsmc python -m bench.quality --experiment results/<done> \
             --compare-experiment results/<other done>                       (score both, tune neither)
 

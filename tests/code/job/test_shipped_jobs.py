@@ -56,3 +56,34 @@ def test_shipped_job_runs_in_smoke_form(ray_session, hub_standin, tmp_path, job_
         assert saved["model"]["pretrained"] == outcome["pretrained"] == stage0["folder"]
         assert not saved["stages"]["pretrain"]
         assert Path(stage0["folder"], "pretrain.json").is_file()
+
+
+def test_a_tune_searching_the_objective_fine_tunes_each_trial_from_its_own_stage0(ray_session, tmp_path):
+    """Issue 33, item 2, end to end through Ray: one stage-0 folder per objective, each trial fine-tunes
+    the folder of the objective it drew, and the leaderboard shows which objective that was."""
+    from caviar.experiment.record import Experiment
+    from caviar.experiment.report import leaderboard
+    from caviar.tuning.pipeline import tune_job
+    from tests.conftest import TINY, tiny_job_yaml
+
+    job_file = tiny_job_yaml(
+        tmp_path / "job.yaml",
+        model={**TINY["model"], "pretrained": {"from_pretrain": True}},
+        pretrain={"epochs": 1, "batch_size": 16, "log_every": 4},
+        train={**TINY["train"], "epochs": 1},
+        search_space={"pretrain.objective": {"grid": ["mlm", "electra"]}},
+        num_samples=1,
+        storage=str(tmp_path),
+    )
+    outcome = tune_job(load_job(job_file), experiment="objectives").as_json()
+    assert len(outcome["trials"]) == 2 and outcome["errored"] == 0, outcome["trials"]
+    experiment = Experiment.load(tmp_path / "objectives")
+    folders = experiment.job.stages.pretrained_by
+    board = leaderboard(experiment)
+    assert sorted(board["pretrain.objective"]) == ["electra", "mlm"]
+    for _, row in board.iterrows():
+        card = json.loads(Path(row["checkpoint"], "caviar.json").read_text(encoding="utf-8"))
+        folder = card["config"]["model"]["pretrained"]
+        assert folder in folders.values()
+        made_by = json.loads(Path(folder, "pretrain.json").read_text(encoding="utf-8"))["objective"]
+        assert made_by == row["pretrain.objective"]
