@@ -249,3 +249,42 @@ def test_a_resumed_median_rule_stops_what_the_uninterrupted_run_stopped(tmp_path
         rebuilt.on_trial_add(_Controller(), _Trial(trial_id))
     rebuilt_feed = [(t, i, v) for t, i, v in feed if t != "a"]  # b starts over; a does not run again
     assert _median_decisions(rebuilt, rebuilt_feed, ends) == {"b": None, "c": 1}
+
+
+def test_atomic_storage_canary_rays_save_to_dir_is_the_one_it_replaces():
+    """The replacement copies Ray 2.60's save_to_dir; once Ray's changes, the copy must be redone."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    from caviar.tuning.ray_compat import atomic_storage
+
+    atomic_storage.atomic_local_filesystem()
+    assert TuneController.save_to_dir.caviar_atomic
+    source = inspect.getsource(atomic_storage.RAYS_SAVE_TO_DIR)
+    assert "Path(driver_staging_path, self.experiment_state_file_name)" in source and '"w",' in source
+    assert "self._search_alg.save_to_dir(driver_staging_path, session_str=self._session_str)" in source
+    assert "self._callbacks.save_to_dir(driver_staging_path, session_str=self._session_str)" in source
+
+
+def test_the_experiment_state_lands_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A write that fails midway (a kill, a full disk) leaves the earlier state file as it was."""
+    from types import SimpleNamespace
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    from caviar.tuning.ray_compat import atomic_storage
+
+    atomic_storage.atomic_local_filesystem()
+    state = tmp_path / "experiment_state-x.json"
+    state.write_text('{"old": true}')
+    controller = SimpleNamespace(
+        _get_trial_checkpoints=lambda: {"t": {"a": 1, (1, 2): 2}},  # a tuple key: the dump fails midway
+        __getstate__=lambda: {},
+        _start_time=0.0,
+        _storage=SimpleNamespace(experiment_driver_staging_path=str(tmp_path)),
+        experiment_state_file_name=state.name,
+        _session_str="s",
+    )
+    with pytest.raises(TypeError):
+        TuneController.save_to_dir(controller)
+    assert state.read_text() == '{"old": true}'
+    assert [p.name for p in tmp_path.iterdir()] == [state.name]  # no temporary file left
