@@ -33,12 +33,14 @@ RAYS_SAVE_TO_DIR = None  # Ray's own, once replaced
 
 
 def _save_experiment_state_atomically() -> None:
-    """Ray 2.60's TuneController.save_to_dir, its state file written to a sibling and renamed."""
+    """Ray 2.60's TuneController.save_to_dir, its state file written through model.files.atomic_path."""
     import json
     from pathlib import Path
 
     from ray.tune.execution.tune_controller import TuneController
     from ray.tune.utils.serialization import TuneFunctionEncoder
+
+    from model.files import atomic_path
 
     global RAYS_SAVE_TO_DIR
     if getattr(TuneController.save_to_dir, "caviar_atomic", False):
@@ -53,14 +55,8 @@ def _save_experiment_state_atomically() -> None:
         }
         staging = self._storage.experiment_driver_staging_path
         os.makedirs(staging, exist_ok=True)
-        final = Path(staging, self.experiment_state_file_name)
-        tmp = final.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{final.name}")
-        try:
-            with open(tmp, "w") as f:
-                json.dump(state, f, cls=TuneFunctionEncoder)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(Path(staging, self.experiment_state_file_name)) as tmp, open(tmp, "w") as f:
+            json.dump(state, f, cls=TuneFunctionEncoder)
         self._search_alg.save_to_dir(staging, session_str=self._session_str)
         self._callbacks.save_to_dir(staging, session_str=self._session_str)
 
