@@ -162,7 +162,7 @@ def _gate_figures(gate: dict | None) -> dict:
 def _pretrain_figures(record: dict) -> dict:
     card = read_json_object(Path(record["folder"]) / PRETRAIN_CARD)
     keep = ("texts", "not_read", "steps", "mlm_loss", "examples_per_s", "wall_s", "settings")
-    electra = {k: card[k] for k in ("disc_loss", "replaced_accuracy") if card.get(k) is not None}
+    electra = {k: card[k] for k in ("disc_loss", "replaced_accuracy", "original_share") if card.get(k) is not None}
     return {
         "folder": project_path(record["folder"]),
         "reused": record["reused"],

@@ -91,8 +91,9 @@ def replacements(ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, samp
 def electra_step(
     pair: ElectraPair, batch: dict, tokenizer, spec: PretrainConfig, gen: torch.Generator, device
 ) -> dict[str, torch.Tensor] | None:
-    """One batch's losses: {"loss", "mlm_loss" (the generator's), "disc_loss", "replaced_accuracy"};
-    None when no token was chosen (tiny batches only)."""
+    """One batch's losses: {"loss", "mlm_loss" (the generator's), "disc_loss", "replaced_accuracy",
+    "original_share"}; None when no token was chosen (tiny batches only). `original_share` is the
+    accuracy of answering "original" everywhere: the discriminator has learned only past it."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
     inputs, chosen, targets = mask_tokens(ids, mask, tokenizer, spec.mask_probability, gen)
     if targets.numel() == 0:
@@ -107,14 +108,16 @@ def electra_step(
         sampled = sample_tokens(logits[:real], gen)
     corrupted, replaced = replacements(ids, mask, rows[:real], sampled)
     tokens = mask.bool()
+    labels = replaced[tokens]
     with autocast(device, spec.precision):
         states = pair.discriminator(input_ids=corrupted, attention_mask=mask).last_hidden_state
         scores = pair.head(states[tokens]).squeeze(-1).float()
-    disc_loss = nn.functional.binary_cross_entropy_with_logits(scores, replaced[tokens].float())
-    accuracy = ((scores > 0) == replaced[tokens]).float().mean()
+    disc_loss = nn.functional.binary_cross_entropy_with_logits(scores, labels.float())
+    accuracy = ((scores > 0) == labels).float().mean()
     return {
         "loss": mlm_loss + spec.disc_weight * disc_loss,
         "mlm_loss": mlm_loss.detach(),
         "disc_loss": disc_loss.detach(),
         "replaced_accuracy": accuracy,
+        "original_share": 1.0 - labels.float().mean(),
     }

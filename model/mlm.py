@@ -49,6 +49,7 @@ class Pretrained:
     mlm_loss: float  # mean over the last log_every steps (the last logged point may cover fewer)
     disc_loss: float | None  # electra: the discriminator's loss, and its accuracy on every token
     replaced_accuracy: float | None
+    original_share: float | None  # electra: the accuracy of answering "original" everywhere
     curve: list[dict] = field(default_factory=list)
     texts: int = 0  # train-split reviews read; nothing else is
     texts_sha256: str = ""
@@ -222,6 +223,7 @@ def pretrain(
         mlm_loss=final["mlm_loss"],
         disc_loss=final.get("disc_loss"),
         replaced_accuracy=final.get("replaced_accuracy"),
+        original_share=final.get("original_share"),
         curve=curve.points,
         texts=len(texts),
         texts_sha256=texts_sha256(texts),

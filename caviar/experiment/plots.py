@@ -131,9 +131,12 @@ def lr_find(result: dict, path: Path) -> Path:
 
 def mlm_loss(curve: list[dict], path: Path) -> Path:
     """The pretraining curve against the step: the MLM loss (ELECTRA's generator's), and for ELECTRA
-    the discriminator's loss beside it; the learning rate on its own axis."""
+    the discriminator's loss beside it; the learning rate on its own axis. ELECTRA gets a second
+    panel: the discriminator's accuracy against answering "original" everywhere, the line it must
+    clear to have learned anything."""
     electra = "disc_loss" in curve[0]
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, axes = plt.subplots(1, 2 if electra else 1, figsize=(14 if electra else 8, 4.5), squeeze=False)
+    ax = axes[0][0]
     steps = [p["step"] for p in curve]
     ax.plot(
         steps, [p["mlm_loss"] for p in curve], color="C0", lw=2, label="generator MLM loss" if electra else "MLM loss"
@@ -148,4 +151,13 @@ def mlm_loss(curve: list[dict], path: Path) -> Path:
     lr.set_ylabel("learning rate", color="C1")
     ax.set_title("ELECTRA pretraining (replaced-token detection)" if electra else "masked-LM pretraining")
     ax.grid(alpha=0.3)
+    if electra and "original_share" in curve[0]:
+        acc = axes[0][1]
+        acc.plot(steps, [p["replaced_accuracy"] for p in curve], color="C2", lw=2, label="discriminator accuracy")
+        acc.plot(steps, [p["original_share"] for p in curve], color="grey", ls=":", label="answering 'original' always")
+        acc.set_xlabel("step")
+        acc.set_ylabel("accuracy over every token")
+        acc.set_title("has the discriminator learned? (above the dotted line)")
+        acc.legend(loc="lower right")
+        acc.grid(alpha=0.3)
     return _save(fig, path)

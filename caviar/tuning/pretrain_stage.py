@@ -40,6 +40,7 @@ from model.tokenizer import texts_key
 log = logging.getLogger("caviar.pretrain")
 
 KEY_VERSION = "mlm-v1"
+LEARNED_MARGIN = 0.01  # ELECTRA: accuracy points above the all-"original" answer that count as learning
 IDENTITY_KEYS = (*SHAPE_FIELDS, "dropout", "max_len")  # the model keys that decide the pretrained weights
 
 
@@ -65,6 +66,7 @@ class PretrainCard:
     objective: str = "mlm"  # cards written before ELECTRA have none: they are MLM's
     disc_loss: float | None = None  # ELECTRA: the discriminator's loss over every token
     replaced_accuracy: float | None = None  # ELECTRA: how often it tells replaced from original
+    original_share: float | None = None  # ELECTRA: the accuracy of answering "original" everywhere
 
     def as_json(self) -> dict:
         return asdict(self)
@@ -78,15 +80,32 @@ class PretrainCard:
         except TypeError:
             raise UserError(f"{Path(folder) / PRETRAIN_CARD}: damaged, not a pretraining card") from None
 
+    def unlearned(self) -> str | None:
+        """ELECTRA only: why the discriminator learned nothing worth fine-tuning, if so. Within
+        LEARNED_MARGIN of the all-"original" answer it tells replaced tokens from no better than
+        chance; such a folder fine-tuned to 50% on NSMC (docs/benchmarks.md)."""
+        if self.objective != "electra" or self.original_share is None or self.replaced_accuracy is None:
+            return None  # MLM, or a card from before the share was recorded
+        if self.replaced_accuracy > self.original_share + LEARNED_MARGIN:
+            return None
+        return (
+            f"the discriminator's replaced-token accuracy ({self.replaced_accuracy:.1%}) is no better than "
+            f"answering 'original' everywhere ({self.original_share:.1%}): it has not learned to spot "
+            "replacements, and its weights are unlikely to fine-tune well"
+        )
+
     def describe(self, folder: Path) -> list[str]:
         losses = f"MLM loss {self.mlm_loss:.3f}"
         if self.objective == "electra":
+            share = "" if self.original_share is None else f" (all-'original': {self.original_share:.1%})"
             losses = (
                 f"ELECTRA: generator MLM loss {self.mlm_loss:.3f}, discriminator loss {self.disc_loss:.3f}, "
-                f"replaced-token accuracy {self.replaced_accuracy:.1%}"
+                f"replaced-token accuracy {self.replaced_accuracy:.1%}{share}"
             )
+        warning = [f"warning: {why}"] if (why := self.unlearned()) else []
         return [
             f"{losses} after {self.steps} steps on {self.texts} train reviews, {self.wall_s:.0f}s",
+            *warning,
             f"pretrained model: {folder}  (fine-tune it: --set model.pretrained={folder})",
         ]
 
@@ -165,6 +184,7 @@ def run_pretrain(job: JobSpec, folder: Path, splits: Splits, progress: bool = Tr
         objective=result.objective,
         disc_loss=result.disc_loss,
         replaced_accuracy=result.replaced_accuracy,
+        original_share=result.original_share,
     )
     write_json_atomically(folder / PRETRAIN_CARD, card.as_json())  # last: its presence marks a finished folder
     return card
@@ -219,4 +239,6 @@ def _made_or_found(job: JobSpec, splits: Splits, progress: bool, setting: dict) 
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)  # never found again as if it were finished
                 raise
+    if why := card.unlearned():
+        log.warning("stage 0 (%s): %s", folder, why)
     return Stage0(folder=str(folder), key=key, reused=reused, mlm_loss=card.mlm_loss, steps=card.steps, setting=setting)

@@ -18,7 +18,7 @@ from caviar.job.loading import load_job
 from caviar.job.schema import JobSpec
 from caviar.registry import store as registry
 from caviar.serving.app import create_app
-from caviar.tuning.pretrain_stage import pretrain_stage
+from caviar.tuning.pretrain_stage import PretrainCard, pretrain_stage
 from model.config import DataConfig
 from model.data import load_splits
 from model.mlm import texts_sha256
@@ -49,8 +49,9 @@ def test_pretrain_writes_a_folder_that_fine_tuning_loads(cli, tmp_path, objectiv
     assert card["objective"] == last["objective"] == objective
     if objective == "electra":
         assert card["disc_loss"] > 0 and 0 < card["replaced_accuracy"] <= 1
-        assert {"mlm_loss", "disc_loss", "replaced_accuracy", "lr"} <= set(card["curve"][-1])
-        assert "replaced-token accuracy" in proc.stderr
+        assert {"mlm_loss", "disc_loss", "replaced_accuracy", "original_share", "lr"} <= set(card["curve"][-1])
+        assert 0 < card["original_share"] < 1
+        assert "replaced-token accuracy" in proc.stderr and "(all-'original': " in proc.stderr
         assert json.loads((out / "config.json").read_text())["architectures"] == ["BertModel"]
     assert last["steps"] == card["steps"] == 2 * 192 // 16 and len(card["curve"]) == card["steps"] // 4
     for name in ("config.json", "model.safetensors", "tokenizer.json", "mlm_loss.png"):
@@ -70,6 +71,28 @@ def test_pretrain_writes_a_folder_that_fine_tuning_loads(cli, tmp_path, objectiv
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tuned / "checkpoint" / "caviar.json").read_text(encoding="utf-8"))
     assert meta["pretrained"] == {"source": str(out.resolve()), "fingerprint": sha256(out / "model.safetensors")}
+
+
+@pytest.mark.parametrize(
+    ("objective", "accuracy", "share", "warned"),
+    [("electra", 0.8956, 0.8950, True), ("electra", 0.9040, 0.8950, True), ("electra", 0.9100, 0.8950, False),
+     ("electra", 0.9700, 0.8950, False),
+     ("electra", 0.9700, None, False), ("mlm", None, None, False)],
+)  # fmt: skip
+def test_a_discriminator_no_better_than_all_original_is_called_out(tmp_path, objective, accuracy, share, warned):
+    """Full NSMC's failed ELECTRA run: 89.56% replaced-token accuracy, about the share of original
+    tokens; it fine-tuned to 50%. Its card says so, one line in what `caviar pretrain` prints."""
+    card = PretrainCard(
+        key="k", job="j", data_fingerprint="f", texts=1, texts_sha256="s", not_read={}, steps=1, mlm_loss=5.2,
+        examples_per_s=1.0, wall_s=1.0, settings={}, model={}, vocab=300, objective=objective,
+        disc_loss=0.33 if objective == "electra" else None, replaced_accuracy=accuracy, original_share=share,
+    )  # fmt: skip
+    lines = card.describe(tmp_path)
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert (card.unlearned() is not None) == warned == bool(warnings)
+    if warned:
+        assert "no better than answering 'original' everywhere (89.5%)" in warnings[0]
+        assert len(lines) == 3 and "\n" not in warnings[0]
 
 
 @pytest.mark.parametrize(
