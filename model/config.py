@@ -175,6 +175,9 @@ class PretrainConfig(Strict):
     )
     generator_scale: float = Field(0.25, gt=0, le=1, description="electra: the generator's width over the model's")
     disc_weight: float = Field(50.0, gt=0, description="electra: the discriminator loss's weight beside the MLM loss")
+    sample_temperature: float = Field(
+        1.0, gt=0, description="electra: replacements drawn from softmax(generator logits / this); > 1: easier ones"
+    )
 
     epochs: float = Field(3, gt=0, description="passes over the train split's texts")
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (smoke runs)")

@@ -7,7 +7,9 @@ A small generator (a masked LM at `pretrain.generator_scale` of the discriminato
 its token, position and type embeddings) fills the masked places with tokens sampled from its own
 predictions; the discriminator, the job's own BERT, says of every real token whether it is the
 original or a replacement. The loss is the generator's MLM loss plus `pretrain.disc_weight` times
-the discriminator's. The discriminator's head is one logit per token, so a step costs little more
+the discriminator's. `pretrain.sample_temperature` above 1 flattens what the generator samples: on
+full NSMC its samples at 1 were too close to the originals for the discriminator ever to start
+learning (docs/benchmarks.md). The discriminator's head is one logit per token, so a step costs little more
 than an MLM step: the vocabulary-sized layer runs on the masked rows only, in the narrow generator.
 
 The discriminator is what the pretrained folder holds: a `BertModel`, saved with save_pretrained,
@@ -105,7 +107,7 @@ def electra_step(
         logits = pair.generator.generator_lm_head(pair.generator.generator_predictions(hidden.flatten(0, 1)[rows]))
     mlm_loss = nn.functional.cross_entropy(logits.float(), padded, ignore_index=-100)
     with torch.no_grad():  # the replacements are samples: no gradient flows back through them
-        sampled = sample_tokens(logits[:real], gen)
+        sampled = sample_tokens(logits[:real].float() / spec.sample_temperature, gen)
     corrupted, replaced = replacements(ids, mask, rows[:real], sampled)
     tokens = mask.bool()
     labels = replaced[tokens]

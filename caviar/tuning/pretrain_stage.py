@@ -142,7 +142,8 @@ def pretrain_key(job: JobSpec, splits: Splits) -> str:
 def _not_in_key(job: JobSpec) -> set[str]:
     """Settings that do not decide the weights; an MLM job leaves out ELECTRA's, so its key (and the
     folders found by it) stay what they were before ELECTRA."""
-    unused = {"objective", "generator_scale", "disc_weight"} if job.pretrain.objective == "mlm" else set()
+    electra = {"objective", "generator_scale", "disc_weight", "sample_temperature"}
+    unused = electra if job.pretrain.objective == "mlm" else set()
     return {"log_every", "precision", *unused}
 
 

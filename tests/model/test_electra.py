@@ -51,6 +51,29 @@ def test_sampled_tokens_follow_the_generators_distribution():
     assert torch.allclose(counts, probs, atol=0.01), counts.tolist()  # 0.01 is > 4 standard errors
 
 
+def test_a_temperature_above_one_flattens_what_the_generator_samples(tiny_config, tokenizer, monkeypatch):
+    """electra_step draws from softmax(logits / pretrain.sample_temperature): at 3 a generator sure of
+    one token (logit 12 above the rest) draws it far less often than at 1."""
+    from model import electra
+
+    seen = []
+    monkeypatch.setattr(electra, "sample_tokens", lambda logits, gen: seen.append(logits) or sample_tokens(logits, gen))
+    pair = ElectraPair(tiny_config.model, tokenizer, 0.5).eval()
+    with torch.no_grad():
+        pair.generator.generator_lm_head.bias.zero_()
+        pair.generator.generator_lm_head.bias[7] = 12.0  # the generator's favourite: token 7
+    ids = torch.randint(len(tokenizer.all_special_ids), len(tokenizer), (64, 20))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    drawn = {}
+    for temperature in (1.0, 3.0):
+        spec = PretrainConfig(
+            objective="electra", mask_probability=0.5, precision="fp32", sample_temperature=temperature
+        )
+        electra_step(pair, batch, tokenizer, spec, torch.Generator().manual_seed(0), torch.device("cpu"))
+        drawn[temperature] = float(torch.softmax(seen.pop(), -1)[:, 7].mean())
+    assert drawn[1.0] > 0.99 and drawn[3.0] < drawn[1.0] - 0.05, drawn
+
+
 def test_one_step_weighs_the_discriminator_by_disc_weight(tiny_config, tokenizer):
     pair = ElectraPair(tiny_config.model, tokenizer, 0.5).eval()
     ids = torch.randint(len(tokenizer.all_special_ids), len(tokenizer), (6, 20))

@@ -186,6 +186,8 @@ def test_the_cache_key_tells_the_objectives_apart_and_keeps_mlm_keys_as_they_wer
     mlm, electra = key(), key("pretrain.objective=electra")
     assert mlm != electra
     assert key("pretrain.generator_scale=0.5") == key("pretrain.disc_weight=10") == mlm
+    assert key("pretrain.sample_temperature=2") == mlm
+    assert key("pretrain.objective=electra", "pretrain.sample_temperature=2") != electra
     assert key("pretrain.objective=electra", "pretrain.generator_scale=0.5") != electra
     assert key("pretrain.objective=electra", "pretrain.disc_weight=10") != electra
     assert mlm == "c6b7dd361a92fccc8e6c"  # this job's key as computed before ELECTRA (commit 7ed42e1)
