@@ -82,8 +82,8 @@ class PretrainCard:
 
     def unlearned(self) -> str | None:
         """ELECTRA only: why the discriminator learned nothing worth fine-tuning, if so. Within
-        LEARNED_MARGIN of the all-"original" answer it tells replaced tokens from no better than
-        chance; such a folder fine-tuned to 50% on NSMC (docs/benchmarks.md)."""
+        LEARNED_MARGIN of the all-"original" answer it has not learned to tell replaced tokens from
+        original ones; such a folder fine-tuned to 50% on NSMC (docs/benchmarks.md)."""
         if self.objective != "electra" or self.original_share is None or self.replaced_accuracy is None:
             return None  # MLM, or a card from before the share was recorded
         if self.replaced_accuracy > self.original_share + LEARNED_MARGIN:
