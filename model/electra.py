@@ -107,7 +107,8 @@ def electra_step(
         logits = pair.generator.generator_lm_head(pair.generator.generator_predictions(hidden.flatten(0, 1)[rows]))
     mlm_loss = nn.functional.cross_entropy(logits.float(), padded, ignore_index=-100)
     with torch.no_grad():  # the replacements are samples: no gradient flows back through them
-        sampled = sample_tokens(logits[:real].float() / spec.sample_temperature, gen)
+        drawn_from = logits[:real] if spec.sample_temperature == 1 else logits[:real].float() / spec.sample_temperature
+        sampled = sample_tokens(drawn_from, gen)  # at 1, no extra copy of the rows' logits on this hot path
     corrupted, replaced = replacements(ids, mask, rows[:real], sampled)
     tokens = mask.bool()
     labels = replaced[tokens]
