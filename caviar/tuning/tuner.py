@@ -20,6 +20,8 @@ from caviar.tuning.ray_compat.atomic_storage import atomic_local_filesystem
 from caviar.tuning.ray_compat.progress import quiet_reporter
 from caviar.tuning.ray_compat.resume_repair import prepare_resume
 from caviar.tuning.ray_compat.scheduler_replay import keep_scheduler_decisions
+from caviar.tuning.ray_compat.state_snapshot import install as snapshot_states_together
+from caviar.tuning.ray_compat.state_snapshot import restore_side_states
 from caviar.tuning.ray_compat.tensorboard import TrialTensorBoard
 from caviar.tuning.ray_compat.time_budget import TimeBudget
 from caviar.tuning.search_space import param_space
@@ -53,6 +55,8 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
     from ray import tune
 
     check_tuner_state(folder)
+    snapshot_states_together()
+    restore_side_states(Path(folder))  # the searcher as it was when the trials' statuses were saved
     records = load_trials(folder, members=False)  # Ray's trials: a fused group is one
     plan = prepare_resume(records)
     for move in plan.moved:
@@ -89,6 +93,7 @@ def build_tuner(job: JobSpec, experiment: str, storage: Storage, splits: Splits)
     """A fresh Tuner writing to <storage>/<experiment>."""
     from ray import tune
 
+    snapshot_states_together()
     if job.fused:  # one Ray trial per group; ASHA stops members inside them (tuning/fused_search.py)
         from ray.tune.schedulers import FIFOScheduler
 

@@ -11,5 +11,6 @@ go. Together they are why pyproject.toml pins Ray to <2.61.
 | tensorboard       | TBXLoggerCallback writes HParams only at trial end; Trial.init_local_path | none filed |
 | progress          | the live table's "Result logdir" line and Tuner.restore hint          | none filed |
 | working_dir       | a Ray job's working_dir is replaced under the driver's cwd            | ray-project/ray#52343 |
-| atomic_storage    | truncating pyarrow copy_files; experiment state written in place      | none filed |
+| atomic_storage    | truncating pyarrow copy_files                                         | none filed |
+| state_snapshot    | experiment and searcher states uploaded apart; state written in place | none filed |
 """

@@ -6,10 +6,8 @@ before it writes. A driver killed mid-copy left 0-byte result.json files (whole 
 lost) and a 0-byte searcher state, from which `caviar resume` then started a bogus trial. Handed
 to Ray as `storage_filesystem`, this one leaves every file either old and whole or new and whole.
 Remote storage (s3://, gs://) needs none of this: an object upload is all-or-nothing already.
-Ray also writes experiment_state-*.json in place (TuneController.save_to_dir, open "w"); with local
-storage that is the experiment folder itself, and a driver killed mid-write left it empty, so the
-experiment could be neither read nor resumed. `atomic_local_filesystem` also makes that write land
-by rename. Upstream: none filed. Canary: test_ray_compat checks Ray still stages through pyarrow's
+(The experiment state file itself, and its agreement with the searcher's: state_snapshot.py.)
+Upstream: none filed. Canary: test_ray_compat checks Ray still stages through pyarrow's
 copy_files.
 """
 
@@ -25,43 +23,7 @@ TMP_PREFIX = ".caviar-tmp-"
 
 
 def atomic_local_filesystem() -> pafs.PyFileSystem:
-    _save_experiment_state_atomically()
     return pafs.PyFileSystem(AtomicLocalHandler())
-
-
-RAYS_SAVE_TO_DIR = None  # Ray's own, once replaced
-
-
-def _save_experiment_state_atomically() -> None:
-    """Ray 2.60's TuneController.save_to_dir, its state file written through model.files.atomic_path."""
-    import json
-    from pathlib import Path
-
-    from ray.tune.execution.tune_controller import TuneController
-    from ray.tune.utils.serialization import TuneFunctionEncoder
-
-    from model.files import atomic_path
-
-    global RAYS_SAVE_TO_DIR
-    if getattr(TuneController.save_to_dir, "caviar_atomic", False):
-        return
-    RAYS_SAVE_TO_DIR = TuneController.save_to_dir  # the canary reads its source
-
-    def save_to_dir(self) -> None:
-        state = {
-            "trial_data": list(self._get_trial_checkpoints().values()),
-            "runner_data": self.__getstate__(),
-            "stats": {"start_time": self._start_time},
-        }
-        staging = self._storage.experiment_driver_staging_path
-        os.makedirs(staging, exist_ok=True)
-        with atomic_path(Path(staging, self.experiment_state_file_name)) as tmp, open(tmp, "w") as f:
-            json.dump(state, f, cls=TuneFunctionEncoder)
-        self._search_alg.save_to_dir(staging, session_str=self._session_str)
-        self._callbacks.save_to_dir(staging, session_str=self._session_str)
-
-    save_to_dir.caviar_atomic = True
-    TuneController.save_to_dir = save_to_dir
 
 
 class _RenameOnClose:

@@ -5,7 +5,6 @@ and served like any trial's."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -102,11 +101,7 @@ def test_a_killed_fused_search_resumes_and_stops_what_it_would_have(fused_run, t
     tune_killed_when(job_here, lambda: any(_rows(r) for r in experiment.glob(second)), "the second group")
     statuses = [json.loads(f.read_text())["status"] for f in experiment.glob("*_00001_*/members/*/member.json")]
     assert "RUNNING" in statuses, "the second group finished before the kill: nothing left to resume"
-    try:
-        resumed = summary_of(run_caviar("resume", experiment, "--json", timeout=240))
-    except subprocess.TimeoutExpired as err:  # seen once in 9 runs: keep what it printed, to find why
-        tail = (err.stderr or b"")[-4000:]
-        pytest.fail(f"caviar resume hung for 240 s; its stderr ended: {tail.decode(errors='replace')}")
+    resumed = summary_of(run_caviar("resume", experiment, "--json", timeout=240))
 
     def evaluations(summary: dict) -> dict[str, int]:
         return {t["trial_id"].split("_", 1)[1]: t["evaluations"] for t in summary["trials"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -251,40 +252,74 @@ def test_a_resumed_median_rule_stops_what_the_uninterrupted_run_stopped(tmp_path
     assert _median_decisions(rebuilt, rebuilt_feed, ends) == {"b": None, "c": 1}
 
 
-def test_atomic_storage_canary_rays_save_to_dir_is_the_one_it_replaces():
+def test_state_snapshot_canary_rays_save_to_dir_is_the_one_it_replaces():
     """The replacement copies Ray 2.60's save_to_dir; once Ray's changes, the copy must be redone."""
     from ray.tune.execution.tune_controller import TuneController
 
-    from caviar.tuning.ray_compat import atomic_storage
+    from caviar.tuning.ray_compat import state_snapshot
 
-    atomic_storage.atomic_local_filesystem()
-    assert TuneController.save_to_dir.caviar_atomic
-    source = inspect.getsource(atomic_storage.RAYS_SAVE_TO_DIR)
+    state_snapshot.install()
+    assert TuneController.save_to_dir.caviar_snapshot
+    source = inspect.getsource(state_snapshot.RAYS_SAVE_TO_DIR)
     assert "Path(driver_staging_path, self.experiment_state_file_name)" in source and '"w",' in source
+    assert '"trial_data": list(self._get_trial_checkpoints().values())' in source
     assert "self._search_alg.save_to_dir(driver_staging_path, session_str=self._session_str)" in source
     assert "self._callbacks.save_to_dir(driver_staging_path, session_str=self._session_str)" in source
 
 
-def test_the_experiment_state_lands_whole_or_not_at_all(tmp_path, monkeypatch):
-    """A write that fails midway (a kill, a full disk) leaves the earlier state file as it was."""
+def _controller(staging: Path, trials: dict, searcher_state: bytes):
+    """What save_to_dir reads of a TuneController; its searcher writes `searcher_state` as Ray's does."""
     from types import SimpleNamespace
 
-    from ray.tune.execution.tune_controller import TuneController
+    def save_searcher(folder, session_str):
+        Path(folder, f"basic-variant-state-{session_str}.json").write_bytes(searcher_state)
 
-    from caviar.tuning.ray_compat import atomic_storage
-
-    atomic_storage.atomic_local_filesystem()
-    state = tmp_path / "experiment_state-x.json"
-    state.write_text('{"old": true}')
-    controller = SimpleNamespace(
-        _get_trial_checkpoints=lambda: {"t": {"a": 1, (1, 2): 2}},  # a tuple key: the dump fails midway
+    return SimpleNamespace(
+        _get_trial_checkpoints=lambda: trials,
         __getstate__=lambda: {},
         _start_time=0.0,
-        _storage=SimpleNamespace(experiment_driver_staging_path=str(tmp_path)),
-        experiment_state_file_name=state.name,
-        _session_str="s",
+        _storage=SimpleNamespace(experiment_driver_staging_path=str(staging)),
+        experiment_state_file_name="experiment_state-2026-12-02_10-00-00.json",
+        _session_str="2026-12-02_10-00-00",
+        _search_alg=SimpleNamespace(save_to_dir=save_searcher),
+        _callbacks=SimpleNamespace(save_to_dir=lambda folder, session_str: None),
     )
+
+
+def test_the_experiment_state_lands_whole_or_not_at_all(tmp_path):
+    """A write that fails midway (a kill, a full disk) leaves the earlier state file as it was."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    from caviar.tuning.ray_compat import state_snapshot
+
+    state_snapshot.install()
+    state = tmp_path / "experiment_state-2026-12-02_10-00-00.json"
+    state.write_text('{"old": true}')
+    controller = _controller(tmp_path, {"t": {"a": 1, (1, 2): 2}}, b"new")  # a tuple key: the dump fails midway
     with pytest.raises(TypeError):
         TuneController.save_to_dir(controller)
     assert state.read_text() == '{"old": true}'
-    assert [p.name for p in tmp_path.iterdir()] == [state.name]  # no temporary file left
+    assert [p.name for p in tmp_path.iterdir()] == [state.name]  # no temporary file left, no searcher file
+
+
+def test_a_resume_takes_the_searcher_state_saved_with_the_trials(tmp_path):
+    """The searcher file in the folder is older (a kill between Ray's uploads), and a later session
+    left one of its own but no experiment state: the snapshot's copy is put back, the later one aside."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    from caviar.tuning.ray_compat import state_snapshot
+
+    state_snapshot.install()
+    TuneController.save_to_dir(_controller(tmp_path, {"t": {"status": "TERMINATED"}}, b"saved with the trials"))
+    searcher = tmp_path / "basic-variant-state-2026-12-02_10-00-00.json"
+    assert searcher.read_bytes() == b"saved with the trials"  # Ray's own file, as before
+    searcher.write_bytes(b"older")
+    later = tmp_path / "basic-variant-state-2026-12-02_11-00-00.json"
+    later.write_bytes(b"a later session's")
+
+    assert state_snapshot.restore_side_states(tmp_path) == [searcher.name]
+    assert searcher.read_bytes() == b"saved with the trials"
+    assert not later.exists() and later.with_name(later.name + state_snapshot.SUPERSEDED).read_bytes() == (
+        b"a later session's"
+    )
+    assert state_snapshot.restore_side_states(tmp_path / "nothing-here") == []

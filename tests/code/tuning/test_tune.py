@@ -67,7 +67,13 @@ def caviar_cmd(*args) -> list[str]:
 
 
 def run_caviar(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run(caviar_cmd(*args), capture_output=True, text=True, env=env, timeout=timeout)
+    """The command's result; one that runs past `timeout` fails the test with the end of its stderr
+    (what a hang printed last is where to look)."""
+    try:
+        return subprocess.run(caviar_cmd(*args), capture_output=True, text=True, env=env, timeout=timeout)
+    except subprocess.TimeoutExpired as err:
+        tail = err.stderr if isinstance(err.stderr, str) else (err.stderr or b"").decode(errors="replace")
+        pytest.fail(f"caviar {args[0]} ran past {timeout} s; its stderr ended:\n{tail[-4000:]}")
 
 
 def summary_of(proc) -> dict:
