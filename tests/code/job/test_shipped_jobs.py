@@ -29,7 +29,16 @@ def ray_session():
 
 def test_every_shipped_job_is_here():
     names = {job.stem for job in JOBS}
-    shipped = {"quickstart", "nsmc_asha", "nsmc_best", "nsmc_pbt", "nsmc_panda", "klue_bert_asha", "nsmc_pretrained"}
+    shipped = {
+        "quickstart",
+        "nsmc_asha",
+        "nsmc_best",
+        "nsmc_pbt",
+        "nsmc_panda",
+        "klue_bert_asha",
+        "nsmc_pretrained",
+        "nsmc_electra",
+    }
     assert shipped <= names
 
 
