@@ -28,6 +28,20 @@ TINY = {
 }
 
 
+# Folders whose tests never start Ray: under `make test` (pytest-xdist, -n 2 --dist loadgroup) they run
+# on either worker. Every other test joins one group, run in order on one worker, because the leak
+# checks (test_tune.no_ray_left_behind, ops/ray_cluster.running_cluster) count Ray processes
+# machine-wide and would see another test's Ray as a leak.
+RAY_FREE = ("tests/model/", "tests/data/", "tests/code/serving/", "tests/code/registry/")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        path = Path(item.path).relative_to(Path(__file__).parents[1]).as_posix()
+        if not path.startswith(RAY_FREE):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Tokenizers and downloads go to a throwaway cache, never the user's ~/.cache/caviar."""
