@@ -35,6 +35,7 @@ TINY = {
 RAY_FREE = ("tests/model/", "tests/data/", "tests/code/serving/", "tests/code/registry/")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(items):
     for item in items:
         path = Path(item.path).relative_to(Path(__file__).parents[1]).as_posix()
