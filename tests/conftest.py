@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from model.config import TrialConfig
+from tests import ray_processes
 
 FIXTURE_NSMC = Path(__file__).parent / "fixtures" / "nsmc"
 REAL_NSMC = Path(os.environ.get("NSMC_DIR", Path(__file__).parents[2] / "shared" / "data" / "nsmc"))
@@ -28,19 +30,11 @@ TINY = {
 }
 
 
-# Folders whose tests never start Ray: under `make test` (pytest-xdist, -n 2 --dist loadgroup) they run
-# on either worker. Every other test joins one group, run in order on one worker, because the leak
-# checks (test_tune.no_ray_left_behind, ops/ray_cluster.running_cluster) count Ray processes
-# machine-wide and would see another test's Ray as a leak.
-RAY_FREE = ("tests/model/", "tests/data/", "tests/code/serving/", "tests/code/registry/")
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
-def pytest_collection_modifyitems(items):
-    for item in items:
-        path = Path(item.path).relative_to(Path(__file__).parents[1]).as_posix()
-        if not path.startswith(RAY_FREE):
-            item.add_marker(pytest.mark.xdist_group("ray"))
+def pytest_configure(config):
+    """Every Ray this pytest process starts carries its own tag, so the leak checks count only their
+    own worker's Ray (tests/ray_processes.py); the tag is set before any fixture can start one."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    os.environ[ray_processes.TAG] = f"{worker}-{secrets.token_hex(4)}"
 
 
 @pytest.fixture(autouse=True, scope="session")

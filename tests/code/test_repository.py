@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from pathlib import Path
 
-from tests.conftest import RAY_FREE, leaves
+from tests.conftest import leaves
 
 ROOT = Path(__file__).parents[2]
 
@@ -21,15 +20,6 @@ def test_benchmark_json_records_paths_relative_to_the_project():
     for path in sorted((ROOT / "bench" / "results").glob("*.json")):
         absolute = [s for s in leaves(json.loads(path.read_text())) if isinstance(s, str) and s.startswith(("/", "~"))]
         assert not absolute, (path.name, absolute[:3])
-
-
-def test_the_folders_outside_the_ray_group_never_start_ray():
-    """They run beside the Ray group under xdist; a Ray start there would race its leak checks."""
-    starts_ray = re.compile(r"\bray\b|run_caviar|caviar_cmd|caviar\.tuning|cli\(\"(tune|resume|reseed)\"")
-    files = [f for folder in RAY_FREE for f in sorted((ROOT / folder).rglob("*.py"))]
-    assert files
-    found = [f"{f.relative_to(ROOT)}: {m.group()}" for f in files if (m := starts_ray.search(f.read_text()))]
-    assert not found, f"move these out of tests/conftest.py's RAY_FREE folders, or drop the folder: {found}"
 
 
 # the packages, top to bottom: a module imports only from its own package or one further down

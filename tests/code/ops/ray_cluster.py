@@ -21,8 +21,8 @@ from pathlib import Path
 import yaml
 
 from caviar.ops.cluster import TERMINAL
-from tests.code.tuning.test_tune import ray_processes
 from tests.conftest import TINY
+from tests.ray_processes import ray_processes
 
 PROJECT = Path(__file__).parents[3]
 TUNE = {

@@ -20,6 +20,7 @@ import pytest
 
 from caviar.experiment.record import UNFINISHED, load_trials
 from tests.conftest import TINY, TRIAL_START_TIMEOUT_S, tiny_job_yaml
+from tests.ray_processes import ray_processes
 
 pytestmark = pytest.mark.slow
 
@@ -32,21 +33,6 @@ TUNE = {
     "checkpoint": {"num_to_keep": 1, "keep_best_trials": 2},
     "seed": 3,
 }
-
-
-def ray_processes() -> set[int]:
-    """Live raylets and GCS servers, by process name (exited ones waiting to be reaped do not count;
-    matching whole command lines also caught starting Python workers whose arguments mention a raylet)."""
-    out = "".join(
-        subprocess.run(["pgrep", "-x", name], capture_output=True, text=True).stdout
-        for name in ("raylet", "gcs_server")
-    )
-    alive = set()
-    for pid in map(int, out.split()):
-        with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z":
-                alive.add(pid)
-    return alive
 
 
 @pytest.fixture(autouse=True)
