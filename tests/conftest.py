@@ -103,13 +103,32 @@ FINISHED_TUNE = {
 
 
 @pytest.fixture(scope="session")
-def experiment(tmp_path_factory) -> Path:
+def experiment(tmp_path_factory, worker_id) -> Path:
     """A finished tiny experiment, copied to a fresh folder: reading it must not need the driver.
-    Shared by the results, the service and the README tests (one tuning run for all)."""
+    Shared by the results, the service and the README tests. One tuning run serves every xdist
+    worker (the first to ask tunes it, under a lock in the run's shared temp folder); each worker
+    gets its own copy, since the tests write reports and plots into it."""
+    import shutil
+
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # parent: this run's, common to its workers
+    finished = shared / "finished-experiment"
+    with FileLock(str(shared / "finished-experiment.lock")):
+        if not finished.is_dir():
+            _tune_finished_experiment(shared / "tuning", finished)
+    copied = tmp_path_factory.mktemp("exp") / "copied"
+    shutil.copytree(finished, copied)
+    return copied
+
+
+def _tune_finished_experiment(tmp: Path, finished: Path) -> None:
     import shutil
     import subprocess
 
-    tmp = tmp_path_factory.mktemp("exp")
+    shutil.rmtree(tmp, ignore_errors=True)  # what a worker that failed here left
+    tmp.mkdir()
     # the data comes from NSMC_DIR, as with `make tune`: every test that reads this experiment back
     # (without NSMC_DIR, or with another one) checks that the experiment recorded where its data is
     job = tiny_job_yaml(tmp / "job.yaml", storage=str(tmp / "results"), data={"val_fraction": 0.2}, **FINISHED_TUNE)
@@ -121,10 +140,9 @@ def experiment(tmp_path_factory) -> Path:
         env={**os.environ, "NSMC_DIR": str(FIXTURE_NSMC)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    copied = tmp / "copied"
-    shutil.copytree(tmp / "results" / "done", copied)
-    shutil.rmtree(tmp / "results")
-    return copied
+    shutil.copytree(tmp / "results" / "done", tmp / "copied")
+    (tmp / "copied").rename(finished)  # whole or absent: a worker that failed midway leaves no half copy
+    shutil.rmtree(tmp)
 
 
 def variant_of(experiment: Path, folder: Path, nudge: float = 1e-4) -> Path:
