@@ -17,7 +17,7 @@ from caviar.registry import store as registry
 from caviar.registry.promote import promote
 from caviar.tuning.disk_room import reserve_bytes, room_for_search
 from model.files import free_bytes
-from tests.code.tuning.test_tune import TUNE, caviar_cmd, run_caviar, summary_of
+from tests.code.tuning.tune_runs import TUNE, caviar_cmd, run_caviar, summary_of
 from tests.conftest import tiny_job_yaml
 
 pytestmark = pytest.mark.slow

@@ -16,10 +16,9 @@ from caviar.registry.promote import promote
 from caviar.registry.store import read_card
 from caviar.serving.app import create_app
 from caviar.tuning.fusion import fused_groups, sample_members
-from tests.code.tuning.test_tune import (  # noqa: F401
+from tests.code.tuning.tune_runs import (
     TUNE,
-    _rows,
-    no_ray_left_behind,
+    rows,
     run_caviar,
     summary_of,
     tune_killed_when,
@@ -98,7 +97,7 @@ def test_a_killed_fused_search_resumes_and_stops_what_it_would_have(fused_run, t
     job_here = tmp_path / "job.yaml"
     job_here.write_text(Path(job).read_text().replace(str(Path(job).parent / "results"), str(tmp_path / "results")))
     second = "*_00001_*/members/*/result.json"
-    tune_killed_when(job_here, lambda: any(_rows(r) for r in experiment.glob(second)), "the second group")
+    tune_killed_when(job_here, lambda: any(rows(r) for r in experiment.glob(second)), "the second group")
     statuses = [json.loads(f.read_text())["status"] for f in experiment.glob("*_00001_*/members/*/member.json")]
     assert "RUNNING" in statuses, "the second group finished before the kill: nothing left to resume"
     resumed = summary_of(run_caviar("resume", experiment, "--json", timeout=240))

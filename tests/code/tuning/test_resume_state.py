@@ -10,10 +10,9 @@ import time
 import pytest
 
 from caviar.experiment.record import load_trials
-from tests.code.tuning.test_tune import (  # noqa: F401
+from tests.code.tuning.tune_runs import (
     TUNE,
-    _rows,
-    no_ray_left_behind,
+    rows,
     run_caviar,
     summary_of,
     tune_killed_when,
@@ -39,7 +38,7 @@ def test_a_searcher_state_older_than_the_trials_resumes_to_the_end(tmp_path):
                 data = path.read_bytes()
                 if [t.rsplit("_", 1)[1] for t in pickle.loads(data)["_live_trials"]] == ["00000"]:
                     stale[path.name] = data
-        return bool(stale) and any(_rows(r) for r in experiment.glob("*_00001_*/result.json"))
+        return bool(stale) and any(rows(r) for r in experiment.glob("*_00001_*/result.json"))
 
     tune_killed_when(job, first_trial_live_then_second_reported, "the second trial")
     ((name, older),) = stale.items()
