@@ -9,6 +9,10 @@
 - A trial that fails on a full disk logs `Trial task failed for trial ...` with 60 lines of
   traceback from ray.tune.execution.tune_controller; caviar shortens that record to one line (the
   run then ends with caviar's own line about the disk). Upstream: none filed.
+- Sorting the finished trials by the metric, Ray compares the value of a trial that never reported
+  it (None) with the others' and raises TypeError, so a run whose time budget cut two trials
+  before their first report crashed in its last progress print. The reporter sorts them itself,
+  unreported last, and hands Ray that order with its sort off. Upstream: none filed.
 Canaries: test_ray_compat checks these lines still come from where these expect them.
 """
 
@@ -29,8 +33,14 @@ def quiet_reporter(metric_columns: dict, parameter_columns: dict):
     from ray import tune
 
     class QuietReporter(tune.CLIReporter):
-        def _progress_str(self, *args, **kwargs) -> str:
-            text = super()._progress_str(*args, **kwargs)
+        def _progress_str(self, trials, *args, **kwargs) -> str:
+            sort, self._sort_by_metric = self._sort_by_metric, False
+            try:
+                if sort and self._metric and self._mode:
+                    trials = finished_last_by_metric(trials, self._metric, self._mode)
+                text = super()._progress_str(trials, *args, **kwargs)
+            finally:
+                self._sort_by_metric = sort
             return "\n".join(line for line in text.split("\n") if not line.startswith(LOGDIR_LINE))
 
     return QuietReporter(
@@ -39,6 +49,21 @@ def quiet_reporter(metric_columns: dict, parameter_columns: dict):
         max_report_frequency=15,
         sort_by_metric=True,  # metric and mode come from TuneConfig
     )
+
+
+def finished_last_by_metric(trials: list, metric: str, mode: str) -> list:
+    """The trials in their order, the finished ones after the rest, best first by `metric` and
+    those that never reported it last (Ray's table keeps this order within each state)."""
+    from ray.tune.utils import unflattened_lookup
+
+    def rank(trial) -> tuple[bool, float]:
+        value = unflattened_lookup(metric, trial.last_result, default=None)
+        if value is None:
+            return True, 0.0
+        return False, -value if mode == "max" else value
+
+    finished = [t for t in trials if t.status == "TERMINATED"]
+    return [t for t in trials if t.status != "TERMINATED"] + sorted(finished, key=rank)
 
 
 class _DropResumeHint(logging.Filter):
