@@ -11,12 +11,16 @@ import pytest
 @pytest.fixture(scope="module")
 def finished_trials(tmp_path_factory):
     """Four TERMINATED trials; t0 and t2 never reported val_accuracy. A trial's folder paths need a
-    running Ray (its session folder), so one is started, in process, for the module."""
+    running Ray (its session folder), so one is started, in process, for the module. Ray prints the
+    table only above a global verbosity, which an earlier in-process `caviar tune` (verbose=1) lowers."""
     import ray
     from ray.train._internal.storage import StorageContext
     from ray.tune.experiment.trial import Trial
+    from ray.tune.utils import log
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    verbosity = log.verbosity
+    log.set_verbosity(log.Verbosity.V3_TRIAL_DETAILS)  # Ray's default
     storage = StorageContext(storage_path=str(tmp_path_factory.mktemp("storage")), experiment_dir_name="x")
     trials = []
     for i, accuracy in enumerate([None, 0.7, None, 0.9]):
@@ -28,6 +32,7 @@ def finished_trials(tmp_path_factory):
         trial.run_metadata.last_result = {"config": trial.config, **reported}
         trials.append(trial)
     yield trials
+    log.set_verbosity(verbosity)
     ray.shutdown()
 
 
