@@ -59,14 +59,16 @@ def test_a_tune_that_cannot_fit_a_checkpoint_does_not_start(cli, small_disk, tmp
     assert "this needs about" in line and list(disk.iterdir()) == []  # not even caviar_job.json
 
 
-def test_a_tune_that_fills_the_disk_stops_in_one_line_and_resumes_once_there_is_room(small_disk, tmp_path):
+def test_a_tune_that_fills_the_disk_stops_in_one_line_and_resumes_once_there_is_room(small_disk, tmp_path, ray_head):
     spec = {**TUNE, "num_samples": 2}
     job_file = tiny_job_yaml(tmp_path / "job.yaml", storage="placeholder", **spec)
     room = room_for_search(load_job(job_file, [f"storage={tmp_path}"]))
     disk = small_disk(room / MB + 8)
     job_file = tiny_job_yaml(tmp_path / "job.yaml", storage=str(disk), **spec)
     experiment = disk / "full"
-    driver = subprocess.Popen(caviar_cmd("tune", job_file, "--name", "full"), stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        caviar_cmd("tune", job_file, "--name", "full"), stderr=subprocess.PIPE, text=True, env=ray_head
+    )
     deadline = time.monotonic() + 120
     while not (experiment / "caviar_job.json").is_file() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -80,7 +82,7 @@ def test_a_tune_that_fills_the_disk_stops_in_one_line_and_resumes_once_there_is_
     assert f"no space left on {experiment}:" in line and f"resume {experiment} continues once there is room" in line
 
     ballast.unlink()
-    summary = summary_of(run_caviar("resume", experiment, "--json"))
+    summary = summary_of(run_caviar("resume", experiment, "--json", env=ray_head))
     assert len(summary["trials"]) == spec["num_samples"]
     assert all(t["status"] == "TERMINATED" for t in summary["trials"]), summary["trials"]
 

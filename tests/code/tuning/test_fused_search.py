@@ -38,7 +38,7 @@ EVALUATIONS = 4
 
 
 @pytest.fixture(scope="module")
-def fused_run(tmp_path_factory) -> tuple[dict, Path, Path]:
+def fused_run(tmp_path_factory, ray_head) -> tuple[dict, Path, Path]:
     """One group at a time, so the members reach the rung table in a fixed order (the resume test
     compares against it)."""
     tmp = tmp_path_factory.mktemp("fused")
@@ -46,7 +46,8 @@ def fused_run(tmp_path_factory) -> tuple[dict, Path, Path]:
     spec["scheduler"] = {"type": "asha", "max_t": EVALUATIONS, "grace_period": 1, "reduction_factor": 2}
     train = {**TINY["train"], "epochs": EVALUATIONS, "eval_every": 1.0}
     job = tiny_job_yaml(tmp / "job.yaml", storage=str(tmp / "results"), train=train, **spec)
-    return summary_of(run_caviar("tune", job, "--name", "fused", "--json")), tmp / "results" / "fused", job
+    summary = summary_of(run_caviar("tune", job, "--name", "fused", "--json", env=ray_head))
+    return summary, tmp / "results" / "fused", job
 
 
 def test_a_fused_search_has_one_row_per_member(fused_run):
@@ -89,7 +90,7 @@ def test_a_members_checkpoint_is_promoted_and_served(fused_run, tmp_path):
         assert answer.status_code == 200 and answer.headers["Caviar-Model"] == "fused/v1"
 
 
-def test_a_killed_fused_search_resumes_and_stops_what_it_would_have(fused_run, tmp_path):
+def test_a_killed_fused_search_resumes_and_stops_what_it_would_have(fused_run, tmp_path, ray_head):
     """Killed with SIGKILL once the second group has evaluated once; resumed, every member ends
     after as many evaluations as in the uninterrupted run, its rows recorded once each."""
     whole, _, job = fused_run
@@ -100,7 +101,7 @@ def test_a_killed_fused_search_resumes_and_stops_what_it_would_have(fused_run, t
     tune_killed_when(job_here, lambda: any(rows(r) for r in experiment.glob(second)), "the second group")
     statuses = [json.loads(f.read_text())["status"] for f in experiment.glob("*_00001_*/members/*/member.json")]
     assert "RUNNING" in statuses, "the second group finished before the kill: nothing left to resume"
-    resumed = summary_of(run_caviar("resume", experiment, "--json", timeout=240))
+    resumed = summary_of(run_caviar("resume", experiment, "--json", env=ray_head, timeout=240))
 
     def evaluations(summary: dict) -> dict[str, int]:
         return {t["trial_id"].split("_", 1)[1]: t["evaluations"] for t in summary["trials"]}

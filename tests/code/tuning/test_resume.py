@@ -34,6 +34,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
         storage=str(tmp_path / "results"),
         **{**TUNE, "num_samples": 2, "scheduler": {"type": "fifo"}, "max_failures": 1},
     )
+    # its own Ray: trial workers take their environment from the raylet, and the fault hook is this run's
     env = {**os.environ, "CAVIAR_INJECT_FAULT": f"{tmp_path}:2"}
     summary = summary_of(run_caviar("tune", job, "--name", "retry", "--json", env=env))
     assert (tmp_path / "fault-injected").exists(), "the fault was never injected"
@@ -44,7 +45,7 @@ def test_a_crashed_trial_is_retried_from_its_checkpoint(tmp_path):
         assert steps == sorted(set(steps)), "a retry must continue from the checkpoint, not start over"
 
 
-def test_resume_after_the_driver_is_killed(tmp_path):
+def test_resume_after_the_driver_is_killed(tmp_path, ray_head):
     spec = {**TUNE, "scheduler": {"type": "fifo"}, "num_samples": 4}
     slow = {**TINY["train"], "epochs": 7}  # ~14 evaluations a trial: long enough to be killed midway
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=slow, **spec)
@@ -70,7 +71,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     for trial in midway:
         trial.resume_from.rename(trial.resume_from.with_name("checkpoint_999999"))
 
-    summary = summary_of(run_caviar("resume", experiment, "--json"))
+    summary = summary_of(run_caviar("resume", experiment, "--json", env=ray_head))
     after = {t.trial_id: t for t in load_trials(experiment)}
     assert set(rows_before) <= set(after), "resume must keep the trials it had, under the same ids"
     assert len(after) == 4  # and the search goes on to num_samples
@@ -86,7 +87,7 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     assert len(summary["trials"]) == 4
 
 
-def test_a_resumed_asha_search_stops_each_trial_at_the_rung_the_uninterrupted_one_did(tmp_path):
+def test_a_resumed_asha_search_stops_each_trial_at_the_rung_the_uninterrupted_one_did(tmp_path, ray_head):
     """Issue 31, item 5: one trial at a time, so results arrive in a fixed order; killed with SIGKILL
     while its third trial trains, then resumed. Each trial ends after as many evaluations as in an
     uninterrupted run of the same job, and a trial that started after the kill is stopped on rungs
@@ -101,12 +102,12 @@ def test_a_resumed_asha_search_stops_each_trial_at_the_rung_the_uninterrupted_on
     }
     short = {**TINY["train"], "epochs": 2}  # 4 evaluations
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=short, **spec)
-    whole = summary_of(run_caviar("tune", job, "--name", "whole", "--json"))
+    whole = summary_of(run_caviar("tune", job, "--name", "whole", "--json", env=ray_head))
     experiment = tmp_path / "results" / "killed"
     tune_killed_when(job, lambda: any(rows(r) for r in experiment.glob("*_00002_*/result.json")), "the third trial")
     present = {t.trial_id.rsplit("_", 1)[1] for t in load_trials(experiment)}
     started_after = {f"{i:05d}" for i in range(4)} - present
-    resumed = summary_of(run_caviar("resume", experiment, "--json"))
+    resumed = summary_of(run_caviar("resume", experiment, "--json", env=ray_head))
 
     def rungs(summary: dict) -> dict[str, int | None]:
         """The rung each trial was stopped at (None: not stopped). Evaluation counts can differ by
@@ -118,12 +119,14 @@ def test_a_resumed_asha_search_stops_each_trial_at_the_rung_the_uninterrupted_on
     assert whole["stopped_early"] >= 1 and stopped_after_kill, (rungs(whole), started_after)
 
 
-def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
+def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path, ray_head):
     slow = {**TINY["train"], "epochs": 10}
     job = tiny_job_yaml(
         tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=slow, **{**TUNE, "scheduler": {"type": "fifo"}}
     )
-    driver = subprocess.Popen(caviar_cmd("tune", job, "--name", "c"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    driver = subprocess.Popen(
+        caviar_cmd("tune", job, "--name", "c"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ray_head
+    )
     wait_for_reports(tmp_path / "results" / "c", timeout=TRIAL_START_TIMEOUT_S)
     driver.send_signal(signal.SIGINT)
     _, err = driver.communicate(timeout=120)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 SEARCHER_STATE = "basic-variant-state-*.json"  # Ray's BasicVariantGenerator's file (a pickle)
 
 
-def test_a_searcher_state_older_than_the_trials_resumes_to_the_end(tmp_path):
+def test_a_searcher_state_older_than_the_trials_resumes_to_the_end(tmp_path, ray_head):
     """One trial at a time: the searcher state saved while the first trial ran counts it live. Put
     back over the newer one after a kill that came once the second trial had reported, it held the
     searcher's one slot for a trial Ray restored as finished, and resume waited for it forever."""
@@ -46,7 +46,7 @@ def test_a_searcher_state_older_than_the_trials_resumes_to_the_end(tmp_path):
     ended = {t.trial_id: len(t.history) for t in load_trials(experiment) if t.status == "TERMINATED"}
 
     started = time.monotonic()
-    summary = summary_of(run_caviar("resume", experiment, "--json", timeout=180))
+    summary = summary_of(run_caviar("resume", experiment, "--json", env=ray_head, timeout=180))
     trials = {t.trial_id: t for t in load_trials(experiment)}
     assert len(trials) == 3 and all(t.status == "TERMINATED" for t in trials.values()), (
         {k: t.status for k, t in trials.items()},

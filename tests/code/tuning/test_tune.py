@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def asha_proc(tmp_path_factory) -> subprocess.CompletedProcess:
+def asha_proc(tmp_path_factory, ray_head) -> subprocess.CompletedProcess:
     tmp = tmp_path_factory.mktemp("asha")
     # lr where every tiny trial learns within the run: ASHA's rungs then rank real differences,
     # not a tie of every trial at chance accuracy (which lets every trial through)
@@ -28,7 +28,7 @@ def asha_proc(tmp_path_factory) -> subprocess.CompletedProcess:
     # reach a rung (the ties at chance accuracy on the early rungs make that order matter)
     spec = {**TUNE, "search_space": space, "max_concurrent_trials": 1}
     job = tiny_job_yaml(tmp / "job.yaml", storage=str(tmp / "results"), **spec)
-    return run_caviar("tune", job, "--name", "asha", "--json")
+    return run_caviar("tune", job, "--name", "asha", "--json", env=ray_head)
 
 
 @pytest.fixture(scope="module")
@@ -62,13 +62,13 @@ def test_asha_stops_trials_early_and_completes(asha_run):
     assert asha_run["cut_by_budget"] == 0  # no time budget: ASHA stopped them all
 
 
-def test_a_time_budget_cuts_the_live_trials_and_says_so(tmp_path):
+def test_a_time_budget_cuts_the_live_trials_and_says_so(tmp_path, ray_head):
     """Ray stops live trials when time_budget_s runs out, and they end TERMINATED like trials ASHA
     stopped; caviar records which ones the clock cut, so none of them counts as stopped early."""
     slow = {**TINY["train"], "epochs": 200}  # far longer than the budget
     spec = {**TUNE, "scheduler": {"type": "fifo"}, "num_samples": 2, "time_budget_s": 10}
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=slow, **spec)
-    proc = run_caviar("tune", job, "--name", "budget", "--json")
+    proc = run_caviar("tune", job, "--name", "budget", "--json", env=ray_head)
     experiment = tmp_path / "results" / "budget"
     record = json.loads((experiment / "caviar_budget.json").read_text())
     trials = load_trials(experiment)
@@ -130,13 +130,13 @@ def test_tensorboard_has_scalars_and_hparams(asha_run):
     ],
     ids=["pbt", "hyperband", "median_stopping+optuna"],
 )
-def test_every_scheduler_and_search_completes(tmp_path, spec):
+def test_every_scheduler_and_search_completes(tmp_path, spec, ray_head):
     # PBT with 2 trials: each exploit starts a new worker (~5 s); 2 still exploit each other
     samples = 2 if spec["scheduler"]["type"] == "pbt" else 4
     job = tiny_job_yaml(
         tmp_path / "job.yaml", storage=str(tmp_path / "results"), **{**TUNE, "num_samples": samples, **spec}
     )
-    proc = run_caviar("tune", job, "--name", "s", "--json")
+    proc = run_caviar("tune", job, "--name", "s", "--json", env=ray_head)
     summary = summary_of(proc)
     assert len(summary["trials"]) == samples
     assert "Consider boosting PBT" not in proc.stderr  # advice against the choice schedulers.reuse_actors made
@@ -145,7 +145,7 @@ def test_every_scheduler_and_search_completes(tmp_path, spec):
     assert summary["best_val_accuracy"] > 0.5
 
 
-def test_two_rounds_narrow_inside_the_first(tmp_path):
+def test_two_rounds_narrow_inside_the_first(tmp_path, ray_head):
     spec = {
         **TUNE,
         "num_samples": 4,
@@ -158,7 +158,7 @@ def test_two_rounds_narrow_inside_the_first(tmp_path):
         "refine": {"top_k": 2, "margin": 0.2},
     }
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), **spec)
-    summary = summary_of(run_caviar("tune", job, "--name", "r", "--json"))
+    summary = summary_of(run_caviar("tune", job, "--name", "r", "--json", env=ray_head))
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     first, second = (r["space"] for r in summary["rounds"])
     for key in ("train.lr", "train.weight_decay"):
@@ -175,7 +175,7 @@ def test_two_rounds_narrow_inside_the_first(tmp_path):
     assert json.loads((experiment / "caviar_rounds.json").read_text())[1]["space"] == second
 
 
-def test_lr_from_lr_find_searches_inside_the_suggestion(tmp_path):
+def test_lr_from_lr_find_searches_inside_the_suggestion(tmp_path, ray_head):
     spec = {**TUNE, "num_samples": 2, "search_space": {}, "scheduler": {"type": "fifo"}}
     train = {**TINY["train"], "lr": {"from_lr_find": True}, "schedule": "cyclical"}
     job = tiny_job_yaml(
@@ -185,7 +185,7 @@ def test_lr_from_lr_find_searches_inside_the_suggestion(tmp_path):
         lr_find={"min_lr": 1e-5, "max_lr": 1.0, "steps": 60, "eval_points": 6, "val_limit": 48},
         **spec,
     )
-    summary = summary_of(run_caviar("tune", job, "--name", "lr", "--json"))
+    summary = summary_of(run_caviar("tune", job, "--name", "lr", "--json", env=ray_head))
     experiment = Path(summary["experiment_dir"])
     found = json.loads((experiment / "lr_find.json").read_text())
     assert (experiment / "lr_find.png").read_bytes().startswith(b"\x89PNG")

@@ -1,5 +1,6 @@
-"""Running `caviar tune` as a user would, for the tuner tests: each run is a subprocess that starts
-and stops its own Ray, with helpers to kill a driver midway and to wait on what its trials wrote."""
+"""Running `caviar tune` as a user would, for the tuner tests: each run is a subprocess, which joins
+the worker's shared Ray head (`env`: the ray_head fixture) or, where the test kills it, starts its
+own; with helpers to kill a driver midway and to wait on what its trials wrote."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ def caviar_cmd(*args) -> list[str]:
     return [sys.executable, "-c", "from caviar.cli.main import main; main()", *map(str, args)]
 
 
-def run_caviar(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
-    """The command's result; one that runs past `timeout` fails the test with the end of its stderr
-    (what a hang printed last is where to look)."""
+def run_caviar(*args, env: dict, timeout=300) -> subprocess.CompletedProcess:
+    """The command's result, run with `env` (the ray_head fixture's, to join the shared head); one
+    that runs past `timeout` fails the test with the end of its stderr (what a hang printed last is
+    where to look)."""
     try:
         return subprocess.run(caviar_cmd(*args), capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired as err:
