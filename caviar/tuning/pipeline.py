@@ -215,16 +215,16 @@ def _search(
     """Start (or join) Ray, run the search, read the outcome back from disk, then the seed re-runs.
     None for remote storage: its outcome needs a local copy of the experiment."""
     from caviar.tuning.rounds import rounds_stage
-    from caviar.tuning.tuner import build_tuner, restore_tuner
+    from caviar.tuning.tuner import build_tuner, fit, restore_tuner
 
     job, splits = resolved.job, resolved.splits
     _start(address, job)
     if job.rounds > 1:
         rounds_stage(job, storage.local(name), splits)
     elif restore:
-        restore_tuner(job, storage.local(name), splits).fit()
+        fit(restore_tuner(job, storage.local(name), splits))
     else:
-        build_tuner(job, name, storage, splits).fit()
+        fit(build_tuner(job, name, storage, splits))
     if storage.is_remote:
         log.warning("remote storage: the outcome and checkpoint pruning need a local copy of %s", storage.uri(name))
         return None

@@ -25,7 +25,7 @@ from caviar.experiment.selection import standings
 from caviar.job import pretrain_search
 from caviar.job.keys import set_dotted
 from caviar.job.schema import FinalSpec, JobSpec
-from caviar.tuning.tuner import build_tuner
+from caviar.tuning.tuner import build_tuner, fit
 from model.checkpoint import weight_count
 from model.data import Splits
 from model.errors import UserError
@@ -67,7 +67,7 @@ def reseed(experiment: Experiment, final: FinalSpec, splits: Splits) -> dict:
     seed_list = [job.train.seed + 1000 * i for i in range(1, seeds + 1)]  # the same seeds for each: paired
     for rank, trial in enumerate(top, start=1):
         seeded = seed_job(job, trial.params, seed_list, rank)
-        build_tuner(seeded, f"config-{rank}", Storage(str(folder)), splits).fit()
+        fit(build_tuner(seeded, f"config-{rank}", Storage(str(folder)), splits))
         runs, labels, positives[rank] = _seed_runs(Experiment.load(folder / f"config-{rank}", job), rank, splits.test)
         configs.append(
             {"rank": rank, "source_trial": trial.trial_id, "params": trial.params, "runs": runs, **spread(runs)}

@@ -17,7 +17,7 @@ from caviar.experiment.outcome import Interrupted
 from caviar.experiment.record import Experiment
 from caviar.job.distributions import Distribution
 from caviar.job.schema import JobSpec
-from caviar.tuning.tuner import build_tuner, restore_tuner
+from caviar.tuning.tuner import build_tuner, fit, restore_tuner
 from model.data import Splits
 from model.files import read_json, write_json_atomically
 
@@ -94,9 +94,9 @@ def _run_round(round_job: JobSpec, folder: Path, splits: Splits) -> Experiment |
     from ray import tune
 
     if not (folder.is_dir() and tune.Tuner.can_restore(str(folder))):
-        build_tuner(round_job, folder.name, Storage(str(folder.parent)), splits).fit()
+        fit(build_tuner(round_job, folder.name, Storage(str(folder.parent)), splits))
     elif Experiment.load(folder, round_job).interrupted:
-        restore_tuner(round_job, folder, splits).fit()
+        fit(restore_tuner(round_job, folder, splits))
     else:
         return None
     return Experiment.load(folder, round_job)

@@ -17,6 +17,7 @@ from caviar.tuning.disk_room import reserve_bytes
 from caviar.tuning.fused_search import fused_trainable
 from caviar.tuning.fusion import GROUP_KEY
 from caviar.tuning.ray_compat.atomic_storage import atomic_local_filesystem
+from caviar.tuning.ray_compat.progress import fit as fit  # re-exported: build or restore, then fit
 from caviar.tuning.ray_compat.progress import quiet_reporter
 from caviar.tuning.ray_compat.resume_repair import prepare_resume
 from caviar.tuning.ray_compat.scheduler_replay import keep_scheduler_decisions

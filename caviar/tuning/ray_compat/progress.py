@@ -13,6 +13,9 @@
   it (None) with the others' and raises TypeError, so a run whose time budget cut two trials
   before their first report crashed in its last progress print. The reporter sorts them itself,
   unreported last, and hands Ray that order with its sort off. Upstream: none filed.
+- tune.run sets Ray Tune's global verbosity from RunConfig.verbose and never sets it back, so after
+  an in-process `caviar tune` (verbose=1) the caller's own Ray Tune runs printed no live table.
+  `fit` puts the caller's verbosity back. Upstream: none filed.
 Canaries: test_ray_compat checks these lines still come from where these expect them.
 """
 
@@ -27,6 +30,17 @@ RAY_CONTROLLER_LOGGER = "ray.tune.execution.tune_controller"
 TRIAL_FAILED = "Trial task failed for trial"
 RESUME_HINT = "Resume experiment with:"
 LOGDIR_LINE = "Result logdir:"
+
+
+def fit(tuner):
+    """tuner.fit(), leaving Ray Tune's global verbosity as the caller had it."""
+    from ray.tune.utils import log
+
+    kept = log.verbosity
+    try:
+        return tuner.fit()
+    finally:
+        log.set_verbosity(kept)
 
 
 def quiet_reporter(metric_columns: dict, parameter_columns: dict):

@@ -84,7 +84,11 @@ def test_a_tune_searching_the_objective_fine_tunes_each_trial_from_its_own_stage
         num_samples=1,
         storage=str(tmp_path),
     )
+    from ray.tune.utils import log
+
+    verbosity = log.verbosity
     outcome = tune_job(load_job(job_file), experiment="objectives").as_json()
+    assert log.verbosity == verbosity, "an in-process tune must leave the caller's Ray Tune verbosity as it was"
     assert len(outcome["trials"]) == 2 and outcome["errored"] == 0, outcome["trials"]
     experiment = Experiment.load(tmp_path / "objectives")
     folders = experiment.job.stages.pretrained_by

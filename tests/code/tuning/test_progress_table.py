@@ -1,9 +1,12 @@
 """The live table with finished trials that never reported the metric (a time budget can cut them
-before their first report): Ray's own sort raises on them, caviar's reporter lists them last."""
+before their first report): Ray's own sort raises on them, caviar's reporter lists them last. And
+a run leaves Ray Tune's global verbosity, which decides whether the table prints, as it found it."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import inspect
 
 import pytest
 
@@ -12,7 +15,7 @@ import pytest
 def finished_trials(tmp_path_factory):
     """Four TERMINATED trials; t0 and t2 never reported val_accuracy. A trial's folder paths need a
     running Ray (its session folder), so one is started, in process, for the module. Ray prints the
-    table only above a global verbosity, which an earlier in-process `caviar tune` (verbose=1) lowers."""
+    table only above a global verbosity: Ray's default is set here, whatever ran before."""
     import ray
     from ray.train._internal.storage import StorageContext
     from ray.tune.experiment.trial import Trial
@@ -58,3 +61,35 @@ def test_the_table_lists_the_finished_trials_best_first_and_the_unreported_last(
     ]
     assert [row.split()[1] for row in rows] == ["run_trial_t3", "run_trial_t1", "run_trial_t0", "run_trial_t2"]
     assert reporter._sort_by_metric, "the reporter's own setting is left as it was"
+
+
+def test_verbosity_canary_tune_run_still_sets_the_global_verbosity():
+    """Once this fails, Ray no longer changes its global verbosity per run: progress.fit can be plain."""
+    from ray.tune import tune as tune_module
+
+    assert "set_verbosity(verbose)" in inspect.getsource(tune_module.run)
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["ends", "raises"])
+def test_fit_puts_the_callers_verbosity_back(fails):
+    """A fit that lowers the verbosity (as tune.run does for verbose=1) leaves it as it was, even one
+    that raises."""
+    from ray.tune.utils import log
+
+    from caviar.tuning.ray_compat.progress import fit
+
+    class Tuner:
+        def fit(self):
+            log.set_verbosity(0)
+            if fails:
+                raise RuntimeError("the run failed")
+            return "results"
+
+    kept = log.verbosity
+    log.set_verbosity(log.Verbosity.V2_TRIAL_NORM)
+    try:
+        with pytest.raises(RuntimeError) if fails else contextlib.nullcontext():
+            assert fit(Tuner()) == "results"
+        assert log.verbosity == log.Verbosity.V2_TRIAL_NORM
+    finally:
+        log.set_verbosity(kept)
