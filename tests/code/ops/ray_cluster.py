@@ -96,13 +96,33 @@ class Cluster:
         return int(out.stdout.split()[0])
 
 
+def ephemeral_low() -> int:
+    """The lowest port the kernel hands out for a bind to port 0 (Ray's random ports come from there)."""
+    with contextlib.suppress(OSError, ValueError):
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    return 32768
+
+
+def cluster_ports(base: int, nodes: int = 2) -> list[int]:
+    """Every port cluster/local.sh gives a cluster whose head port is `base` (node i's block starts
+    at base + 1000 + 100 * i: six agent and manager ports, then workers from +10 to +99)."""
+    ports = [base, base + 2, base + 2000]  # GCS, Ray client server, dashboard
+    for i in range(nodes):
+        block = base + 1000 + 100 * i
+        ports += [*range(block, block + 6), *range(block + 10, block + 100)]
+    return ports
+
+
 def free_base_port() -> int:
-    """A head port whose whole block (head..head+1299) is free right now."""
+    """A head port whose every port is free right now, below the kernel's ephemeral range: every
+    other Ray on the machine (the shared test heads, a trial's own) takes its random ports from
+    that range, so none of them can take one of this cluster's between this check and its start
+    (a raylet whose agent port is taken dies, and `ray start` times out after 30 s)."""
+    top = ephemeral_low() - 2000  # base + 2000, the dashboard's port and the highest, stays below it
     for _ in range(50):
-        base = 20000 + secrets.randbelow(20000)
-        ports = [base, base + 1, base + 2, *range(base + 1000, base + 1300, 7)]
+        base = 20000 + secrets.randbelow(top - 20000)
         try:
-            for port in ports:
+            for port in cluster_ports(base):
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port))
             return base
@@ -127,7 +147,8 @@ def running_cluster():
     before = ray_processes()
     local = [str(PROJECT / "cluster" / "local.sh")]
     try:
-        subprocess.run(["bash", *local, "up", "1"], env=env, check=True, capture_output=True, timeout=120)
+        up = subprocess.run(["bash", *local, "up", "1"], env=env, capture_output=True, text=True, timeout=120)
+        assert up.returncode == 0, f"local.sh up failed:\n{up.stderr[-3000:]}\n{startup_logs(Path(state))}"
         yield Cluster(f"http://127.0.0.1:{head_port + 2000}", env, head_port, Path(state))
     finally:
         subprocess.run(["bash", *local, "down"], env=env, capture_output=True, timeout=60)
@@ -136,6 +157,15 @@ def running_cluster():
         while ray_processes() - before and time.time() < deadline:
             time.sleep(0.5)
         assert not ray_processes() - before, "cluster/local.sh down left Ray processes behind"
+
+
+def startup_logs(state: Path) -> str:
+    """The ends of the logs that say why a node did not start (read before teardown deletes them)."""
+    found = []
+    for log in sorted((state / "ray").glob("session_*/logs/*")):
+        if log.is_file() and log.name.startswith(("raylet", "gcs_server", "dashboard_agent", "runtime_env_agent")):
+            found.append(f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-12:]))
+    return "\n".join(found)[-6000:]
 
 
 def job_file(tmp_path: Path, tune: dict | None = None, **train) -> Path:
