@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import os
 import re
 import secrets
@@ -25,7 +26,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -211,6 +214,16 @@ def _local_docs(app: FastAPI, guarded: list) -> None:
 
     app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
 
+    def schema() -> dict:
+        if app.openapi_schema is None:  # a swap clears it: the version it names changes
+            routes = [_get_only(route) for route in app.routes]
+            app.openapi_schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=routes
+            )
+        return app.openapi_schema
+
+    app.openapi = schema
+
     @app.get(OPENAPI_URL, include_in_schema=False, dependencies=guarded)
     async def openapi() -> dict:
         return app.openapi()
@@ -224,6 +237,17 @@ def _local_docs(app: FastAPI, guarded: list) -> None:
             swagger_css_url="/docs-assets/swagger-ui.css",
             swagger_favicon_url="/docs-assets/favicon-32x32.png",
         )
+
+
+def _get_only(route):
+    """The route as the schema shows it: a GET that also answers HEAD is listed as the GET alone. HEAD is
+    GET without the body, and FastAPI gives one route's methods one operation id, so listing both
+    made a duplicate (and a warning at every schema build)."""
+    if not isinstance(route, APIRoute) or not {"GET", "HEAD"} <= route.methods:
+        return route
+    shown = copy.copy(route)
+    shown.methods = {"GET"}
+    return shown
 
 
 def serve(model_dir: Path, host: str, port: int, threads: int | None = None, announce=print) -> None:
