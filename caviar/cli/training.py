@@ -33,8 +33,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _finish(lines: list[str], payload: dict, as_json: bool) -> None:
+    from caviar.ops.allocator import missing_jemalloc_note
+
     for line in lines:
         typer.echo(line, err=as_json)
+    if note := missing_jemalloc_note():
+        typer.echo(note, err=True)
     if as_json:
         typer.echo(json.dumps(payload))
 

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from caviar.ops import allocator
 from tests.conftest import tiny_job_yaml
 
 
@@ -91,7 +92,10 @@ def test_train_end_to_end_json(cli, tmp_path):
     assert re.search(r"val_accuracy 0\.\d{4} \[0\.\d{4}, [01]\.\d{4}\]", proc.stderr), proc.stderr[-1500:]
 
 
-def test_lr_find_cli_writes_json_and_plot(cli, tmp_path):
+def test_lr_find_cli_writes_json_and_plot(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(allocator, "SEARCHED", ())  # as on a machine without jemalloc
+    for name in ("CAVIAR_JEMALLOC", "CAVIAR_ALLOCATOR", "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
     job = tiny_job_yaml(tmp_path / "job.yaml", lr_find={"min_lr": 1e-5, "max_lr": 1.0, "steps": 60, "eval_points": 6})
     proc = cli("lr-find", job, "--out", tmp_path / "lr", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -100,6 +104,7 @@ def test_lr_find_cli_writes_json_and_plot(cli, tmp_path):
     saved = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
     assert len(saved["lrs"]) == len(saved["losses"]) == result["steps"]
     assert proc.stderr.count("base_lr") == 1, proc.stderr  # issue 9.26: the result once
+    assert proc.stderr.strip().splitlines()[-1] == allocator.MISSING_NOTE  # why the run was slower
 
 
 def test_lr_find_prints_the_data_line_before_its_bar(tmp_path):

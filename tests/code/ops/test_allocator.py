@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from caviar.ops import allocator
-from caviar.ops.allocator import MALLOC_CONF, find_jemalloc, jemalloc_env
+from caviar.ops.allocator import MALLOC_CONF, MISSING_NOTE, find_jemalloc, jemalloc_env, missing_jemalloc_note
 
 # a small library every glibc system has and Python never loads: stands in for jemalloc where the
 # test checks the restart itself, so it runs on machines without jemalloc too
@@ -53,6 +53,15 @@ def test_no_restart_where_it_is_off_or_done_or_impossible(library, environ):
 def test_no_restart_where_jemalloc_is_not_installed(monkeypatch):
     monkeypatch.setattr(allocator, "SEARCHED", ("/nowhere/libjemalloc.so.2",))
     assert jemalloc_env({"PATH": "/bin"}) is None
+
+
+def test_a_missing_jemalloc_is_named_in_one_line_unless_the_user_chose_otherwise(monkeypatch, library):
+    monkeypatch.setattr(allocator, "SEARCHED", ("/nowhere/libjemalloc.so.2",))
+    assert missing_jemalloc_note({"PATH": "/bin"}) == MISSING_NOTE
+    assert "apt install libjemalloc2" in MISSING_NOTE and "\n" not in MISSING_NOTE
+    assert missing_jemalloc_note({"CAVIAR_ALLOCATOR": "system"}) is None
+    assert missing_jemalloc_note({"LD_PRELOAD": "/opt/libtcmalloc.so.4"}) is None
+    assert missing_jemalloc_note({"CAVIAR_JEMALLOC": library}) is None
 
 
 @pytest.mark.parametrize(
