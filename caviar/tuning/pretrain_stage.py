@@ -53,7 +53,7 @@ class PretrainCard:
     data_fingerprint: str
     texts: int
     texts_sha256: str
-    not_read: dict  # reviews of validation and test, which pretraining never sees
+    not_read: dict  # reviews of validation, the promotion gate and test, which pretraining never sees
     steps: int
     mlm_loss: float  # ELECTRA: its generator's
     examples_per_s: float
@@ -172,7 +172,7 @@ def run_pretrain(job: JobSpec, folder: Path, splits: Splits, progress: bool = Tr
         data_fingerprint=splits.fingerprint,
         texts=result.texts,
         texts_sha256=result.texts_sha256,
-        not_read={"validation": len(splits.val), "test": len(splits.test)},
+        not_read={"validation": len(splits.val), "gate": len(splits.gate), "test": len(splits.test)},
         steps=result.steps,
         mlm_loss=result.mlm_loss,
         examples_per_s=result.examples_per_s,

@@ -57,11 +57,12 @@ def test_pretrain_writes_a_folder_that_fine_tuning_loads(cli, tmp_path, objectiv
     for name in ("config.json", "model.safetensors", "tokenizer.json", "mlm_loss.png"):
         assert (out / name).is_file(), name
     assert any((out / "tensorboard").glob("events.out.tfevents.*"))
-    # what it read: the train split, and nothing of validation or test
+    # what it read: the train split, and nothing of validation, the gate or test
     splits = load_splits(DataConfig(dir=str(FIXTURE_NSMC), val_fraction=0.2))
     assert card["texts"] == len(splits.train) and card["texts_sha256"] == texts_sha256(splits.train.document)
-    assert card["not_read"] == {"validation": len(splits.val), "test": len(splits.test)}
-    held_out = [t for t in (*splits.val.document, *splits.test.document) if " " in t.strip()]
+    assert card["not_read"] == {"validation": len(splits.val), "gate": len(splits.gate), "test": len(splits.test)}
+    assert len(splits.gate) > 0  # the default gate is held out here too
+    held_out = [t for t in (*splits.val.document, *splits.gate.document, *splits.test.document) if " " in t.strip()]
     stored = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
     assert held_out and not any(t.encode() in stored for t in held_out)
 
