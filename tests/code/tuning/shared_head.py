@@ -38,6 +38,7 @@ def shared_head() -> Iterator[dict[str, str]]:
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     ray = Path(sys.executable).with_name("ray")
     command = [ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port)]
+    command += ["--ray-client-server-port", str(free_port())]  # not the fixed 10001 each head would take
     command += ["--num-cpus", str(os.cpu_count()), "--num-gpus", "0", "--include-dashboard=false"]
     command += ["--disable-usage-stats", "--temp-dir", f"{state}/ray"]
     try:
