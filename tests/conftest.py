@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +34,21 @@ TINY = {
 
 def pytest_configure(config):
     """Every Ray this pytest process starts carries its own tag, so the leak checks count only their
-    own worker's Ray (tests/ray_processes.py); the tag is set before any fixture can start one."""
+    own worker's Ray (tests/ray_processes.py); the tag is set before any fixture can start one. Its
+    session folders go to a temp folder of its own (short: Ray's socket paths are length-limited),
+    removed at the end, rather than piling up in /tmp/ray run after run."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     os.environ[ray_processes.TAG] = f"{worker}-{secrets.token_hex(4)}"
+    config._caviar_ray_tmp = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="cvr", dir="/tmp")
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_caviar_ray_tmp", None)
+    if folder is None:
+        return
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()  # before its folder goes
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="session")
