@@ -66,14 +66,11 @@ def jemalloc_env(environ=None) -> dict[str, str] | None:
     """The environment a process needs to start on jemalloc, or None where it is off, missing, already
     preloaded (so a restarted process never restarts again), or another allocator is preloaded."""
     environ = os.environ if environ is None else environ
-    choice = Settings.from_env(environ).allocator
-    if choice not in CHOICES:
-        raise UserError(f"CAVIAR_ALLOCATOR={choice}: use one of {', '.join(CHOICES)}")
-    if choice == "system" or sys.platform != "linux":
+    if not _chosen(environ):
         return None
     library = find_jemalloc(environ)
     preloaded = environ.get("LD_PRELOAD", "").split()
-    if library is None or library in preloaded or any("malloc" in Path(p).name for p in preloaded):
+    if library is None or library in preloaded or _malloc_preloaded(preloaded):
         return None
     return {
         **environ,
@@ -93,12 +90,22 @@ def missing_jemalloc_note(environ=None) -> str | None:
     slower, growing run should say why. At the end, not the start: a job with a mistake in it gets
     its one-line error alone."""
     environ = os.environ if environ is None else environ
-    if Settings.from_env(environ).allocator != "jemalloc" or sys.platform != "linux":
+    if not _chosen(environ) or _malloc_preloaded(environ.get("LD_PRELOAD", "").split()):
         return None
-    preloaded = environ.get("LD_PRELOAD", "").split()
-    if any("malloc" in Path(p).name for p in preloaded) or find_jemalloc(environ) is not None:
-        return None
-    return MISSING_NOTE
+    return MISSING_NOTE if find_jemalloc(environ) is None else None
+
+
+def _chosen(environ) -> bool:
+    """Whether the settings ask for jemalloc on a system that can preload it; a wrong choice is an error."""
+    choice = Settings.from_env(environ).allocator
+    if choice not in CHOICES:
+        raise UserError(f"CAVIAR_ALLOCATOR={choice}: use one of {', '.join(CHOICES)}")
+    return choice == "jemalloc" and sys.platform == "linux"
+
+
+def _malloc_preloaded(preloaded: list[str]) -> bool:
+    """jemalloc or the user's own allocator is preloaded already."""
+    return any("malloc" in Path(p).name for p in preloaded)
 
 
 def restart_on_jemalloc() -> None:
