@@ -9,6 +9,8 @@ huge in memory), and no message ever prints more than a short excerpt of a value
 from __future__ import annotations
 
 import difflib
+import logging
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,8 @@ from caviar.job.schema import SCHEDULER_CLASSES, JobSpec
 from model.config import FIELD_MARK
 from model.errors import UserError, short
 
-SET_HELP = "override a job value, e.g. --set train.lr=3e-4 (repeatable)"
+log = logging.getLogger("caviar.job")
+SET_HELP = "override a job value, e.g. --set train.lr=3e-4 (repeatable; a searched key is then pinned)"
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 100_000  # values in the job once aliases are expanded; a real job has a few hundred
 MAX_DEPTH = 20
@@ -46,7 +49,7 @@ SMOKE = [
 def read_yaml(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path}: no such job file")
+        raise UserError(f"{path}: no such job file{_closest_file(path)}")
     if (size := path.stat().st_size) > MAX_FILE_BYTES:
         raise UserError(f"{path}: {size} bytes; a job file is at most {MAX_FILE_BYTES} bytes")
     try:
@@ -64,6 +67,16 @@ def read_yaml(path: Path) -> dict:
     if not isinstance(raw, dict):
         raise UserError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
     return raw
+
+
+def _closest_file(path: Path) -> str:
+    """`; did you mean tune_jobs/quickstart.yaml?` from the job files beside where it was looked for."""
+    try:
+        siblings = [p.name for p in path.parent.iterdir() if p.suffix in (".yaml", ".yml")]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, siblings, n=1, cutoff=0.6)
+    return f"; did you mean {path.parent / close[0]}?" if close else ""
 
 
 def parse_yaml(text: str, source: str) -> Any:
@@ -143,18 +156,31 @@ def describe(err: ValidationError, cls: type = JobSpec) -> str:
 
 
 def did_you_mean(loc: tuple, cls: type) -> str:
-    """`; did you mean num_samples?` for the closest key the section really has."""
+    """`; did you mean num_samples?` for the closest key the section really has. Inside a mapping
+    of sections (search_space: {train.lr: {loguniform: ...}}) the key after it names one of them."""
     node: Any = cls
     for part in loc[:-1]:
         if part in SCHEDULER_CLASSES:
             node = SCHEDULER_CLASSES[part]
             continue
+        if isinstance(node, tuple):  # the mapping's own key (train.lr): its values are of one model
+            node = node[0]
+            continue
         field = getattr(node, "model_fields", {}).get(part)
-        annotation = getattr(field, "annotation", None)
-        node = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        node = _model_of(getattr(field, "annotation", None))
     keys = list(getattr(node, "model_fields", {}))
     close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else ""
+
+
+def _model_of(annotation: Any) -> Any:
+    """The model a field holds: the class itself, or (class,) for a dict of them."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is dict and len(args) == 2 and _model_of(args[1]) is args[1]:
+        return (args[1],)
+    return None
 
 
 def validate(raw: Any, source: str, cls: type = JobSpec, context: dict | None = None, overrides: list[str] = ()):
@@ -177,12 +203,41 @@ def load_job(
     context = {"fixed_only": fixed_only}
     raw = read_yaml(path)
     job = validate(raw, str(path), cls, context)  # the file alone first: its own faults are named by the file
-    overrides = [*(SMOKE if smoke else []), *(overrides or [])]
+    user = list(overrides or [])
+    overrides = [*(SMOKE if smoke else []), *user]
     if not overrides:
         return job
     for assignment in overrides:
         apply_override(raw, assignment)
-    return validate(raw, "--set", cls, context, overrides)
+    pinned = pin_searched(raw, user)
+    job = validate(raw, "--set", cls, context, overrides)
+    if not fixed_only:  # caviar train and its kind never search: nothing to say
+        for key in pinned:
+            log.info("%s pinned at %s (removed from search_space)", key, short(repr(_value_at(job, key)), 60))
+    return job
+
+
+def pin_searched(raw: dict, assignments: list[str]) -> list[str]:
+    """A `--set` on a key the search space samples pins it: the key leaves the search space, so the
+    value given is the value every trial trains with (else the search would silently overwrite it)."""
+    space = raw.get("search_space")
+    if not isinstance(space, dict):
+        return []
+    pinned = []
+    for assignment in assignments:
+        key = assignment.partition("=")[0].strip()
+        if key in space and not key.startswith("search_space."):
+            del space[key]
+            pinned.append(key)
+    return pinned
+
+
+def _value_at(job: BaseModel, dotted: str):
+    """The validated value (YAML reads `3e-4` as a string; the schema made it a float)."""
+    node: Any = job.model_dump()
+    for part in split_override(dotted):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def _source_of(err: ValidationError, overrides: list[str]) -> str:
