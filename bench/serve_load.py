@@ -1,6 +1,6 @@
 """Load on the promoted model's HTTP service: 2,000 single requests from 32 concurrent clients, then batches.
 
-To run: python -m bench.serve_load --model results/registry/nsmc-sentiment/current
+To run: python -m bench.serve_load   (the registry's nsmc-sentiment/current, or --model DIR)
 
 Traffic goes to 127.0.0.1 only; every loop is bounded in count and in time, and the server it
 starts is stopped at the end. Targets on 2 CPUs: p50 <= 10 ms, p99 <= 50 ms, >= 300 requests/s,
@@ -22,6 +22,7 @@ import httpx
 import numpy as np
 
 from bench.common import BenchParser, project_path, write_result
+from caviar.experiment.layout import registry_root
 from model.config import DataConfig
 
 HOST = "127.0.0.1"
@@ -127,7 +128,7 @@ def measure(base: str, server_pid: int, args) -> tuple[dict, dict, dict, dict]:
 
 def main() -> None:
     parser = BenchParser(__doc__)
-    parser.add_argument("--model", type=Path, default=Path("results/registry/nsmc-sentiment/current"))
+    parser.add_argument("--model", type=Path, default=registry_root() / "nsmc-sentiment" / "current")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--batch-requests", type=int, default=200)

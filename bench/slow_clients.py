@@ -1,7 +1,7 @@
 """Slow clients against the service: connections that each send part of a request head and stop,
 reopened as the server closes them, while another client samples /health and /predict.
 
-To run: python -m bench.slow_clients --model results/registry/nsmc-sentiment/current
+To run: python -m bench.slow_clients   (the registry's nsmc-sentiment/current, or --model DIR)
 
 Traffic goes to 127.0.0.1 only; the connections, the samples and the seconds are all bounded, and
 the server it starts is stopped at the end. Target (hardening 2, item 1): with 500 slow connections
@@ -21,6 +21,7 @@ import numpy as np
 
 from bench.common import BenchParser, project_path, write_result
 from bench.serve_load import start_server
+from caviar.experiment.layout import registry_root
 
 PARTIAL_HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "  # never finished
 PATHS = ("/health", "/predict")
@@ -136,7 +137,7 @@ async def under_slow_clients(
 
 def main() -> None:
     parser = BenchParser(__doc__)
-    parser.add_argument("--model", type=Path, default=Path("results/registry/nsmc-sentiment/current"))
+    parser.add_argument("--model", type=Path, default=registry_root() / "nsmc-sentiment" / "current")
     parser.add_argument("--slow", type=int, nargs="+", default=[300, 500, 1500], help="slow connections per phase")
     parser.add_argument("--samples", type=int, default=300, help="samples of each path per phase")
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples")

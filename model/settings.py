@@ -16,7 +16,8 @@ from pathlib import Path
 class Settings:
     cache: Path  # CAVIAR_CACHE: NSMC copy, tokenizers, encoded splits (default ~/.cache/caviar)
     nsmc_dir: str | None  # NSMC_DIR: a folder holding ratings_train.txt and ratings_test.txt
-    registry: Path | None  # CAVIAR_REGISTRY: the model registry (default <results>/registry)
+    registry: Path | None  # CAVIAR_REGISTRY: the model registry (default <data_home>/caviar/registry)
+    data_home: Path  # XDG_DATA_HOME: the user's data folder (default ~/.local/share)
     api_key: str | None  # CAVIAR_API_KEY: bearer key `caviar serve` requires, when set
     allocator: str  # CAVIAR_ALLOCATOR: jemalloc (default) or system
     jemalloc: str | None  # CAVIAR_JEMALLOC: a libjemalloc.so.2 outside the usual folders
@@ -27,6 +28,8 @@ class Settings:
     ray_auth_token: str | None  # RAY_AUTH_TOKEN
     ray_auth_token_path: Path  # RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token)
     omp_threads: int | None  # OMP_NUM_THREADS: Ray sets it to a trial's CPU share
+    verbose: bool  # CAVIAR_VERBOSE=1 (caviar tune --verbose): Ray's own live table, not caviar's lines
+    client_bin: Path | None  # CAVIAR_CLIENT_BIN: the submitting machine's bin folder (caviar submit)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -35,7 +38,8 @@ class Settings:
         return cls(
             cache=Path(env.get("CAVIAR_CACHE") or "~/.cache/caviar").expanduser(),
             nsmc_dir=env.get("NSMC_DIR") or None,
-            registry=Path(env["CAVIAR_REGISTRY"]) if env.get("CAVIAR_REGISTRY") else None,
+            registry=Path(env["CAVIAR_REGISTRY"]).expanduser() if env.get("CAVIAR_REGISTRY") else None,
+            data_home=Path(env.get("XDG_DATA_HOME") or "~/.local/share").expanduser(),
             api_key=env.get("CAVIAR_API_KEY"),
             allocator=env.get("CAVIAR_ALLOCATOR", "jemalloc"),
             jemalloc=env.get("CAVIAR_JEMALLOC") or None,
@@ -46,6 +50,8 @@ class Settings:
             ray_auth_token=(env.get("RAY_AUTH_TOKEN") or "").strip() or None,
             ray_auth_token_path=Path(env.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser(),
             omp_threads=max(1, int(omp)) if omp.isdigit() else None,
+            verbose=env.get("CAVIAR_VERBOSE", "") not in ("", "0"),
+            client_bin=Path(env["CAVIAR_CLIENT_BIN"]) if env.get("CAVIAR_CLIENT_BIN") else None,
         )
 
 

@@ -53,14 +53,17 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
-    """Tokenizers and downloads go to a throwaway cache, never the user's ~/.cache/caviar."""
-    old = os.environ.get("CAVIAR_CACHE")
-    os.environ["CAVIAR_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    """Tokenizers and downloads go to a throwaway cache, never the user's ~/.cache/caviar, and the
+    default registry to a throwaway data folder, never the user's ~/.local/share/caviar."""
+    private = {"CAVIAR_CACHE": tmp_path_factory.mktemp("cache"), "XDG_DATA_HOME": tmp_path_factory.mktemp("data")}
+    old = {name: os.environ.get(name) for name in private}
+    os.environ.update({name: str(folder) for name, folder in private.items()})
     yield
-    if old is None:
-        os.environ.pop("CAVIAR_CACHE", None)
-    else:
-        os.environ["CAVIAR_CACHE"] = old
+    for name, value in old.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture

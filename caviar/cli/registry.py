@@ -1,4 +1,4 @@
-"""`caviar registry list | show | rollback`: the versions in results/registry.
+"""`caviar registry list | show | rollback`: the versions in the registry (~/.local/share/caviar/registry).
 
 To run: caviar registry list
 """
@@ -11,8 +11,35 @@ import typer
 
 from model.errors import UserError
 
+
+def registry_lines() -> list[str]:
+    """Where the registry is (every command that uses it says so), and an earlier caviar's registry
+    left in the project's results/, with the command that moves it."""
+    import shlex
+
+    from caviar.experiment.layout import legacy_registry, registry_root
+
+    root = registry_root()
+    lines = [f"registry: {root}"]
+    if old := legacy_registry():
+        to, was = shlex.quote(str(root)), shlex.quote(str(old))
+        lines.append(
+            f"note: {old} holds models of an earlier caviar, which kept its registry there; "
+            f"move them with: mkdir -p {to} && mv {was}/* {to}/"
+        )
+    return lines
+
+
+def say_registry(err: bool = True) -> None:
+    """Said once a command has used the registry: an error stays one line."""
+    for line in registry_lines():
+        typer.echo(f"caviar: {line}" if err else line, err=err)
+
+
 registry_app = typer.Typer(
-    help="Versions in results/registry: list, show, rollback.", no_args_is_help=True, rich_markup_mode=None
+    help="Versions in the registry (CAVIAR_REGISTRY, else ~/.local/share/caviar/registry): list, show, rollback.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -25,6 +52,7 @@ def registry_list(as_json: bool = typer.Option(False, "--json", help="one JSON l
     if as_json:
         typer.echo(json.dumps(rows))
         return
+    say_registry(err=False)
     if not rows:
         typer.echo(f"no models in {registry_root()}")
     for r in rows:
@@ -37,11 +65,17 @@ def registry_list(as_json: bool = typer.Option(False, "--json", help="one JSON l
 
 
 @registry_app.command("show")
-def registry_show(name: str, version: str = typer.Argument("current")) -> None:
+def registry_show(
+    name: str = typer.Argument(..., help="a model, or model/version as `registry list` prints it"),
+    version: str | None = typer.Argument(None, help="v<N> or current (default: current)"),
+) -> None:
     """The model card of a version (default: current)."""
-    from caviar.registry.store import read_card, version_dir_of
+    from caviar.registry.store import CURRENT, VERSION, read_card, version_dir_of
 
-    folder = version_dir_of(name, version)
+    model, _, tail = name.rpartition("/")
+    if version is None and model and (tail == CURRENT or VERSION.fullmatch(tail)):  # nsmc-sentiment/v2, as listed
+        name, version = model, tail
+    folder = version_dir_of(name, version or CURRENT)
     if not folder.exists():
         raise UserError(f"{folder}: no such model version")
     typer.echo(json.dumps(read_card(folder), indent=2, ensure_ascii=False))

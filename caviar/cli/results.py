@@ -16,6 +16,22 @@ JSON_HELP = "end with one JSON line of the results (the rest goes to stderr)"
 def register(app: typer.Typer) -> None:
     app.command("report")(report_cmd)
     app.command("promote")(promote_cmd)
+    app.command("experiments")(experiments_cmd)
+    app.command("ls", hidden=True)(experiments_cmd)  # the short name
+
+
+def experiments_cmd(
+    storage: Path = typer.Argument(Path("results"), help="the storage folder the experiments are in"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON document: every experiment"),
+) -> None:
+    """List the experiments in a storage folder (alias: ls): job, state, trials, best metric, age, size."""
+    from caviar.experiment.listing import list_experiments, table
+
+    lines = list_experiments(storage)
+    if as_json:
+        typer.echo(json.dumps({"storage": str(storage.resolve()), "experiments": [x.as_json() for x in lines]}))
+        return
+    typer.echo(table(lines, storage))
 
 
 def report_cmd(
@@ -27,8 +43,9 @@ def report_cmd(
     from caviar.experiment.report import write_report
 
     report = write_report(experiment, evaluate_top)
-    table = report.pop("table")
+    table, importance = report.pop("table"), report.pop("importance_line")
     typer.echo(table, err=as_json)
+    typer.echo(importance, err=as_json)
     for note in report["notes"]:
         typer.echo(note, err=as_json)
     typer.echo(f"wrote {', '.join(report['files'])} in {experiment}", err=as_json)
@@ -44,9 +61,10 @@ def promote_cmd(
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Copy the best checkpoint into results/registry/<name>/v<N> and point `current` at it, if it beats
+    """Copy the best checkpoint into the registry (<registry>/<name>/v<N>) and point `current` at it, if it beats
     the version in service on the gate split (paired 95%). After `caviar reseed`, the best seed of the
     configuration with the best mean is the candidate."""
+    from caviar.cli.registry import say_registry
     from caviar.registry.promote import promote
     from caviar.registry.store import Refused
 
@@ -57,5 +75,6 @@ def promote_cmd(
         raise typer.Exit(1) from None
     for line in done.describe():
         typer.echo(line, err=as_json)
+    say_registry()
     if as_json:
         typer.echo(json.dumps(done.as_json()))

@@ -12,7 +12,10 @@ import typer
 
 from model.errors import UserError
 
-MODEL_HELP = "a model folder (default: <registry>/<name>/current; the registry is CAVIAR_REGISTRY or results/registry)"
+MODEL_HELP = (
+    "a model folder (default: <registry>/<name>/current; the registry is CAVIAR_REGISTRY "
+    "or ~/.local/share/caviar/registry)"
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -22,11 +25,14 @@ def register(app: typer.Typer) -> None:
 
 def _model_folder(model: Path | None, name: str) -> Path:
     """--model wins; else the named model's `current` in the registry root (CAVIAR_REGISTRY)."""
+    from caviar.experiment.layout import legacy_registry
     from caviar.registry.store import version_dir_of
 
     folder = model or version_dir_of(name)
     if not folder.exists():
-        raise UserError(f"{folder}: no such model; promote one first (caviar promote results/<experiment>)")
+        old = legacy_registry() if model is None else None
+        hint = f"; an earlier caviar's registry is in {old} (caviar registry list says how to move it)" if old else ""
+        raise UserError(f"{folder}: no such model; promote one first (caviar promote results/<experiment>){hint}")
     return folder
 
 
@@ -34,7 +40,7 @@ def serve_cmd(
     name: str = typer.Option("nsmc-sentiment", help="registry model to serve (its current version)"),
     model: Path | None = typer.Option(None, help=MODEL_HELP),
     host: str = typer.Option("127.0.0.1", help="bind address; loopback unless you mean otherwise"),
-    port: int = typer.Option(8000, help="port to listen on"),
+    port: int = typer.Option(8000, min=0, max=65535, help="port to listen on (0: any free port, announced)"),
     threads: int | None = typer.Option(None, help="torch threads (default: all CPUs)"),
 ) -> None:
     """Serve the model with FastAPI; API key from CAVIAR_API_KEY if set. Docs at /docs (offline)."""
@@ -44,26 +50,85 @@ def serve_cmd(
 
 
 def predict_cmd(
-    texts: list[str] = typer.Argument(..., help="one or more Korean reviews"),
+    texts: list[str] = typer.Argument(None, help="one or more Korean reviews (or --file)"),
+    file: str | None = typer.Option(None, "--file", help="reviews one per line, UTF-8; - reads standard input"),
+    output: str = typer.Option("text", "--format", help="text (aligned), tsv (with a header) or jsonl"),
     name: str = typer.Option("nsmc-sentiment", help="registry model to use (its current version)"),
     model: Path | None = typer.Option(None, help=MODEL_HELP),
-    as_json: bool = typer.Option(False, "--json", help="one JSON line per review"),
+    as_json: bool = typer.Option(False, "--json", help="the same as --format jsonl"),
 ) -> None:
     """Label reviews with the promoted model: 긍정 (positive) or 부정 (negative), with the label's confidence."""
+    from caviar.cli.registry import say_registry
     from caviar.registry.store import verify
-    from caviar.serving.schemas import check_text
     from model.predict import Predictor
 
-    for i, text in enumerate(texts, start=1):
+    output = "jsonl" if as_json else output
+    if output not in PREDICT_FORMATS:
+        raise UserError(f"--format {output[:40]!r}: use one of {', '.join(PREDICT_FORMATS)}")
+    if bool(texts) == (file is not None):
+        raise UserError(
+            "give reviews as arguments or with --file (- for standard input), not both"
+            if texts
+            else "no reviews: give them as arguments, or with --file F (- for standard input)"
+        )
+    reviews = (
+        _reviews_from(file) if file is not None else _checked([(i, t) for i, t in enumerate(texts, start=1)], "review")
+    )
+    folder = _model_folder(model, name)
+    verify(folder)
+    if model is None:
+        say_registry()
+    predictor = Predictor.from_checkpoint(folder)
+    if output == "tsv":
+        typer.echo("label\tconfidence\tpositive_probability\ttext")
+    for start in range(0, len(reviews), PREDICT_CHUNK):  # answers stream out as each chunk is scored
+        chunk = reviews[start : start + PREDICT_CHUNK]
+        for text, p in zip(chunk, predictor.predict(chunk), strict=True):
+            typer.echo(_predicted(text, p, output))
+
+
+PREDICT_FORMATS = ("text", "tsv", "jsonl")
+PREDICT_CHUNK = 1024  # reviews scored per call; the model batches them further
+
+
+def _predicted(text: str, p, output: str) -> str:
+    if output == "jsonl":
+        return json.dumps({"text": text, **p.as_dict(), "confidence": p.confidence}, ensure_ascii=False)
+    if output == "tsv":
+        flat = text.replace("\t", " ")
+        return f"{p.label}\t{p.confidence:.4f}\t{p.positive_probability:.4f}\t{flat}"
+    return f"{p.label}  {p.confidence:6.1%} sure  {text}"
+
+
+def _reviews_from(file: str) -> list[str]:
+    """One review a line; blank lines are passed over (and counted), anything else unreadable is an
+    error naming its line, before any review is scored."""
+    import sys
+
+    where = "standard input" if file == "-" else file
+    try:
+        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as err:
+        raise UserError(f"--file {file}: cannot read it ({err.strerror or err})") from None
+    try:
+        lines = data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise UserError(f"{where}: not UTF-8 (byte 0x{data[err.start]:02x} on line {line}); save it as UTF-8") from None
+    numbered = [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
+    if not numbered:
+        raise UserError(f"{where}: no reviews (every line is blank)")
+    if blank := len(lines) - len(numbered):
+        typer.echo(f"caviar: passed over {blank} blank line{'s' if blank > 1 else ''} of {where}", err=True)
+    return _checked(numbered, f"{where}: line")
+
+
+def _checked(numbered: list[tuple[int, str]], what: str) -> list[str]:
+    from caviar.serving.schemas import check_text
+
+    for i, text in numbered:
         try:
             check_text(text)
         except ValueError as err:
-            raise UserError(f"review {i}: {err}") from None
-    folder = _model_folder(model, name)
-    verify(folder)
-    predictions = Predictor.from_checkpoint(folder).predict(texts)
-    for text, p in zip(texts, predictions, strict=True):
-        if as_json:
-            typer.echo(json.dumps({"text": text, **p.as_dict(), "confidence": p.confidence}, ensure_ascii=False))
-        else:
-            typer.echo(f"{p.label}  {p.confidence:6.1%} sure  {text}")
+            raise UserError(f"{what} {i}: {err}") from None
+    return [text for _, text in numbered]

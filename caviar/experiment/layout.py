@@ -1,8 +1,9 @@
 """Where everything caviar writes lives: the results root, and every file and folder of an experiment.
 
 Each name is spelled here once. The results root is a job's `storage` (default `results`, relative to
-the working folder); runs of `caviar train`, `lr-find` and `pretrain` go beside the experiments in it,
-and the registry under it unless CAVIAR_REGISTRY moves it. `Storage` is one type for a local folder
+the working folder); runs of `caviar train`, `lr-find` and `pretrain` go beside the experiments in it.
+The registry is the user's, not a project's: ~/.local/share/caviar/registry unless CAVIAR_REGISTRY
+moves it. `Storage` is one type for a local folder
 and a URI Ray's storage_path takes (s3://, gs://), so no code wraps a URI in Path (which folds
 "s3://" into "s3:/") and asks "is it remote?" anywhere else.
 """
@@ -22,6 +23,7 @@ RESULTS = "results"  # the default storage, relative to the working folder
 # an experiment folder (caviar tune)
 JOB_FILE = "caviar_job.json"  # the resolved job, written before the first trial starts
 OUTCOME_FILE = "caviar_tune.json"  # the end of `caviar tune` (experiment/outcome.py)
+DRIVER_FILE = "caviar_driver.json"  # the driver's host and pid: running or interrupted (experiment/listing.py)
 ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
 FUSE_PILOT_FILE = "fuse_pilot.json"  # `fuse: auto`: the pilot's figures and the K it chose
 PRETRAIN_FILE = "caviar_pretrain.json"  # stage 0: the pretrained folder the trials fine-tune, and its key
@@ -30,7 +32,13 @@ MEMBERS_DIR = "members"  # a fused trial's members, each in <trial>/members/<mem
 MEMBER_FILE = "member.json"  # a member's group, place, configuration and status
 RAY_TUNER_STATE = "tuner.pkl"  # Ray's pickled Tuner: what `caviar resume` restores first
 LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_FILE = "leaderboard.csv", "leaderboard.md", "report.json"
-PLOTS = ("learning_curves.png", "params_vs_metric.png", "parallel_coordinates.png")
+PLOTS = (
+    "learning_curves.png",
+    "optimization_history.png",
+    "params_vs_metric.png",
+    "parallel_coordinates.png",
+    "param_importance.png",
+)
 RESEED_DIR, RESEED_FILE = "reseed", "reseed.json"  # seed re-runs: <experiment>/reseed/config-<rank>/
 ROUND = re.compile(r"round-([1-9][0-9]*)")
 # a `caviar train` run folder
@@ -106,7 +114,19 @@ def pretrain_root(storage: str) -> Path:
 
 
 def registry_root() -> Path:
-    return settings().registry or Path(RESULTS) / REGISTRY_DIR
+    """CAVIAR_REGISTRY, else a folder of the user's (as Hugging Face keeps its cache): the same
+    registry from any working folder, absolute so that every command can say where it is."""
+    chosen = settings()
+    return (chosen.registry or chosen.data_home / "caviar" / REGISTRY_DIR).resolve()
+
+
+def legacy_registry() -> Path | None:
+    """`results/registry` in the working folder, where caviar before 0.2 kept the registry, when it
+    holds models and is not the registry in use: the commands that use the registry name it."""
+    old = Path(RESULTS, REGISTRY_DIR).resolve()
+    if settings().registry is not None or old == registry_root() or not old.is_dir():
+        return None
+    return old if any(p.is_dir() and not p.name.startswith(".") for p in old.iterdir()) else None
 
 
 def bench_dir() -> Path:
