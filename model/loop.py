@@ -8,7 +8,6 @@ fixed places and asks `report` to keep a checkpoint. Nothing here knows about Ra
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from model.bars import progress_bar
 from model.batches import DeviceSplit, epoch_batches
 from model.config import TrainConfig, TrialConfig
 from model.data import Splits
@@ -228,6 +228,7 @@ class Trainer:
             "startup_s": self.startup_s,
             # True on the run's own last evaluation; a run a scheduler stops never reports it
             "done_training": self.done,
+            "stopped_by_patience": self.stopped_early,  # why a run ended before its last step
         }
         self.history.append(metrics)
         return metrics
@@ -260,13 +261,12 @@ class Trainer:
         )
 
     def _bar(self, epoch: int, offset: int) -> tqdm:
-        return tqdm(
-            total=min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch),
+        return progress_bar(
+            min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch),
+            f"epoch {epoch + 1}/{self.tc.epochs}",
+            "batch",
+            self.progress,
             initial=offset,
-            desc=f"epoch {epoch + 1}/{self.tc.epochs}",
-            unit="batch",
-            disable=not self.progress,
-            file=sys.stderr,
             dynamic_ncols=True,
         )
 

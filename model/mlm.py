@@ -19,15 +19,14 @@ import collections
 import hashlib
 import itertools
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from tqdm import tqdm
 from transformers import BertForMaskedLM, PreTrainedTokenizerBase
 
+from model.bars import progress_bar
 from model.batches import DeviceSplit, encode_cached, epoch_batches
 from model.config import ModelConfig, PretrainConfig, TrainConfig, TrialConfig
 from model.data import Splits, load_splits
@@ -203,7 +202,7 @@ def pretrain(
     schedule = build_schedule(optimizer, optim_cfg, total, steps_per_epoch)
 
     desc = f"pretrain ({spec.objective.upper()})"
-    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total, desc, "step", progress)
     curve, step, seen, started = _Curve(spec.log_every, on_log, bar), 0, 0, time.perf_counter()
     batches = (b for epoch in range(math.ceil(total / steps_per_epoch)) for b in _epoch(data, spec, epoch))
     for width, rows in itertools.islice(batches, total):

@@ -7,6 +7,7 @@ even when it started from the hub.
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 
 import torch
@@ -16,6 +17,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, BertCon
 from model.config import ModelConfig
 from model.data import fingerprint
 from model.errors import UserError, short
+
+log = logging.getLogger("caviar.model")
 
 NUM_LABELS = 2
 
@@ -126,9 +129,49 @@ def from_pretrained(cfg: ModelConfig) -> nn.Module:
     for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
         if hasattr(hf_config, key):
             setattr(hf_config, key, cfg.dropout)
-    return AutoModelForSequenceClassification.from_pretrained(
-        cfg.pretrained, config=hf_config, attn_implementation="sdpa"
-    )
+    with _quiet_transformers():
+        net, info = AutoModelForSequenceClassification.from_pretrained(
+            cfg.pretrained, config=hf_config, attn_implementation="sdpa", output_loading_info=True
+        )
+    if note := load_note(cfg.pretrained, info, net.base_model_prefix):
+        log.warning(note)
+    return net
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers prints a LOAD REPORT table (raw escape codes included) and a progress bar on
+    every fine-tune, most of it the head the fine-tune replaces: load_note keeps what matters."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_note(source: str, info: dict, prefix: str) -> str | None:
+    """One line when the encoder did not load whole, else None. A new classifier (and the pooler an
+    MLM folder lacks) is expected, and so are a pretraining head's leftovers outside the encoder."""
+    inside = f"{prefix}."
+    lost = [k for k in info.get("missing_keys", ()) if k.startswith(inside) and ".pooler." not in k]
+    extra = [k for k in info.get("unexpected_keys", ()) if k.startswith(inside)]
+    mismatched = [k[0] if isinstance(k, tuple | list) else str(k) for k in info.get("mismatched_keys", ())]
+    parts = [
+        f"{len(keys)} encoder weights {what} (first: {keys[0]})"
+        for keys, what in (
+            (sorted(lost), "were not in it and start random"),
+            (sorted(extra), "in it fit no layer of the model and were left out"),
+            (sorted(mismatched), "had another shape and start random"),
+        )
+        if keys
+    ]
+    return f"model.pretrained={short(source, 120)}: {'; '.join(parts)}" if parts else None
 
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -8,15 +8,13 @@ and then searches log-uniformly inside [base_lr, max_lr] (`caviar train` trains 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-from tqdm import tqdm
 
 from caviar.experiment import plots
 from caviar.experiment.layout import LR_FIND_JSON, LR_FIND_PLOT
 from caviar.job.schema import JobSpec
+from model.bars import progress_bar
 from model.data import Splits
 from model.files import write_json_atomically
 from model.lr_find import run_lr_find, suggest
@@ -50,7 +48,7 @@ def lr_find(job: JobSpec, out_dir: Path, splits: Splits, progress: bool = True) 
 
     def on_step(step: int, total: int, lr: float, loss: float) -> None:
         if not bars:
-            bars.append(tqdm(total=total, desc="lr range test", unit="step", disable=not progress, file=sys.stderr))
+            bars.append(progress_bar(total, "lr range test", "step", progress))
         bars[0].update(1)
         bars[0].set_postfix(lr=f"{lr:.2e}", loss=f"{loss:.3f}", refresh=False)
 

@@ -16,6 +16,7 @@ from caviar.tuning.disk_guard import DiskGuard
 from caviar.tuning.disk_room import reserve_bytes
 from caviar.tuning.fused_search import fused_trainable
 from caviar.tuning.fusion import GROUP_KEY
+from caviar.tuning.live_lines import LiveLines
 from caviar.tuning.ray_compat.atomic_storage import atomic_local_filesystem
 from caviar.tuning.ray_compat.progress import fit as fit  # re-exported: build or restore, then fit
 from caviar.tuning.ray_compat.progress import quiet_reporter
@@ -30,6 +31,7 @@ from caviar.tuning.trial import run_trial
 from model.config import METRICS
 from model.data import Splits
 from model.errors import UserError, short
+from model.settings import settings
 
 log = logging.getLogger("caviar.tune")
 SHORT_NAMES = {"val_accuracy": "val_acc", "examples_per_s": "ex/s"}  # the live table's narrow columns
@@ -156,7 +158,18 @@ def _checkpoint_config(job: JobSpec):
 
 
 def _live_table(job: JobSpec):
-    """The live table's columns: a fused job's Ray trials are groups, each reporting its best member."""
+    """caviar's line per change (tuning/live.py), or with --verbose Ray's own table, whose columns
+    are set here: a fused job's Ray trials are groups, each reporting its best member."""
+    if not settings().verbose:
+        counts_evaluations = getattr(job.scheduler, "time_attr", "training_iteration") == "training_iteration"
+        return LiveLines(
+            job.metric,
+            job.mode,
+            [GROUP_KEY] if job.fused else list(job.search_space),
+            getattr(job.scheduler, "max_t", None) if counts_evaluations else None,
+            job.scheduler.type,
+            job.time_budget_s,
+        )
     if job.fused:
         return quiet_reporter(
             {job.metric: SHORT_NAMES.get(job.metric, job.metric), "members_live": "live"}, {GROUP_KEY: "group"}

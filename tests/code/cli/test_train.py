@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from caviar.cli import training
 from caviar.ops import allocator
 from tests.conftest import tiny_job_yaml
 
@@ -94,6 +95,7 @@ def test_train_end_to_end_json(cli, tmp_path):
 
 def test_lr_find_cli_writes_json_and_plot(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(allocator, "SEARCHED", ())  # as on a machine without jemalloc
+    monkeypatch.setattr(training, "JEMALLOC_NOTE_AFTER_S", 0.0)  # as after a long run
     for name in ("CAVIAR_JEMALLOC", "CAVIAR_ALLOCATOR", "LD_PRELOAD"):
         monkeypatch.delenv(name, raising=False)
     job = tiny_job_yaml(tmp_path / "job.yaml", lr_find={"min_lr": 1e-5, "max_lr": 1.0, "steps": 60, "eval_points": 6})
@@ -107,10 +109,27 @@ def test_lr_find_cli_writes_json_and_plot(cli, tmp_path, monkeypatch):
     assert proc.stderr.strip().splitlines()[-1] == allocator.MISSING_NOTE  # why the run was slower
 
 
-def test_lr_find_prints_the_data_line_before_its_bar(tmp_path):
-    """Issue 9.26: the data line used to land inside the progress bar."""
+def test_a_short_run_ends_without_the_jemalloc_note(cli, tmp_path, monkeypatch):
+    """The note is for runs long enough for glibc's malloc to cost something (issue 48.6)."""
+    monkeypatch.setattr(allocator, "SEARCHED", ())
+    for name in ("CAVIAR_JEMALLOC", "CAVIAR_ALLOCATOR", "LD_PRELOAD"):
+        monkeypatch.delenv(name, raising=False)
+    assert allocator.missing_jemalloc_note() == allocator.MISSING_NOTE  # jemalloc is missing here
+    job = tiny_job_yaml(tmp_path / "job.yaml", lr_find={"min_lr": 1e-5, "max_lr": 1.0, "steps": 20, "eval_points": 2})
+    proc = cli("lr-find", job, "--out", tmp_path / "lr")
+    assert proc.returncode == 0, proc.stderr
+    assert allocator.MISSING_NOTE not in proc.stderr
+
+
+def _lr_find_stderr(tmp_path, terminal: bool) -> str:
+    """`caviar lr-find` in a child process, its stderr a terminal (a pty) or a pipe, as read back."""
+    import fcntl
+    import os
+    import pty
+    import struct
     import subprocess
     import sys
+    import termios
 
     job = tiny_job_yaml(tmp_path / "job.yaml", lr_find={"min_lr": 1e-5, "max_lr": 1.0, "steps": 20, "eval_points": 2})
     cmd = [
@@ -122,10 +141,39 @@ def test_lr_find_prints_the_data_line_before_its_bar(tmp_path):
         "--out",
         str(tmp_path / "lr"),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    lines = proc.stderr.replace("\r", "\n").splitlines()
+    if not terminal:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+    controller, child_end = pty.openpty()
+    fcntl.ioctl(child_end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a new pty is 0 columns wide
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=child_end)
+    os.close(child_end)
+    chunks = []
+    while True:  # read until the child closes its end: EOF, or EIO on Linux
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")[-2000:]
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def test_lr_find_prints_the_data_line_before_its_bar(tmp_path):
+    """Issue 9.26: the data line used to land inside the progress bar (on a terminal, where bars show)."""
+    lines = _lr_find_stderr(tmp_path, terminal=True).replace("\r", "\n").splitlines()
     data = [i for i, ln in enumerate(lines) if ln.startswith("caviar: data ")]
     bar = [i for i, ln in enumerate(lines) if "lr range test" in ln]
-    assert len(data) == 1 and bar and data[0] < bar[0], proc.stderr
+    assert len(data) == 1 and bar and data[0] < bar[0], lines
     assert (tmp_path / "lr" / "lr_find.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path):
+    """Issue 48.6: in a log file tqdm's redraws are noise; the other lines stay."""
+    stderr = _lr_find_stderr(tmp_path, terminal=False)
+    assert "lr range test" not in stderr and "\r" not in stderr, stderr[-2000:]
+    assert "caviar: data " in stderr and (tmp_path / "lr" / "lr_find.json").is_file()
