@@ -30,8 +30,9 @@ import numpy as np
 import ray
 
 from bench.common import BenchParser, project_path, run_main, write_result
+from caviar.experiment.job_record import load_job_of
 from caviar.experiment.layout import OUTCOME_FILE, PRETRAIN_CARD, PRETRAIN_FILE
-from caviar.experiment.record import load_job_of, load_trials
+from caviar.experiment.record import load_trials
 from caviar.job.loading import load_job
 from caviar.ops.allocator import run_on_jemalloc
 from caviar.registry.promote import promote

@@ -21,6 +21,7 @@ from caviar.experiment.selection import Standing, standings
 from caviar.job.keys import flatten
 from model.errors import UserError
 from model.files import read_json, write_json_atomically
+from model.settings import settings
 
 
 class Interrupted(Exception):
@@ -63,7 +64,7 @@ class TuneOutcome:
 
     @property
     def errored(self) -> int:
-        return sum(t.status == "ERROR" for t in self.trials)
+        return sum(t.status == "errored" for t in self.trials)
 
     def as_json(self) -> dict:
         out = {
@@ -205,8 +206,11 @@ def _row_of_checkpoint(trial, checkpoint, row, metric: str):
 
 
 def runnable(command: str) -> str:
-    """The command as it runs from this shell: its bare name when the PATH finds this environment's
-    copy, else its path inside this environment (a venv that was never activated)."""
+    """The command as it runs from the user's shell: its bare name when the PATH finds this
+    environment's copy, else its path inside this environment (a venv that was never activated). A
+    job `caviar submit` sent to a cluster spells it with the submitting machine's copy, by full path."""
+    if (client := settings().client_bin) is not None:
+        return shlex.quote(str(client / command))
     here = Path(sys.executable).parent / command
     found = shutil.which(command)
     if here.is_file() and (found is None or Path(found).resolve() != here.resolve()):

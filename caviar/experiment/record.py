@@ -16,16 +16,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from caviar.experiment.layout import BUDGET_FILE, JOB_FILE, round_dirs, round_of
+from caviar.experiment.job_record import load_job_of
+from caviar.experiment.layout import BUDGET_FILE, round_dirs, round_of
 from caviar.job.keys import flatten
-from caviar.job.loading import validate
 from caviar.job.schema import JobSpec
 from model.checkpoint import META
-from model.data import has_nsmc
 from model.errors import UserError, short
 from model.files import read_json_object
 from model.predictions import Predictions
-from model.settings import settings
 
 # A driver stopped by Ctrl+C or a kill leaves RUNNING/PENDING trials behind; a run that ended does not
 # (synchronous HyperBand may leave the trials it stopped PAUSED).
@@ -68,6 +66,29 @@ class TrialRecord:
             and not reached_max_t
         )
 
+    @property
+    def stopped_by(self) -> str | None:
+        """Why it ended: finished (its own end, or the scheduler's last rung), patience, scheduler,
+        budget or error; None while it has not ended."""
+        if self.status == "ERROR":
+            return "error"
+        if self.cut_by_budget:
+            return "budget"
+        if self.stopped_early:
+            return "scheduler"
+        if self.status != "TERMINATED":
+            return None
+        last = self.history.iloc[-1] if len(self.history) else {}
+        patience = self.finished_naturally and bool(last.get("stopped_by_patience", False))
+        return "patience" if patience else "finished"
+
+    @property
+    def state(self) -> str:
+        """finished, stopped (by the scheduler, patience or the budget) or errored; Ray's own status,
+        lower-cased, for a trial that has not ended (running, pending, paused)."""
+        ended = {"finished": "finished", "error": "errored", None: self.status.lower()}
+        return ended.get(self.stopped_by, "stopped")
+
     def best_row(self, metric: str, mode: str) -> pd.Series | None:
         if metric not in self.history or self.history[metric].isna().all():
             return None
@@ -109,35 +130,6 @@ def trials_cut(experiment_dir: Path) -> set[str]:
     if not isinstance(cut, list):
         raise UserError(f"{record}: damaged, no 'cut' list of trial ids")
     return {str(t) for t in cut}
-
-
-def load_job_of(experiment_dir: Path) -> JobSpec:
-    """The resolved job an experiment recorded: its data folder absolute, its fingerprint checked when
-    the splits are read again. A job whose data has moved says where to point NSMC_DIR."""
-    path = Path(experiment_dir) / JOB_FILE
-    if not path.is_file():
-        raise UserError(f"{experiment_dir} is not a caviar experiment (no {JOB_FILE})")
-    raw = read_json_object(path)
-    # saved by caviar before 0.2, where the lr-find shorthand was a job key; it is always false once
-    # saved (the range test has run by then), so older experiments still report, promote and resume
-    raw.pop("lr_from_lr_find", None)
-    job = validate(raw, str(path))
-    return relocated(job, path)
-
-
-def relocated(job: JobSpec, source: Path) -> JobSpec:
-    """The recorded data folder, or NSMC_DIR where the recorded one no longer holds the files (the
-    fingerprint then tells whether it is the same data)."""
-    recorded = job.data.dir
-    if recorded is None or has_nsmc(Path(recorded)):
-        return job
-    moved = settings().nsmc_dir
-    if moved and has_nsmc(Path(moved)):
-        return job.model_copy(update={"data": job.data.model_copy(update={"dir": str(Path(moved).resolve())})})
-    raise UserError(
-        f"{source}: the data this experiment recorded ({recorded}) is gone; "
-        "set NSMC_DIR to the folder it moved to (its fingerprint is checked)"
-    )
 
 
 def load_trials(experiment_dir: Path, members: bool = True) -> list[TrialRecord]:

@@ -13,10 +13,11 @@ from caviar.job.schema import JobSpec
 @dataclass
 class TrialRow:
     trial_id: str
-    status: str
+    status: str  # finished, stopped or errored (running, pending, paused before the end)
     evaluations: int
     round: int
     stopped_early: bool
+    stopped_by: str | None  # finished, patience, scheduler, budget or error (None: not ended)
     stopped_at_rung: int | None  # the evaluation the scheduler stopped it at
     cut_by_budget: bool
     metric: str  # the job's metric, e.g. val_accuracy: best_metric is best_<metric> in JSON and tables
@@ -69,10 +70,11 @@ def trial_row(trial: TrialRecord, job: JobSpec, standing: Standing | None = None
     checkpoint = trial.best_checkpoint(job.metric, job.mode)
     return TrialRow(
         trial_id=trial.trial_id,
-        status=trial.status,
+        status=trial.state,
         evaluations=trial.evaluations,
         round=trial.round,
         stopped_early=trial.stopped_early,
+        stopped_by=trial.stopped_by,
         stopped_at_rung=trial.evaluations if trial.stopped_early else None,
         cut_by_budget=trial.cut_by_budget,
         metric=job.metric,

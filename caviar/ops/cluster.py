@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -123,9 +124,9 @@ def submit(job_file: Path, address: str, overrides: list[str], install: bool) ->
         + [f"--set {shlex.quote(o)}" for o in overrides]
     )
     runtime_env: dict = {"working_dir": str(PROJECT), "excludes": EXCLUDES}
-    env_vars = path_variables()  # absolute: the job runs in the uploaded working_dir
-    if env_vars:
-        runtime_env["env_vars"] = env_vars
+    # absolute: the job runs in the uploaded working_dir; and the next commands it prints are spelt
+    # with this machine's caviar, where the user will type them (outcome.runnable)
+    runtime_env["env_vars"] = {**path_variables(), "CAVIAR_CLIENT_BIN": str(Path(sys.executable).parent)}
     if install:
         runtime_env["pip"] = runtime_requirements()
     jobs = client(address)

@@ -142,7 +142,7 @@ def test_an_experiment_saved_by_an_older_caviar_still_loads(tmp_path):
     """caviar_job.json files written before the lr-find shorthand became a private flag hold it as a key."""
     import json
 
-    from caviar.experiment.record import JOB_FILE, load_job_of
+    from caviar.experiment.job_record import JOB_FILE, load_job_of
 
     saved = {**JobSpec.model_validate(TINY).model_dump(mode="json"), "lr_from_lr_find": False}
     (tmp_path / JOB_FILE).write_text(json.dumps(saved))

@@ -84,7 +84,7 @@ def test_a_tune_that_fills_the_disk_stops_in_one_line_and_resumes_once_there_is_
     ballast.unlink()
     summary = summary_of(run_caviar("resume", experiment, "--json", env=ray_head))
     assert len(summary["trials"]) == spec["num_samples"]
-    assert all(t["status"] == "TERMINATED" for t in summary["trials"]), summary["trials"]
+    assert all(t["status"] in ("finished", "stopped") for t in summary["trials"]), summary["trials"]
 
 
 def test_a_train_that_hits_a_full_disk_midway_is_one_line(cli, small_disk, tmp_path, monkeypatch):

@@ -115,7 +115,7 @@ def test_a_killed_fused_search_resumes_and_stops_what_it_would_have(fused_run, t
 def test_reseed_reruns_a_members_configuration_as_plain_trials(fused_run):
     """Issue 32, item 5: a member's values, fixed, searched over seeds only; seeds are data orders,
     which never share a group, so the re-runs are plain trials, each seed a new init too."""
-    from caviar.experiment.record import load_job_of
+    from caviar.experiment.job_record import load_job_of
     from caviar.tuning.reseed import seed_job
 
     summary, experiment, _ = fused_run

@@ -9,9 +9,10 @@ import shutil
 import time
 from types import SimpleNamespace
 
+from caviar.experiment.job_record import load_job_of
 from caviar.experiment.layout import BUDGET_FILE
 from caviar.experiment.outcome import finish
-from caviar.experiment.record import Experiment, load_job_of, load_trials
+from caviar.experiment.record import Experiment, load_trials
 from caviar.tuning.ray_compat import time_budget as budget_module
 from caviar.tuning.ray_compat.time_budget import TimeBudget, record_cut
 

@@ -53,7 +53,9 @@ def test_tune_prints_the_next_commands_and_no_ray_noise(asha_proc, asha_run):
 
 def test_asha_stops_trials_early_and_completes(asha_run):
     assert len(asha_run["trials"]) == 6
-    assert all(t["status"] == "TERMINATED" for t in asha_run["trials"])
+    assert all(t["status"] in ("finished", "stopped") for t in asha_run["trials"])
+    assert {t["stopped_by"] for t in asha_run["trials"]} == {"finished", "scheduler"}
+    assert sum(t["stopped_by"] == "scheduler" for t in asha_run["trials"]) == asha_run["stopped_early"]
     assert asha_run["stopped_early"] >= 1
     assert max(t["evaluations"] for t in asha_run["trials"]) == 6
     assert asha_run["best_val_accuracy"] == max(t["best_val_accuracy"] for t in asha_run["trials"])
@@ -141,7 +143,7 @@ def test_every_scheduler_and_search_completes(tmp_path, spec, ray_head):
     assert len(summary["trials"]) == samples
     assert "Consider boosting PBT" not in proc.stderr  # advice against the choice schedulers.reuse_actors made
     # synchronous HyperBand leaves the trials it stopped PAUSED; nothing may have errored
-    assert {t["status"] for t in summary["trials"]} <= {"TERMINATED", "PAUSED"}
+    assert {t["status"] for t in summary["trials"]} <= {"finished", "stopped"}
     assert summary["best_val_accuracy"] > 0.5
 
 
