@@ -2,8 +2,8 @@
 
 To run: caviar report results/<experiment> [--evaluate-top 3] [--json]
 
-Writes leaderboard.csv / leaderboard.md, report.json and three PNG plots into the experiment
-folder. Validation chooses the model; `--evaluate-top K` only reports the test file's verdict.
+Writes leaderboard.csv / leaderboard.md, report.json and five PNG plots (experiment/trial_plots.py)
+into the experiment folder. Validation chooses the model; `--evaluate-top K` only reports the test file's verdict.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from caviar.experiment import plots
+from caviar.experiment import trial_plots
+from caviar.experiment.importance import Importance, fanova
 from caviar.experiment.layout import LEADERBOARD_CSV, LEADERBOARD_MD, PLOTS, REPORT_FILE
 from caviar.experiment.record import Experiment
 from caviar.experiment.rows import trial_row
 from caviar.experiment.selection import standings
+from caviar.experiment.trial_plots import Look
 from caviar.job.schema import JobSpec
 from model.errors import UserError
 from model.files import write_json_atomically, write_text_atomically
@@ -95,10 +97,7 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
 
     write_text_atomically(experiment_dir / LEADERBOARD_CSV, board.to_csv(index=False))
     write_text_atomically(experiment_dir / LEADERBOARD_MD, f"# {experiment_dir.name}\n\n" + markdown(board, columns))
-    reported = board[board[f"best_{job.metric}"].notna()]
-    plots.learning_curves(trials, job.metric, experiment_dir / PLOTS[0])
-    plots.params_vs_metric(reported, params, log_params, job.metric, experiment_dir / PLOTS[1])
-    plots.parallel_coordinates(reported, params, log_params, job.metric, experiment_dir / PLOTS[2])
+    importance = draw(experiment, board, params, log_params)
 
     best = board.iloc[0]
     report = {
@@ -117,13 +116,38 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
             **({"test_accuracy": _plain(best["test_accuracy"])} if "test_accuracy" in board else {}),
         },
         "trials": [{k: _plain(v) for k, v in row.items()} for _, row in board.iterrows()],
+        "importance": importance.as_json(),
         "files": [LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_FILE, *PLOTS],
         "notes": notes,
     }
     write_json_atomically(experiment_dir / REPORT_FILE, report)
     shown = board.assign(damaged=board["damaged"].map(lambda v: "yes, see below" if isinstance(v, str) else None))
     report["table"] = markdown(shown.head(15), _table_columns(board, params, job.metric))
+    report["importance_line"] = importance.describe()
     return report
+
+
+def draw(experiment: Experiment, board: pd.DataFrame, params: list[str], log_params: set[str]) -> Importance:
+    """The five plots, each trial in one colour throughout; returns the importance they show."""
+    job, folder = experiment.job, experiment.folder
+    # the order the trials started in: Ray numbers its trials as it creates them, round by round
+    order = [t.trial_id for t in sorted(experiment.trials(), key=lambda t: (t.round, t.trial_id))]
+    look = Look.of(
+        order, job.metric, job.mode, board.iloc[0]["trial_id"] if board[f"best_{job.metric}"].notna().any() else None
+    )
+    by_id = {t.trial_id: t for t in experiment.trials()}
+    reported = board[board[f"best_{job.metric}"].notna()]
+    rows = [
+        {"params": by_id[t].params, "value": float(v), "stopped_early": by_id[t].stopped_early}
+        for t, v in zip(reported["trial_id"], reported[f"best_{job.metric}"], strict=True)
+    ]
+    importance = fanova(job.search_space, rows, job.metric, job.mode)
+    trial_plots.learning_curves([by_id[t] for t in board["trial_id"]], look, folder / PLOTS[0])
+    trial_plots.optimization_history(board, order, look, folder / PLOTS[1])
+    trial_plots.params_vs_metric(reported, params, log_params, look, folder / PLOTS[2])
+    trial_plots.parallel_coordinates(reported, params, log_params, look, folder / PLOTS[3])
+    trial_plots.param_importance(importance, look, folder / PLOTS[4])
+    return importance
 
 
 def _interval(row) -> list[float] | None:
@@ -132,7 +156,17 @@ def _interval(row) -> list[float] | None:
 
 
 def _table_columns(board: pd.DataFrame, params: list[str], metric: str) -> list[str]:
-    wanted = ["rank", "trial_id", "group", "status", "evaluations", f"best_{metric}", "metric_low", "metric_high"]
+    wanted = [
+        "rank",
+        "trial_id",
+        "group",
+        "status",
+        "stopped_by",
+        "evaluations",
+        f"best_{metric}",
+        "metric_low",
+        "metric_high",
+    ]
     wanted += ["vs_best", "tied_with_best", "best_evaluation", "memory_mb", "test_accuracy"]
     marked = ["damaged"] if board["damaged"].notna().any() else []  # named in full in the notes below it
     return [c for c in wanted if c in board and board[c].notna().any()] + params + marked

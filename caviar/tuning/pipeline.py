@@ -30,9 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from caviar.experiment import layout
+from caviar.experiment.job_record import load_job_of
 from caviar.experiment.layout import FUSE_PILOT_FILE, JOB_FILE, PRETRAIN_FILE, Storage
+from caviar.experiment.listing import record_driver
 from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, runnable, save
-from caviar.experiment.record import Experiment, load_job_of, load_trials
+from caviar.experiment.record import Experiment, load_trials
 from caviar.job.schema import FinalSpec, JobSpec
 from caviar.tuning.disk_room import room_for_search, room_for_single
 from caviar.tuning.ray_compat.connection import check_reachable
@@ -40,13 +42,7 @@ from caviar.tuning.ray_compat.working_dir import leave_job_working_dir
 from caviar.tuning.ray_session import check_resources, start_ray
 from model.data import Splits, load_splits, locate_nsmc
 from model.errors import UserError
-from model.files import (
-    check_room,
-    is_out_of_space,
-    out_of_space,
-    out_of_space_is_one_line,
-    write_json_atomically,
-)
+from model.files import check_room, is_out_of_space, out_of_space, out_of_space_is_one_line, write_json_atomically
 from model.network import check_fits, pretrained_config
 
 log = logging.getLogger("caviar.tune")
@@ -219,6 +215,8 @@ def _search(
 
     job, splits = resolved.job, resolved.splits
     _start(address, job)
+    if not storage.is_remote:  # `caviar experiments` tells a running experiment from an interrupted one
+        record_driver(storage.local(name))
     if job.rounds > 1:
         rounds_stage(job, storage.local(name), splits)
     elif restore:
@@ -279,10 +277,9 @@ def resume_line(folder: Path) -> str:
 
 @contextlib.contextmanager
 def run_folder(folder: Path, keep_if=None, need: int = 0, resume_hint: str | None = None) -> Iterator[Path]:
-    """Create the output folder before any work starts (a bad path or a full disk fails in a second,
-    not after training); if the run then fails before it made anything worth keeping (`keep_if`; by
-    default, anything at all), the folder goes again, so no empty experiment is left behind. A full
-    disk on the way is one line: resume it (`resume_hint`) if it can be resumed, else run it again."""
+    """Create the output folder before any work starts (a bad path or a full disk fails in a second);
+    if the run then fails before it made anything worth keeping (`keep_if`; by default, anything at
+    all), the folder goes, so no empty experiment is left. A full disk on the way is one line."""
     fresh = not folder.exists()
     check_room(folder, need, f"free some and {AGAIN}")
     try:
