@@ -82,6 +82,10 @@ down() {
   # `ray stop` would stop every Ray on the machine; stop only this cluster's processes
   local pids
   pids=$(ours)
+  if [ -z "$pids" ] && [ ! -f "$state/nodes" ]; then
+    echo "no cluster from $state is up; nothing to stop"
+    return 0
+  fi
   if [ -n "$pids" ]; then
     kill -TERM $pids 2>/dev/null || true
     # raylets and workers leave within a second; the GCS and the autoscaler monitor can sit on

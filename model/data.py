@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -49,11 +50,37 @@ def locate_nsmc(cfg: DataConfig) -> Path:
             folder = Path(value).expanduser()
             if not has_nsmc(folder):
                 raise UserError(f"{origin}={value} does not hold {TRAIN_FILE} and {TEST_FILE}")
+            if origin == "NSMC_DIR":
+                fill_cache(folder)
             return folder
     cached = cache_root() / "nsmc"
     if has_nsmc(cached):
         return cached
     return download_nsmc(cfg.download_url, cached)
+
+
+def fill_cache(folder: Path) -> None:
+    """The first run that finds NSMC through NSMC_DIR (as `make tune` does) copies it into the cache,
+    where every later command finds it without NSMC_DIR. Only the complete corpus is copied, each
+    file checked and renamed into place whole; a partial copy or a small sample stays where it is."""
+    cached = cache_root() / "nsmc"
+    if has_nsmc(cached):
+        return
+    try:
+        for name in (TRAIN_FILE, TEST_FILE):
+            _check_download(folder / name, name)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return  # not the whole of NSMC: nothing to cache
+    try:
+        cached.mkdir(parents=True, exist_ok=True)
+        for name in (TRAIN_FILE, TEST_FILE):
+            if not (cached / name).is_file():
+                with atomic_path(cached / name) as tmp:
+                    shutil.copyfile(folder / name, tmp)
+    except OSError as err:  # a cache that cannot be written costs nothing but the copy
+        log.warning("could not copy NSMC into the cache %s (%s); NSMC_DIR stays needed", cached, err.strerror or err)
+        return
+    log.info("copied NSMC from NSMC_DIR into %s: later commands find it there without NSMC_DIR", cached)
 
 
 def download_nsmc(base_url: str, dest: Path, timeout_s: float = 60.0) -> Path:

@@ -22,8 +22,32 @@ TRAINING_COMMANDS = ("train", "tune", "resume", "reseed", "pretrain", "lr-find")
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True, rich_markup_mode=None)
 
 
+def version_line() -> str:
+    """`caviar 0.1.0 (ray 2.60.0, torch 2.13.0, python 3.11.7)`: what a bug report needs first."""
+    from importlib import metadata
+
+    def of(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"caviar {of('caviar')} (ray {of('ray')}, torch {of('torch')}, python {python})"
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
 @app.callback()
-def root() -> None:
+def root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the versions and exit"
+    ),
+) -> None:
     """caviar: tune a Korean sentiment classifier (NSMC) with Ray Tune, then promote and serve the best."""
 
 

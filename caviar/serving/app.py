@@ -16,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import os
 import re
 import secrets
+import socket
 import sys
 from pathlib import Path
 
@@ -251,14 +253,44 @@ def _get_only(route):
 
 
 def serve(model_dir: Path, host: str, port: int, threads: int | None = None, announce=print) -> None:
-    """Check and load first (a bad model or key is one line, exit 2), then announce and serve."""
+    """Take the port, check and load the model (a busy port, a bad model or key is one line, exit 2),
+    then announce the address that really listens and serve on it."""
     import uvicorn
 
-    key = settings().api_key
-    app = create_app(model_dir, api_key=key, threads=threads, log=announce)
-    auth = "bearer key required" if key else f"no auth ({API_KEY_ENV} unset)"
-    follows = f"; follows {model_dir.name}" if follows_registry(model_dir) else ""
-    announce(
-        f"serving {app.state.serving().label} from {model_dir} on http://{host}:{port} ({auth}; docs at /docs{follows})"
-    )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, **uvicorn_limits())
+    listening = listen_on(host, port)
+    try:
+        key = settings().api_key
+        app = create_app(model_dir, api_key=key, threads=threads, log=announce)
+        auth = "bearer key required" if key else f"no auth ({API_KEY_ENV} unset)"
+        follows = f"; follows {model_dir.name}" if follows_registry(model_dir) else ""
+        bound = listening.getsockname()[1]  # --port 0: the port the kernel gave
+        shown = f"[{host}]" if ":" in host else host
+        announce(
+            f"serving {app.state.serving().label} from {model_dir} on http://{shown}:{bound} "
+            f"({auth}; docs at /docs{follows})"
+        )
+        config = uvicorn.Config(app, host=host, port=bound, log_level="warning", access_log=False, **uvicorn_limits())
+        uvicorn.Server(config).run(sockets=[listening])
+    finally:
+        listening.close()
+
+
+def listen_on(host: str, port: int) -> socket.socket:
+    """The listening socket, taken before the model loads: a busy port is said at once, in one line,
+    and never after a line that says the model is being served."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise UserError(f"--host {host}: not an address this machine can listen on ({err.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    listening = socket.socket(family, kind, proto)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart need not wait
+    try:
+        listening.bind(address)
+        listening.listen(2048)  # uvicorn's own backlog
+    except OSError as err:
+        listening.close()
+        if err.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} on {host} is in use by another program; choose another with --port") from None
+        raise UserError(f"cannot listen on {host}:{port} ({err.strerror or err})") from None
+    return listening
