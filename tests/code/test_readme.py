@@ -5,6 +5,8 @@ command-line parser (an unknown command, option or bad value fails here), and th
 in seconds are run for real, through the real entry point and without NSMC_DIR, against a finished
 experiment: `train`, `pretrain` and `lr-find` in their smoke form on the fixture reviews, the
 results and registry commands exactly as printed.
+They run as after `make tune`: NSMC in caviar's cache, where `make tune` copied it, and no NSMC_DIR
+(the fixture reviews stand in where the workspace has no NSMC).
 The long-running ones (tune, resume, reseed, serve and the cluster commands) are parsed only; their
 real runs are in the tuning, serving and cluster tests. `make` targets are dry-run.
 """
@@ -21,12 +23,13 @@ import typer
 
 from caviar.cli.main import app
 from caviar.job.loading import load_job
-from tests.conftest import FIXTURE_NSMC, variant_of
+from model.data import fill_cache, has_nsmc
+from tests.conftest import FIXTURE_NSMC, REAL_NSMC, variant_of
 
 ROOT = Path(__file__).parents[2]
 README = ROOT / "README.md"
 RUN_SMOKE = ("train", "pretrain", "lr-find")  # run with --smoke on the fixture reviews
-RUN_AS_PRINTED = ("report", "promote", "registry", "predict", "schema")
+RUN_AS_PRINTED = ("report", "promote", "registry", "predict", "schema", "experiments")
 PARSE_ONLY = ("tune", "resume", "reseed", "serve", "submit", "jobs")
 
 
@@ -80,13 +83,26 @@ def test_the_readme_make_and_cluster_lines_exist():
             assert words[1] == "--logdir", line
 
 
+def after_make_tune(cache: Path) -> list[str]:
+    """NSMC where `make tune` leaves it (copied into caviar's cache from NSMC_DIR), NSMC_DIR unset;
+    else the --set that points a smoke run at the fixture reviews."""
+    if not has_nsmc(REAL_NSMC):
+        return ["--set", f"data.dir={FIXTURE_NSMC}"]
+    fill_cache(REAL_NSMC)
+    assert has_nsmc(cache / "nsmc"), "make tune's copy of NSMC did not reach the cache"
+    return []
+
+
 @pytest.fixture
 def runner(cli, experiment, tmp_path, monkeypatch):
     """Runs a README line through the real entry point, from the project root, with NSMC_DIR unset
-    (the experiment recorded its data), its outputs under tmp_path and its registry there too."""
+    (the experiment recorded its data, and NSMC is in the cache as after `make tune`), its outputs
+    under tmp_path and its registry there too."""
     monkeypatch.delenv("NSMC_DIR", raising=False)
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("CAVIAR_REGISTRY", str(tmp_path / "registry"))
     monkeypatch.chdir(ROOT)
+    data = after_make_tune(tmp_path / "cache")
     made: dict[str, str] = {"<experiment>": str(experiment), "<variant>": str(variant_of(experiment, tmp_path / "v"))}
 
     def run(line: str):
@@ -94,7 +110,7 @@ def runner(cli, experiment, tmp_path, monkeypatch):
             line = line.replace(f"results/{placeholder}", value).replace(f"results/pretrain/{placeholder}", value)
         args = shlex.split(line)[1:]
         if args[0] in RUN_SMOKE:
-            args += ["--set", f"data.dir={FIXTURE_NSMC}", "--set", f"storage={tmp_path}"]
+            args += [*data, "--set", f"storage={tmp_path}"]
             args += ["--smoke"] if args[0] != "lr-find" else ["--set", "lr_find.steps=10", "--set", "data.limit=400"]
         proc = cli(*args)
         assert proc.returncode == 0, f"{line}\n{proc.stderr[-3000:]}"
@@ -117,6 +133,10 @@ def test_the_readme_commands_that_finish_in_seconds_run_as_printed(runner):
     runner(".venv/bin/caviar promote results/<experiment> --force")
     outputs = {line: runner(line).stdout for line in lines}
     assert "| rank |" in outputs[next(c for c in lines if " report " in c)]
-    predicted = outputs[next(c for c in lines if " predict " in c)]
+    predicted = outputs[next(c for c in lines if " predict " in c and "--file" not in c)]
     assert predicted.split()[0] in ("긍정", "부정") and "이 영화 정말 재미있어요" in predicted
+    from_file = outputs[next(c for c in lines if " predict --file " in c)].splitlines()
+    reviews = (ROOT / "tests" / "fixtures" / "reviews.txt").read_text(encoding="utf-8").splitlines()
+    assert from_file[0].startswith("label\t") and [row.split("\t")[3] for row in from_file[1:]] == reviews
+    assert "(newest last)" in outputs[".venv/bin/caviar experiments"]
     assert outputs[".venv/bin/caviar schema"] == (ROOT / "docs" / "jobs.md").read_text(encoding="utf-8")

@@ -355,10 +355,14 @@ def test_with_a_key_the_docs_and_the_schema_need_it_too(model_dir):
 def test_the_start_up_line_names_the_version_it_serves(model_dir, monkeypatch):
     from caviar.serving import app as serving_app
 
-    lines = []
-    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: None)
+    lines, given = [], []
+    monkeypatch.setattr(
+        "uvicorn.Server.run", lambda server, sockets=None: given.extend(s.getsockname() for s in sockets)
+    )
     serving_app.serve(model_dir, "127.0.0.1", 0, announce=lines.append)
     assert lines and lines[0].startswith("serving nsmc/v1 from ")
+    ((_, port),) = given  # the socket taken before the model loaded is the one served on
+    assert f"on http://127.0.0.1:{port} " in lines[0] and port != 0
 
 
 def test_a_request_head_over_16_kib_sent_whole_is_refused(client):

@@ -51,6 +51,21 @@ def test_tune_prints_the_next_commands_and_no_ray_noise(asha_proc, asha_run):
     assert shutil.which(steps["leaderboard"][0])
 
 
+def test_the_live_view_is_a_line_per_change_not_rays_table(asha_proc, asha_run):
+    """Issue 48.6: one line per trial started, evaluated and ended, and no table reprinted."""
+    live = [line.split("] ", 1)[1] for line in asha_proc.stderr.splitlines() if line.startswith("[")]
+    assert "== Status ==" not in asha_proc.stdout + asha_proc.stderr and "+-----" not in asha_proc.stderr
+    trials = asha_run["trials"]
+    for trial in trials:
+        mine = [line for line in live if line.startswith(trial["trial_id"] + " ")]
+        assert mine[0].startswith(f"{trial['trial_id']} started: train.lr=")
+        assert sum(" eval " in line for line in mine) == trial["evaluations"]
+        why = "stopped by asha" if trial["stopped_by"] == "scheduler" else "finished"
+        assert mine[-1].startswith(f"{trial['trial_id']} {why} at eval {trial['evaluations']}"), mine
+    summaries = [line for line in live if " running, " in line]
+    assert len(live) == sum(2 + t["evaluations"] for t in trials) + len(summaries)
+
+
 def test_asha_stops_trials_early_and_completes(asha_run):
     assert len(asha_run["trials"]) == 6
     assert all(t["status"] in ("finished", "stopped") for t in asha_run["trials"])
