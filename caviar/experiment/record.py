@@ -76,7 +76,7 @@ class TrialRecord:
             return "budget"
         if self.stopped_early:
             return "scheduler"
-        if self.status != "TERMINATED":
+        if self.status not in ("TERMINATED", "PAUSED"):  # synchronous HyperBand leaves the ended PAUSED
             return None
         last = self.history.iloc[-1] if len(self.history) else {}
         patience = self.finished_naturally and bool(last.get("stopped_by_patience", False))

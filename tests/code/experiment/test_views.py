@@ -148,6 +148,7 @@ def _record(status: str, last: dict, **kwargs) -> TrialRecord:
         (_record("TERMINATED", {}, max_t=1), "finished", "finished"),
         (_record("TERMINATED", {}, cut_by_budget=True), "budget", "stopped"),
         (_record("ERROR", {}), "error", "errored"),
+        (_record("PAUSED", {}, max_t=1), "finished", "finished"),  # synchronous HyperBand's end
         (_record("RUNNING", {}), None, "running"),
     ],
 )

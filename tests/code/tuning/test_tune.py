@@ -5,6 +5,7 @@ holds scalars and hparams. Resuming is in test_resume.py."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -59,7 +60,9 @@ def test_the_live_view_is_a_line_per_change_not_rays_table(asha_proc, asha_run):
     for trial in trials:
         mine = [line for line in live if line.startswith(trial["trial_id"] + " ")]
         assert mine[0].startswith(f"{trial['trial_id']} started: train.lr=")
-        assert sum(" eval " in line for line in mine) == trial["evaluations"]
+        assert (
+            sum(re.match(rf"{trial['trial_id']} eval \d+/", line) is not None for line in mine) == trial["evaluations"]
+        )
         why = "stopped by asha" if trial["stopped_by"] == "scheduler" else "finished"
         assert mine[-1].startswith(f"{trial['trial_id']} {why} at eval {trial['evaluations']}"), mine
     summaries = [line for line in live if " running, " in line]
