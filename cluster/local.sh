@@ -4,12 +4,14 @@
 #
 # To run: cluster/local.sh up 1      # head + 1 worker, 1 CPU each
 #         cluster/local.sh down      # stop every node it started
+#         cluster/local.sh objectstore up | down   # an S3-compatible store on loopback (moto's server)
 #
 # Every node keeps its Ray files under $CAVIAR_CLUSTER_DIR/ray, which is also how `down` finds
 # exactly this cluster's processes (and no other Ray on the machine).
 # Settings (environment): CAVIAR_CLUSTER_DIR (state, default /tmp/caviar-cluster; keep it short:
 # Ray's socket paths must stay under 108 characters),
-# RAY_HEAD_PORT (6379), RAY_DASHBOARD_PORT (8265), CAVIAR_NODE_CPUS (1), RAY (the ray command).
+# RAY_HEAD_PORT (6379), RAY_DASHBOARD_PORT (8265), CAVIAR_NODE_CPUS (1), RAY (the ray command),
+# CAVIAR_STORE_PORT (9000) and CAVIAR_STORE_BUCKET (caviar) for the object store.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -102,8 +104,52 @@ down() {
   echo "cluster stopped"
 }
 
+store_port=${CAVIAR_STORE_PORT:-9000}
+bucket=${CAVIAR_STORE_BUCKET:-caviar}
+python_cmd="$(dirname "$(command -v "$ray_cmd")")/python"
+
+objectstore() {  # $1 = up | down: moto's S3 server on 127.0.0.1, one bucket, throwaway keys
+  case "${1:-}" in
+    up)
+      [ -f "$state/store.pid" ] && kill -0 "$(cat "$state/store.pid")" 2>/dev/null &&
+        die "an object store from $state is up already; run: $0 objectstore down"
+      mkdir -p "$state"
+      "$(dirname "$python_cmd")/moto_server" -H 127.0.0.1 -p "$store_port" >"$state/store.log" 2>&1 &
+      echo $! >"$state/store.pid"
+      AWS_ACCESS_KEY_ID=caviar AWS_SECRET_ACCESS_KEY=caviar-secret AWS_DEFAULT_REGION=us-east-1 \
+        "$python_cmd" - "http://127.0.0.1:$store_port" "$bucket" <<'PY' || { cat "$state/store.log" >&2; objectstore down; die "the object store did not start"; }
+import sys, time, boto3, botocore
+endpoint, bucket = sys.argv[1], sys.argv[2]
+s3 = boto3.client("s3", endpoint_url=endpoint)
+for _ in range(100):  # the server answers within a second or two; then the bucket
+    try:
+        s3.create_bucket(Bucket=bucket)
+        break
+    except botocore.exceptions.EndpointConnectionError:
+        time.sleep(0.2)
+else:
+    sys.exit(1)
+PY
+      echo "object store on http://127.0.0.1:$store_port, bucket $bucket; for caviar:"
+      echo "export AWS_ENDPOINT_URL=http://127.0.0.1:$store_port AWS_ACCESS_KEY_ID=caviar AWS_SECRET_ACCESS_KEY=caviar-secret AWS_DEFAULT_REGION=us-east-1"
+      echo "then: --set storage=s3://$bucket/experiments"
+      ;;
+    down)
+      if [ -f "$state/store.pid" ]; then
+        kill "$(cat "$state/store.pid")" 2>/dev/null || true
+        rm -f "$state/store.pid"
+        echo "object store stopped"
+      else
+        echo "no object store from $state is up; nothing to stop"
+      fi
+      ;;
+    *) die "usage: $0 objectstore up | down" ;;
+  esac
+}
+
 case "${1:-}" in
   up) up "${2:-1}" ;;
   down) down ;;
-  *) die "usage: $0 up N | down" ;;
+  objectstore) objectstore "${2:-}" ;;
+  *) die "usage: $0 up N | down | objectstore up|down" ;;
 esac

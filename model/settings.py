@@ -13,6 +13,27 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
+class AwsSettings:
+    """The standard AWS variables, for an s3:// storage (caviar/experiment/object_store.py)."""
+
+    endpoint: str | None  # AWS_ENDPOINT_URL_S3, else AWS_ENDPOINT_URL: an S3-compatible store (MinIO, moto)
+    region: str  # AWS_DEFAULT_REGION, else AWS_REGION (default us-east-1)
+    access_key: str | None  # AWS_ACCESS_KEY_ID
+    secret_key: str | None  # AWS_SECRET_ACCESS_KEY
+    session_token: str | None  # AWS_SESSION_TOKEN
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AwsSettings:
+        return cls(
+            endpoint=env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+            region=env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION") or "us-east-1",
+            access_key=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     cache: Path  # CAVIAR_CACHE: NSMC copy, tokenizers, encoded splits (default ~/.cache/caviar)
     nsmc_dir: str | None  # NSMC_DIR: a folder holding ratings_train.txt and ratings_test.txt
@@ -30,6 +51,7 @@ class Settings:
     omp_threads: int | None  # OMP_NUM_THREADS: Ray sets it to a trial's CPU share
     verbose: bool  # CAVIAR_VERBOSE=1 (caviar tune --verbose): Ray's own live table, not caviar's lines
     client_bin: Path | None  # CAVIAR_CLIENT_BIN: the submitting machine's bin folder (caviar submit)
+    aws: AwsSettings  # AWS_*: an s3:// storage
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -52,6 +74,7 @@ class Settings:
             omp_threads=max(1, int(omp)) if omp.isdigit() else None,
             verbose=env.get("CAVIAR_VERBOSE", "") not in ("", "0"),
             client_bin=Path(env["CAVIAR_CLIENT_BIN"]) if env.get("CAVIAR_CLIENT_BIN") else None,
+            aws=AwsSettings.from_env(env),
         )
 
 

@@ -34,15 +34,30 @@ def experiments_cmd(
     typer.echo(table(lines, storage))
 
 
+def experiment_folder(location: str) -> Path:
+    """A folder as given, or for an experiment on object storage (s3://, gs://) its mirror, brought
+    up to date: everything but the checkpoints' weights (experiment/object_store.py)."""
+    from caviar.experiment.object_store import Mirror, is_uri
+
+    return Mirror.of(location).pull() if is_uri(location) else Path(location)
+
+
+EXPERIMENT_HELP = "results/<experiment>, or its URI on object storage (s3://bucket/path/<experiment>)"
+
+
 def report_cmd(
-    experiment: Path = typer.Argument(..., help="results/<experiment>"),
+    experiment: str = typer.Argument(..., help=EXPERIMENT_HELP),
     evaluate_top: int | None = typer.Option(None, "--evaluate-top", min=1, help="test-evaluate the K best"),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Leaderboard (CSV, Markdown), report.json and plots of an experiment, read from disk."""
+    from caviar.experiment.object_store import mirror_of
     from caviar.experiment.report import write_report
 
-    report = write_report(experiment, evaluate_top)
+    folder = experiment_folder(experiment)
+    report = write_report(folder, evaluate_top)
+    if (mirror := mirror_of(folder)) is not None:  # the files go where the experiment is
+        mirror.push(*report["files"])
     table, importance = report.pop("table"), report.pop("importance_line")
     typer.echo(table, err=as_json)
     typer.echo(importance, err=as_json)
@@ -54,7 +69,7 @@ def report_cmd(
 
 
 def promote_cmd(
-    experiment: Path = typer.Argument(..., help="results/<experiment>, or results/train/<run> from caviar train"),
+    experiment: str = typer.Argument(..., help=EXPERIMENT_HELP + ", or results/train/<run> from caviar train"),
     name: str = typer.Option("nsmc-sentiment", help="registry name"),
     force: bool = typer.Option(
         False, "--force", help="promote even if the gate split shows no gain over the version in service"
@@ -69,7 +84,7 @@ def promote_cmd(
     from caviar.registry.store import Refused
 
     try:
-        done = promote(experiment, name, force=force)
+        done = promote(experiment_folder(experiment), name, force=force)
     except Refused as refused:
         typer.echo(f"caviar: refused: {refused}", err=True)
         raise typer.Exit(1) from None

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.errors import UserError, short
+from model.errors import UserError
 from model.settings import settings
 
 RESULTS = "results"  # the default storage, relative to the working folder
@@ -77,16 +77,9 @@ class Storage:
 
     def check_reachable(self) -> None:
         """Reach remote storage before the first trial, not in a trial's first checkpoint."""
-        import pyarrow.fs as pafs
+        from caviar.experiment.object_store import check_reachable
 
-        try:
-            filesystem, path = pafs.FileSystem.from_uri(self.root)
-            filesystem.get_file_info(path)
-        except Exception as err:  # pyarrow raises OSError, ValueError or its own for a bucket it cannot reach
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UserError(
-                f"storage {self.root}: cannot reach it ({short(first, 160)}); check the bucket and its credentials"
-            ) from None
+        check_reachable(self.root)
 
     @property
     def local_root(self) -> Path:

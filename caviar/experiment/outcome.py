@@ -15,6 +15,7 @@ from pathlib import Path
 from caviar.experiment.intervals import CONFIDENCE
 from caviar.experiment.layout import OUTCOME_FILE, ROUNDS_FILE
 from caviar.experiment.members import drop_group_checkpoints
+from caviar.experiment.object_store import Mirror, is_uri, known_as, mirror_of
 from caviar.experiment.record import Experiment
 from caviar.experiment.rows import TrialRow, trial_row
 from caviar.experiment.selection import Standing, standings
@@ -114,7 +115,8 @@ class TuneOutcome:
             f"{len(self.trials)} trials, {self.stopped_early} stopped early, "
             + (f"{self.cut_by_budget} cut by the time budget, " if self.cut_by_budget else "")
             + f"{self.errored} errored, "
-            f"{self.wall_s:.0f}s; checkpoints on disk {self.checkpoint_bytes / 2**20:.1f} MiB",
+            f"{self.wall_s:.0f}s; checkpoints {'on the store' if is_uri(self.experiment_dir) else 'on disk'} "
+            f"{self.checkpoint_bytes / 2**20:.1f} MiB",
             *self.notes,
             *(reseed_lines(self.reseed) if self.reseed else []),
             f"experiment: {self.experiment_dir}",
@@ -152,6 +154,8 @@ def finish(experiment: Experiment, wall_s: float, notes: list[str] | None = None
     if experiment.interrupted:
         raise Interrupted(experiment_dir)
     freed = experiment.prune(job.checkpoint.keep_best_trials) + drop_group_checkpoints(experiment_dir)
+    if (mirror := mirror_of(experiment_dir)) is not None:  # an experiment on object storage: prune it there
+        mirror.drop_missing_checkpoints()
     trials = experiment.trials()
     standing = standings(experiment)  # after pruning: what a pruned trial keeps is its predictions
     total_bytes, largest = experiment.checkpoint_bytes()
@@ -165,14 +169,14 @@ def finish(experiment: Experiment, wall_s: float, notes: list[str] | None = None
     bound = (job.checkpoint.keep_best_trials or len(trials)) + (job.max_concurrent_trials or len(trials))
     lineage = experiment_dir / ROUNDS_FILE
     outcome = TuneOutcome(
-        experiment_dir=str(experiment_dir),
+        experiment_dir=known_as(experiment_dir),
         metric=job.metric,
         best_trial=trial.trial_id,
         best_config=trial.params,
         best_metric=float(row[job.metric]),
         best_val_accuracy=float(row["val_accuracy"]),
         best_evaluation=int(row["training_iteration"]),
-        best_checkpoint=str(checkpoint),
+        best_checkpoint=known_as(checkpoint) if checkpoint else "None",
         trials=[trial_row(t, job, standing.get(t.trial_id)) for t in trials],
         wall_s=wall_s,
         checkpoint_bytes=total_bytes,
@@ -193,7 +197,11 @@ def _interval_of(standing: Standing | None) -> list[float] | None:
 
 
 def save(outcome: TuneOutcome) -> None:
-    write_json_atomically(Path(outcome.experiment_dir) / OUTCOME_FILE, outcome.as_json())
+    """caviar_tune.json, written whole: in the folder, or as one object on the store."""
+    if not is_uri(outcome.experiment_dir):
+        write_json_atomically(Path(outcome.experiment_dir) / OUTCOME_FILE, outcome.as_json())
+        return
+    Mirror.of(outcome.experiment_dir).put_json(OUTCOME_FILE, outcome.as_json())
 
 
 def _row_of_checkpoint(trial, checkpoint, row, metric: str):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from caviar.experiment.job_record import load_job_of
 from caviar.experiment.layout import BUDGET_FILE, round_dirs, round_of
+from caviar.experiment.object_store import left_out_bytes
 from caviar.job.keys import flatten
 from caviar.job.schema import JobSpec
 from model.checkpoint import META
@@ -260,7 +261,8 @@ class Experiment:
 
 
 def folder_bytes(folder: Path) -> int:
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+    """Its files' bytes, with those a mirror of an experiment on object storage left there."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) + left_out_bytes(folder)
 
 
 def _remove_all_but(checkpoints: list[Path], keep: Path | None) -> int:

@@ -16,6 +16,7 @@ import pandas as pd
 from caviar.experiment import trial_plots
 from caviar.experiment.importance import Importance, fanova
 from caviar.experiment.layout import LEADERBOARD_CSV, LEADERBOARD_MD, PLOTS, REPORT_FILE
+from caviar.experiment.object_store import known_as, mirror_of
 from caviar.experiment.record import Experiment
 from caviar.experiment.rows import trial_row
 from caviar.experiment.selection import standings
@@ -37,7 +38,13 @@ def leaderboard(experiment: Experiment) -> pd.DataFrame:
     return board
 
 
-def evaluate_top(board: pd.DataFrame, job: JobSpec, k: int) -> tuple[pd.DataFrame, list[str]]:
+def local_checkpoint(shown: str, folder: Path) -> Path:
+    """The leaderboard's checkpoint as a folder here: on object storage, fetched into the mirror."""
+    mirror = mirror_of(folder)
+    return Path(shown) if mirror is None else mirror.complete(mirror.local_of(shown))
+
+
+def evaluate_top(board: pd.DataFrame, job: JobSpec, k: int, folder: Path) -> tuple[pd.DataFrame, list[str]]:
     """Test accuracy and F1 of the K best checkpoints: reported, never used to choose. Also the
     lines that say which of the K had no checkpoint left to score."""
     from model.data import load_splits
@@ -49,7 +56,7 @@ def evaluate_top(board: pd.DataFrame, job: JobSpec, k: int) -> tuple[pd.DataFram
     notes = []
     for i in board.index[:k]:
         if board.loc[i, "checkpoint"]:
-            metrics = evaluate_checkpoint(Path(board.loc[i, "checkpoint"]), test)
+            metrics = evaluate_checkpoint(local_checkpoint(board.loc[i, "checkpoint"], folder), test)
             board.loc[i, ["test_accuracy", "test_f1"]] = [metrics.accuracy, metrics.f1]
             continue
         why = (
@@ -89,7 +96,7 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
         raise UserError(f"{experiment_dir}: no trial has reported yet")
     board, notes = leaderboard(experiment), []
     if evaluate_top_k:
-        board, notes = evaluate_top(board, job, evaluate_top_k)
+        board, notes = evaluate_top(board, job, evaluate_top_k, experiment_dir)
     notes += damage_notes(trials)
     params = list(job.search_space)
     log_params = {k for k, d in job.search_space.items() if d.kind == "loguniform"}
@@ -101,7 +108,7 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
 
     best = board.iloc[0]
     report = {
-        "experiment_dir": str(experiment_dir.resolve()),
+        "experiment_dir": known_as(experiment_dir.resolve()),
         "job": job.name,
         "metric": job.metric,
         "mode": job.mode,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from caviar.experiment.object_store import known_as
 from caviar.experiment.record import TrialRecord, folder_bytes
 from caviar.experiment.selection import Standing
 from caviar.job.schema import JobSpec
@@ -86,7 +87,7 @@ def trial_row(trial: TrialRecord, job: JobSpec, standing: Standing | None = None
         cpu_s=wall * job.resources_per_trial.cpu,
         gpu_s=wall * job.resources_per_trial.gpu,
         checkpoint_bytes=sum(folder_bytes(c) for c in trial.checkpoints()),
-        checkpoint=str(checkpoint) if checkpoint else "",
+        checkpoint=known_as(checkpoint) if checkpoint else "",
         **_interval_fields(standing),
         params=trial.params,
         error=trial.error,

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from caviar.experiment.layout import RESEED_FILE, TRAIN_CHECKPOINT, TRAIN_RESULT, reseed_dir
+from caviar.experiment.object_store import known_as, mirror_of
 from caviar.experiment.record import Experiment
 from caviar.job.loading import validate
 from caviar.job.schema import JobSpec
@@ -92,6 +93,8 @@ def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | N
     root = Path(root or registry.registry_root())
     model_dir = registry.model_dir_of(name, root)  # checked before any work: the name must stay inside
     candidate = _train_run(experiment_dir) if (experiment_dir / TRAIN_RESULT).is_file() else _best_of(experiment_dir)
+    if (mirror := mirror_of(candidate.checkpoint)) is not None:  # on object storage: this checkpoint alone
+        mirror.complete(candidate.checkpoint)
     weights = registry.sha256(candidate.checkpoint / WEIGHTS)
     if (held := registry.version_holding(model_dir, weights)) is not None:
         return _already(name, model_dir, held)
@@ -199,7 +202,7 @@ def _card(name, candidate: _Candidate, experiment_dir, saved, meta, test, splits
     return {
         "name": name,
         "job": candidate.job.name,
-        "experiment": registry.relative_to_registry(experiment_dir, root),
+        "experiment": _where(experiment_dir, root),
         "trial_id": candidate.trial_id,
         "hparams": candidate.params,
         "config": saved["config"],
@@ -217,10 +220,15 @@ def _card(name, candidate: _Candidate, experiment_dir, saved, meta, test, splits
         "pretrained": _card_origin(saved.get("pretrained"), root),
         "packages": registry.package_versions(),
         "created": registry.now_iso(),
-        "source_checkpoint": registry.relative_to_registry(candidate.checkpoint, root),
+        "source_checkpoint": _where(candidate.checkpoint, root),
         "previous": previous,
         **({"reseed": _card_spread(candidate.spread)} if candidate.spread else {}),
     }
+
+
+def _where(path: Path, root: Path) -> str:
+    """A source folder for the card: its URI on object storage, else relative to the registry."""
+    return known_as(path) if mirror_of(path) else registry.relative_to_registry(path, root)
 
 
 def _card_origin(origin: dict | None, root) -> dict | None:

@@ -20,12 +20,9 @@ and `reseed` then work from any shell, with no NSMC_DIR.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shlex
-import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,16 +30,18 @@ from caviar.experiment import layout
 from caviar.experiment.job_record import load_job_of
 from caviar.experiment.layout import FUSE_PILOT_FILE, JOB_FILE, PRETRAIN_FILE, Storage
 from caviar.experiment.listing import record_driver
+from caviar.experiment.object_store import Mirror
 from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, runnable, save
 from caviar.experiment.record import Experiment, load_trials
 from caviar.job.schema import FinalSpec, JobSpec
+from caviar.ops.run_folder import run_folder
 from caviar.tuning.disk_room import room_for_search, room_for_single
 from caviar.tuning.ray_compat.connection import check_reachable
 from caviar.tuning.ray_compat.working_dir import leave_job_working_dir
 from caviar.tuning.ray_session import check_resources, start_ray
 from model.data import Splits, load_splits, locate_nsmc
 from model.errors import UserError
-from model.files import check_room, is_out_of_space, out_of_space, out_of_space_is_one_line, write_json_atomically
+from model.files import check_room, out_of_space_is_one_line, write_json_atomically
 from model.network import check_fits, pretrained_config
 
 log = logging.getLogger("caviar.tune")
@@ -147,8 +146,12 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
     name = experiment or layout.timestamped(job.name)
     notes = max_t_notes(job)
     if storage.is_remote:
+        mirror = Mirror.of(storage.uri(name))
+        if mirror.exists(JOB_FILE):
+            raise UserError(f"{mirror.uri} already holds an experiment; pick another --name")
         resolved = before_search(resolved, layout.lr_find_dir(job.storage, name))
         resolved, notes = _fuse_stage(resolved, address, None, notes)
+        mirror.put_json(JOB_FILE, resolved.job.model_dump(mode="json"))  # before the first trial, as on a disk
         return _search(resolved, storage, name, address, restore=False, started=started, notes=notes)
     folder = storage.local(name)
     if (folder / JOB_FILE).exists():
@@ -208,8 +211,8 @@ def _search(
     started: float,
     notes: list[str] | None = None,
 ) -> TuneOutcome | None:
-    """Start (or join) Ray, run the search, read the outcome back from disk, then the seed re-runs.
-    None for remote storage: its outcome needs a local copy of the experiment."""
+    """Start (or join) Ray, run the search, read the outcome back from disk (or the store), then the
+    seed re-runs."""
     from caviar.tuning.rounds import rounds_stage
     from caviar.tuning.tuner import build_tuner, fit, restore_tuner
 
@@ -223,10 +226,9 @@ def _search(
         fit(restore_tuner(job, storage.local(name), splits))
     else:
         fit(build_tuner(job, name, storage, splits))
-    if storage.is_remote:
-        log.warning("remote storage: the outcome and checkpoint pruning need a local copy of %s", storage.uri(name))
-        return None
-    experiment = Experiment.load(storage.local(name), job)  # read once: the outcome and the re-runs
+    # read once, for the outcome and the re-runs; on object storage through a mirror without the weights
+    folder = Mirror.of(storage.uri(name)).pull() if storage.is_remote else storage.local(name)
+    experiment = Experiment.load(folder, job)
     outcome = finish(experiment, time.perf_counter() - started, notes)
     if job.final.seeds:
         from caviar.tuning.reseed import reseed
@@ -268,30 +270,5 @@ def max_t_notes(job: JobSpec) -> list[str]:
     return [note]
 
 
-AGAIN = "run it again once there is room"
-
-
 def resume_line(folder: Path) -> str:
     return f"{runnable('caviar')} resume {shlex.quote(str(folder))} continues once there is room"
-
-
-@contextlib.contextmanager
-def run_folder(folder: Path, keep_if=None, need: int = 0, resume_hint: str | None = None) -> Iterator[Path]:
-    """Create the output folder before any work starts (a bad path or a full disk fails in a second);
-    if the run then fails before it made anything worth keeping (`keep_if`; by default, anything at
-    all), the folder goes, so no empty experiment is left. A full disk on the way is one line."""
-    fresh = not folder.exists()
-    check_room(folder, need, f"free some and {AGAIN}")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{folder}: cannot create the run folder ({err.strerror})") from None
-    try:
-        yield folder
-    except BaseException as err:
-        worth_keeping = keep_if() if keep_if is not None else any(folder.iterdir())
-        if fresh and folder.is_dir() and not worth_keeping:
-            shutil.rmtree(folder, ignore_errors=True)
-        if not isinstance(err, UserError) and is_out_of_space(err):
-            raise out_of_space(folder, resume_hint if resume_hint and worth_keeping else AGAIN) from None
-        raise

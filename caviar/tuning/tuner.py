@@ -9,6 +9,7 @@ import pickle
 from pathlib import Path
 
 from caviar.experiment.layout import RAY_TUNER_STATE, Storage
+from caviar.experiment.object_store import filesystem as filesystem_of
 from caviar.experiment.record import load_trials
 from caviar.job.schema import JobSpec
 from caviar.tuning import schedulers
@@ -126,10 +127,12 @@ def _run_config(job: JobSpec, experiment: str, storage: Storage):
 
     folder = None if storage.is_remote else storage.local(experiment)
     budget = TimeBudget(job.time_budget_s, local=not storage.is_remote) if job.time_budget_s else None
+    # on object storage, caviar's own filesystem: it honours AWS_ENDPOINT_URL, which pyarrow's does not
+    filesystem, path = filesystem_of(storage.root) if storage.is_remote else (atomic_local_filesystem(), storage.root)
     return tune.RunConfig(
         name=experiment,
-        storage_path=storage.root,
-        storage_filesystem=None if storage.is_remote else atomic_local_filesystem(),
+        storage_path=path,
+        storage_filesystem=filesystem,
         checkpoint_config=_checkpoint_config(job),
         failure_config=tune.FailureConfig(max_failures=job.max_failures),
         stop=budget,  # the job's time_budget_s, which also records the trials it cuts

@@ -1,0 +1,221 @@
+"""Experiments on object storage (s3://, gs://): the filesystem for a URI, and a local mirror of an
+experiment that holds everything but its checkpoints' weights.
+
+caviar's readers (the outcome, report, promote) work on folders. So an experiment on the store is
+read through a mirror in the cache, `<CAVIAR_CACHE>/remote/<sha of the URI>/<name>`, that holds
+Ray's records, caviar's records and each checkpoint's metrics and validation predictions, but not
+its weights or optimizer state: those are fetched for the one checkpoint a command uses (promote's
+candidate, report's --evaluate-top). A file is downloaded again only when its size or time on the
+store changed, and every write to the store is one whole object.
+
+pyarrow's S3 filesystem ignores AWS_ENDPOINT_URL (apache/arrow#49643), which S3-compatible stores
+(MinIO, moto) need, so the filesystem is built here from the standard AWS_* settings. The keys are
+passed explicitly, so that the filesystem Ray ships to trials on other nodes carries them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from model.checkpoint import STATE, WEIGHTS
+from model.errors import UserError, short
+from model.files import atomic_path, write_json_atomically
+from model.settings import settings
+
+MANIFEST = ".caviar-mirror.json"  # at a mirror's root: its URI, what it holds and what it left out
+LEFT_OUT = (WEIGHTS, STATE)  # a checkpoint's large files: fetched only for the checkpoint in use
+SCHEMES = ("s3://", "gs://")
+
+
+def is_uri(location: str | Path) -> bool:
+    return str(location).startswith(SCHEMES)
+
+
+def filesystem(uri: str):
+    """(pyarrow filesystem, path inside it) for an s3:// or gs:// URI."""
+    import pyarrow.fs as pafs
+
+    if not is_uri(uri):
+        raise UserError(f"{short(uri, 120)}: not an object-store URI (s3://bucket/path or gs://bucket/path)")
+    if uri.startswith("gs://"):
+        return pafs.FileSystem.from_uri(uri)
+    aws = settings().aws
+    options: dict = {"region": aws.region, "connect_timeout": 5, "request_timeout": 30}
+    if aws.endpoint:
+        endpoint = urlparse(aws.endpoint if "://" in aws.endpoint else f"https://{aws.endpoint}")
+        options |= {"endpoint_override": endpoint.netloc, "scheme": endpoint.scheme}
+    if aws.access_key and aws.secret_key:
+        options |= {"access_key": aws.access_key, "secret_key": aws.secret_key, "session_token": aws.session_token}
+    return pafs.S3FileSystem(**options), uri.removeprefix("s3://").rstrip("/")
+
+
+def check_reachable(uri: str) -> None:
+    """The store answers, the credentials work and the bucket exists: one line each, before any trial."""
+    import pyarrow.fs as pafs
+
+    fs, path = filesystem(uri)
+    bucket = path.split("/", 1)[0]
+    try:
+        found = fs.get_file_info(bucket)
+    except OSError as err:
+        raise UserError(f"storage {uri}: cannot reach it ({_reason(err)}); {_where()}") from None
+    if found.type == pafs.FileType.NotFound:
+        raise UserError(f"storage {uri}: the bucket {bucket} does not exist; create it, or point storage elsewhere")
+
+
+def _reason(err: OSError) -> str:
+    text = str(err)
+    for marker, reason in (
+        ("Could not connect", "the store does not answer"),
+        ("ACCESS_DENIED", "access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        ("InvalidAccessKeyId", "the access key is unknown: check AWS_ACCESS_KEY_ID"),
+        ("SignatureDoesNotMatch", "the secret key is wrong: check AWS_SECRET_ACCESS_KEY"),
+    ):
+        if marker in text:
+            return reason
+    return short(text.strip().splitlines()[0] if text.strip() else type(err).__name__, 160)
+
+
+def _where() -> str:
+    endpoint = settings().aws.endpoint
+    return f"AWS_ENDPOINT_URL is {endpoint}" if endpoint else "AWS_ENDPOINT_URL is unset (AWS itself)"
+
+
+@dataclass
+class Mirror:
+    """A local copy of an experiment on the store, less its checkpoints' large files."""
+
+    uri: str
+    folder: Path
+
+    @classmethod
+    def of(cls, uri: str) -> Mirror:
+        uri = uri.rstrip("/")
+        key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        return cls(uri, settings().cache / "remote" / key / uri.rsplit("/", 1)[-1])
+
+    def pull(self) -> Path:
+        """Bring the mirror up to date with the store; returns its folder."""
+        import pyarrow.fs as pafs
+
+        fs, root = filesystem(self.uri)
+        try:
+            listed = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+        except OSError as err:
+            raise UserError(f"{self.uri}: cannot read it ({_reason(err)}); {_where()}") from None
+        files = {i.path[len(root) + 1 :]: i for i in listed if i.type == pafs.FileType.File}
+        if not files:
+            raise UserError(f"{self.uri}: no such experiment on the store")
+        old = self.manifest().get("files", {})
+        held, left_out = {}, {}
+        for rel, info in files.items():
+            stamp = [info.size, info.mtime_ns]
+            if Path(rel).name in LEFT_OUT and "/checkpoint_" in f"/{rel}":
+                left_out[rel] = info.size
+                continue
+            if old.get(rel) != stamp or not (self.folder / rel).is_file():
+                self._download(fs, f"{root}/{rel}", self.folder / rel)
+            held[rel] = stamp
+        for rel in set(old) - set(files):  # gone from the store (a pruned checkpoint): gone here too
+            (self.folder / rel).unlink(missing_ok=True)
+        write_json_atomically(self.folder / MANIFEST, {"uri": self.uri, "files": held, "left_out": left_out})
+        return self.folder
+
+    def exists(self, name: str) -> bool:
+        import pyarrow.fs as pafs
+
+        fs, root = filesystem(self.uri)
+        return fs.get_file_info(f"{root}/{name}").type != pafs.FileType.NotFound
+
+    def manifest(self) -> dict:
+        path = self.folder / MANIFEST
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    def complete(self, checkpoint: Path) -> Path:
+        """Fetch a checkpoint's large files, which pull left out."""
+        fs, root = filesystem(self.uri)
+        rel = Path(checkpoint).resolve().relative_to(self.folder.resolve()).as_posix()
+        for name in self.manifest().get("left_out", {}):
+            if name.startswith(rel + "/") and not (self.folder / name).is_file():
+                self._download(fs, f"{root}/{name}", self.folder / name)
+        return checkpoint
+
+    def push(self, *names: str) -> None:
+        """Copy files of the mirror's root (the outcome, the report) to the store, each one whole object."""
+        fs, root = filesystem(self.uri)
+        for name in names:
+            source = self.folder / name
+            try:
+                with fs.open_output_stream(f"{root}/{name}") as out:
+                    out.write(source.read_bytes())
+            except OSError as err:
+                raise UserError(f"{self.uri}/{name}: cannot write it ({_reason(err)}); {_where()}") from None
+
+    def put_json(self, name: str, record: dict) -> None:
+        """A record of caviar's, in the mirror and as one whole object on the store."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(self.folder / name, record)
+        self.push(name)
+
+    def drop_missing_checkpoints(self) -> int:
+        """Delete on the store the checkpoint folders pruned from the mirror; returns the bytes freed."""
+        fs, root = filesystem(self.uri)
+        manifest, freed = self.manifest(), 0
+        folders = {str(Path(rel).parent) for rel in [*manifest.get("files", {}), *manifest.get("left_out", {})]}
+        for folder in sorted(f for f in folders if Path(f).name.startswith("checkpoint_")):
+            if not (self.folder / folder).is_dir():
+                fs.delete_dir(f"{root}/{folder}")
+                freed += sum(size for rel, size in manifest.get("left_out", {}).items() if rel.startswith(folder + "/"))
+        return freed
+
+    def local_of(self, uri: str) -> Path:
+        """The mirror's path of a URI inside the experiment (uri_of, the other way)."""
+        return self.folder / uri[len(self.uri) :].lstrip("/")
+
+    def uri_of(self, path: str | Path) -> str:
+        """A path inside the mirror, spelt as the user knows it: on the store."""
+        text = str(path)
+        for base in (str(self.folder.resolve()), str(self.folder)):
+            if text == base or text.startswith(base + "/"):
+                return self.uri + text[len(base) :]
+        return text
+
+    @staticmethod
+    def _download(fs, source: str, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(dest) as tmp, fs.open_input_stream(source) as stream, open(tmp, "wb") as out:
+            while chunk := stream.read(1 << 20):
+                out.write(chunk)
+
+
+def mirror_of(folder: Path) -> Mirror | None:
+    """The mirror a local folder lies in, if any (its root holds the manifest)."""
+    folder = Path(folder).resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / MANIFEST).is_file():
+            return Mirror(json.loads((candidate / MANIFEST).read_text(encoding="utf-8"))["uri"], candidate)
+    return None
+
+
+def left_out_bytes(folder: Path) -> int:
+    """Bytes under `folder` that its mirror left on the store (0 for a folder that is no mirror)."""
+    mirror = mirror_of(folder)
+    if mirror is None:
+        return 0
+    rel = Path(folder).resolve().relative_to(mirror.folder.resolve()).as_posix()
+    left = mirror.manifest().get("left_out", {})
+    return sum(
+        size
+        for name, size in left.items()
+        if (name.startswith(rel + "/") or rel == ".") and not (mirror.folder / name).is_file()
+    )
+
+
+def known_as(path: str | Path) -> str:
+    """A local path as the user knows it: its URI when it lies in a mirror of an experiment on the store."""
+    mirror = mirror_of(Path(path))
+    return str(path) if mirror is None else mirror.uri_of(Path(path).resolve())

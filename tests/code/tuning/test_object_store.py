@@ -1,0 +1,117 @@
+"""Issue 49, first part: an experiment on object storage (a real S3-compatible server on loopback)
+ends as a local one does, and report and promote take its URI from another folder with an empty
+cache, fetching no checkpoint's weights but the promoted one's."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from caviar.experiment.object_store import Mirror
+from tests.code.tuning.tune_runs import TUNE, run_caviar, summary_of
+from tests.conftest import tiny_job_yaml
+from tests.object_store import BUCKET, free_port, keys_under, object_store
+
+pytestmark = pytest.mark.slow
+KEEP = 2  # checkpoint.keep_best_trials
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    with object_store(tmp_path_factory.mktemp("store") / "moto.log") as env:
+        yield env
+
+
+@pytest.fixture(scope="module")
+def on_the_store(store, ray_head, tmp_path_factory) -> dict:
+    """A tiny tune whose storage is s3://caviar/exp: the trials (on the shared head) write there."""
+    tmp = tmp_path_factory.mktemp("s3tune")
+    spec = {
+        **TUNE,
+        "num_samples": 4,
+        "max_concurrent_trials": 1,
+        "checkpoint": {"num_to_keep": 1, "keep_best_trials": KEEP},
+    }
+    job = tiny_job_yaml(tmp / "job.yaml", storage=f"s3://{BUCKET}/exp", **spec)
+    env = {**ray_head, **store, "CAVIAR_CACHE": str(tmp / "cache")}
+    proc = run_caviar("tune", job, "--name", "s3q", "--json", env=env)
+    return {"summary": summary_of(proc), "stderr": proc.stderr}
+
+
+def test_a_tune_on_the_store_ends_as_a_local_one(on_the_store, store):
+    summary = on_the_store["summary"]
+    uri = f"s3://{BUCKET}/exp/s3q"
+    assert summary["experiment_dir"] == uri and summary["best_checkpoint"].startswith(uri + "/")
+    keys = keys_under(store, "exp/s3q/")
+    assert {"exp/s3q/caviar_job.json", "exp/s3q/caviar_tune.json"} <= set(keys)
+    kept = {k.rsplit("/", 1)[0] for k in keys if "/checkpoint_" in k}
+    assert len(kept) == KEEP, kept  # pruned on the store, to the bound a local disk keeps
+    assert summary["checkpoint_bytes"] <= summary["checkpoint_bytes_bound"]
+    assert f"caviar report {uri}" in on_the_store["stderr"] and "checkpoints on the store" in on_the_store["stderr"]
+    assert summary["best_interval"] is not None  # the predictions came back from the store
+
+
+def test_report_and_promote_take_the_uri_from_another_folder_with_an_empty_cache(
+    on_the_store, store, cli, tmp_path, monkeypatch, registry_dir
+):
+    for name, value in store.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    uri = on_the_store["summary"]["experiment_dir"]
+    report = cli("report", uri, "--json")
+    assert report.returncode == 0, report.stderr
+    assert json.loads(report.stdout.strip().splitlines()[-1])["experiment_dir"] == uri
+    assert {"exp/s3q/leaderboard.csv", "exp/s3q/report.json", "exp/s3q/param_importance.png"} <= set(
+        keys_under(store, "exp/s3q/")
+    )
+    promoted = cli("promote", uri, "--json")
+    assert promoted.returncode == 0, promoted.stderr
+    card = json.loads((registry_dir / "nsmc-sentiment" / "v1" / "model_card.json").read_text())
+    assert card["experiment"] == uri
+    fetched = list((tmp_path / "cache" / "remote").rglob("model.safetensors"))
+    assert card["source_checkpoint"].startswith(uri + "/")  # where it came from, on the store
+    assert len(fetched) == 1 and card["source_checkpoint"].endswith(fetched[0].parent.name), fetched
+    assert cli("predict", "배우들 연기가 너무 좋았다").returncode == 0
+
+
+def test_the_mirror_downloads_only_what_changed(on_the_store, store, tmp_path, monkeypatch):
+    for name, value in store.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "cache"))
+    mirror = Mirror.of(on_the_store["summary"]["experiment_dir"])
+    folder = mirror.pull()
+    job_file = folder / "caviar_job.json"
+    first = job_file.stat().st_mtime_ns
+    os.utime(job_file, ns=(first - 10**9, first - 10**9))  # an unchanged object is not fetched again
+    mirror.pull()
+    assert job_file.stat().st_mtime_ns == first - 10**9
+    assert not list(folder.rglob("model.safetensors")) and mirror.manifest()["left_out"]
+
+
+def test_a_missing_bucket_is_one_line_before_any_trial(store, cli, tmp_path, monkeypatch):
+    for name, value in store.items():
+        monkeypatch.setenv(name, value)
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage="s3://no-such-bucket/exp")
+    proc = cli("tune", job)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == (
+        "caviar: error: storage s3://no-such-bucket/exp: the bucket no-such-bucket does not exist; "
+        "create it, or point storage elsewhere"
+    )
+
+
+def test_a_store_that_does_not_answer_is_one_line_and_promote_changes_nothing(
+    store, cli, tmp_path, monkeypatch, registry_dir
+):
+    for name, value in store.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage=f"s3://{BUCKET}/exp")
+    tuned = cli("tune", job)
+    assert tuned.returncode == 2 and "the store does not answer" in tuned.stderr and len(tuned.stderr.splitlines()) == 1
+    promoted = cli("promote", f"s3://{BUCKET}/exp/s3q")
+    assert promoted.returncode == 2 and "the store does not answer" in promoted.stderr, promoted.stderr
+    assert not registry_dir.exists()

@@ -1,0 +1,73 @@
+"""A real S3-compatible server for the tests: moto's, on 127.0.0.1, with one bucket; always stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+BUCKET = "caviar"
+KEYS = {"AWS_ACCESS_KEY_ID": "caviar", "AWS_SECRET_ACCESS_KEY": "caviar-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+START_TIMEOUT_S = 60  # a bound on a stuck start only; it answers within seconds
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def object_store(log: Path) -> Iterator[dict[str, str]]:
+    """The AWS_* environment that reaches a fresh store holding an empty bucket."""
+    import boto3
+    import botocore
+
+    port = free_port()
+    server = Path(sys.executable).parent / "moto_server"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out)
+    env = {**KEYS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    try:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name=KEYS["AWS_DEFAULT_REGION"],
+            aws_access_key_id=KEYS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=KEYS["AWS_SECRET_ACCESS_KEY"],
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:  # until the server answers: it is up when the bucket is made
+            try:
+                s3.create_bucket(Bucket=BUCKET)
+                break
+            except botocore.exceptions.EndpointConnectionError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.1)
+        yield env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def keys_under(env: dict[str, str], prefix: str) -> list[str]:
+    """Every object key under `prefix` in the bucket."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
