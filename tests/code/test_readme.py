@@ -123,8 +123,10 @@ def runner(cli, experiment, tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_the_readme_commands_that_finish_in_seconds_run_as_printed(runner):
-    lines = [
-        c for c in readme_commands() if c.startswith(".venv/bin/caviar ") and c.split()[1] in RUN_SMOKE + RUN_AS_PRINTED
+    lines = [  # an experiment on object storage is parsed only: its real runs are in test_object_store.py
+        c
+        for c in readme_commands()
+        if c.startswith(".venv/bin/caviar ") and c.split()[1] in RUN_SMOKE + RUN_AS_PRINTED and "://" not in c
     ]
     assert any(" rollback " in c for c in lines) and any(" promote " in c for c in lines)
     # a version for `registry rollback` to go back to, then the experiment itself: the README's own
