@@ -89,7 +89,7 @@ def tune_cmd(
 
 
 def resume_cmd(
-    experiment: Path = typer.Argument(..., help="results/<experiment>"),
+    experiment: str = typer.Argument(..., help="results/<experiment>, or its URI (s3://bucket/path/<experiment>)"),
     address: str | None = typer.Option(None, help=ADDRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),

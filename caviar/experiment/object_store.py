@@ -15,6 +15,7 @@ passed explicitly, so that the filesystem Ray ships to trials on other nodes car
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -154,6 +155,34 @@ class Mirror:
                     out.write(source.read_bytes())
             except OSError as err:
                 raise UserError(f"{self.uri}/{name}: cannot write it ({_reason(err)}); {_where()}") from None
+
+    def rename_dir(self, source: Path, dest: Path) -> None:
+        """A folder of the mirror renamed, here and on the store (each object copied, then the old deleted)."""
+        import pyarrow.fs as pafs
+
+        fs, root = filesystem(self.uri)
+        old, new = (Path(p).resolve().relative_to(self.folder.resolve()).as_posix() for p in (source, dest))
+        listed = fs.get_file_info(pafs.FileSelector(f"{root}/{old}", recursive=True))
+        for info in (i for i in listed if i.type == pafs.FileType.File):
+            fs.copy_file(info.path, f"{root}/{new}{info.path[len(f'{root}/{old}') :]}")
+        fs.delete_dir(f"{root}/{old}")
+        Path(source).rename(dest)
+        self.pull()  # the manifest follows the store
+
+    @contextlib.contextmanager
+    def root_changes_pushed(self):
+        """Files of the mirror's root written, replaced or renamed inside the block are so on the store too."""
+
+        def stamps() -> dict:
+            return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in self.folder.iterdir() if p.is_file()}
+
+        before = stamps()
+        yield
+        after = stamps()
+        self.push(*[name for name, stamp in after.items() if before.get(name) != stamp and name != MANIFEST])
+        fs, root = filesystem(self.uri)
+        for name in set(before) - set(after):
+            fs.delete_file(f"{root}/{name}")
 
     def put_json(self, name: str, record: dict) -> None:
         """A record of caviar's, in the mirror and as one whole object on the store."""

@@ -28,7 +28,7 @@ from model.settings import settings
 class Interrupted(Exception):
     """The run stopped before its trials finished (Ctrl+C); the experiment can be resumed."""
 
-    def __init__(self, experiment_dir: Path):
+    def __init__(self, experiment_dir: str | Path):
         super().__init__(f"interrupted; continue with: {runnable('caviar')} resume {shlex.quote(str(experiment_dir))}")
         self.experiment_dir = experiment_dir
 
@@ -152,7 +152,7 @@ def finish(experiment: Experiment, wall_s: float, notes: list[str] | None = None
     """Summarize an experiment read from disk; prune checkpoints only once every trial has ended."""
     job, experiment_dir = experiment.job, experiment.folder
     if experiment.interrupted:
-        raise Interrupted(experiment_dir)
+        raise Interrupted(known_as(experiment_dir))
     freed = experiment.prune(job.checkpoint.keep_best_trials) + drop_group_checkpoints(experiment_dir)
     if (mirror := mirror_of(experiment_dir)) is not None:  # an experiment on object storage: prune it there
         mirror.drop_missing_checkpoints()

@@ -30,7 +30,8 @@ from caviar.experiment import layout
 from caviar.experiment.job_record import load_job_of
 from caviar.experiment.layout import FUSE_PILOT_FILE, JOB_FILE, PRETRAIN_FILE, Storage
 from caviar.experiment.listing import record_driver
-from caviar.experiment.object_store import Mirror
+from caviar.experiment.object_store import Mirror, is_uri
+from caviar.experiment.object_store import filesystem as filesystem_of
 from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, runnable, save
 from caviar.experiment.record import Experiment, load_trials
 from caviar.job.schema import FinalSpec, JobSpec
@@ -168,12 +169,15 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
         return _search(resolved, storage, name, address, restore=False, started=started, notes=notes)
 
 
-def resume_experiment(experiment_dir: Path, address: str | None = None) -> TuneOutcome | None:
+def resume_experiment(location: str | Path, address: str | None = None) -> TuneOutcome | None:
+    """A folder, or an experiment on object storage by its URI (read through a mirror here)."""
     from ray import tune
 
-    experiment_dir = Path(experiment_dir).resolve()
+    mirror = Mirror.of(str(location)) if is_uri(location) else None
+    experiment_dir = mirror.pull() if mirror else Path(location).resolve()
     job = load_job_of(experiment_dir)
-    if job.rounds == 1 and not tune.Tuner.can_restore(str(experiment_dir)):
+    filesystem, path = filesystem_of(mirror.uri) if mirror else (None, str(experiment_dir))
+    if job.rounds == 1 and not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         raise UserError(f"{experiment_dir} cannot be resumed: Ray saved no experiment state there")
     if job.rounds == 1:  # Ray's own files, read before the data is loaded and Ray started
         from caviar.tuning.tuner import check_tuner_state
@@ -184,8 +188,10 @@ def resume_experiment(experiment_dir: Path, address: str | None = None) -> TuneO
         check_reachable(address)
     resolved = Resolved(job, load_splits(job.data))
     leave_job_working_dir()
-    storage = Storage.of(str(experiment_dir.parent))
-    check_room(experiment_dir, room_for_search(job), f"free some and {runnable('caviar')} resume it again")
+    storage = Storage.of(mirror.uri.rsplit("/", 1)[0] if mirror else str(experiment_dir.parent))
+    check_room(
+        experiment_dir, 0 if mirror else room_for_search(job), f"free some and {runnable('caviar')} resume it again"
+    )
     with out_of_space_is_one_line(experiment_dir, resume_line(experiment_dir)):
         return _search(resolved, storage, experiment_dir.name, address, restore=True, started=time.perf_counter())
 
@@ -223,12 +229,10 @@ def _search(
     if job.rounds > 1:
         rounds_stage(job, storage.local(name), splits)
     elif restore:
-        fit(restore_tuner(job, storage.local(name), splits))
+        fit(restore_tuner(job, _folder(storage, name), splits))
     else:
         fit(build_tuner(job, name, storage, splits))
-    # read once, for the outcome and the re-runs; on object storage through a mirror without the weights
-    folder = Mirror.of(storage.uri(name)).pull() if storage.is_remote else storage.local(name)
-    experiment = Experiment.load(folder, job)
+    experiment = Experiment.load(_folder(storage, name), job)  # read once: the outcome and the re-runs
     outcome = finish(experiment, time.perf_counter() - started, notes)
     if job.final.seeds:
         from caviar.tuning.reseed import reseed
@@ -236,6 +240,11 @@ def _search(
         outcome.reseed = reseed(experiment, job.final, splits)
         save(outcome)
     return outcome
+
+
+def _folder(storage: Storage, name: str) -> Path:
+    """The experiment's folder; on object storage its mirror, up to date, without the weights."""
+    return Mirror.of(storage.uri(name)).pull() if storage.is_remote else storage.local(name)
 
 
 def _start(address: str | None, job: JobSpec) -> None:

@@ -4,12 +4,14 @@ table and TensorBoard; or restoring one. tuning/pipeline.py decides which Tuners
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 from pathlib import Path
 
 from caviar.experiment.layout import RAY_TUNER_STATE, Storage
 from caviar.experiment.object_store import filesystem as filesystem_of
+from caviar.experiment.object_store import mirror_of
 from caviar.experiment.record import load_trials
 from caviar.job.schema import JobSpec
 from caviar.tuning import schedulers
@@ -60,21 +62,20 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
 
     check_tuner_state(folder)
     snapshot_states_together()
-    restore_side_states(Path(folder))  # the searcher as it was when the trials' statuses were saved
+    mirror = mirror_of(folder)  # on object storage: the repairs below go to the store too
+    with mirror.root_changes_pushed() if mirror else contextlib.nullcontext():
+        restore_side_states(Path(folder))  # the searcher as it was when the trials' statuses were saved
     records = load_trials(folder, members=False)  # Ray's trials: a fused group is one
-    plan = prepare_resume(records)
+    plan = prepare_resume(records, mirror.rename_dir if mirror else Path.rename)
     for move in plan.moved:
         log.warning("the saved state named a deleted checkpoint; resuming from the newest one: %s", move)
     if job.fused:
         trainable, _ = fused_trainable(job, splits, str(folder), records=records)
     else:
         trainable = trainable_of(job, splits, plan.replay)
+    filesystem, path = filesystem_of(mirror.uri) if mirror else (atomic_local_filesystem(), str(folder))
     tuner = tune.Tuner.restore(
-        str(folder),
-        trainable,
-        resume_unfinished=True,
-        resume_errored=True,
-        storage_filesystem=atomic_local_filesystem(),
+        path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=filesystem
     )
     keep_scheduler_decisions(tuner, records, job)
     return tuner

@@ -9,6 +9,7 @@ snapshot period is still throttled that way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ class ResumePlan:
     replay: frozenset[str]  # trials whose resume checkpoint holds an evaluation result.json lacks
 
 
-def prepare_resume(trials: list[TrialRecord]) -> ResumePlan:
+def prepare_resume(trials: list[TrialRecord], rename: Callable[[Path, Path], None] = Path.rename) -> ResumePlan:
     """Make a killed driver's experiment resumable, and say which trials must re-report.
 
     The trial's newest complete checkpoint is moved into the folder the state names: it resumes
@@ -39,7 +40,7 @@ def prepare_resume(trials: list[TrialRecord]) -> ResumePlan:
             complete = [c for c in trial.checkpoints() if is_checkpoint(c)]
             if not complete:
                 continue
-            complete[-1].rename(wanted)
+            rename(complete[-1], wanted)  # on object storage, on the store as well
             moved.append(f"{trial.trial_id}: {complete[-1].name} -> {Path(wanted).name}")
         step = trial.checkpoint_metrics(wanted).get("step")
         recorded = "step" in trial.history and step in set(trial.history["step"])

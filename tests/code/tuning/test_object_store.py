@@ -10,7 +10,8 @@ import os
 import pytest
 
 from caviar.experiment.object_store import Mirror
-from tests.code.tuning.tune_runs import TUNE, run_caviar, summary_of
+from caviar.experiment.record import load_trials
+from tests.code.tuning.tune_runs import TUNE, run_caviar, summary_of, tune_killed_when
 from tests.conftest import tiny_job_yaml
 from tests.object_store import BUCKET, free_port, keys_under, object_store
 
@@ -115,3 +116,34 @@ def test_a_store_that_does_not_answer_is_one_line_and_promote_changes_nothing(
     promoted = cli("promote", f"s3://{BUCKET}/exp/s3q")
     assert promoted.returncode == 2 and "the store does not answer" in promoted.stderr, promoted.stderr
     assert not registry_dir.exists()
+
+
+def test_a_driver_killed_on_the_store_resumes_with_an_empty_cache(store, ray_head, tmp_path):
+    """The driver is killed once a trial's second checkpoint is on the store (an event, not a time);
+    `caviar resume <URI>` from a fresh cache finishes every trial and records no evaluation twice."""
+    import re
+
+    spec = {**TUNE, "num_samples": 3, "max_concurrent_trials": 1, "scheduler": {"type": "fifo"}}
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage=f"s3://{BUCKET}/killed", **spec)
+    own_ray = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, killed with it
+    env = {**own_ray, **store, "CAVIAR_CACHE": str(tmp_path / "driver-cache")}
+
+    def second_checkpoint() -> bool:
+        return any(re.search(r"/checkpoint_000001/", key) for key in keys_under(store, "killed/k/"))
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        tune_killed_when(job, second_checkpoint, what="a second checkpoint", name="k")
+    assert "killed/k/caviar_tune.json" not in keys_under(store, "killed/k/")  # it did not finish
+    fresh = {**ray_head, **store, "CAVIAR_CACHE": str(tmp_path / "fresh")}  # another driver, on the shared head
+    resumed = summary_of(run_caviar("resume", f"s3://{BUCKET}/killed/k", "--json", env=fresh))
+    assert len(resumed["trials"]) == 3 and all(t["status"] == "finished" for t in resumed["trials"])
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in store.items():
+            patch.setenv(name, value)
+        patch.setenv("CAVIAR_CACHE", str(tmp_path / "reader"))
+        trials = load_trials(Mirror.of(f"s3://{BUCKET}/killed/k").pull())
+    for trial in trials:
+        iterations, steps = list(trial.history["training_iteration"]), list(trial.history["step"])
+        assert iterations == list(range(1, len(iterations) + 1)) and steps == sorted(set(steps)), trial.trial_id
