@@ -3,6 +3,7 @@
 # dashboard on loopback, token authentication on. Lets multi-node behaviour be tried on one box.
 #
 # To run: cluster/local.sh up 1      # head + 1 worker, 1 CPU each
+#         cluster/local.sh up 2 --isolated   # workers share no disk with the head (as on a real cluster)
 #         cluster/local.sh down      # stop every node it started
 #         cluster/local.sh objectstore up | down   # an S3-compatible store on loopback (moto's server)
 #
@@ -37,9 +38,26 @@ node_ports() {  # $1 = node index (0 = head)
        "--min-worker-port $((base + 10)) --max-worker-port $((base + 99))"
 }
 
+# --isolated: a worker node runs in a mount namespace of its own (unshare; root), with empty private
+# folders over the project's results/, the system temp folder and Ray's temp folder. What a trial
+# there reads of the driver's then comes through Ray or the storage, never a path on this disk.
+isolated() {  # "$@" = the command to run so
+  [ "$(id -u)" = 0 ] || die "--isolated needs root (unshare -m)"
+  PRIVATE="$here/../results:/tmp:$state/ray" unshare -m --propagation private bash -c '
+    set -e
+    IFS=: read -ra folders <<< "$PRIVATE"
+    for folder in "${folders[@]}"; do mkdir -p "$folder" && mount -t tmpfs tmpfs "$folder"; done
+    exec "$@"' isolated "$@"
+}
+
 up() {
-  local workers=${1:-1}
+  local workers=${1:-1} wrap=()
   [[ $workers =~ ^[0-9]+$ ]] || die "up takes a number of worker nodes, got '$workers'"
+  case "${2:-}" in
+    "") ;;
+    --isolated) wrap=(isolated) ;;
+    *) die "up takes N and optionally --isolated, got '$2'" ;;
+  esac
   mkdir -p "$state"
   [ -f "$state/nodes" ] && die "a cluster from $state is up already; run: $0 down"
   if [ -z "${RAY_AUTH_TOKEN:-}" ] && [ ! -s "$HOME/.ray/auth_token" ]; then
@@ -54,13 +72,13 @@ up() {
   echo "head 0 $((head_port + 1000))" >"$state/nodes"
   for i in $(seq 1 "$workers"); do
     # shellcheck disable=SC2046
-    "$ray_cmd" start --address "127.0.0.1:$head_port" --node-ip-address 127.0.0.1 \
+    "${wrap[@]}" "$ray_cmd" start --address "127.0.0.1:$head_port" --node-ip-address 127.0.0.1 \
       --num-cpus "$cpus" --num-gpus 0 --disable-usage-stats --temp-dir "$state/ray" $(node_ports "$i") \
       >"$state/worker-$i.log" 2>&1 \
       || { cat "$state/worker-$i.log" >&2; down; die "worker $i did not start"; }
     echo "worker $i $((head_port + 1000 + 100 * i))" >>"$state/nodes"
   done
-  echo "Ray head on 127.0.0.1:$head_port with $workers worker node(s), $cpus CPU(s) each"
+  echo "Ray head on 127.0.0.1:$head_port with $workers worker node(s), $cpus CPU(s) each${wrap:+, sharing no disk}"
   echo "dashboard / jobs: http://127.0.0.1:$dash_port   (token: ~/.ray/auth_token or RAY_AUTH_TOKEN)"
 }
 
@@ -148,8 +166,8 @@ PY
 }
 
 case "${1:-}" in
-  up) up "${2:-1}" ;;
+  up) up "${2:-1}" "${3:-}" ;;
   down) down ;;
   objectstore) objectstore "${2:-}" ;;
-  *) die "usage: $0 up N | down | objectstore up|down" ;;
+  *) die "usage: $0 up N [--isolated] | down | objectstore up|down" ;;
 esac

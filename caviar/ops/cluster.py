@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 import sys
 import time
@@ -103,6 +104,19 @@ def absolute_paths(job, overrides: list[str]) -> list[str]:
     return [*overrides, *added]
 
 
+# what a job on s3:// storage needs of the submitting shell; a real cluster's nodes may have their own
+# (an instance role), and then none of these is set here
+AWS_VARIABLES = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+
+
 def runtime_requirements() -> list[str]:
     """The pinned runtime set (requirements.txt): what a cluster needs, no test tools."""
     lines = (PROJECT / "requirements.txt").read_text(encoding="utf-8").splitlines()
@@ -127,6 +141,8 @@ def submit(job_file: Path, address: str, overrides: list[str], install: bool) ->
     # absolute: the job runs in the uploaded working_dir; and the next commands it prints are spelt
     # with this machine's caviar, where the user will type them (outcome.runnable)
     runtime_env["env_vars"] = {**path_variables(), "CAVIAR_CLIENT_BIN": str(Path(sys.executable).parent)}
+    if job.storage.startswith("s3://"):  # the store's endpoint and keys, where this shell has them
+        runtime_env["env_vars"] |= {k: v for k, v in os.environ.items() if k in AWS_VARIABLES}
     if install:
         runtime_env["pip"] = runtime_requirements()
     jobs = client(address)

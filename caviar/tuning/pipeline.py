@@ -39,7 +39,7 @@ from caviar.ops.run_folder import run_folder
 from caviar.tuning.disk_room import room_for_search, room_for_single
 from caviar.tuning.ray_compat.connection import check_reachable
 from caviar.tuning.ray_compat.working_dir import leave_job_working_dir
-from caviar.tuning.ray_session import check_resources, start_ray
+from caviar.tuning.ray_session import check_resources, check_storage_shared, start_ray
 from model.data import Splits, load_splits, locate_nsmc
 from model.errors import UserError
 from model.files import check_room, out_of_space_is_one_line, write_json_atomically
@@ -224,7 +224,8 @@ def _search(
 
     job, splits = resolved.job, resolved.splits
     _start(address, job)
-    if not storage.is_remote:  # `caviar experiments` tells a running experiment from an interrupted one
+    if not storage.is_remote:  # every node must see a local storage; and `caviar experiments` the driver
+        check_storage_shared(storage.local(name))
         record_driver(storage.local(name))
     if job.rounds > 1:
         rounds_stage(job, storage.local(name), splits)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import warnings
+from pathlib import Path
 
 from caviar.job.schema import JobSpec
 from caviar.tuning.ray_compat.connection import HOW_TO_START, check_reachable
@@ -54,3 +56,40 @@ def check_resources(job: JobSpec) -> None:
     ):
         if need > (total := have.get(ray_key, 0)):
             raise UserError(f"resources_per_trial.{key}: {need:g} {ray_key}s per trial, but the cluster has {total:g}")
+
+
+def check_storage_shared(folder: Path) -> None:
+    """Local storage must be one every node sees (a shared mount): a trial on a node that does not
+    see it writes checkpoints the driver never finds. One task per other node looks for a marker the
+    driver wrote; a node that cannot see it stops the job before its first trial, in one line."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n.get("Alive") and n["NodeID"] != ray.get_runtime_context().get_node_id()]
+    if not nodes:
+        return
+    sees = ray.remote(num_cpus=0, max_retries=0)(os.path.exists)
+    marker = Path(folder) / f".caviar-shared-{secrets.token_hex(8)}"
+    marker.write_text("seen by every node\n", encoding="utf-8")
+    try:
+        seen = ray.get(
+            [
+                sees.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+                    str(marker)
+                )
+                for n in nodes
+            ],
+            timeout=SHARED_PROBE_TIMEOUT_S,
+        )
+    finally:
+        marker.unlink(missing_ok=True)
+    blind = [n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})" for n, ok in zip(nodes, seen, strict=True) if not ok]
+    if blind:
+        raise UserError(
+            f"storage {folder}: {len(blind)} of the cluster's nodes do not see it ({blind[0]}), so their trials' "
+            "checkpoints would never reach this driver; use object storage (--set storage=s3://bucket/path) "
+            "or a folder every node mounts"
+        )
+
+
+SHARED_PROBE_TIMEOUT_S = 120  # bounds a stuck node only; a probe answers in about a second

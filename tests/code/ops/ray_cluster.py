@@ -113,7 +113,7 @@ def cluster_ports(base: int, nodes: int = 2) -> list[int]:
     return ports
 
 
-def free_base_port() -> int:
+def free_base_port(nodes: int = 2) -> int:
     """A head port whose every port is free right now, below the kernel's ephemeral range: every
     other Ray on the machine (the shared test heads, a trial's own) takes its random ports from
     that range, so none of them can take one of this cluster's between this check and its start
@@ -122,7 +122,7 @@ def free_base_port() -> int:
     for _ in range(50):
         base = 20000 + secrets.randbelow(top - 20000)
         try:
-            for port in cluster_ports(base):
+            for port in cluster_ports(base, nodes):
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", port))
             return base
@@ -132,10 +132,11 @@ def free_base_port() -> int:
 
 
 @contextlib.contextmanager
-def running_cluster():
-    """A head and one worker node, up for the block; `down` and a check that no Ray process is left."""
+def running_cluster(workers: int = 1, isolated: bool = False):
+    """A head and worker nodes, up for the block (`isolated`: sharing no disk with the head); then
+    `down` and a check that no Ray process is left."""
     state = tempfile.mkdtemp(prefix="cv", dir="/tmp")  # short: Ray's socket paths are length-limited
-    head_port = free_base_port()
+    head_port = free_base_port(workers + 1)
     env = {
         **os.environ,
         "CAVIAR_CLUSTER_DIR": state,
@@ -147,7 +148,8 @@ def running_cluster():
     before = ray_processes()
     local = [str(PROJECT / "cluster" / "local.sh")]
     try:
-        up = subprocess.run(["bash", *local, "up", "1"], env=env, capture_output=True, text=True, timeout=120)
+        command = ["bash", *local, "up", str(workers), *(["--isolated"] if isolated else [])]
+        up = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert up.returncode == 0, f"local.sh up failed:\n{up.stderr[-3000:]}\n{startup_logs(Path(state))}"
         yield Cluster(f"http://127.0.0.1:{head_port + 2000}", env, head_port, Path(state))
     finally:
