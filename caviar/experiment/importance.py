@@ -62,6 +62,9 @@ def fanova(space: dict[str, Distribution], rows: list[dict], metric: str, mode: 
     if len(study.trials) < 2 or not varied:
         result.note = f"not computed: {len(study.trials)} trials over {len(varied)} varied parameters"
         return result
+    if len({t.value for t in study.trials}) == 1:  # fANOVA divides by the variance: there is none
+        result.note = f"not computed: every trial has the same {metric}"
+        return result
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=SEED)
     result.by_param = optuna.importance.get_param_importances(study, evaluator=evaluator, params=varied)
     if len(study.trials) < TRUST_FROM:

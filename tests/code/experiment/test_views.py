@@ -130,6 +130,8 @@ def test_importance_says_what_it_rests_on():
     assert max(found.by_param, key=found.by_param.get) == "train.lr"  # the value follows the lr alone
     few = fanova(space, rows[:5], "val_accuracy", "max")
     assert few.trials == 5 and "a hint, not a ranking" in few.note
+    flat = fanova(space, [{**row, "value": 0.5} for row in rows], "val_accuracy", "max")  # fANOVA raised here
+    assert flat.by_param == {} and flat.note == "not computed: every trial has the same val_accuracy"
     outside = fanova(space, [{**rows[0], "params": {"train.lr": 5.0, "model.dropout": 0.1}}], "val_accuracy", "max")
     assert outside.trials == 0 and outside.by_param == {} and "not computed" in outside.note
 

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
+from caviar.ops.local_store import BUCKET, keys_under, object_store
 from tests.code.ops.ray_cluster import caviar, crash_lines, running_cluster
-from tests.object_store import BUCKET, keys_under, object_store
 
 pytestmark = pytest.mark.slow
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from caviar.experiment.object_store import Mirror
 from caviar.experiment.record import load_trials
+from caviar.ops.local_store import BUCKET, free_port, keys_under, object_store
 from tests.code.tuning.tune_runs import TUNE, run_caviar, summary_of, tune_killed_when
 from tests.conftest import tiny_job_yaml
-from tests.object_store import BUCKET, free_port, keys_under, object_store
 
 pytestmark = pytest.mark.slow
 KEEP = 2  # checkpoint.keep_best_trials
@@ -147,3 +148,25 @@ def test_a_driver_killed_on_the_store_resumes_with_an_empty_cache(store, ray_hea
     for trial in trials:
         iterations, steps = list(trial.history["training_iteration"]), list(trial.history["step"])
         assert iterations == list(range(1, len(iterations) + 1)) and steps == sorted(set(steps)), trial.trial_id
+
+
+def test_the_storage_benchmark_runs_in_its_smoke_form(ray_head, tmp_path):
+    """bench/storage.py end to end on the fixture reviews: a change that breaks it fails here."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # it starts and stops its own Ray
+    project = Path(__file__).parents[3]
+    env |= {"CAVIAR_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(project)}
+    proc = subprocess.run(  # from a folder of its own: its JSON goes to <there>/results/bench
+        [sys.executable, "-m", "bench.storage", "--smoke"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    figures = json.loads((tmp_path / "results" / "bench" / "storage_smoke.json").read_text())
+    assert figures["trials"] == 2 and figures["met"]["store_bytes_over_bound"]
+    assert figures["report_s_empty_cache"] > 0 and figures["promote_s_empty_cache"] > 0

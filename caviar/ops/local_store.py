@@ -1,4 +1,6 @@
-"""A real S3-compatible server for the tests: moto's, on 127.0.0.1, with one bucket; always stopped."""
+"""An S3-compatible store on loopback for trying object storage, the tests and bench/storage.py:
+moto's server (the `moto[server]` dev extra) on 127.0.0.1, with one bucket and throwaway keys,
+always stopped at the end. `cluster/local.sh objectstore up` starts the same for a shell."""
 
 from __future__ import annotations
 
@@ -58,8 +60,8 @@ def object_store(log: Path) -> Iterator[dict[str, str]]:
             proc.wait()
 
 
-def keys_under(env: dict[str, str], prefix: str) -> list[str]:
-    """Every object key under `prefix` in the bucket."""
+def object_sizes(env: dict[str, str], prefix: str) -> dict[str, int]:
+    """Every object under `prefix` in the bucket, with its bytes."""
     import boto3
 
     s3 = boto3.client(
@@ -70,4 +72,8 @@ def keys_under(env: dict[str, str], prefix: str) -> list[str]:
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+    return {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
+
+
+def keys_under(env: dict[str, str], prefix: str) -> list[str]:
+    return list(object_sizes(env, prefix))
