@@ -21,17 +21,19 @@ def register(app: typer.Typer) -> None:
 
 
 def experiments_cmd(
-    storage: Path = typer.Argument(Path("results"), help="the storage folder the experiments are in"),
+    storage: str = typer.Argument("results", help="the storage the experiments are in: a folder, or s3://bucket/path"),
     as_json: bool = typer.Option(False, "--json", help="one JSON document: every experiment"),
 ) -> None:
-    """List the experiments in a storage folder (alias: ls): job, state, trials, best metric, age, size."""
+    """List the experiments in a storage (alias: ls): job, state, trials, best metric, age, size."""
     from caviar.experiment.listing import list_experiments, table
+    from caviar.experiment.object_store import is_uri
 
     lines = list_experiments(storage)
+    shown = storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
     if as_json:
-        typer.echo(json.dumps({"storage": str(storage.resolve()), "experiments": [x.as_json() for x in lines]}))
+        typer.echo(json.dumps({"storage": shown, "experiments": [x.as_json() for x in lines]}))
         return
-    typer.echo(table(lines, storage))
+    typer.echo(table(lines, shown))
 
 
 def experiment_folder(location: str) -> Path:

@@ -10,6 +10,8 @@ record the driver writes at its start (caviar_driver.json: host and pid).
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 import os
 import socket
@@ -18,8 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from caviar.experiment.layout import DRIVER_FILE, JOB_FILE, OUTCOME_FILE
+from caviar.experiment.object_store import filesystem, is_uri
 from caviar.experiment.record import Experiment, folder_bytes
-from model.errors import UserError
+from model.errors import UserError, short
 from model.files import process_alive, read_json_object, write_json_atomically
 
 
@@ -67,7 +70,9 @@ def record_driver(folder: Path) -> None:
     )
 
 
-def list_experiments(storage: Path) -> list[ExperimentLine]:
+def list_experiments(storage: str | Path) -> list[ExperimentLine]:
+    if is_uri(storage):
+        return list_on_store(str(storage))
     storage = Path(storage).expanduser()
     if not storage.is_dir():
         raise UserError(f"{storage}: no such folder")
@@ -77,31 +82,11 @@ def list_experiments(storage: Path) -> list[ExperimentLine]:
 
 
 def read_line(folder: Path) -> ExperimentLine:
-    line = ExperimentLine(
-        name=folder.name,
-        folder=str(folder.resolve()),
-        job="?",
-        state="damaged",
-        trials=None,
-        metric="val_accuracy",
-        mode="max",
-        best=None,
-        best_interval=None,
-        started=(folder / JOB_FILE).stat().st_mtime,  # written before the first trial
-        size_bytes=folder_bytes(folder),
-    )
-    try:
-        job = read_json_object(folder / JOB_FILE)
-    except UserError as err:
-        line.note = str(err)[:80]
+    line = _line(folder.name, str(folder.resolve()), (folder / JOB_FILE).stat().st_mtime, folder_bytes(folder))
+    if not _with_job(line, lambda: read_json_object(folder / JOB_FILE)):
         return line
-    line.job, line.metric, line.mode = (
-        str(job.get("name", "?")),
-        str(job.get("metric", line.metric)),
-        str(job.get("mode", "max")),
-    )
     if (folder / OUTCOME_FILE).is_file():
-        return _finished(line, folder)
+        return _finished(line, lambda: read_json_object(folder / OUTCOME_FILE))
     line.state = "running" if driver_alive(folder) else "interrupted"
     try:
         experiment = Experiment.load(folder)
@@ -114,12 +99,67 @@ def read_line(folder: Path) -> ExperimentLine:
     return line
 
 
-def _finished(line: ExperimentLine, folder: Path) -> ExperimentLine:
+def list_on_store(uri: str) -> list[ExperimentLine]:
+    """The experiments under a URI, each from its two records alone (nothing is mirrored)."""
+    import pyarrow.fs as pafs
+
+    fs, root = filesystem(uri)
+    try:
+        listed = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    except OSError as err:
+        raise UserError(f"{uri}: cannot list it ({short(str(err).strip().splitlines()[0], 120)})") from None
+    folders: dict[str, dict] = {}
+    for info in (i for i in listed if i.type == pafs.FileType.File):
+        name, _, rest = info.path[len(root) + 1 :].partition("/")
+        folders.setdefault(name, {})[rest] = info
+    lines = []
+    for name, files in folders.items():
+        if JOB_FILE not in files:
+            continue
+        read = functools.partial(_read_json, fs, f"{root}/{name}")
+        line = _line(
+            name, f"{uri.rstrip('/')}/{name}", files[JOB_FILE].mtime.timestamp(), sum(i.size for i in files.values())
+        )
+        if _with_job(line, functools.partial(read, JOB_FILE)):
+            if OUTCOME_FILE in files:
+                _finished(line, functools.partial(read, OUTCOME_FILE))
+            else:  # a driver elsewhere cannot be asked whether it still runs
+                line.state = "running or interrupted"
+                line.trials = sum(1 for rel in files if rel.count("/") == 1 and rel.endswith("/params.json"))
+        lines.append(line)
+    return sorted(lines, key=lambda line: line.started)
+
+
+def _read_json(fs, folder: str, record: str) -> dict:
+    with fs.open_input_stream(f"{folder}/{record}") as stream:
+        return json.loads(stream.read())
+
+
+def _line(name: str, folder: str, started: float, size_bytes: int) -> ExperimentLine:
+    return ExperimentLine(name, folder, "?", "damaged", None, "val_accuracy", "max", None, None, started, size_bytes)
+
+
+def _with_job(line: ExperimentLine, read) -> bool:
+    """The job's name, metric and mode on the line; False (and why, on the line) for a damaged record."""
+    try:
+        job = read()
+    except (UserError, ValueError, OSError) as err:
+        line.note = short(str(err), 80)
+        return False
+    line.job, line.metric, line.mode = (
+        str(job.get("name", "?")),
+        str(job.get("metric", line.metric)),
+        str(job.get("mode", "max")),
+    )
+    return True
+
+
+def _finished(line: ExperimentLine, read) -> ExperimentLine:
     line.state = "finished"
     try:
-        outcome = read_json_object(folder / OUTCOME_FILE)
-    except UserError as err:
-        line.state, line.note = "damaged", str(err)[:80]
+        outcome = read()
+    except (UserError, ValueError, OSError) as err:
+        line.state, line.note = "damaged", short(str(err), 80)
         return line
     line.trials = len(outcome.get("trials") or [])
     best = outcome.get(f"best_{line.metric}")
@@ -139,13 +179,13 @@ def driver_alive(folder: Path) -> bool:
     return record.get("host") == socket.gethostname() and isinstance(pid, int) and process_alive(pid)
 
 
-def table(lines: list[ExperimentLine], storage: Path) -> str:
+def table(lines: list[ExperimentLine], storage: str) -> str:
     now = time.time()
     head = ["name", "job", "state", "trials", "best", "age", "size"]
     rows = [head, *(line.cells(now) for line in lines)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     counted = f"{len(lines)} experiment{'' if len(lines) == 1 else 's'}"
-    text = [f"{counted} in {Path(storage).resolve()} (newest last):"]
+    text = [f"{counted} in {storage} (newest last):"]
     text += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     return "\n".join(text)
 

@@ -26,7 +26,6 @@ def free_port() -> int:
 @contextlib.contextmanager
 def object_store(log: Path) -> Iterator[dict[str, str]]:
     """The AWS_* environment that reaches a fresh store holding an empty bucket."""
-    import boto3
     import botocore
 
     port = free_port()
@@ -35,20 +34,15 @@ def object_store(log: Path) -> Iterator[dict[str, str]]:
         proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=out)
     env = {**KEYS, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
     try:
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name=KEYS["AWS_DEFAULT_REGION"],
-            aws_access_key_id=KEYS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=KEYS["AWS_SECRET_ACCESS_KEY"],
-        )
+        s3 = client(env)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:  # until the server answers: it is up when the bucket is made
             try:
                 s3.create_bucket(Bucket=BUCKET)
                 break
             except botocore.exceptions.EndpointConnectionError:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the object store did not start:\n{log.read_text()[-2000:]}") from None
                 time.sleep(0.1)
         yield env
     finally:
@@ -62,17 +56,22 @@ def object_store(log: Path) -> Iterator[dict[str, str]]:
 
 def object_sizes(env: dict[str, str], prefix: str) -> dict[str, int]:
     """Every object under `prefix` in the bucket, with its bytes."""
+    s3 = client(env)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+    return {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
+
+
+def client(env: dict[str, str]):
+    """boto3's S3 client for the store `env` reaches."""
     import boto3
 
-    s3 = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=env["AWS_ENDPOINT_URL"],
         region_name=env["AWS_DEFAULT_REGION"],
         aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     )
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-    return {item["Key"]: item["Size"] for page in pages for item in page.get("Contents", [])}
 
 
 def keys_under(env: dict[str, str], prefix: str) -> list[str]:

@@ -79,6 +79,20 @@ def test_report_and_promote_take_the_uri_from_another_folder_with_an_empty_cache
     assert cli("predict", "배우들 연기가 너무 좋았다").returncode == 0
 
 
+def test_experiments_lists_a_bucket_from_its_records_alone(on_the_store, store, cli, tmp_path, monkeypatch):
+    for name, value in store.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "cache"))
+    proc = cli("experiments", f"s3://{BUCKET}/exp", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [e for e in json.loads(proc.stdout)["experiments"] if e["name"] == "s3q"]
+    summary = on_the_store["summary"]
+    assert line["state"] == "finished" and line["trials"] == len(summary["trials"]) and line["job"] == "tiny"
+    assert line["best"] == summary["best_val_accuracy"] and line["best_interval"] == summary["best_interval"]
+    assert line["folder"] == summary["experiment_dir"] and line["size_bytes"] > 0
+    assert not (tmp_path / "cache" / "remote").exists()  # nothing was mirrored to list it
+
+
 def test_the_mirror_downloads_only_what_changed(on_the_store, store, tmp_path, monkeypatch):
     for name, value in store.items():
         monkeypatch.setenv(name, value)
