@@ -51,7 +51,7 @@ def main() -> None:
                 "resources_per_trial": {"cpu": 1},
                 "seed": 0,  # the same 16 configurations under both schedulers
             }
-            summary = tune_job(bench_job(sections, Path(tmp) / "results"), experiment=name)
+            summary = tune_job(bench_job(sections, Path(tmp) / "results"), experiment=name).as_json()
             runs[name] = {
                 "wall_s": summary["wall_s"],
                 "best_val_accuracy": summary["best_val_accuracy"],

@@ -82,7 +82,7 @@ def main() -> None:
         )
         test = load_splits(panda.data).test
         for side, job in (("panda", panda), ("caviar", caviar)):
-            summary = tune_job(job, experiment=side)
+            summary = tune_job(job, experiment=side).as_json()
             metrics = evaluate_checkpoint(Path(summary["best_checkpoint"]), test)
             results[side] = {
                 "wall_s": summary["wall_s"] + (lr_seconds if side == "panda" else 0.0),

@@ -36,7 +36,7 @@ def main() -> None:
                 "max_concurrent_trials": concurrent,
                 "resources_per_trial": {"cpu": 1},
             }
-            summary = tune_job(bench_job(sections, Path(tmp) / "results"), experiment=f"c{concurrent}")
+            summary = tune_job(bench_job(sections, Path(tmp) / "results"), experiment=f"c{concurrent}").as_json()
             assert all(t["status"] in ("finished", "stopped") for t in summary["trials"]), summary["trials"]
             runs[concurrent] = {"wall_s": summary["wall_s"], "trials_per_hour": args.trials * 3600 / summary["wall_s"]}
     ray.shutdown()

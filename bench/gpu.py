@@ -113,7 +113,7 @@ def packed(args, fraction: float, storage: str) -> dict:
         storage=storage,
     )
     with Utilization(args.device) as util:
-        outcome = tune_job(job, experiment=f"pack-{fraction:g}")
+        outcome = tune_job(job, experiment=f"pack-{fraction:g}").as_json()
     rows = _last_reports(outcome["experiment_dir"], job.train.batch_size)
     examples = sum(r["examples"] for r in rows)
     return {

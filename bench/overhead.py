@@ -47,7 +47,7 @@ def main() -> None:
         job = bench_job(sections, Path(tmp) / "results")
         plain = run_single(job, Path(tmp) / "single", progress=False)
         ray_start_s = timed_ray_start()
-        summary = tune_job(job, experiment="overhead")
+        summary = tune_job(job, experiment="overhead").as_json()
         (trial,) = load_trials(Path(summary["experiment_dir"]))
         history = trial.history
         # the same aggregate as `caviar train`: examples over training seconds, across all evaluations
