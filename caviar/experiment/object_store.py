@@ -113,6 +113,7 @@ class Mirror:
             raise UserError(f"{self.uri}: no such experiment on the store")
         old = self.manifest().get("files", {})
         held, left_out = {}, {}
+        self.folder.mkdir(parents=True, exist_ok=True)
         for rel, info in files.items():
             stamp = [info.size, info.mtime_ns]
             if Path(rel).name in LEFT_OUT and "/checkpoint_" in f"/{rel}":
@@ -121,8 +122,9 @@ class Mirror:
             if old.get(rel) != stamp or not (self.folder / rel).is_file():
                 self._download(fs, f"{root}/{rel}", self.folder / rel)
             held[rel] = stamp
-        for rel in set(old) - set(files):  # gone from the store (a pruned checkpoint): gone here too
-            (self.folder / rel).unlink(missing_ok=True)
+        for local in [f for f in self.folder.rglob("*") if f.is_file() and f.name != MANIFEST]:
+            if local.relative_to(self.folder).as_posix() not in files:  # gone from the store (a pruned
+                local.unlink()  # checkpoint, fetched weights and all): gone here too
         write_json_atomically(self.folder / MANIFEST, {"uri": self.uri, "files": held, "left_out": left_out})
         return self.folder
 

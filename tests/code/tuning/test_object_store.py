@@ -104,6 +104,11 @@ def test_the_mirror_downloads_only_what_changed(on_the_store, store, tmp_path, m
     mirror.pull()
     assert job_file.stat().st_mtime_ns == first - 10**9
     assert not list(folder.rglob("model.safetensors")) and mirror.manifest()["left_out"]
+    stale = folder / "run_trial_gone" / "checkpoint_000009" / "model.safetensors"  # pruned on the store
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"weights fetched earlier")
+    mirror.pull()
+    assert not stale.exists()
 
 
 def test_a_missing_bucket_is_one_line_before_any_trial(store, cli, tmp_path, monkeypatch):
