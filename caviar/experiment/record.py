@@ -69,19 +69,13 @@ class TrialRecord:
 
     @property
     def stopped_by(self) -> str | None:
-        """Why it ended: finished (its own end, or the scheduler's last rung), patience, scheduler,
-        budget or error; None while it has not ended."""
+        """Why it ended (why_ended), or error; None while it has not ended."""
         if self.status == "ERROR":
             return "error"
-        if self.cut_by_budget:
-            return "budget"
-        if self.stopped_early:
-            return "scheduler"
-        if self.status not in ("TERMINATED", "PAUSED"):  # synchronous HyperBand leaves the ended PAUSED
+        if not self.cut_by_budget and self.status not in ("TERMINATED", "PAUSED"):  # HyperBand ends PAUSED
             return None
         last = self.history.iloc[-1] if len(self.history) else {}
-        patience = self.finished_naturally and bool(last.get("stopped_by_patience", False))
-        return "patience" if patience else "finished"
+        return why_ended(last, self.evaluations, self.max_t, self.cut_by_budget)
 
     @property
     def state(self) -> str:
@@ -120,6 +114,16 @@ class TrialRecord:
             return None
         pick = max if mode == "max" else min
         return pick(scored, key=lambda mc: mc[0])[1]
+
+
+def why_ended(last, evaluations: int, max_t: int | None, cut_by_budget: bool) -> str:
+    """Why a trial that ended did: budget, patience, finished (its own end, or the scheduler's last
+    rung) or scheduler, from its last report. The one rule: the records and the live view use it."""
+    if cut_by_budget:
+        return "budget"
+    if last.get("done_training", False):
+        return "patience" if last.get("stopped_by_patience", False) else "finished"
+    return "finished" if max_t is not None and evaluations >= max_t else "scheduler"
 
 
 def trials_cut(experiment_dir: Path) -> set[str]:

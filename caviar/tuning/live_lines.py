@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 from ray.tune import ProgressReporter
 
+from caviar.experiment.record import why_ended
 from caviar.job.keys import flatten
 
 SUMMARY_EVERY_S = 30.0
+SAID = {"budget": "cut by the time budget", "patience": "stopped by patience"}  # why_ended's words, as lines
 
 
 @dataclass
@@ -107,14 +109,11 @@ class LiveLines(ProgressReporter):
         ]
 
     def _why(self, result: dict, evaluations: int) -> str:
-        """Why a TERMINATED trial ended, as far as the driver can tell while the run goes on."""
-        if result.get("done_training"):
-            return "stopped by patience" if result.get("stopped_by_patience") else "finished"
-        if self.max_t is not None and evaluations >= self.max_t:
-            return "finished"
-        if self.time_budget_s is not None and self.clock() - self.started >= self.time_budget_s - 1:
-            return "cut by the time budget"
-        return f"stopped by {self.scheduler}"
+        """Why a TERMINATED trial ended, as far as the driver can tell while the run goes on (the
+        budget from its own clock: the record of the trials it cut is written at the end)."""
+        out_of_time = self.time_budget_s is not None and self.clock() - self.started >= self.time_budget_s - 1
+        why = why_ended(result, evaluations, self.max_t, out_of_time)
+        return SAID.get(why, why) if why != "scheduler" else f"stopped by {self.scheduler}"
 
     def summary(self, trials: list) -> str:
         counts = {"running": 0, "pending": 0, "finished": 0, "stopped": 0, "errored": 0}
