@@ -16,6 +16,7 @@ passed explicitly, so that the filesystem Ray ships to trials on other nodes car
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -136,7 +137,7 @@ class Mirror:
 
     def manifest(self) -> dict:
         path = self.folder / MANIFEST
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        return read_manifest(path) if path.is_file() else {}
 
     def complete(self, checkpoint: Path) -> Path:
         """Fetch a checkpoint's large files, which pull left out."""
@@ -223,12 +224,24 @@ class Mirror:
                 out.write(chunk)
 
 
+def read_manifest(path: Path) -> dict:
+    """A mirror's manifest, parsed once per version of the file: every row of a report and every
+    checkpoint's size asks for it. Read-only to its callers."""
+    stat = path.stat()
+    return _parsed(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, mtime_ns: int, size: int) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def mirror_of(folder: Path) -> Mirror | None:
     """The mirror a local folder lies in, if any (its root holds the manifest)."""
     folder = Path(folder).resolve()
     for candidate in (folder, *folder.parents):
         if (candidate / MANIFEST).is_file():
-            return Mirror(json.loads((candidate / MANIFEST).read_text(encoding="utf-8"))["uri"], candidate)
+            return Mirror(read_manifest(candidate / MANIFEST)["uri"], candidate)
     return None
 
 
