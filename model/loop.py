@@ -28,7 +28,7 @@ from model.evaluate import EVAL_BATCH, cross_entropy, scored
 from model.predictions import Predictions
 from model.schedule import build_optimizer, build_schedule
 
-Report = Callable[[dict, Path], None]  # (metrics, checkpoint folder): the one link to the outside
+Report = Callable[[dict, Path | None], None]  # (metrics, checkpoint folder or None): the one link out
 MIN_IMPROVEMENT = 1e-4  # val_loss must drop by this much to reset the patience counter
 
 
@@ -218,6 +218,7 @@ class Trainer:
             self.bad_evals += 1
         self.stopped_early = self.tc.patience is not None and self.bad_evals >= self.tc.patience
         metrics = {
+            "evaluation": len(self.history) + 1,  # counts on across resumes: the checkpoint keeps the history
             "epoch": round(self.step / self.steps_per_epoch, 4),
             "step": self.step,
             "train_loss": train_loss,

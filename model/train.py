@@ -67,15 +67,16 @@ def train(
     splits: Splits | None = None,
     report: Report | None = None,
     resume_from: Path | None = None,
-    replay_last_report: bool = False,
+    replay_after_step: int | None = None,
     progress: bool = False,
     started: float | None = None,
 ) -> TrainResult:
     """Train `cfg` to its end (or patience), calling `report` at every evaluation.
 
     `resume_from`: continue from a checkpoint folder (a crash, a driver restart, a PBT exploit).
-    `replay_last_report`: the checkpoint's own evaluation never reached the driver's record (it was
-    killed in between), so report it again before going on; otherwise a resumed run reports only new
+    `replay_after_step`: the driver's record ends at this step (-1: it holds none), short of the
+    checkpoint (it was killed in between), so the evaluations after it are reported again, from the
+    history the checkpoint keeps, before going on; otherwise a resumed run reports only new
     evaluations, and a run whose checkpoint is already its last reports nothing at all.
     `started`: a time.perf_counter() reading; metrics report `startup_s`, from it to the first step."""
     started = time.perf_counter() if started is None else started
@@ -85,8 +86,10 @@ def train(
     trainer = Trainer(cfg, run, progress, started=started)
     if saved is not None and saved.trainer_state is not None:
         trainer.resume(saved.trainer_state, saved.config.train)
-        if replay_last_report and trainer.history and report is not None:
-            report(trainer.history[-1], resume_from)
+        if replay_after_step is not None and report is not None:
+            lost = [row for row in trainer.history if row["step"] > replay_after_step]
+            for row in lost:  # only the last has its checkpoint: the checkpoint folder is the last's
+                report(row, resume_from if row is lost[-1] else None)
 
     origin = pretrained_origin(cfg.model)
 

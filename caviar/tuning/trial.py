@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import ray
@@ -23,8 +24,9 @@ from model.train import train
 FAULT_ENV = "CAVIAR_INJECT_FAULT"
 
 
-def run_trial(config: dict, *, base: dict, splits, cpus: float, replay: frozenset[str] = frozenset()) -> None:
-    """`replay`: trials whose resume checkpoint holds an evaluation the driver never recorded."""
+def run_trial(config: dict, *, base: dict, splits, cpus: float, replay: Mapping[str, int] | None = None) -> None:
+    """`replay`: trial id -> the last step the driver recorded (-1: none), for the trials whose resume
+    checkpoint holds evaluations past it (ray_compat.resume_repair)."""
     started = time.perf_counter()  # for `startup_s`: this trial's set-up until its first step
     purge_on_a_timer()  # a trial's worker process returns idle pages as the `caviar` command does
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per report
@@ -35,8 +37,12 @@ def run_trial(config: dict, *, base: dict, splits, cpus: float, replay: frozense
 
     node_id = ray.get_runtime_context().get_node_id()  # which node ran it, for multi-node runs
 
-    def report(metrics: dict, folder: Path) -> None:
-        tune.report({**metrics, "node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(folder))
+    def report(metrics: dict, folder: Path | None) -> None:
+        # The evaluation's own count, not Ray's counter, which restarts from the number the saved
+        # state gave the checkpoint: a replayed evaluation keeps its number (Trainable.train keeps ours).
+        counted = {"training_iteration": metrics["evaluation"]} if "evaluation" in metrics else {}
+        checkpoint = tune.Checkpoint.from_directory(folder) if folder is not None else None
+        tune.report({**metrics, **counted, "node_id": node_id}, checkpoint=checkpoint)
         if fault:
             fault.maybe_raise()
 
@@ -45,10 +51,8 @@ def run_trial(config: dict, *, base: dict, splits, cpus: float, replay: frozense
         train(cfg, splits=splits, report=report, started=started)
         return
     with checkpoint.as_directory() as folder:
-        replay_last = tune.get_context().get_trial_id() in replay
-        train(
-            cfg, splits=splits, report=report, resume_from=Path(folder), replay_last_report=replay_last, started=started
-        )
+        after = (replay or {}).get(tune.get_context().get_trial_id())
+        train(cfg, splits=splits, report=report, resume_from=Path(folder), replay_after_step=after, started=started)
 
 
 class _FaultOnce:

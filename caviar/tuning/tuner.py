@@ -41,7 +41,7 @@ SHORT_NAMES = {"val_accuracy": "val_acc", "examples_per_s": "ex/s"}  # the live 
 LIVE_COLUMNS = {m: SHORT_NAMES.get(m, m) for m in (*METRICS, "epoch", "examples_per_s") if m != "val_f1"}
 
 
-def trainable_of(job: JobSpec, splits: Splits, replay: frozenset[str] = frozenset()):
+def trainable_of(job: JobSpec, splits: Splits, replay: dict[str, int] | None = None):
     """run_trial with the job's fixed values and the splits bound (loaded once, in the driver: trials
     get them through the object store), and the resources each trial asks for."""
     from ray import tune
@@ -51,7 +51,7 @@ def trainable_of(job: JobSpec, splits: Splits, replay: frozenset[str] = frozense
         base=job.trial_base(),
         splits=splits,
         cpus=job.resources_per_trial.cpu,
-        replay=replay,
+        replay=replay or {},
     )
     return tune.with_resources(bound, {"cpu": job.resources_per_trial.cpu, "gpu": job.resources_per_trial.gpu})
 

@@ -18,11 +18,12 @@ class Recorder:
     """A report callback that keeps every metrics row and copies of chosen checkpoints."""
 
     def __init__(self, keep_dir=None):
-        self.rows, self.keep_dir = [], keep_dir
+        self.rows, self.folders, self.keep_dir = [], [], keep_dir
 
     def __call__(self, metrics, checkpoint):
         self.rows.append(metrics)
-        if self.keep_dir is not None:
+        self.folders.append(checkpoint)
+        if self.keep_dir is not None and checkpoint is not None:
             shutil.copytree(checkpoint, self.keep_dir / f"step{metrics['step']}")
 
 
@@ -116,12 +117,19 @@ def test_a_resumed_run_reports_only_what_the_driver_has_not_recorded(tiny_config
     assert again.rows == []
 
     replayed = Recorder()
-    train(tiny_config, report=replayed, resume_from=last, replay_last_report=True)
+    train(tiny_config, report=replayed, resume_from=last, replay_after_step=straight.rows[-2]["step"])
     assert [r["step"] for r in replayed.rows] == [straight.rows[-1]["step"]]
 
     midway = Recorder()
-    train(tiny_config, report=midway, resume_from=first, replay_last_report=True)
+    train(tiny_config, report=midway, resume_from=first, replay_after_step=-1)
     assert [r["step"] for r in midway.rows] == [r["step"] for r in straight.rows]
+
+    # the driver's record short of the checkpoint by several evaluations: each comes again, in order,
+    # with its own number; only the checkpoint's own evaluation carries the checkpoint
+    several = Recorder()
+    train(tiny_config, report=several, resume_from=last, replay_after_step=-1)
+    assert [(r["step"], r["evaluation"]) for r in several.rows] == [(r["step"], r["evaluation"]) for r in straight.rows]
+    assert several.folders[:-1] == [None] * (len(straight.rows) - 1) and several.folders[-1] == last
 
 
 def test_a_diverging_run_stops_before_it_saves(tiny_config):

@@ -20,7 +20,7 @@ from model.checkpoint import is_checkpoint
 @dataclass
 class ResumePlan:
     moved: list[str]  # stale checkpoint references repaired, as "trial: from -> to"
-    replay: frozenset[str]  # trials whose resume checkpoint holds an evaluation result.json lacks
+    replay: dict[str, int]  # trial -> the last step result.json holds (-1: none), where its checkpoint is past it
 
 
 def prepare_resume(trials: list[TrialRecord], rename: Callable[[Path, Path], None] = Path.rename) -> ResumePlan:
@@ -28,10 +28,11 @@ def prepare_resume(trials: list[TrialRecord], rename: Callable[[Path, Path], Non
 
     The trial's newest complete checkpoint is moved into the folder the state names: it resumes
     from where it really got to. Whether that checkpoint's evaluation was recorded (result.json)
-    decides what the trial does on resume: report it again if it was lost, never if it was not, so
-    no evaluation appears twice and a trial whose last evaluation was recorded is not run again.
+    decides what the trial does on resume: report it again, with any before it that were lost, if it
+    was not, never if it was, so no evaluation appears twice and a trial whose last evaluation was
+    recorded is not run again.
     """
-    moved, replay = [], set()
+    moved, replay = [], {}
     for trial in trials:
         wanted = trial.resume_from
         if trial.status not in UNFINISHED or wanted is None:
@@ -43,7 +44,9 @@ def prepare_resume(trials: list[TrialRecord], rename: Callable[[Path, Path], Non
             rename(complete[-1], wanted)  # on object storage, on the store as well
             moved.append(f"{trial.trial_id}: {complete[-1].name} -> {Path(wanted).name}")
         step = trial.checkpoint_metrics(wanted).get("step")
-        recorded = "step" in trial.history and step in set(trial.history["step"])
-        if step is not None and not recorded:
-            replay.add(trial.trial_id)
-    return ResumePlan(moved, frozenset(replay))
+        recorded = list(trial.history["step"]) if "step" in trial.history else []
+        if step is not None and step not in recorded:
+            # On object storage, result.json may be older than the state by several evaluations (the
+            # driver's upload was cut): every evaluation after its last row is reported again.
+            replay[trial.trial_id] = int(max(recorded, default=-1))
+    return ResumePlan(moved, replay)
