@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from caviar.cli.results import EXPERIMENT_HELP, experiment_folder
 from caviar.job.loading import SET_HELP, load_job
 from model.config import check_safe_name
 from model.errors import UserError
@@ -119,7 +120,7 @@ def _tuning(run, as_json: bool) -> None:
 
 
 def reseed_cmd(
-    experiment: Path = typer.Argument(..., help="results/<experiment>"),
+    experiment: str = typer.Argument(..., help=EXPERIMENT_HELP),
     seeds: int = typer.Option(3, min=2, help="seeds per configuration"),
     top_k: str = typer.Option(
         "3", "--top-k", help="configurations to re-train, best first; `tied`: the best and those tied with it"
@@ -141,7 +142,7 @@ def reseed_cmd(
         raise UserError(f"--top-k {top_k[:40]!r}: expected a count of 1 or more, or `tied`")
     final = FinalSpec(seeds=seeds, top_k=top_k if top_k == "tied" else int(top_k), max_tied=max_tied)
     try:
-        spread = reseed_experiment(experiment, final, address)
+        spread = reseed_experiment(experiment_folder(experiment), final, address)
     finally:
         ray.shutdown()
     _finish(reseed_lines(spread), spread, as_json)

@@ -74,8 +74,11 @@ def _reason(err: OSError) -> str:
     for marker, reason in (
         ("Could not connect", "the store does not answer"),
         ("ACCESS_DENIED", "access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
+        ("INVALID_ACCESS_KEY_ID", "the access key is unknown: check AWS_ACCESS_KEY_ID"),
         ("InvalidAccessKeyId", "the access key is unknown: check AWS_ACCESS_KEY_ID"),
+        ("SIGNATURE_DOES_NOT_MATCH", "the secret key is wrong: check AWS_SECRET_ACCESS_KEY"),
         ("SignatureDoesNotMatch", "the secret key is wrong: check AWS_SECRET_ACCESS_KEY"),
+        ("HTTP response code: 403", "access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
     ):
         if marker in text:
             return reason

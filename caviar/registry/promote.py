@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from caviar.experiment.layout import RESEED_FILE, TRAIN_CHECKPOINT, TRAIN_RESULT, reseed_dir
-from caviar.experiment.object_store import known_as, mirror_of
+from caviar.experiment.object_store import is_uri, known_as, mirror_of
 from caviar.experiment.record import Experiment
 from caviar.job.loading import validate
 from caviar.job.schema import JobSpec
@@ -181,7 +181,7 @@ def _best_of(experiment_dir: Path) -> _Candidate:
         spread = read_json_object(record)
         chosen = next(c for c in spread["configs"] if c["rank"] == spread["chosen_rank"])
         trial = next(t for t in experiment.trials() if t.trial_id == chosen["source_trial"])
-        checkpoint = Path(spread["best_run"]["checkpoint"])
+        checkpoint = _here(spread["best_run"]["checkpoint"], experiment_dir)
     if checkpoint is None and trial.damage:
         raise UserError(
             f"{experiment.folder}: the best trial {trial.trial_id} has no readable checkpoint; {trial.damage[0]}"
@@ -189,6 +189,12 @@ def _best_of(experiment_dir: Path) -> _Candidate:
     if checkpoint is None:
         raise UserError(f"{experiment.folder}: the best trial {trial.trial_id} kept no checkpoint")
     return _Candidate(experiment.job, trial.trial_id, trial.params, checkpoint, spread)
+
+
+def _here(recorded: str, experiment_dir: Path) -> Path:
+    """A checkpoint reseed.json names: a path, or on object storage a URI, read through the mirror."""
+    mirror = mirror_of(experiment_dir) if is_uri(recorded) else None
+    return mirror.local_of(recorded) if mirror else Path(recorded)
 
 
 ROLES = {

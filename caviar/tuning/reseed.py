@@ -19,7 +19,8 @@ from dataclasses import asdict
 import numpy as np
 
 from caviar.experiment.intervals import seeded_difference
-from caviar.experiment.layout import RESEED_FILE, Storage, reseed_dir
+from caviar.experiment.layout import RESEED_DIR, RESEED_FILE, Storage, reseed_dir
+from caviar.experiment.object_store import Mirror, mirror_of
 from caviar.experiment.record import Experiment, TrialRecord
 from caviar.experiment.selection import standings
 from caviar.job import pretrain_search
@@ -63,14 +64,25 @@ def reseed(experiment: Experiment, final: FinalSpec, splits: Splits) -> dict:
     top, picked = to_rerun(experiment, final.top_k, final.max_tied)
     folder = reseed_dir(experiment.folder)
     folder.mkdir(exist_ok=True)
+    mirror = mirror_of(experiment.folder)  # on object storage: the re-runs go to the store beside it
+    storage = Storage(mirror.uri_of(folder) if mirror else str(folder))
     configs, positives, labels = [], {}, None
     seed_list = [job.train.seed + 1000 * i for i in range(1, seeds + 1)]  # the same seeds for each: paired
     for rank, trial in enumerate(top, start=1):
         seeded = seed_job(job, trial.params, seed_list, rank)
-        fit(build_tuner(seeded, f"config-{rank}", Storage(str(folder)), splits))
-        runs, labels, positives[rank] = _seed_runs(Experiment.load(folder / f"config-{rank}", job), rank, splits.test)
+        fit(build_tuner(seeded, f"config-{rank}", storage, splits))
+        if mirror is not None:
+            mirror.pull()
+        runs = Experiment.load(folder / f"config-{rank}", job)
+        runs_of_rank, labels, positives[rank] = _seed_runs(runs, rank, splits.test, mirror)
         configs.append(
-            {"rank": rank, "source_trial": trial.trial_id, "params": trial.params, "runs": runs, **spread(runs)}
+            {
+                "rank": rank,
+                "source_trial": trial.trial_id,
+                "params": trial.params,
+                "runs": runs_of_rank,
+                **spread(runs_of_rank),
+            }
         )
     choice = choose(configs, labels, positives, job.metric, job.mode)
     chosen = next(c for c in configs if c["rank"] == choice["chosen_rank"])
@@ -85,7 +97,10 @@ def reseed(experiment: Experiment, final: FinalSpec, splits: Splits) -> dict:
         **choice,
         "best_run": best_run,
     }
-    write_json_atomically(folder / RESEED_FILE, outcome)
+    if mirror is not None:
+        mirror.put_json(f"{RESEED_DIR}/{RESEED_FILE}", outcome)
+    else:
+        write_json_atomically(folder / RESEED_FILE, outcome)
     return outcome
 
 
@@ -137,9 +152,10 @@ def choose(configs: list[dict], labels: np.ndarray, positives: dict[int, np.ndar
     return {"leader_rank": leader["rank"], "chosen_rank": cheapest["rank"], "chosen_because": why}
 
 
-def _seed_runs(runs: Experiment, rank: int, test) -> tuple[list[dict], np.ndarray, np.ndarray]:
+def _seed_runs(runs: Experiment, rank: int, test, mirror: Mirror | None) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """Each seed's best evaluation by the job's metric (its checkpoint scored on the test file), and
-    the validation labels and those checkpoints' P(긍정), [seeds, n] in the seeds' order."""
+    the validation labels and those checkpoints' P(긍정), [seeds, n] in the seeds' order. On object
+    storage each checkpoint is recorded by its URI, its weights fetched to score it."""
     rows, kept = [], []
     for run in sorted(runs.trials(), key=lambda r: r.params["train.seed"]):
         row = run.best_row(runs.job.metric, runs.job.mode)
@@ -149,6 +165,8 @@ def _seed_runs(runs: Experiment, rank: int, test) -> tuple[list[dict], np.ndarra
         if (predictions := Predictions.load(checkpoint)) is None:
             raise UserError(f"{checkpoint}: holds no validation predictions; the re-runs cannot be compared")
         kept.append(predictions)
+        if mirror is not None:
+            mirror.complete(checkpoint)
         metrics = evaluate_checkpoint(checkpoint, test)
         rows.append(
             {
@@ -158,7 +176,7 @@ def _seed_runs(runs: Experiment, rank: int, test) -> tuple[list[dict], np.ndarra
                 "test_accuracy": metrics.accuracy,
                 "test_f1": metrics.f1,
                 "test_metrics": asdict(metrics),  # promote reuses it: no second pass over test
-                "checkpoint": str(checkpoint),
+                "checkpoint": mirror.uri_of(checkpoint) if mirror else str(checkpoint),
                 "parameters": weight_count(checkpoint),
                 "steps": int(run.history["step"].max()),
             }

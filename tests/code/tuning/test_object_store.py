@@ -111,6 +111,29 @@ def test_the_mirror_downloads_only_what_changed(on_the_store, store, tmp_path, m
     assert not stale.exists()
 
 
+def test_reseed_takes_the_uri_and_promote_takes_its_best_seed_from_the_store(
+    on_the_store, store, ray_head, cli, tmp_path, monkeypatch, registry_dir
+):
+    """The seed re-runs of an experiment on the store go to the store beside it, reseed.json names
+    their checkpoints by URI, and promote from another empty cache fetches the chosen seed's alone."""
+    uri = on_the_store["summary"]["experiment_dir"]
+    env = {**ray_head, **store, "CAVIAR_CACHE": str(tmp_path / "reseed-cache")}
+    spread = summary_of(run_caviar("reseed", uri, "--seeds", "2", "--top-k", "1", "--json", env=env))
+    best = spread["best_run"]["checkpoint"]
+    assert best.startswith(f"{uri}/reseed/config-1/") and len(spread["configs"][0]["runs"]) == 2
+    keys = set(keys_under(store, "exp/s3q/reseed/"))
+    assert "exp/s3q/reseed/reseed.json" in keys and f"{best[len(f's3://{BUCKET}/') :]}/model.safetensors" in keys
+    for name, value in store.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "promote-cache"))
+    promoted = cli("promote", uri, "--json")
+    assert promoted.returncode == 0, promoted.stderr
+    card = json.loads((registry_dir / "nsmc-sentiment" / "v1" / "model_card.json").read_text())
+    assert card["source_checkpoint"] == best and card["reseed"]["best_seed"] == spread["best_run"]["seed"]
+    fetched = list((tmp_path / "promote-cache" / "remote").rglob("model.safetensors"))
+    assert len(fetched) == 1 and best.endswith(fetched[0].parent.relative_to(fetched[0].parents[3]).as_posix())
+
+
 def test_a_missing_bucket_is_one_line_before_any_trial(store, cli, tmp_path, monkeypatch):
     for name, value in store.items():
         monkeypatch.setenv(name, value)
@@ -121,6 +144,28 @@ def test_a_missing_bucket_is_one_line_before_any_trial(store, cli, tmp_path, mon
         "caviar: error: storage s3://no-such-bucket/exp: the bucket no-such-bucket does not exist; "
         "create it, or point storage elsewhere"
     )
+
+
+def test_wrong_keys_are_one_line_before_any_trial(cli, tmp_path, monkeypatch, registry_dir):
+    """A store that checks keys (as every real one does): the issued keys pass the check, a wrong
+    secret or an unknown key is one line naming the setting to fix, exit 2, for tune and promote."""
+    from caviar.experiment.object_store import check_reachable
+
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage=f"s3://{BUCKET}/exp")
+    with object_store(tmp_path / "moto.log", keys_checked=True) as env:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        check_reachable(f"s3://{BUCKET}/exp")  # the keys it issued work
+        for wrong in ({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, {"AWS_ACCESS_KEY_ID": "AKIANOSUCHKEY"}):
+            with monkeypatch.context() as patch:
+                for name, value in wrong.items():
+                    patch.setenv(name, value)
+                tuned = cli("tune", job)
+                promoted = cli("promote", f"s3://{BUCKET}/exp/s3q")
+            for proc in (tuned, promoted):
+                assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+                assert "check AWS_" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not registry_dir.exists()
 
 
 def test_a_store_that_does_not_answer_is_one_line_and_promote_changes_nothing(
