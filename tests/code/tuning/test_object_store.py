@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 from caviar.experiment.object_store import Mirror
 from caviar.experiment.record import load_trials
-from caviar.ops.local_store import BUCKET, free_port, keys_under, object_store
+from caviar.ops.local_store import BUCKET, client, free_port, keys_under, object_store
 from tests.code.tuning.tune_runs import TUNE, run_caviar, summary_of, tune_killed_when
 from tests.conftest import tiny_job_yaml
 
@@ -182,24 +187,66 @@ def test_a_store_that_does_not_answer_is_one_line_and_promote_changes_nothing(
     assert not registry_dir.exists()
 
 
+def holds_scalar(store: dict, key: str, tag: str, scratch: Path) -> bool:
+    """Whether the event file at `key` holds a value of `tag` yet (the driver uploads its copy as it grows)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    client(store).download_file(BUCKET, key, str(scratch))
+    return any(value.tag == tag for event in EventFileLoader(str(scratch)).Load() for value in event.summary.value)
+
+
+def tensorboard_reads(logdir: str, store: dict, log: Path) -> tuple[dict, dict]:
+    """`tensorboard --logdir <URI>` on loopback: its scalar tags per run, once some are loaded, and
+    its HParams table's columns."""
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "tensorboard"), "--logdir", logdir, "--host", "127.0.0.1"]
+    with open(log, "wb") as out:
+        board = subprocess.Popen(
+            [*command, "--port", str(port), "--load_fast", "false"], env={**os.environ, **store}, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}/data/plugin"
+    try:
+        deadline = time.monotonic() + 120  # a bound on a stuck server only: it loads within seconds
+        while True:
+            assert board.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            try:
+                scalars = httpx.get(f"{url}/scalars/tags", timeout=10).json()
+            except httpx.TransportError:
+                scalars = {}  # not listening yet
+            if scalars:
+                break
+            time.sleep(0.5)
+        hparams = httpx.post(f"{url}/hparams/experiment", json={"experimentName": ""}, timeout=30).json()
+        return scalars, hparams
+    finally:
+        board.terminate()
+        board.wait(timeout=30)
+
+
 def test_a_driver_killed_on_the_store_resumes_with_an_empty_cache(store, ray_head, tmp_path):
     """The driver is killed once a trial's second checkpoint is on the store (an event, not a time);
-    `caviar resume <URI>` from a fresh cache finishes every trial and records no evaluation twice."""
-    import re
-
+    TensorBoard reads the trials' scalars and HParams from the store; `caviar resume <URI>` from a
+    fresh cache finishes every trial and records no evaluation twice."""
     spec = {**TUNE, "num_samples": 3, "max_concurrent_trials": 1, "scheduler": {"type": "fifo"}}
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=f"s3://{BUCKET}/killed", **spec)
     own_ray = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own Ray, killed with it
     env = {**own_ray, **store, "CAVIAR_CACHE": str(tmp_path / "driver-cache")}
 
-    def second_checkpoint() -> bool:
-        return any(re.search(r"/checkpoint_000001/", key) for key in keys_under(store, "killed/k/"))
+    def second_checkpoint_and_scalars() -> bool:
+        keys = keys_under(store, "killed/k/")
+        if not any("/checkpoint_000001/" in key for key in keys):
+            return False
+        return any(holds_scalar(store, key, "val_accuracy", tmp_path / "events") for key in keys if "tfevents" in key)
 
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
-        tune_killed_when(job, second_checkpoint, what="a second checkpoint", name="k")
+        tune_killed_when(job, second_checkpoint_and_scalars, what="a second checkpoint", name="k")
     assert "killed/k/caviar_tune.json" not in keys_under(store, "killed/k/")  # it did not finish
+    # what the trials wrote while they ran, read by TensorBoard from the store (boto3, AWS_ENDPOINT_URL)
+    scalars, hparams = tensorboard_reads(f"s3://{BUCKET}/killed/k", store, tmp_path / "tensorboard.log")
+    assert any({"val_accuracy", "val_loss"} <= set(tags) for tags in scalars.values()), scalars
+    assert {"train.lr", "train.weight_decay"} <= {h["name"] for h in hparams["hparamInfos"]}, hparams
     fresh = {**ray_head, **store, "CAVIAR_CACHE": str(tmp_path / "fresh")}  # another driver, on the shared head
     resumed = summary_of(run_caviar("resume", f"s3://{BUCKET}/killed/k", "--json", env=fresh))
     assert len(resumed["trials"]) == 3 and all(t["status"] == "finished" for t in resumed["trials"])
