@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from model.config import ModelConfig, TrialConfig
 from model.errors import UserError, short
-from model.files import read_json_object, write_json_atomically
+from model.files import file_sha256, read_json_object, write_json_atomically
 from model.network import from_config, load_hf_config
 from model.predictions import Predictions
 
@@ -44,9 +44,11 @@ def fill_checkpoint(
     save_model(net, str(folder / WEIGHTS))
     net.config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    write_json_atomically(folder / META, {"config": cfg.model_dump(mode="json"), **meta})
     if trainer_state is not None:
         torch.save(trainer_state, folder / STATE)
+    # the large files' digests: a copy fetched from object storage is checked against them
+    digests = {name: file_sha256(folder / name) for name in (WEIGHTS, STATE) if (folder / name).is_file()}
+    write_json_atomically(folder / META, {"config": cfg.model_dump(mode="json"), **meta, "sha256": digests})
     if predictions is not None:
         predictions.save(folder)
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from model.checkpoint import STATE, WEIGHTS
+from model.checkpoint import META, STATE, WEIGHTS
 from model.errors import UserError, short
-from model.files import atomic_path, write_json_atomically
+from model.files import atomic_path, file_sha256, read_json_object, write_json_atomically
 from model.settings import settings
 
 MANIFEST = ".caviar-mirror.json"  # at a mirror's root: its URI, what it holds and what it left out
@@ -143,12 +143,21 @@ class Mirror:
         return read_manifest(path) if path.is_file() else {}
 
     def complete(self, checkpoint: Path) -> Path:
-        """Fetch a checkpoint's large files, which pull left out."""
+        """Fetch a checkpoint's large files, which pull left out, each checked against the sha256
+        its checkpoint recorded (caviar.json): a copy damaged on the store or on the way is refused."""
         fs, root = filesystem(self.uri)
         rel = Path(checkpoint).resolve().relative_to(self.folder.resolve()).as_posix()
+        recorded = _recorded_digests(Path(checkpoint))
         for name in self.manifest().get("left_out", {}):
-            if name.startswith(rel + "/") and not (self.folder / name).is_file():
-                self._download(fs, f"{root}/{name}", self.folder / name)
+            local = self.folder / name
+            if name.startswith(rel + "/") and not local.is_file():
+                self._download(fs, f"{root}/{name}", local)
+                if (want := recorded.get(local.name)) is not None and file_sha256(local) != want:
+                    local.unlink()
+                    raise UserError(
+                        f"{self.uri}/{name}: its sha256 is not the one its checkpoint recorded "
+                        "(damaged on the store or on the way); nothing was used"
+                    )
         return checkpoint
 
     def push(self, *names: str) -> None:
@@ -225,6 +234,15 @@ class Mirror:
         with atomic_path(dest) as tmp, fs.open_input_stream(source) as stream, open(tmp, "wb") as out:
             while chunk := stream.read(1 << 20):
                 out.write(chunk)
+
+
+def _recorded_digests(checkpoint: Path) -> dict:
+    """The large files' sha256 a checkpoint's caviar.json recorded (none in older checkpoints)."""
+    try:
+        digests = read_json_object(checkpoint / META).get("sha256")
+    except UserError:
+        return {}  # a damaged caviar.json: the load that follows names it
+    return digests if isinstance(digests, dict) else {}
 
 
 def read_manifest(path: Path) -> dict:

@@ -13,7 +13,6 @@ promotions never share a number or a `previous`; leftovers of killed promotions 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import platform
 import re
@@ -29,7 +28,7 @@ from caviar.experiment.layout import registry_root
 from model.checkpoint import CONFIG, META, STATE, TOKENIZER, WEIGHTS
 from model.config import SAFE_NAME, check_safe_name
 from model.errors import UserError, short
-from model.files import process_alive, read_json_object, write_json_atomically
+from model.files import file_sha256, process_alive, read_json_object, write_json_atomically
 from model.predictions import PREDICTIONS
 
 CARD = "model_card.json"
@@ -67,12 +66,7 @@ def version_dir_of(name: str, version: str = CURRENT, root: Path | None = None) 
     return no_link(model_dir / version)
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256 = file_sha256  # the registry's name for it: every file of a version is checked by it
 
 
 def versions(model_dir: Path) -> list[str]:

@@ -116,6 +116,30 @@ def test_the_mirror_downloads_only_what_changed(on_the_store, store, tmp_path, m
     assert not stale.exists()
 
 
+def test_weights_damaged_on_the_store_are_refused_by_their_recorded_sha256(
+    on_the_store, store, cli, tmp_path, monkeypatch, registry_dir
+):
+    """The best checkpoint's weights altered on the store (same size, so no listing tells): promote
+    from an empty cache fetches them, finds they are not what the trial recorded, and stops in one
+    line without touching the registry; it keeps no copy of them."""
+    for name, value in store.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "cache"))
+    key = on_the_store["summary"]["best_checkpoint"][len(f"s3://{BUCKET}/") :] + "/model.safetensors"
+    s3 = client(store)
+    original = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    damaged = bytearray(original)
+    damaged[len(damaged) // 2] ^= 0xFF
+    s3.put_object(Bucket=BUCKET, Key=key, Body=bytes(damaged))
+    try:
+        proc = cli("promote", on_the_store["summary"]["experiment_dir"])
+    finally:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=original)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "model.safetensors: its sha256 is not the one its checkpoint recorded" in proc.stderr
+    assert not registry_dir.exists() and not list((tmp_path / "cache").rglob("model.safetensors"))
+
+
 def test_reseed_takes_the_uri_and_promote_takes_its_best_seed_from_the_store(
     on_the_store, store, ray_head, cli, tmp_path, monkeypatch, registry_dir
 ):
