@@ -19,6 +19,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -130,6 +131,13 @@ class Mirror:
             if local.relative_to(self.folder).as_posix() not in files:  # gone from the store (a pruned
                 local.unlink()  # checkpoint, fetched weights and all): gone here too
         write_json_atomically(self.folder / MANIFEST, {"uri": self.uri, "files": held, "left_out": left_out})
+        return self.folder
+
+    def start_afresh(self) -> Path:
+        """An empty mirror folder for an experiment about to start on the store: what a cache held
+        under the same URI is of one deleted since."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self.folder.mkdir(parents=True)
         return self.folder
 
     def exists(self, name: str) -> bool:

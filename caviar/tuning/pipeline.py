@@ -150,7 +150,9 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
         mirror = Mirror.of(storage.uri(name))
         if mirror.exists(JOB_FILE):
             raise UserError(f"{mirror.uri} already holds an experiment; pick another --name")
-        resolved = before_search(resolved, layout.lr_find_dir(job.storage, name))
+        mirror.start_afresh()
+        with mirror.root_changes_pushed():  # stage 0's record and the LR range test's, on the store too
+            resolved = before_search(resolved, mirror.folder)
         resolved, notes = _fuse_stage(resolved, address, None, notes)
         mirror.put_json(JOB_FILE, resolved.job.model_dump(mode="json"))  # before the first trial, as on a disk
         return _search(resolved, storage, name, address, restore=False, started=started, notes=notes)

@@ -18,7 +18,7 @@ from caviar.experiment.object_store import Mirror
 from caviar.experiment.record import load_trials
 from caviar.ops.local_store import BUCKET, client, free_port, keys_under, object_store
 from tests.code.tuning.tune_runs import TUNE, run_caviar, summary_of, tune_killed_when
-from tests.conftest import tiny_job_yaml
+from tests.conftest import TINY, tiny_job_yaml
 
 pytestmark = pytest.mark.slow
 KEEP = 2  # checkpoint.keep_best_trials
@@ -161,6 +161,24 @@ def test_reseed_takes_the_uri_and_promote_takes_its_best_seed_from_the_store(
     assert card["source_checkpoint"] == best and card["reseed"]["best_seed"] == spread["best_run"]["seed"]
     fetched = list((tmp_path / "promote-cache" / "remote").rglob("model.safetensors"))
     assert len(fetched) == 1 and best.endswith(fetched[0].parent.relative_to(fetched[0].parents[3]).as_posix())
+
+
+def test_the_lr_range_test_of_a_tune_on_the_store_is_on_the_store(store, ray_head, tmp_path):
+    """Stage 1 on object storage: lr_find.json and .png beside the experiment's records, and the
+    search inside the range they suggest, as on a local disk (test_tune.py)."""
+    spec = {**TUNE, "num_samples": 1, "search_space": {}, "scheduler": {"type": "fifo"}}
+    train = {**TINY["train"], "lr": {"from_lr_find": True}, "epochs": 1}
+    lr_find = {"min_lr": 1e-5, "max_lr": 1.0, "steps": 30, "eval_points": 3, "val_limit": 48}
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage=f"s3://{BUCKET}/lr", train=train, lr_find=lr_find, **spec)
+    env = {**ray_head, **store, "CAVIAR_CACHE": str(tmp_path / "cache")}
+    summary = summary_of(run_caviar("tune", job, "--name", "lrs", "--json", env=env))
+    s3 = client(store)
+    found = json.loads(s3.get_object(Bucket=BUCKET, Key="lr/lrs/lr_find.json")["Body"].read())
+    assert s3.get_object(Bucket=BUCKET, Key="lr/lrs/lr_find.png")["Body"].read().startswith(b"\x89PNG")
+    resolved = json.loads(s3.get_object(Bucket=BUCKET, Key="lr/lrs/caviar_job.json")["Body"].read())
+    assert resolved["search_space"]["train.lr"]["loguniform"] == [found["base_lr"], found["max_lr"]]
+    (trial,) = summary["trials"]
+    assert found["base_lr"] <= trial["params"]["train.lr"] <= found["max_lr"]
 
 
 def test_a_missing_bucket_is_one_line_before_any_trial(store, cli, tmp_path, monkeypatch):
