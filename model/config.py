@@ -93,7 +93,10 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
-    pretrained: str | None = Field(None, description="hub id or local folder, e.g. klue/bert-base; None = scratch")
+    pretrained: str | None = Field(
+        None,
+        description="hub id, local folder or folder on object storage (s3://...), e.g. klue/bert-base; None = scratch",
+    )
     vocab_size: int = Field(16000, ge=128, le=1_000_000, description="WordPiece vocabulary trained on the train split")
     layers: int = Field(2, ge=1, le=64, description="transformer layers of the from-scratch BERT (1 to 64)")
     hidden: int = Field(256, ge=8, le=8192, description="hidden width, 8 to 8192; a multiple of heads")

@@ -17,6 +17,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, BertCon
 from model.config import ModelConfig
 from model.data import fingerprint
 from model.errors import UserError, short
+from model.remote import is_uri, model_source
 
 log = logging.getLogger("caviar.model")
 
@@ -102,7 +103,9 @@ def build_network(cfg: ModelConfig, vocab_size: int, pad_id: int) -> nn.Module:
 
 def pretrained_config(source: str, **overrides) -> PretrainedConfig:
     """The transformers config of `model.pretrained`: a folder holding config.json, or a hub id that
-    answers. Anything else is one line naming the value, not transformers' traceback."""
+    answers, or a folder on object storage (fetched into the cache). Anything else is one line naming
+    the value, not transformers' traceback."""
+    source = model_source(source)
     folder = Path(source).expanduser()
     local = folder.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
     if local and not (folder / "config.json").is_file():
@@ -131,7 +134,7 @@ def from_pretrained(cfg: ModelConfig) -> nn.Module:
             setattr(hf_config, key, cfg.dropout)
     with _quiet_transformers():
         net, info = AutoModelForSequenceClassification.from_pretrained(
-            cfg.pretrained, config=hf_config, attn_implementation="sdpa", output_loading_info=True
+            model_source(cfg.pretrained), config=hf_config, attn_implementation="sdpa", output_loading_info=True
         )
     if note := load_note(cfg.pretrained, info, net.base_model_prefix):
         log.warning(note)
@@ -182,11 +185,12 @@ def pretrained_origin(cfg: ModelConfig) -> dict | None:
     folder or hub id, and for a local folder a sha256 of its weights (a hub id names its own)."""
     if not cfg.pretrained:
         return None
-    folder = Path(cfg.pretrained)
+    folder = Path(model_source(cfg.pretrained))
     weights = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     if weights is None:
         return {"source": cfg.pretrained, "fingerprint": None}
-    return {"source": str(folder.resolve()), "fingerprint": fingerprint([weights])}
+    source = cfg.pretrained if is_uri(cfg.pretrained) else str(folder.resolve())  # a URI: the same on every node
+    return {"source": source, "fingerprint": fingerprint([weights])}
 
 
 def _finish(net: nn.Module, cfg: ModelConfig) -> nn.Module:

@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 from model.config import ModelConfig
 from model.data import cache_root
 from model.files import atomic_path
+from model.remote import model_source
 
 log = logging.getLogger("caviar.tokenizer")
 
@@ -76,5 +77,5 @@ def cached_wordpiece(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFa
 
 def build_tokenizer(cfg: ModelConfig, train_texts: list[str]) -> PreTrainedTokenizerBase:
     if cfg.pretrained:
-        return AutoTokenizer.from_pretrained(cfg.pretrained)
+        return AutoTokenizer.from_pretrained(model_source(cfg.pretrained))
     return cached_wordpiece(train_texts, cfg.vocab_size)

@@ -8,9 +8,8 @@ its weights or optimizer state: those are fetched for the one checkpoint a comma
 candidate, report's --evaluate-top). A file is downloaded again only when its size or time on the
 store changed, and every write to the store is one whole object.
 
-pyarrow's S3 filesystem ignores AWS_ENDPOINT_URL (apache/arrow#49643), which S3-compatible stores
-(MinIO, moto) need, so the filesystem is built here from the standard AWS_* settings. The keys are
-passed explicitly, so that the filesystem Ray ships to trials on other nodes carries them.
+The filesystem for a URI is model/remote.py's (it honours AWS_ENDPOINT_URL, which pyarrow's own
+does not).
 """
 
 from __future__ import annotations
@@ -22,38 +21,18 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 from model.checkpoint import META, STATE, WEIGHTS
-from model.errors import UserError, short
-from model.files import atomic_path, file_sha256, read_json_object, write_json_atomically
+from model.errors import UserError
+from model.files import file_sha256, read_json_object, write_json_atomically
+from model.remote import SCHEMES, download, filesystem, is_uri
+from model.remote import reason as _reason
+from model.remote import where as _where
 from model.settings import settings
 
 MANIFEST = ".caviar-mirror.json"  # at a mirror's root: its URI, what it holds and what it left out
 LEFT_OUT = (WEIGHTS, STATE)  # a checkpoint's large files: fetched only for the checkpoint in use
-SCHEMES = ("s3://", "gs://")
-
-
-def is_uri(location: str | Path) -> bool:
-    return str(location).startswith(SCHEMES)
-
-
-def filesystem(uri: str):
-    """(pyarrow filesystem, path inside it) for an s3:// or gs:// URI."""
-    import pyarrow.fs as pafs
-
-    if not is_uri(uri):
-        raise UserError(f"{short(uri, 120)}: not an object-store URI (s3://bucket/path or gs://bucket/path)")
-    if uri.startswith("gs://"):
-        return pafs.FileSystem.from_uri(uri)
-    aws = settings().aws
-    options: dict = {"region": aws.region, "connect_timeout": 5, "request_timeout": 30}
-    if aws.endpoint:
-        endpoint = urlparse(aws.endpoint if "://" in aws.endpoint else f"https://{aws.endpoint}")
-        options |= {"endpoint_override": endpoint.netloc, "scheme": endpoint.scheme}
-    if aws.access_key and aws.secret_key:
-        options |= {"access_key": aws.access_key, "secret_key": aws.secret_key, "session_token": aws.session_token}
-    return pafs.S3FileSystem(**options), uri.removeprefix("s3://").rstrip("/")
+__all__ = ["SCHEMES", "Mirror", "check_reachable", "filesystem", "is_uri", "known_as", "mirror_of"]
 
 
 def check_reachable(uri: str) -> None:
@@ -70,25 +49,17 @@ def check_reachable(uri: str) -> None:
         raise UserError(f"storage {uri}: the bucket {bucket} does not exist; create it, or point storage elsewhere")
 
 
-def _reason(err: OSError) -> str:
-    text = str(err)
-    for marker, reason in (
-        ("Could not connect", "the store does not answer"),
-        ("ACCESS_DENIED", "access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
-        ("INVALID_ACCESS_KEY_ID", "the access key is unknown: check AWS_ACCESS_KEY_ID"),
-        ("InvalidAccessKeyId", "the access key is unknown: check AWS_ACCESS_KEY_ID"),
-        ("SIGNATURE_DOES_NOT_MATCH", "the secret key is wrong: check AWS_SECRET_ACCESS_KEY"),
-        ("SignatureDoesNotMatch", "the secret key is wrong: check AWS_SECRET_ACCESS_KEY"),
-        ("HTTP response code: 403", "access denied: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"),
-    ):
-        if marker in text:
-            return reason
-    return short(text.strip().splitlines()[0] if text.strip() else type(err).__name__, 160)
-
-
-def _where() -> str:
-    endpoint = settings().aws.endpoint
-    return f"AWS_ENDPOINT_URL is {endpoint}" if endpoint else "AWS_ENDPOINT_URL is unset (AWS itself)"
+def put_folder(local: Path, uri: str, last: str | None = None) -> None:
+    """Every file under `local` to `uri`, each one whole object; `last` goes after all the others,
+    so that its presence on the store marks the folder whole."""
+    fs, root = filesystem(uri)
+    files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: (p.name == last, str(p)))
+    try:
+        for path in files:
+            with fs.open_output_stream(f"{root}/{path.relative_to(local).as_posix()}") as out, open(path, "rb") as f:
+                shutil.copyfileobj(f, out, 1 << 20)
+    except OSError as err:
+        raise UserError(f"{uri}: cannot write it ({_reason(err)}); {_where()}") from None
 
 
 @dataclass
@@ -125,7 +96,7 @@ class Mirror:
                 left_out[rel] = info.size
                 continue
             if old.get(rel) != stamp or not (self.folder / rel).is_file():
-                self._download(fs, f"{root}/{rel}", self.folder / rel)
+                download(fs, f"{root}/{rel}", self.folder / rel)
             held[rel] = stamp
         for local in [f for f in self.folder.rglob("*") if f.is_file() and f.name != MANIFEST]:
             if local.relative_to(self.folder).as_posix() not in files:  # gone from the store (a pruned
@@ -159,7 +130,7 @@ class Mirror:
         for name in self.manifest().get("left_out", {}):
             local = self.folder / name
             if name.startswith(rel + "/") and not local.is_file():
-                self._download(fs, f"{root}/{name}", local)
+                download(fs, f"{root}/{name}", local)
                 if (want := recorded.get(local.name)) is not None and file_sha256(local) != want:
                     local.unlink()
                     raise UserError(
@@ -235,13 +206,6 @@ class Mirror:
             if text == base or text.startswith(base + "/"):
                 return self.uri + text[len(base) :]
         return text
-
-    @staticmethod
-    def _download(fs, source: str, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(dest) as tmp, fs.open_input_stream(source) as stream, open(tmp, "wb") as out:
-            while chunk := stream.read(1 << 20):
-                out.write(chunk)
 
 
 def _recorded_digests(checkpoint: Path) -> dict:

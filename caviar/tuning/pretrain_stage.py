@@ -35,6 +35,7 @@ from model.data import Splits
 from model.errors import UserError
 from model.files import read_json_object, write_json_atomically
 from model.mlm import pretrain
+from model.remote import is_uri
 from model.tokenizer import texts_key
 
 log = logging.getLogger("caviar.pretrain")
@@ -191,6 +192,19 @@ def run_pretrain(job: JobSpec, folder: Path, splits: Splits, progress: bool = Tr
     return card
 
 
+def _made_or_found_on_store(job: JobSpec, splits: Splits, progress: bool, setting: dict, key: str) -> Stage0:
+    from caviar.tuning.pretrain_store import found_on_store, made_on_store
+
+    if (found := found_on_store(job.storage, key, find_pretrained)) is not None:
+        log.info("pretrained model found on the store for this data, tokenizer, shape and settings: %s", found[0])
+        (uri, card), reused = found, True
+    else:
+        (uri, card), reused = made_on_store(job, splits, progress, key, run_pretrain), False
+    if why := card.unlearned():
+        log.warning("stage 0 (%s): %s", uri, why)
+    return Stage0(folder=uri, key=key, reused=reused, mlm_loss=card.mlm_loss, steps=card.steps, setting=setting)
+
+
 def find_pretrained(root: Path, key: str) -> tuple[Path, PretrainCard] | None:
     """The newest finished folder under `root` made with this key; unfinished or damaged ones are skipped."""
     found = None
@@ -225,6 +239,8 @@ def _made_or_found(job: JobSpec, splits: Splits, progress: bool, setting: dict) 
     """One setting's folder. A lock over the pretrain root makes a second job that starts meanwhile
     wait, then reuse it."""
     key, root = pretrain_key(job, splits), pretrain_root(job.storage)
+    if is_uri(job.storage):
+        return _made_or_found_on_store(job, splits, progress, setting, key)
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / ".lock")):
         if (found := find_pretrained(root, key)) is not None:

@@ -181,6 +181,32 @@ def test_the_lr_range_test_of_a_tune_on_the_store_is_on_the_store(store, ray_hea
     assert found["base_lr"] <= trial["params"]["train.lr"] <= found["max_lr"]
 
 
+def test_stage0_of_a_tune_on_the_store_is_put_there_and_found_again_by_its_key(store, tmp_path, monkeypatch):
+    """The pretrained folder goes to <storage>/pretrain/ on the store, its card last; a second job
+    with the same key takes it from there, from a machine that holds nothing of it."""
+    from caviar.job.loading import load_job
+    from caviar.tuning.pipeline import resolve
+    from caviar.tuning.pretrain_stage import pretrain_stage
+
+    for name, value in store.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "first"))
+    model = {**TINY["model"], "pretrained": {"from_pretrain": True}}
+    pretrain = {"epochs": 1, "batch_size": 16, "lr": 3e-3, "log_every": 4}
+    path = tiny_job_yaml(tmp_path / "job.yaml", storage=f"s3://{BUCKET}/stage0", model=model, pretrain=pretrain)
+    resolved = resolve(load_job(path))
+    made_job, made = pretrain_stage(resolved.job, resolved.splits, progress=False)
+    assert not made.reused and made.folder.startswith(f"s3://{BUCKET}/stage0/pretrain/")
+    assert made_job.model.pretrained == made.folder
+    keys = keys_under(store, made.folder[len(f"s3://{BUCKET}/") :] + "/")
+    assert {"config.json", "model.safetensors", "pretrain.json"} <= {k.rsplit("/", 1)[1] for k in keys}
+    assert not list((tmp_path / "first" / "pretrain-staging").iterdir())  # the staging copy is gone
+
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "second"))
+    found_job, found = pretrain_stage(resolved.job, resolved.splits, progress=False)
+    assert found.reused and found.folder == made.folder and found_job.model.pretrained == made.folder
+
+
 def test_a_missing_bucket_is_one_line_before_any_trial(store, cli, tmp_path, monkeypatch):
     for name, value in store.items():
         monkeypatch.setenv(name, value)
