@@ -205,6 +205,16 @@ def hub_standin(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> dict[str, str]:
+    """The AWS_* environment of this worker's S3-compatible store on loopback (moto's server, with one
+    bucket), shared by the tests that need one; each test module writes under its own prefix."""
+    from caviar.ops.local_store import object_store
+
+    with object_store(tmp_path_factory.mktemp("store") / "moto.log") as env:
+        yield env
+
+
 @pytest.fixture
 def registry_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("CAVIAR_REGISTRY", str(tmp_path / "registry"))

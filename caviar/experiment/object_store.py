@@ -164,21 +164,24 @@ class Mirror:
         self.pull()  # the manifest follows the store
 
     @contextlib.contextmanager
-    def root_changes_pushed(self):
-        """Files of the mirror's root written, replaced or renamed inside the block are so on the store too."""
+    def changes_pushed(self, folder: Path | None = None):
+        """Files directly in `folder` (by default the mirror's root) written, replaced or renamed
+        inside the block are so on the store too."""
+        folder = Path(folder or self.folder)
+        rel = folder.resolve().relative_to(self.folder.resolve())
 
         def stamps() -> dict:
-            return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in self.folder.iterdir() if p.is_file()}
+            return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir() if p.is_file()}
 
         before = stamps()
         yield
         after = stamps()
-        self.push(*[name for name, stamp in after.items() if before.get(name) != stamp and name != MANIFEST])
+        self.push(*[(rel / n).as_posix() for n, stamp in after.items() if before.get(n) != stamp and n != MANIFEST])
         fs, root = filesystem(self.uri)
         for name in set(before) - set(after):
-            fs.delete_file(f"{root}/{name}")
+            fs.delete_file(f"{root}/{(rel / name).as_posix()}")
 
-    def put_json(self, name: str, record: dict) -> None:
+    def put_json(self, name: str, record: dict | list) -> None:
         """A record of caviar's, in the mirror and as one whole object on the store."""
         self.folder.mkdir(parents=True, exist_ok=True)
         write_json_atomically(self.folder / name, record)

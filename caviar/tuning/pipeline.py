@@ -135,8 +135,6 @@ def pretrain_job(job: JobSpec, out: Path | None = None):
 
 def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = None) -> TuneOutcome | None:
     storage = Storage.of(job.storage)
-    if storage.is_remote and job.rounds > 1:
-        raise UserError("rounds: coarse-to-fine rounds keep their lineage in a local (or shared) storage folder")
     if address:
         check_reachable(address)  # the cluster and the storage before any folder is made or any data read
     if storage.is_remote:
@@ -151,7 +149,7 @@ def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = 
         if mirror.exists(JOB_FILE):
             raise UserError(f"{mirror.uri} already holds an experiment; pick another --name")
         mirror.start_afresh()
-        with mirror.root_changes_pushed():  # stage 0's record and the LR range test's, on the store too
+        with mirror.changes_pushed():  # stage 0's record and the LR range test's, on the store too
             resolved = before_search(resolved, mirror.folder)
         resolved, notes = _fuse_stage(resolved, address, None, notes)
         mirror.put_json(JOB_FILE, resolved.job.model_dump(mode="json"))  # before the first trial, as on a disk
@@ -230,7 +228,7 @@ def _search(
         check_storage_shared(storage.local(name))
         record_driver(storage.local(name))
     if job.rounds > 1:
-        rounds_stage(job, storage.local(name), splits)
+        rounds_stage(job, _folder(storage, name), splits)
     elif restore:
         fit(restore_tuner(job, _folder(storage, name), splits))
     else:

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from caviar.experiment.layout import ROUNDS_FILE, Storage, round_dir
+from caviar.experiment.object_store import Mirror, filesystem, mirror_of
 from caviar.experiment.outcome import Interrupted
 from caviar.experiment.record import Experiment
 from caviar.job.distributions import Distribution
@@ -69,6 +70,7 @@ def rounds_stage(job: JobSpec, experiment_dir: Path, splits: Splits) -> None:
     space before it starts, so a resumed experiment searches exactly the same ranges."""
     lineage_file = experiment_dir / ROUNDS_FILE
     lineage = read_json(lineage_file) if lineage_file.is_file() else []
+    mirror = mirror_of(experiment_dir)  # on object storage: the rounds and the lineage go to the store
     last: Experiment | None = None
     for r in range(1, job.rounds + 1):
         folder = round_dir(experiment_dir, r)
@@ -80,23 +82,30 @@ def rounds_stage(job: JobSpec, experiment_dir: Path, splits: Splits) -> None:
                 top = [trial.params for trial, _ in last.ranked()[: job.refine.top_k]]
                 space = narrow_space(read_space(lineage[-1]["space"]), top, job.refine.margin)
             lineage.append({"round": r, "space": describe_space(space), "folder": folder.name})
-            write_json_atomically(lineage_file, lineage)
+            if mirror is not None:
+                mirror.put_json(ROUNDS_FILE, lineage)
+            else:
+                write_json_atomically(lineage_file, lineage)
             log.info("round %d/%d searches %s", r, job.rounds, lineage[-1]["space"])
         round_job = job.model_copy(update={"search_space": read_space(lineage[r - 1]["space"])})
-        last = _run_round(round_job, folder, splits)
+        last = _run_round(round_job, folder, splits, mirror)
         if last is not None and last.interrupted:
             raise Interrupted(experiment_dir)
 
 
-def _run_round(round_job: JobSpec, folder: Path, splits: Splits) -> Experiment | None:
+def _run_round(round_job: JobSpec, folder: Path, splits: Splits, mirror: Mirror | None) -> Experiment | None:
     """Run one round, or continue it if it was cut short; the round as it stands after (None for a
     round that had finished before the driver stopped: nothing to read again until it is needed)."""
     from ray import tune
 
-    if not (folder.is_dir() and tune.Tuner.can_restore(str(folder))):
-        fit(build_tuner(round_job, folder.name, Storage(str(folder.parent)), splits))
+    fs, path = filesystem(mirror.uri_of(folder)) if mirror else (None, str(folder))
+    if not ((mirror or folder.is_dir()) and tune.Tuner.can_restore(path, storage_filesystem=fs)):
+        storage = Storage(mirror.uri if mirror else str(folder.parent))
+        fit(build_tuner(round_job, folder.name, storage, splits))
     elif Experiment.load(folder, round_job).interrupted:
         fit(restore_tuner(round_job, folder, splits))
     else:
         return None
+    if mirror is not None:
+        mirror.pull()
     return Experiment.load(folder, round_job)

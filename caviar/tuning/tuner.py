@@ -63,7 +63,7 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
     check_tuner_state(folder)
     snapshot_states_together()
     mirror = mirror_of(folder)  # on object storage: the repairs below go to the store too
-    with mirror.root_changes_pushed() if mirror else contextlib.nullcontext():
+    with mirror.changes_pushed(folder) if mirror else contextlib.nullcontext():
         restore_side_states(Path(folder))  # the searcher as it was when the trials' statuses were saved
     records = load_trials(folder, members=False)  # Ray's trials: a fused group is one
     plan = prepare_resume(records, mirror.rename_dir if mirror else Path.rename)
@@ -73,7 +73,7 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
         trainable, _ = fused_trainable(job, splits, str(folder), records=records)
     else:
         trainable = trainable_of(job, splits, plan.replay)
-    filesystem, path = filesystem_of(mirror.uri) if mirror else (atomic_local_filesystem(), str(folder))
+    filesystem, path = filesystem_of(mirror.uri_of(folder)) if mirror else (atomic_local_filesystem(), str(folder))
     tuner = tune.Tuner.restore(
         path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=filesystem
     )
@@ -144,6 +144,9 @@ def _run_config(job: JobSpec, experiment: str, storage: Storage):
         ],
         progress_reporter=_live_table(job),
         verbose=1,
+        # a fused trial writes its members' folders (records, checkpoints) in the trial's own folder
+        # on its node: on object storage Ray copies that folder up at each group checkpoint
+        sync_config=tune.SyncConfig(sync_artifacts=storage.is_remote and job.fused, sync_artifacts_on_checkpoint=True),
     )
 
 

@@ -9,17 +9,11 @@ import json
 
 import pytest
 
-from caviar.ops.local_store import BUCKET, client, keys_under, object_store
+from caviar.ops.local_store import BUCKET, client, keys_under
 from tests.code.ops.ray_cluster import caviar, crash_lines, running_cluster
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    with object_store(tmp_path_factory.mktemp("store") / "moto.log") as env:
-        yield env
 
 
 @pytest.fixture(scope="module")

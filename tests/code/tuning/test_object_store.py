@@ -25,12 +25,6 @@ KEEP = 2  # checkpoint.keep_best_trials
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    with object_store(tmp_path_factory.mktemp("store") / "moto.log") as env:
-        yield env
-
-
-@pytest.fixture(scope="module")
 def on_the_store(store, ray_head, tmp_path_factory) -> dict:
     """A tiny tune whose storage is s3://caviar/exp: the trials (on the shared head) write there."""
     tmp = tmp_path_factory.mktemp("s3tune")
@@ -205,6 +199,36 @@ def test_stage0_of_a_tune_on_the_store_is_put_there_and_found_again_by_its_key(s
     monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "second"))
     found_job, found = pretrain_stage(resolved.job, resolved.splits, progress=False)
     assert found.reused and found.folder == made.folder and found_job.model.pretrained == made.folder
+
+
+def test_a_fused_tune_on_the_store_ends_as_a_local_one_and_its_member_is_promoted(
+    store, ray_head, cli, tmp_path, monkeypatch, registry_dir
+):
+    """`fuse: K` on object storage: each member's folder (records, checkpoints) reaches the store from
+    the trial's node, the outcome ranks the members, pruning keeps the best members' checkpoints,
+    and promote from an empty cache takes a member's."""
+    space = {"train.lr": {"loguniform": [2e-3, 1e-2]}, "train.init_seed": {"choice": [1, 2, 3]}}
+    spec = {**TUNE, "search_space": space, "num_samples": 3, "fuse": 3, "max_concurrent_trials": 1}
+    spec |= {"scheduler": {"type": "fifo"}, "checkpoint": {"num_to_keep": 1, "keep_best_trials": 2}}
+    train = {**TINY["train"], "epochs": 2, "eval_every": 1.0}
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage=f"s3://{BUCKET}/fused", train=train, **spec)
+    env = {**ray_head, **store, "CAVIAR_CACHE": str(tmp_path / "driver")}
+    summary = summary_of(run_caviar("tune", job, "--name", "f", "--json", env=env))
+    assert len(summary["trials"]) == 3 and all("_m" in t["trial_id"] for t in summary["trials"])
+    assert all(t["evaluations"] == 2 for t in summary["trials"])
+    keys = keys_under(store, "fused/f/")
+    members = {k.split("/members/")[1].split("/")[0] for k in keys if "/members/" in k and k.endswith("/result.json")}
+    assert members == {t["trial_id"] for t in summary["trials"]}
+    kept = {k.split("/members/")[1].rsplit("/", 1)[0] for k in keys if "/members/" in k and "/checkpoint_" in k}
+    assert len(kept) == 2 and summary["best_checkpoint"].startswith(f"s3://{BUCKET}/fused/f/")
+
+    for name, value in store.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CAVIAR_CACHE", str(tmp_path / "promoter"))
+    promoted = cli("promote", summary["experiment_dir"], "--json")
+    assert promoted.returncode == 0, promoted.stderr
+    card = json.loads((registry_dir / "nsmc-sentiment" / "v1" / "model_card.json").read_text())
+    assert card["trial_id"] == summary["best_trial"] and card["source_checkpoint"] == summary["best_checkpoint"]
 
 
 def test_a_missing_bucket_is_one_line_before_any_trial(store, cli, tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from caviar.experiment.record import load_trials
+from caviar.ops.local_store import BUCKET, client, keys_under
 from tests.code.tuning.tune_runs import TUNE, run_caviar, summary_of
 from tests.conftest import TINY, tiny_job_yaml
 
@@ -165,7 +166,9 @@ def test_every_scheduler_and_search_completes(tmp_path, spec, ray_head):
     assert summary["best_val_accuracy"] > 0.5
 
 
-def test_two_rounds_narrow_inside_the_first(tmp_path, ray_head):
+@pytest.mark.parametrize("where", ["disk", "store"])
+def test_two_rounds_narrow_inside_the_first(tmp_path, ray_head, where, request):
+    """On a local disk, and on object storage (read back through a mirror here)."""
     spec = {
         **TUNE,
         "num_samples": 4,
@@ -177,8 +180,12 @@ def test_two_rounds_narrow_inside_the_first(tmp_path, ray_head):
         "rounds": 2,
         "refine": {"top_k": 2, "margin": 0.2},
     }
-    job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), **spec)
-    summary = summary_of(run_caviar("tune", job, "--name", "r", "--json", env=ray_head))
+    env, storage = ray_head, str(tmp_path / "results")
+    if where == "store":
+        store = request.getfixturevalue("store")
+        env, storage = {**ray_head, **store, "CAVIAR_CACHE": str(tmp_path / "cache")}, f"s3://{BUCKET}/rounds"
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage=storage, **spec)
+    summary = summary_of(run_caviar("tune", job, "--name", "r", "--json", env=env))
     assert [r["round"] for r in summary["rounds"]] == [1, 2]
     first, second = (r["space"] for r in summary["rounds"])
     for key in ("train.lr", "train.weight_decay"):
@@ -190,6 +197,13 @@ def test_two_rounds_narrow_inside_the_first(tmp_path, ray_head):
     for trial in (t for t in summary["trials"] if t["round"] == 2):
         lo, hi = second["train.lr"]["loguniform"]
         assert lo <= trial["params"]["train.lr"] <= hi
+    if where == "store":
+        keys = set(keys_under(store, "rounds/r/"))
+        assert {"rounds/r/caviar_rounds.json", "rounds/r/caviar_tune.json"} <= keys
+        assert {k.split("/")[2] for k in keys if "/experiment_state-" in k} == {"round-1", "round-2"}
+        lineage = json.loads(client(store).get_object(Bucket=BUCKET, Key="rounds/r/caviar_rounds.json")["Body"].read())
+        assert lineage[1]["space"] == second
+        return
     experiment = Path(summary["experiment_dir"])
     assert (experiment / "round-1").is_dir() and (experiment / "round-2").is_dir()
     assert json.loads((experiment / "caviar_rounds.json").read_text())[1]["space"] == second
