@@ -49,6 +49,24 @@ def check_reachable(uri: str) -> None:
         raise UserError(f"storage {uri}: the bucket {bucket} does not exist; create it, or point storage elsewhere")
 
 
+@contextlib.contextmanager
+def outage_is_one_line(uri: str, then: str):
+    """A store that stops answering inside the block (Ray's uploads and listings fail, and so does
+    the mirror) ends it in one line saying what to run once it is back, not in Ray's traceback."""
+    try:
+        yield
+    except (OSError, UserError):
+        try:
+            check_reachable(uri)
+        except UserError as down:
+            why = str(down).split("(", 1)[-1].split(")", 1)[0]
+            raise UserError(
+                f"{uri}: the store stopped answering during the run ({why}); what reached it is kept. "
+                f"When it answers again: {then}"
+            ) from None
+        raise
+
+
 def put_folder(local: Path, uri: str, last: str | None = None) -> None:
     """Every file under `local` to `uri`, each one whole object; `last` goes after all the others,
     so that its presence on the store marks the folder whole."""

@@ -20,6 +20,7 @@ and `reseed` then work from any shell, with no NSMC_DIR.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 import time
@@ -30,7 +31,7 @@ from caviar.experiment import layout
 from caviar.experiment.job_record import load_job_of
 from caviar.experiment.layout import FUSE_PILOT_FILE, JOB_FILE, PRETRAIN_FILE, Storage
 from caviar.experiment.listing import record_driver
-from caviar.experiment.object_store import Mirror, is_uri
+from caviar.experiment.object_store import Mirror, is_uri, outage_is_one_line
 from caviar.experiment.object_store import filesystem as filesystem_of
 from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, runnable, save
 from caviar.experiment.record import Experiment, load_trials
@@ -227,13 +228,15 @@ def _search(
     if not storage.is_remote:  # every node must see a local storage; and `caviar experiments` the driver
         check_storage_shared(storage.local(name))
         record_driver(storage.local(name))
-    if job.rounds > 1:
-        rounds_stage(job, _folder(storage, name), splits)
-    elif restore:
-        fit(restore_tuner(job, _folder(storage, name), splits))
-    else:
-        fit(build_tuner(job, name, storage, splits))
-    experiment = Experiment.load(_folder(storage, name), job)  # read once: the outcome and the re-runs
+    uri = storage.uri(name) if storage.is_remote else None
+    with outage_is_one_line(uri, f"{runnable('caviar')} resume {uri}") if uri else contextlib.nullcontext():
+        if job.rounds > 1:
+            rounds_stage(job, _folder(storage, name), splits)
+        elif restore:
+            fit(restore_tuner(job, _folder(storage, name), splits))
+        else:
+            fit(build_tuner(job, name, storage, splits))
+        experiment = Experiment.load(_folder(storage, name), job)  # read once: the outcome and the re-runs
     outcome = finish(experiment, time.perf_counter() - started, notes)
     if job.final.seeds:
         from caviar.tuning.reseed import reseed

@@ -17,7 +17,8 @@ import pytest
 from caviar.experiment.object_store import Mirror
 from caviar.experiment.record import load_trials
 from caviar.ops.local_store import BUCKET, client, free_port, keys_under, object_store
-from tests.code.tuning.tune_runs import TUNE, run_caviar, summary_of, tune_killed_when
+from tests.code.tuning.store_relay import Relay
+from tests.code.tuning.tune_runs import TUNE, caviar_cmd, run_caviar, summary_of, tune_killed_when
 from tests.conftest import TINY, tiny_job_yaml
 
 pytestmark = pytest.mark.slow
@@ -229,6 +230,50 @@ def test_a_fused_tune_on_the_store_ends_as_a_local_one_and_its_member_is_promote
     assert promoted.returncode == 0, promoted.stderr
     card = json.loads((registry_dir / "nsmc-sentiment" / "v1" / "model_card.json").read_text())
     assert card["trial_id"] == summary["best_trial"] and card["source_checkpoint"] == summary["best_checkpoint"]
+
+
+def test_the_store_going_away_mid_run_ends_in_one_line_and_resume_finishes_every_trial(store, ray_head, tmp_path):
+    """The store stops answering once a trial's second checkpoint is on it (an event), for the driver
+    and the trials alike: the run ends in one line naming `caviar resume <URI>`, exit 2. With the
+    store back, that resume finishes every trial and records no evaluation twice."""
+    relay = Relay(int(store["AWS_ENDPOINT_URL"].rsplit(":", 1)[1])).start()
+    through = {**store, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{relay.port}"}
+    env = {**ray_head, **through, "CAVIAR_CACHE": str(tmp_path / "cache")}
+    spec = {**TUNE, "num_samples": 2, "max_concurrent_trials": 1, "scheduler": {"type": "fifo"}}
+    job = tiny_job_yaml(tmp_path / "job.yaml", storage=f"s3://{BUCKET}/outage", **spec)
+    uri = f"s3://{BUCKET}/outage/o"
+    with open(tmp_path / "stderr.txt", "w") as err:
+        command = caviar_cmd("tune", job, "--name", "o")
+        driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 300  # a bound on a stuck run only
+        while not any("/checkpoint_000001/" in key for key in keys_under(store, "outage/o/")):
+            assert driver.poll() is None and time.monotonic() < deadline, (tmp_path / "stderr.txt").read_text()[-3000:]
+            time.sleep(0.05)
+        relay.stop()
+        code = driver.wait(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    last = (tmp_path / "stderr.txt").read_text().strip().splitlines()[-1]
+    assert code == 2 and last.startswith(f"caviar: error: {uri}: the store stopped answering"), last
+    assert last.endswith(f"caviar resume {uri}"), last
+
+    relay.start()
+    try:
+        resumed = summary_of(run_caviar("resume", uri, "--json", env={**env, "CAVIAR_CACHE": str(tmp_path / "fresh")}))
+    finally:
+        relay.stop()
+    assert len(resumed["trials"]) == 2 and all(t["status"] == "finished" for t in resumed["trials"])
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in store.items():
+            patch.setenv(name, value)
+        patch.setenv("CAVIAR_CACHE", str(tmp_path / "reader"))
+        trials = load_trials(Mirror.of(uri).pull())
+    for trial in trials:
+        iterations, steps = list(trial.history["training_iteration"]), list(trial.history["step"])
+        assert iterations == list(range(1, len(iterations) + 1)) and steps == sorted(set(steps)), trial.trial_id
 
 
 def test_a_missing_bucket_is_one_line_before_any_trial(store, cli, tmp_path, monkeypatch):
