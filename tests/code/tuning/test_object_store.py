@@ -338,9 +338,7 @@ def tensorboard_reads(logdir: str, store: dict, log: Path) -> tuple[dict, dict]:
     port = free_port()
     command = [str(Path(sys.executable).parent / "tensorboard"), "--logdir", logdir, "--host", "127.0.0.1"]
     with open(log, "wb") as out:
-        board = subprocess.Popen(
-            [*command, "--port", str(port), "--load_fast", "false"], env={**os.environ, **store}, stdout=out, stderr=out
-        )
+        board = subprocess.Popen([*command, "--port", str(port)], env={**os.environ, **store}, stdout=out, stderr=out)
     url = f"http://127.0.0.1:{port}/data/plugin"
     try:
         deadline = time.monotonic() + 120  # a bound on a stuck server only: it loads within seconds
