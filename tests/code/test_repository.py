@@ -88,3 +88,35 @@ def test_every_module_name_is_its_own():
     """No two modules share a name (two `pretrain.py` once did two different jobs)."""
     names = [p.stem for p in _modules("caviar") + _modules("model") if p.stem not in ("__init__", "__main__")]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def _listed_modules(cell: str) -> set[str]:
+    """The module names a docs/architecture.md row lists: backticked names outside the parentheses
+    that describe them."""
+    import re
+
+    depth, outside = 0, []
+    for char in cell:
+        depth += char == "("
+        if depth == 0:
+            outside.append(char)
+        depth -= char == ")" and depth > 0
+    return set(re.findall(r"`([a-z_][a-z0-9_]*)`", "".join(outside)))
+
+
+def test_the_architecture_doc_names_every_package_and_module_and_no_other():
+    rows = {}
+    for line in (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].endswith("/`"):
+            rows[cells[0].strip("`").rstrip("/")] = _listed_modules(cells[2])
+    packages = {
+        p.parent.relative_to(ROOT).as_posix()
+        for top in ("model", "caviar")
+        for p in (ROOT / top).rglob("*.py")
+        if "__pycache__" not in p.parts and p.name != "__init__.py"
+    }
+    assert set(rows) == packages, (sorted(packages - set(rows)), sorted(set(rows) - packages))
+    for package, listed in rows.items():
+        modules = {p.stem for p in (ROOT / package).glob("*.py") if p.name != "__init__.py"}
+        assert listed == modules, (package, "missing:", sorted(modules - listed), "stale:", sorted(listed - modules))
