@@ -14,6 +14,7 @@ import json
 
 from caviar.job.keys import flatten
 from caviar.job.schema import JobSpec
+from caviar.tuning.ray_compat.search_rng import search_rng
 from caviar.tuning.search_space import param_space
 from model.fused import FUSIBLE_MODEL, FUSIBLE_TRAIN
 
@@ -23,10 +24,9 @@ GROUP_KEY = "fused_group"  # the one value Ray searches over in a fused job: whi
 
 def sample_members(job: JobSpec) -> list[dict]:
     """The job's num_samples configurations (dotted keys), in the order Ray's search would make them."""
-    from ray.tune.search.sample import _BackwardsCompatibleNumpyRng
-    from ray.tune.search.variant_generator import generate_variants
+    from ray.tune.search.variant_generator import generate_variants  # Ray loads on first use: a fast start
 
-    rng = _BackwardsCompatibleNumpyRng(job.seed)
+    rng = search_rng(job.seed)
     spec, members = {"config": param_space(job)}, []
     for _ in range(job.num_samples):
         for _, variant in generate_variants(spec, constant_grid_search=False, random_state=rng):

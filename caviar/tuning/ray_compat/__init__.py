@@ -13,4 +13,7 @@ go. Together they are why pyproject.toml pins Ray to <2.61.
 | working_dir       | a Ray job's working_dir is replaced under the driver's cwd            | ray-project/ray#52343 |
 | atomic_storage    | truncating pyarrow copy_files                                         | none filed |
 | state_snapshot    | experiment and searcher states uploaded apart; state written in place | none filed |
+| scheduler_replay  | a restored ASHA or median rule starts empty: its decisions are lost    | none filed |
+| connection        | a cluster address that does not answer is a long hang, then a traceback | none filed |
+| search_rng        | Ray's search draws trials with a private generator; fused members too  | none filed |
 """

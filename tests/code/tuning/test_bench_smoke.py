@@ -40,3 +40,9 @@ def test_the_storage_benchmark_runs(tmp_path):
     figures = smoke(tmp_path, "storage")
     assert figures["trials"] == 2 and figures["met"]["store_bytes_over_bound"]
     assert figures["report_s_empty_cache"] > 0 and figures["promote_s_empty_cache"] > 0
+
+
+def test_the_train_one_benchmark_runs(tmp_path):
+    figures = smoke(tmp_path, "train_one")
+    assert figures["smoke"] and figures["steps"] > 0 and figures["plain_loop_steps"] > 0
+    assert 0 <= figures["test_accuracy"] <= 1 and figures["throughput_ratio"] > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from caviar.experiment.record import load_trials
 from caviar.ops.local_store import BUCKET, client, free_port, keys_under, object_store
 from tests.code.tuning.store_relay import Relay
 from tests.code.tuning.tune_runs import TUNE, caviar_cmd, run_caviar, summary_of, tune_killed_when
-from tests.conftest import TINY, tiny_job_yaml
+from tests.conftest import FIXTURE_NSMC, TINY, tiny_job_yaml
 
 pytestmark = pytest.mark.slow
 KEEP = 2  # checkpoint.keep_best_trials
@@ -240,6 +241,7 @@ def test_the_store_going_away_mid_run_ends_in_one_line_and_resume_finishes_every
     through = {**store, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{relay.port}"}
     env = {**ray_head, **through, "CAVIAR_CACHE": str(tmp_path / "cache")}
     spec = {**TUNE, "num_samples": 2, "max_concurrent_trials": 1, "scheduler": {"type": "fifo"}}
+    spec["max_failures"] = 0  # a retry would only meet the same closed store, after its timeouts
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=f"s3://{BUCKET}/outage", **spec)
     uri = f"s3://{BUCKET}/outage/o"
     with open(tmp_path / "stderr.txt", "w") as err:
@@ -274,6 +276,31 @@ def test_the_store_going_away_mid_run_ends_in_one_line_and_resume_finishes_every
     for trial in trials:
         iterations, steps = list(trial.history["training_iteration"]), list(trial.history["step"])
         assert iterations == list(range(1, len(iterations) + 1)) and steps == sorted(set(steps)), trial.trial_id
+
+
+def test_the_readmes_object_store_lines_run_as_printed(store, ray_head, tmp_path):
+    """The README's "On a cluster" object-store block, against the store `objectstore up` would give
+    (the same bucket name): tune in its smoke form on the fixture reviews, then report and
+    TensorBoard on the experiment's URI as printed."""
+    from tests.code.test_readme import readme_commands
+
+    lines = [c for c in readme_commands() if "s3://caviar/experiments" in c]
+    assert [c.split()[0].rsplit("/", 1)[-1] + " " + c.split()[1] for c in lines] == [
+        "caviar tune",
+        "caviar report",
+        "tensorboard --logdir",
+    ]
+    env = {**ray_head, **store, "CAVIAR_CACHE": str(tmp_path / "cache")}
+    smoke = ["--smoke", "--set", f"data.dir={FIXTURE_NSMC}", "--json"]
+    summary = summary_of(run_caviar(*shlex.split(lines[0])[1:], *smoke, env=env))
+    uri = summary["experiment_dir"]
+    assert uri.startswith("s3://caviar/experiments/")
+    printed = [line.replace("s3://caviar/experiments/<experiment>", uri) for line in lines[1:]]
+    report = run_caviar(*shlex.split(printed[0])[1:], env=env)
+    assert report.returncode == 0 and "| rank |" in report.stdout, report.stderr[-2000:]
+    logdir = shlex.split(printed[1])[2]
+    scalars, _ = tensorboard_reads(logdir, store, tmp_path / "tensorboard.log")
+    assert any("val_accuracy" in tags for tags in scalars.values()), scalars
 
 
 def test_a_missing_bucket_is_one_line_before_any_trial(store, cli, tmp_path, monkeypatch):

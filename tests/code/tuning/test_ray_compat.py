@@ -323,3 +323,44 @@ def test_a_resume_takes_the_searcher_state_saved_with_the_trials(tmp_path):
         b"a later session's"
     )
     assert state_snapshot.restore_side_states(tmp_path / "nothing-here") == []
+
+
+def test_search_rng_canary_fused_members_are_the_trials_a_real_search_of_the_seed_draws(tmp_path, ray_head):
+    """A real Ray search (Tuner, the job's BasicVariantGenerator, a trainable that only reports) of
+    the job's space and seed tries exactly the configurations fusion.sample_members draws with
+    ray_compat.search_rng: `fuse: K` and `fuse: 1` try the same."""
+    import json
+    import subprocess
+    import sys
+
+    from caviar.job.loading import load_job
+    from caviar.tuning.fusion import sample_members
+    from tests.code.tuning.tune_runs import TUNE
+    from tests.conftest import tiny_job_yaml
+
+    space = {**TUNE["search_space"], "model.dropout": {"choice": [0.0, 0.1, 0.2]}}
+    path = tiny_job_yaml(tmp_path / "job.yaml", **{**TUNE, "search_space": space, "num_samples": 5, "seed": 11})
+    script = f"""
+import json, ray
+from ray import tune
+from caviar.job.keys import flatten
+from caviar.job.loading import load_job
+from caviar.tuning.schedulers import build_search
+from caviar.tuning.search_space import param_space
+job = load_job({str(path)!r})
+ray.init(logging_level="ERROR")
+tuner = tune.Tuner(
+    lambda config: tune.report({{"x": 1}}),
+    param_space=param_space(job),
+    tune_config=tune.TuneConfig(num_samples=job.num_samples, search_alg=build_search(job)),
+    run_config=tune.RunConfig(storage_path={str(tmp_path / "ray")!r}, name="canary", verbose=0),
+)
+print(json.dumps([flatten(r.config) for r in tuner.fit()]))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], env=ray_head, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    searched = json.loads(proc.stdout.strip().splitlines()[-1])
+    drawn = sample_members(load_job(path))
+    as_text = sorted(json.dumps(m, sort_keys=True) for m in drawn)
+    assert sorted(json.dumps(c, sort_keys=True) for c in searched) == as_text
+    assert len(set(as_text)) == 5  # five distinct draws, not one repeated
