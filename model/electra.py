@@ -24,7 +24,7 @@ from transformers import BertModel, ElectraConfig, ElectraForMaskedLM, PreTraine
 
 from model.config import ModelConfig, PretrainConfig
 from model.device import autocast, bf16_on
-from model.mlm import ROW_ALIGN, aligned_rows, mask_tokens
+from model.masking import ROW_ALIGN, aligned_rows, mask_tokens
 from model.network import scratch_config
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from caviar.experiment.layout import MEMBER_FILE, MEMBERS_DIR
-from caviar.experiment.record import TrialRecord, folder_bytes
+from caviar.experiment.trial_record import TrialRecord, folder_bytes
 from model.errors import UserError, short
 from model.files import read_json_object
 

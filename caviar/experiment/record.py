@@ -11,119 +11,22 @@ from __future__ import annotations
 import logging
 import shutil
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from caviar.experiment.job_record import load_job_of
 from caviar.experiment.layout import BUDGET_FILE, round_dirs, round_of
-from caviar.experiment.object_store import left_out_bytes
+from caviar.experiment.members import members_of
+from caviar.experiment.trial_record import UNFINISHED, TrialRecord, folder_bytes, why_ended
 from caviar.job.keys import flatten
 from caviar.job.schema import JobSpec
-from model.checkpoint import META
 from model.errors import UserError, short
 from model.files import read_json_object
 from model.predictions import Predictions
 
-# A driver stopped by Ctrl+C or a kill leaves RUNNING/PENDING trials behind; a run that ended does not
-# (synchronous HyperBand may leave the trials it stopped PAUSED).
-UNFINISHED = ("RUNNING", "PENDING")
-
-
-@dataclass
-class TrialRecord:
-    trial_id: str
-    status: str  # TERMINATED, ERROR, RUNNING/PENDING/PAUSED (interrupted)
-    params: dict  # sampled values by dotted key, e.g. {"train.lr": 3e-4}
-    path: Path
-    history: pd.DataFrame  # one row per evaluation
-    error: str | None
-    round: int = 1
-    resume_from: Path | None = None  # the checkpoint Ray's saved state would restore this trial from
-    cut_by_budget: bool = False  # still live when the job's time_budget_s ran out
-    max_t: int | None = None  # the scheduler's last rung: a trial that reached it was not stopped early
-    damage: list[str] = field(default_factory=list)  # one line per damaged checkpoint passed over
-    group: str | None = None  # a fused member's group: the Ray trial that trained it (tuning/fused_trial.py)
-
-    @property
-    def evaluations(self) -> int:
-        return len(self.history)
-
-    @property
-    def finished_naturally(self) -> bool:
-        """Its own last evaluation (end of training or patience); Ray's `done` is set either way."""
-        return bool(len(self.history)) and bool(self.history.iloc[-1].get("done_training", False))
-
-    @property
-    def stopped_early(self) -> bool:
-        """Stopped by the scheduler (ASHA, median rule...): terminated before its own end, and not by
-        the clock (a trial the time budget cut ends TERMINATED too)."""
-        reached_max_t = self.max_t is not None and self.evaluations >= self.max_t
-        return (
-            self.status in ("TERMINATED", "PAUSED")
-            and not self.finished_naturally
-            and not self.cut_by_budget
-            and not reached_max_t
-        )
-
-    @property
-    def stopped_by(self) -> str | None:
-        """Why it ended (why_ended), or error; None while it has not ended."""
-        if self.status == "ERROR":
-            return "error"
-        if not self.cut_by_budget and self.status not in ("TERMINATED", "PAUSED"):  # HyperBand ends PAUSED
-            return None
-        last = self.history.iloc[-1] if len(self.history) else {}
-        return why_ended(last, self.evaluations, self.max_t, self.cut_by_budget)
-
-    @property
-    def state(self) -> str:
-        """finished, stopped (by the scheduler, patience or the budget) or errored; Ray's own status,
-        lower-cased, for a trial that has not ended (running, pending, paused)."""
-        ended = {"finished": "finished", "error": "errored", None: self.status.lower()}
-        return ended.get(self.stopped_by, "stopped")
-
-    def best_row(self, metric: str, mode: str) -> pd.Series | None:
-        if metric not in self.history or self.history[metric].isna().all():
-            return None
-        index = self.history[metric].idxmax() if mode == "max" else self.history[metric].idxmin()
-        return self.history.loc[index]
-
-    def checkpoints(self) -> list[Path]:
-        return sorted(p for p in self.path.glob("checkpoint_*") if p.is_dir())
-
-    def checkpoint_metrics(self, folder: Path) -> dict:
-        """The metrics a checkpoint saved; a damaged caviar.json is passed over and noted in `damage`,
-        so the rest of the experiment still reports."""
-        meta = folder / META
-        if not meta.is_file():
-            return {}
-        try:
-            metrics = read_json_object(meta).get("metrics")
-        except UserError as err:
-            metrics = None
-            if str(err) not in self.damage:
-                self.damage.append(str(err))
-        return metrics if isinstance(metrics, dict) else {}
-
-    def best_checkpoint(self, metric: str, mode: str) -> Path | None:
-        scored = [(self.checkpoint_metrics(c).get(metric), c) for c in self.checkpoints()]
-        scored = [(m, c) for m, c in scored if isinstance(m, int | float) and not isinstance(m, bool)]
-        if not scored:
-            return None
-        pick = max if mode == "max" else min
-        return pick(scored, key=lambda mc: mc[0])[1]
-
-
-def why_ended(last, evaluations: int, max_t: int | None, cut_by_budget: bool) -> str:
-    """Why a trial that ended did: budget, patience, finished (its own end, or the scheduler's last
-    rung) or scheduler, from its last report. The one rule: the records and the live view use it."""
-    if cut_by_budget:
-        return "budget"
-    if last.get("done_training", False):
-        return "patience" if last.get("stopped_by_patience", False) else "finished"
-    return "finished" if max_t is not None and evaluations >= max_t else "scheduler"
+# TrialRecord and the rest are read from here by most of caviar: one place to import a record from
+__all__ = ["UNFINISHED", "Experiment", "TrialRecord", "folder_bytes", "load_trials", "why_ended"]
 
 
 def trials_cut(experiment_dir: Path) -> set[str]:
@@ -143,8 +46,6 @@ def load_trials(experiment_dir: Path, members: bool = True) -> list[TrialRecord]
     fused trial stands for its members, each a trial of its own (members=False: Ray's trials)."""
     experiment_dir = Path(experiment_dir).resolve()
     if members:
-        from caviar.experiment.members import members_of
-
         return [member for trial in load_trials(experiment_dir, members=False) for member in members_of(trial)]
     if rounds := round_dirs(experiment_dir):
         records = []
@@ -262,11 +163,6 @@ class Experiment:
         """(bytes of every checkpoint on disk, bytes of the largest one)."""
         sizes = [folder_bytes(c) for t in self._trials for c in t.checkpoints()]
         return sum(sizes), max(sizes, default=0)
-
-
-def folder_bytes(folder: Path) -> int:
-    """Its files' bytes, with those a mirror of an experiment on object storage left there."""
-    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file()) + left_out_bytes(folder)
 
 
 def _remove_all_but(checkpoints: list[Path], keep: Path | None) -> int:

@@ -158,3 +158,39 @@ def test_no_private_ray_name_outside_ray_compat():
     }
     assert not offenders, offenders
     assert _private_ray_names(compat / "search_rng.py"), "the check itself finds nothing (it would pass anything)"
+
+
+def _project_graph() -> dict[str, set[str]]:
+    """Each project module and the project modules it imports, at the top or inside a function."""
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+        for top in ("caviar", "model")
+        for p in _modules(top)
+    }
+    graph = {}
+    for name, path in modules.items():
+        found = {m for m in _imports(path) if m in modules}  # `from a.b import c`: a.b, and a.b.c if a module
+        graph[name] = {m for m in found if m != name and not name.startswith(m + ".")}
+    return graph
+
+
+def test_no_import_circles():
+    """Issue 50, item 7: a module never reaches itself through the project's imports, function-level
+    ones included (they hid members <-> record and mlm <-> electra)."""
+    graph, circles = _project_graph(), []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                circles.append(path[path.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not circles, circles
+    assert "caviar.experiment.members" in graph["caviar.experiment.record"]  # the graph sees real imports
