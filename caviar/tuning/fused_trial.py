@@ -35,7 +35,7 @@ from model.device import compiles, peak_memory_mb
 from model.evaluate import EVAL_BATCH, scored
 from model.files import temp_checkpoint_dir, write_json_atomically, write_text_atomically
 from model.fused import StackedNet, StackedOptimizer, fused_step
-from model.loop import evaluation_plan
+from model.loop import MIN_IMPROVEMENT, evaluation_plan
 from model.predictions import Predictions
 from model.train import prepare_members
 
@@ -55,6 +55,8 @@ class Member:
     best: float | None = None
     status: str = "RUNNING"
     share_s: float = 0.0  # its share of the group's seconds: each window's seconds over the live members
+    best_val_loss: float = math.inf  # train.patience, per member, by the rule model/loop.py's Trainer keeps
+    bad_evals: int = 0
 
     def write(self, group_id: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -97,6 +99,7 @@ class FusedGroup:
             for i, params in enumerate(members_params)
         ]
         self.live, self.step = list(range(len(self.members))), 0
+        self.widths_seen, self.compile_s = set(), 0.0
         if (checkpoint := tune.get_checkpoint()) is not None:
             with checkpoint.as_directory() as folder:
                 self.live, self.step = _restore(Path(folder) / GROUP_STATE, self.net, self.optimizer, self.members)
@@ -114,7 +117,12 @@ class FusedGroup:
             for width, rows in self.data.plan(
                 epoch_batches(self.data.data, self.tc.batch_size, self.tc.seed, epoch)[offset:]
             ):
+                new_shape = self.net.compiled is not None and width not in self.widths_seen
+                started = time.perf_counter()
                 window["loss"] += fused_step(self.net, self.optimizer, self.data.batch(width, rows), self.tc.precision)
+                if new_shape:  # a compiled stack compiles on the first call of each shape, as a single trial's
+                    self.widths_seen.add(width)
+                    self.compile_s += time.perf_counter() - started
                 self.step, window["steps"] = self.step + 1, window["steps"] + 1
                 if self.startup_s is None:
                     self.startup_s = time.perf_counter() - self.started
@@ -158,9 +166,11 @@ def _evaluate(group: FusedGroup, window: dict) -> set[int]:
         net.eval()
         val, positive = scored(net, group.run.val_set, EVAL_BATCH)
         member.share_s += seconds / len(live)
-        done = step >= plan.total_steps
+        patience = _patience_spent(member, cfg.train.patience, val.loss)
+        done = step >= plan.total_steps or patience
         row = {
             "training_iteration": len(member.rows) + 1,
+            "evaluation": len(member.rows) + 1,
             "epoch": round(step / plan.steps_per_epoch, 4),
             "step": step,
             "train_loss": float(window["loss"][slot]) / max(1, window["steps"]),
@@ -172,8 +182,10 @@ def _evaluate(group: FusedGroup, window: dict) -> set[int]:
             "peak_memory_mb": peak,  # the group's process (CPU) or allocator (CUDA) peak so far
             "memory_share_mb": peak / len(group.members),  # its share: the peak comes with the whole stack
             "startup_s": group.startup_s,
+            "compile_s": group.compile_s,  # the group's: its members compile as one
             "time_total_s": member.share_s,  # its share: the cost columns charge a member for it alone
             "done_training": done,
+            "stopped_by_patience": patience,
             "trial_id": member.member_id,
         }
         if member.best is None or sign * row[metric] > sign * member.best:
@@ -183,11 +195,21 @@ def _evaluate(group: FusedGroup, window: dict) -> set[int]:
         member.rows.append(row)
         if done:
             member.status = "FINISHED"
+            stopped |= {index} if patience else set()  # it leaves the stack; the others go on
             if group.table is not None:  # the others are still compared with it, as with a finished trial
                 ray.get(group.table.finish.remote(member.member_id, row["training_iteration"], row[metric]))
         elif not math.isfinite(row["train_loss"]) or _told_to_stop(group, member, row):
             member.status, stopped = "STOPPED", stopped | {index}
     return stopped
+
+
+def _patience_spent(member: Member, patience: int | None, val_loss: float) -> bool:
+    """train.patience for one member: evaluations without a better validation loss, as a trial alone counts."""
+    if val_loss < member.best_val_loss - MIN_IMPROVEMENT:
+        member.best_val_loss, member.bad_evals = val_loss, 0
+    else:
+        member.bad_evals += 1
+    return patience is not None and member.bad_evals >= patience
 
 
 def _told_to_stop(group: FusedGroup, member: Member, row: dict) -> bool:
@@ -231,7 +253,9 @@ def _report_group(group: FusedGroup) -> None:
             "live": group.live,
             "step": group.step,
             "members": [
-                {"rows": m.rows, "best": m.best, "status": m.status, "share_s": m.share_s} for m in group.members
+                {"rows": m.rows, "best": m.best, "status": m.status, "share_s": m.share_s}
+                | {"best_val_loss": m.best_val_loss, "bad_evals": m.bad_evals}
+                for m in group.members
             ],
             "torch_rng": torch.get_rng_state(),
         }
@@ -263,5 +287,6 @@ def _restore(path: Path, net: StackedNet, optimizer: StackedOptimizer, members: 
             saved["status"],
             saved["share_s"],
         )
+        member.best_val_loss, member.bad_evals = saved.get("best_val_loss", math.inf), saved.get("bad_evals", 0)
     torch.set_rng_state(state["torch_rng"])
     return live, state["step"]
