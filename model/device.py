@@ -3,6 +3,7 @@ prediction all import this; none of them imports another's module for it."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import resource
@@ -11,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.errors import UserError
+from model.errors import UserError, short
 from model.settings import settings
+
+log = logging.getLogger("caviar.train")
 
 
 def available_cpus() -> int:
@@ -86,7 +89,48 @@ def maybe_compile(net: torch.nn.Module, setting: str, device: torch.device) -> t
     graph per width. Checkpoints always save the plain module, which shares the parameters."""
     if not compiles(setting, device):
         return net
-    return torch.compile(net, dynamic=None, backend=settings().compile_backend)
+    return CompiledOrEager(net)
+
+
+def compiled(fn):
+    """torch.compile(fn), falling back to `fn` itself if compiling fails (EagerIfCompileFails). The
+    inductor cache is caviar's own, <CAVIAR_CACHE>/inductor, not the /tmp one every program shares."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings().cache / "inductor"))
+    return EagerIfCompileFails(torch.compile(fn, dynamic=None, backend=settings().compile_backend), fn)
+
+
+class EagerIfCompileFails:
+    """Calls the compiled function; if compiling fails (a kernel left 0 bytes in the cache by a killed
+    process, no C++ compiler), one warning line, then the eager function from there on: the run
+    goes on at eager speed instead of failing at every compile for good."""
+
+    def __init__(self, compiled_fn, eager_fn):
+        self.compiled_fn, self.eager_fn = compiled_fn, eager_fn
+
+    def __call__(self, *args, **kwargs):
+        from torch._dynamo.exc import BackendCompilerFailed  # inductor's own errors derive from it
+
+        if self.compiled_fn is not None:
+            try:
+                return self.compiled_fn(*args, **kwargs)
+            except BackendCompilerFailed as err:
+                self.compiled_fn = None
+                first = next((ln for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+                log.warning("train.compile: compiling failed (%s); this run goes on eagerly", short(first, 200))
+        return self.eager_fn(*args, **kwargs)
+
+
+class CompiledOrEager(torch.nn.Module):
+    """`net` as the steps call it: compiled, or eager once compiling failed. train()/eval() reach `net`;
+    checkpoints save `net` itself."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+        self.__dict__["call"] = compiled(net)  # not a submodule: it wraps `net`, already one
+
+    def forward(self, *args, **kwargs):
+        return self.__dict__["call"](*args, **kwargs)
 
 
 def compiles(setting: str, device: torch.device) -> bool:

@@ -23,6 +23,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from model.config import TrainConfig
+from model.device import compiled
 from model.evaluate import cross_entropy
 from model.schedule import FUSED_ADAMW_DEVICES, NO_DECAY, build_schedule
 
@@ -56,9 +57,7 @@ class StackedNet:
         # train.compile: the stacked forward traced by torch.compile; the parameters are its inputs
         self.compiled = None
         if compile:
-            from model.settings import settings
-
-            self.compiled = torch.compile(self._forward, dynamic=None, backend=settings().compile_backend)
+            self.compiled = compiled(self._forward)
         if len({type(n) for n in nets}) != 1 or len({tuple(_shapes(n)) for n in nets}) != 1:
             raise ValueError("fused members must share one architecture (every parameter's name and shape)")
         # each member's module tree without weights: the same but for its dropout probabilities
