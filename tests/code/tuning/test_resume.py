@@ -50,7 +50,9 @@ def test_resume_after_the_driver_is_killed(tmp_path, ray_head):
     slow = {**TINY["train"], "epochs": 7}  # ~14 evaluations a trial: long enough to be killed midway
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results"), train=slow, **spec)
     experiment = tmp_path / "results" / "killed"
-    finished_before = tune_killed_when(job, lambda: wait_for_finished_trial(experiment, timeout=TRIAL_START_TIMEOUT_S))
+    finished_before = tune_killed_when(
+        job, lambda: wait_for_finished_trial(experiment, timeout=TRIAL_START_TIMEOUT_S, evaluations=14)
+    )
     trials_before = load_trials(experiment)
     rows_before = {t.trial_id: len(t.history) for t in trials_before}
     # Ray deletes an older checkpoint as soon as a newer one lands but saves its state every few

@@ -74,20 +74,22 @@ def tune_killed_when(job: Path, ready, what: str = "", name: str = "killed", pol
         driver.wait()
 
 
-def wait_for_finished_trial(experiment: Path, timeout: float) -> set[str]:
-    """Poll the trial folders until one trial has finished and another is midway (3+ evaluations,
-    so the state Ray saved alongside names a checkpoint to resume it from)."""
+def wait_for_finished_trial(experiment: Path, timeout: float, evaluations: int) -> set[str]:
+    """Poll until one trial has finished and another is early in its run: 3 or more evaluations, at
+    most half of its `evaluations`, and a checkpoint of its own on disk (the event). The state Ray
+    saved alongside then names a checkpoint to resume it from, and the trial is many evaluations
+    from its end when the kill lands, however loaded the machine."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        time.sleep(0.5)
-        done, midway = set(), 0
+        time.sleep(0.2)
+        done, early = set(), 0
         for result in experiment.glob("*/result.json"):
             lines = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
             if lines and lines[-1].get("done_training"):
                 done.add(lines[-1]["trial_id"])
-            elif len(lines) >= 3:
-                midway += 1
-        if done and midway:
+            elif 3 <= len(lines) <= evaluations // 2 and any(result.parent.glob("checkpoint_*/caviar.json")):
+                early += 1
+        if done and early:
             return done
         if len(done) == 4:
             raise AssertionError("every trial finished before the driver could be killed")
