@@ -134,7 +134,6 @@ def reseed_cmd(
     _verbosity(verbose)
     import ray
 
-    from caviar.experiment.outcome import reseed_lines
     from caviar.job.schema import FinalSpec
     from caviar.tuning.pipeline import reseed_experiment
 
@@ -145,7 +144,7 @@ def reseed_cmd(
         spread = reseed_experiment(experiment_folder(experiment), final, address)
     finally:
         ray.shutdown()
-    _finish(reseed_lines(spread), spread, as_json)
+    _finish(spread.describe(), spread.as_json(), as_json)
 
 
 def pretrain_cmd(

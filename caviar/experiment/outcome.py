@@ -17,6 +17,7 @@ from caviar.experiment.layout import OUTCOME_FILE, ROUNDS_FILE
 from caviar.experiment.members import drop_group_checkpoints
 from caviar.experiment.object_store import Mirror, is_uri, known_as, mirror_of
 from caviar.experiment.record import Experiment
+from caviar.experiment.reseed_record import ReseedRecord
 from caviar.experiment.rows import TrialRow, trial_row
 from caviar.experiment.selection import Standing, standings
 from caviar.job.keys import flatten
@@ -50,7 +51,7 @@ class TuneOutcome:
     checkpoint_bytes_freed: int
     pretrained: str | None = None
     rounds: list | None = None
-    reseed: dict | None = None  # final: {seeds: S}: the seed re-runs' record (reseed/reseed.json)
+    reseed: ReseedRecord | None = None  # final: {seeds: S}: the seed re-runs (reseed/reseed.json)
     notes: list[str] = field(default_factory=list)  # warnings worth repeating at the end
     best_interval: list[float] | None = None  # best_metric's 95% interval, from the kept predictions
     tied_with_best: list[str] = field(default_factory=list)  # trials whose paired interval holds 0
@@ -89,9 +90,11 @@ class TuneOutcome:
             "tied_with_best": self.tied_with_best,
             "confidence": CONFIDENCE,
         }
-        for key in ("pretrained", "rounds", "reseed"):
+        for key in ("pretrained", "rounds"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
+        if self.reseed is not None:
+            out["reseed"] = self.reseed.as_json()
         return out
 
     def _interval(self) -> str:
@@ -118,34 +121,13 @@ class TuneOutcome:
             f"{self.wall_s:.0f}s; checkpoints {'on the store' if is_uri(self.experiment_dir) else 'on disk'} "
             f"{self.checkpoint_bytes / 2**20:.1f} MiB",
             *self.notes,
-            *(reseed_lines(self.reseed) if self.reseed else []),
+            *(self.reseed.describe() if self.reseed else []),
             f"experiment: {self.experiment_dir}",
             "next:",
             f"  compare trials:  {runnable('tensorboard')} --logdir {folder}",
             f"  leaderboard:     {runnable('caviar')} report {folder}",
             f"  promote best:    {runnable('caviar')} promote {folder}",
         ]
-
-
-def reseed_lines(spread: dict) -> list[str]:
-    """What the seed re-runs gave, one line a configuration, then the choice and why."""
-    lines = [f"re-ran {spread['picked']}, {spread['seeds']} seeds each:"]
-    for c in spread["configs"]:
-        versus = c.get("vs_leader")
-        against = (
-            f"  vs config {spread['leader_rank']}: {versus['difference']:+.4f} "
-            f"[{versus['interval'][0]:+.4f}, {versus['interval'][1]:+.4f}]"
-            f" {'separated' if versus['separated'] else 'not separated'}"
-            if versus
-            else ""
-        )
-        lines.append(
-            f"  config {c['rank']} ({c['source_trial']}): val {c['val_mean']:.4f} ± {c['val_std']:.4f}  "
-            f"test {c['test_mean']:.4f} ± {c['test_std']:.4f}  {c['parameters']:,} parameters, {c['steps']:,} steps"
-            + against
-        )
-    lines.append(f"chosen: config {spread['chosen_rank']}: {spread['chosen_because']}; promote takes its best seed")
-    return lines
 
 
 def finish(experiment: Experiment, wall_s: float, notes: list[str] | None = None) -> TuneOutcome:

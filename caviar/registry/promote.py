@@ -16,6 +16,7 @@ from pathlib import Path
 from caviar.experiment.layout import RESEED_FILE, TRAIN_CHECKPOINT, TRAIN_RESULT, reseed_dir
 from caviar.experiment.object_store import is_uri, known_as, mirror_of
 from caviar.experiment.record import Experiment
+from caviar.experiment.reseed_record import ReseedRecord
 from caviar.job.loading import validate
 from caviar.job.schema import JobSpec
 from caviar.registry import store as registry
@@ -85,7 +86,7 @@ class _Candidate:
     trial_id: str
     params: dict
     checkpoint: Path
-    spread: dict | None  # reseed.json, when the choice came from seed re-runs
+    spread: ReseedRecord | None  # reseed.json, when the choice came from seed re-runs
 
 
 def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | None = None) -> Promotion:
@@ -122,7 +123,7 @@ def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | N
         splits = load_splits(candidate.job.data)
         spread = candidate.spread
         test = (
-            Metrics(**spread["best_run"]["test_metrics"])
+            Metrics(**spread.best_run.test_metrics)
             if spread
             else evaluate_checkpoint(candidate.checkpoint, splits.test)
         )
@@ -178,10 +179,9 @@ def _best_of(experiment_dir: Path) -> _Candidate:
     trial, _ = found
     checkpoint, spread = experiment.best_checkpoint(trial), None
     if (record := reseed_dir(experiment_dir) / RESEED_FILE).is_file():
-        spread = read_json_object(record)
-        chosen = next(c for c in spread["configs"] if c["rank"] == spread["chosen_rank"])
-        trial = next(t for t in experiment.trials() if t.trial_id == chosen["source_trial"])
-        checkpoint = _here(spread["best_run"]["checkpoint"], experiment_dir)
+        spread = ReseedRecord.from_json(read_json_object(record))
+        trial = next(t for t in experiment.trials() if t.trial_id == spread.chosen.source_trial)
+        checkpoint = _here(spread.best_run.checkpoint, experiment_dir)
     if checkpoint is None and trial.damage:
         raise UserError(
             f"{experiment.folder}: the best trial {trial.trial_id} has no readable checkpoint; {trial.damage[0]}"
@@ -246,14 +246,25 @@ def _card_origin(origin: dict | None, root) -> dict | None:
     return {"source": shown, "fingerprint": origin.get("fingerprint")}
 
 
-def _card_spread(spread: dict) -> dict:
+def _card_spread(spread: ReseedRecord) -> dict:
     """Mean and spread of every re-run configuration; the chosen one first."""
-    configs = sorted(spread["configs"], key=lambda c: c["rank"] != spread["chosen_rank"])
-    keep = ("rank", "source_trial", "params", "val_mean", "val_std", "test_mean", "test_std")
+    configs = sorted(spread.configs, key=lambda c: c.rank != spread.chosen_rank)
     return {
-        "seeds": spread["seeds"],
-        "chosen_rank": spread["chosen_rank"],
-        "chosen_because": spread.get("chosen_because"),  # older records lack it
-        "best_seed": spread["best_run"]["seed"],
-        "configs": [{k: c[k] for k in keep} | {"seeds": [r["seed"] for r in c["runs"]]} for c in configs],
+        "seeds": spread.seeds,
+        "chosen_rank": spread.chosen_rank,
+        "chosen_because": spread.chosen_because,
+        "best_seed": spread.best_run.seed,
+        "configs": [
+            {
+                "rank": c.rank,
+                "source_trial": c.source_trial,
+                "params": c.params,
+                "val_mean": c.val_mean,
+                "val_std": c.val_std,
+                "test_mean": c.test_mean,
+                "test_std": c.test_std,
+                "seeds": [r.seed for r in c.runs],
+            }
+            for c in configs
+        ],
     }

@@ -35,6 +35,7 @@ from caviar.experiment.object_store import Mirror, is_uri, outage_is_one_line
 from caviar.experiment.object_store import filesystem as filesystem_of
 from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, runnable, save
 from caviar.experiment.record import Experiment, load_trials
+from caviar.experiment.reseed_record import ReseedRecord
 from caviar.job.schema import FinalSpec, JobSpec
 from caviar.ops.run_folder import run_folder
 from caviar.tuning.disk_room import room_for_search, room_for_single
@@ -197,7 +198,7 @@ def resume_experiment(location: str | Path, address: str | None = None) -> TuneO
         return _search(resolved, storage, experiment_dir.name, address, restore=True, started=time.perf_counter())
 
 
-def reseed_experiment(experiment_dir: Path, final: FinalSpec, address: str | None = None) -> dict:
+def reseed_experiment(experiment_dir: Path, final: FinalSpec, address: str | None = None) -> ReseedRecord:
     """`caviar reseed`: the seed re-runs of a finished experiment, recorded in reseed/reseed.json."""
     from caviar.tuning.reseed import reseed
 

@@ -22,6 +22,7 @@ from caviar.experiment.intervals import seeded_difference
 from caviar.experiment.layout import RESEED_DIR, RESEED_FILE, Storage, reseed_dir
 from caviar.experiment.object_store import Mirror, mirror_of
 from caviar.experiment.record import Experiment, TrialRecord
+from caviar.experiment.reseed_record import ReseedRecord
 from caviar.experiment.selection import standings
 from caviar.job import pretrain_search
 from caviar.job.keys import set_dotted
@@ -56,7 +57,7 @@ def seed_job(job: JobSpec, params: dict, seeds: list[int], rank: int) -> JobSpec
     return JobSpec.model_validate(raw)
 
 
-def reseed(experiment: Experiment, final: FinalSpec, splits: Splits) -> dict:
+def reseed(experiment: Experiment, final: FinalSpec, splits: Splits) -> ReseedRecord:
     """Re-train the experiment's top-K configurations (or, with top_k 'tied', the best and those tied
     with it) with `seeds` new seeds each (Ray is running); choose on the job's metric (validation),
     report the test file's verdict, and record it all in reseed/reseed.json, which `caviar promote` reads."""
@@ -97,11 +98,12 @@ def reseed(experiment: Experiment, final: FinalSpec, splits: Splits) -> dict:
         **choice,
         "best_run": best_run,
     }
+    record = ReseedRecord.from_json(outcome)
     if mirror is not None:
-        mirror.put_json(f"{RESEED_DIR}/{RESEED_FILE}", outcome)
+        mirror.put_json(f"{RESEED_DIR}/{RESEED_FILE}", record.as_json())
     else:
-        write_json_atomically(folder / RESEED_FILE, outcome)
-    return outcome
+        write_json_atomically(folder / RESEED_FILE, record.as_json())
+    return record
 
 
 def to_rerun(experiment: Experiment, top_k: int | str, max_tied: int) -> tuple[list[TrialRecord], str]:
