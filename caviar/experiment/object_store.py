@@ -22,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.checkpoint import META, STATE, WEIGHTS
+from model.checkpoint import META, STATE, WEIGHTS, is_checkpoint
 from model.errors import UserError
 from model.files import file_sha256, read_json_object, write_json_atomically
 from model.remote import SCHEMES, download, filesystem, is_uri
@@ -271,6 +271,19 @@ def left_out_bytes(folder: Path) -> int:
         for name, size in left.items()
         if (name.startswith(rel + "/") or rel == ".") and not (mirror.folder / name).is_file()
     )
+
+
+def holds_checkpoint(folder: Path) -> bool:
+    """model.checkpoint.is_checkpoint, where a mirror's left-out weights count as held: they are on
+    the store, fetched when the checkpoint is used."""
+    folder = Path(folder)
+    if is_checkpoint(folder):
+        return True
+    mirror = mirror_of(folder)
+    if mirror is None or not (folder / META).is_file():
+        return False
+    rel = folder.resolve().relative_to(mirror.folder.resolve()).as_posix()
+    return f"{rel}/{WEIGHTS}" in mirror.manifest().get("left_out", {})
 
 
 def known_as(path: str | Path) -> str:

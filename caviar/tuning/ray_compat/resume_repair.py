@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from caviar.experiment.object_store import holds_checkpoint
 from caviar.experiment.record import UNFINISHED, TrialRecord
-from model.checkpoint import is_checkpoint
 
 
 @dataclass
@@ -38,7 +38,7 @@ def prepare_resume(trials: list[TrialRecord], rename: Callable[[Path, Path], Non
         if trial.status not in UNFINISHED or wanted is None:
             continue
         if not wanted.is_dir():
-            complete = [c for c in trial.checkpoints() if is_checkpoint(c)]
+            complete = [c for c in trial.checkpoints() if holds_checkpoint(c)]  # a mirror's too
             if not complete:
                 continue
             rename(complete[-1], wanted)  # on object storage, on the store as well

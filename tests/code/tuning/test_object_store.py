@@ -411,7 +411,8 @@ def test_a_driver_killed_on_the_store_resumes_with_an_empty_cache(store, ray_hea
     assert {"train.lr", "train.weight_decay"} <= {h["name"] for h in hparams["hparamInfos"]}, hparams
     fresh = {**ray_head, **store, "CAVIAR_CACHE": str(tmp_path / "fresh")}  # another driver, on the shared head
     resumed = summary_of(run_caviar("resume", f"s3://{BUCKET}/killed/k", "--json", env=fresh))
-    assert len(resumed["trials"]) == 3 and all(t["status"] == "finished" for t in resumed["trials"])
+    ended = [(t["trial_id"], t["status"], t["evaluations"], t.get("stopped_by")) for t in resumed["trials"]]
+    assert len(resumed["trials"]) == 3 and all(t["status"] == "finished" for t in resumed["trials"]), ended
     with pytest.MonkeyPatch.context() as patch:
         for name, value in store.items():
             patch.setenv(name, value)
