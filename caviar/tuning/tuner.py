@@ -66,9 +66,11 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
     with mirror.changes_pushed(folder) if mirror else contextlib.nullcontext():
         restore_side_states(Path(folder))  # the searcher as it was when the trials' statuses were saved
     records = load_trials(folder, members=False)  # Ray's trials: a fused group is one
-    plan = prepare_resume(records, mirror.rename_dir if mirror else Path.rename)
+    plan = prepare_resume(records, mirror.rename_dir, mirror.changes_pushed) if mirror else prepare_resume(records)
     for move in plan.moved:
         log.warning("the saved state named a deleted checkpoint; resuming from the newest one: %s", move)
+    if plan.cut:
+        log.warning("results recorded after the saved checkpoint are run again, once: %s", ", ".join(plan.cut))
     if job.fused:
         trainable, _ = fused_trainable(job, splits, str(folder), records=records)
     else:

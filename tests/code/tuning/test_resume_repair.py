@@ -1,6 +1,7 @@
-"""ray_compat/resume_repair on a mirror of an experiment on object storage, where no checkpoint's
-weights are held locally (they stay on the store until used): a state that names a checkpoint Ray
-deleted is still repaired from the newest one, as on a disk."""
+"""ray_compat/resume_repair: a state that names a checkpoint Ray deleted is repaired from the newest
+one, on a mirror of an experiment on object storage too, where no checkpoint's weights are held
+locally (they stay on the store until used); and a trial's recorded rows past the checkpoint it
+resumes from are dropped, so the evaluations it runs again are recorded once."""
 
 from __future__ import annotations
 
@@ -34,3 +35,50 @@ def test_a_stale_checkpoint_on_a_mirror_is_repaired_from_the_newest_one(tmp_path
     plan = prepare_resume([record], rename)
     assert renamed == [("checkpoint_000001", "checkpoint_000000")]
     assert plan.replay == {"a": 12}  # the moved checkpoint's evaluation (step 23) was never recorded
+
+
+def _experiment_with_rows(tmp_path, steps: list[int], checkpoints: dict[str, int]):
+    """One trial's folder: result.json and progress.csv rows at `steps`, checkpoints named -> step."""
+    trial = tmp_path / "exp" / "run_trial_a"
+    for name, step in checkpoints.items():
+        (trial / name).mkdir(parents=True)
+        (trial / name / "caviar.json").write_text(json.dumps({"metrics": {"step": step}}))
+        (trial / name / "model.safetensors").write_bytes(b"w")
+    rows = [{"training_iteration": i, "step": s, "val_loss": 1 / i} for i, s in enumerate(steps, 1)]
+    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pd.DataFrame(rows).to_csv(trial / "progress.csv", index=False)
+    return trial, pd.DataFrame(rows)
+
+
+def _steps_recorded(trial):
+    rows = [json.loads(line) for line in (trial / "result.json").read_text().splitlines()]
+    return [r["step"] for r in rows], list(pd.read_csv(trial / "progress.csv")["step"])
+
+
+def test_rows_recorded_past_the_checkpoint_the_state_names_are_dropped_to_be_run_once(tmp_path):
+    """The state lags result.json: it names checkpoint_000000 (step 20), the trial recorded step 40
+    too. Resumed from step 20, the trial evaluates step 40 again; the old row would make it twice."""
+    trial, history = _experiment_with_rows(tmp_path, [20, 40], {"checkpoint_000000": 20, "checkpoint_000001": 40})
+    record = TrialRecord("a", "RUNNING", {}, trial, history, None, resume_from=trial / "checkpoint_000000")
+    plan = prepare_resume([record])
+    assert plan.cut == ["a"] and plan.moved == [] and plan.replay == {}
+    assert _steps_recorded(trial) == ([20], [20]) and list(record.history["step"]) == [20]
+
+
+def test_an_older_checkpoint_moved_into_a_deleted_slot_drops_the_rows_after_it(tmp_path):
+    """Issue 47's case: the state names checkpoint_000002, deleted; the only checkpoint left holds
+    step 20 while rows reach step 80. The trial resumes at step 20: rows 40..80 are run again, once."""
+    trial, history = _experiment_with_rows(tmp_path, [20, 40, 60, 80], {"checkpoint_000000": 20})
+    record = TrialRecord("a", "RUNNING", {}, trial, history, None, resume_from=trial / "checkpoint_000002")
+    plan = prepare_resume([record])
+    assert plan.moved == ["a: checkpoint_000000 -> checkpoint_000002"] and plan.cut == ["a"]
+    assert _steps_recorded(trial) == ([20], [20]) and plan.replay == {}
+
+
+def test_a_state_in_step_with_its_rows_is_left_as_it_is(tmp_path):
+    trial, history = _experiment_with_rows(tmp_path, [20, 40], {"checkpoint_000001": 40})
+    before = (trial / "result.json").read_bytes()
+    record = TrialRecord("a", "RUNNING", {}, trial, history, None, resume_from=trial / "checkpoint_000001")
+    plan = prepare_resume([record])
+    assert (plan.moved, plan.cut, plan.replay) == ([], [], {})
+    assert (trial / "result.json").read_bytes() == before
