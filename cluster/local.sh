@@ -41,12 +41,20 @@ node_ports() {  # $1 = node index (0 = head)
 # --isolated: a worker node runs in a mount namespace of its own (unshare; root), with empty private
 # folders over the project's results/, the system temp folder and Ray's temp folder. What a trial
 # there reads of the driver's then comes through Ray or the storage, never a path on this disk.
+# A project that itself lies under /tmp (a fresh clone there) is bound back over the empty /tmp:
+# the node's Ray runs from the project's .venv.
 isolated() {  # "$@" = the command to run so
   [ "$(id -u)" = 0 ] || die "--isolated needs root (unshare -m)"
-  PRIVATE="$here/../results:/tmp:$state/ray" unshare -m --propagation private bash -c '
+  PROJECT="$(cd "$here/.." && pwd -P)" STATE_RAY="$state/ray" unshare -m --propagation private bash -c '
     set -e
-    IFS=: read -ra folders <<< "$PRIVATE"
-    for folder in "${folders[@]}"; do mkdir -p "$folder" && mount -t tmpfs tmpfs "$folder"; done
+    hold=
+    case "$PROJECT/" in /tmp/*)
+      hold=$(mktemp -d -p /run 2>/dev/null || mktemp -d -p /var/tmp)
+      mount --bind "$PROJECT" "$hold" ;;
+    esac
+    mount -t tmpfs tmpfs /tmp
+    if [ -n "$hold" ]; then mkdir -p "$PROJECT" && mount --move "$hold" "$PROJECT" && rmdir "$hold"; fi
+    for folder in "$PROJECT/results" "$STATE_RAY"; do mkdir -p "$folder" && mount -t tmpfs tmpfs "$folder"; done
     exec "$@"' isolated "$@"
 }
 
