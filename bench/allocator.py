@@ -29,7 +29,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from bench.common import BenchParser, model_shape, peak_rss_gb, rss_gb, run_main, write_result
+from caviar.job.loading import load_job
 from caviar.ops.allocator import MALLOC_CONF, PURGE_EVERY_S, find_jemalloc, loaded_allocator, purge_on_a_timer
+from model.data import load_splits
+from model.device import available_cpus
+from model.mlm import pretrain
 
 JOB = Path("tune_jobs/nsmc_pretrained.yaml")
 LOG_EVERY = 50
@@ -84,10 +88,6 @@ def child(steps: int, overrides: list[str], cap_gib: float, timer: bool) -> None
     """One pretraining run; prints one JSON line with its speed and memory."""
     if timer:
         purge_on_a_timer()
-    from caviar.job.loading import load_job
-    from model.data import load_splits
-    from model.device import available_cpus
-    from model.mlm import pretrain
 
     threads = f"train.num_threads={available_cpus()}"  # all CPUs, as stage 0 runs
     job = load_job(JOB, ["train.device=cpu", threads, *overrides])
@@ -161,7 +161,6 @@ def main() -> None:
         return child(args.steps, args.set, args.rss_cap_gib, args.timer)
     if args.smoke:
         args.rounds, args.steps = 1, 100
-    from caviar.job.loading import load_job
 
     shape = model_shape(load_job(JOB, args.set).model)  # a wrong --set: one line now, not in a child's traceback
     envs = variants(chosen_variants(args.variants))

@@ -16,8 +16,11 @@ from pathlib import Path
 
 import torch
 
+from caviar.cli.main import user_errors
 from caviar.experiment.layout import bench_dir
+from caviar.job.schema import JobSpec
 from caviar.ops.allocator import loaded_allocator
+from caviar.tuning.ray_session import start_ray
 from model.files import write_json_atomically
 
 RESULTS = Path(__file__).parent / "results"  # the tracked record, written with --record
@@ -97,15 +100,11 @@ def write_result(name: str, figures: dict) -> Path:
 
 def bench_job(overrides: dict, storage: Path):
     """A JobSpec for a benchmark: the default model with the given sections laid over it."""
-    from caviar.job.schema import JobSpec
-
     return JobSpec.model_validate({"storage": str(storage), **overrides})
 
 
 def timed_ray_start() -> float:
     """Seconds for ray.init() of a local cluster, as `caviar tune` starts it."""
-    from caviar.tuning.ray_session import start_ray
-
     started = time.perf_counter()
     start_ray(None)
     return time.perf_counter() - started
@@ -114,7 +113,5 @@ def timed_ray_start() -> float:
 def run_main(main, name: str) -> None:
     """Run a benchmark's main: a user's mistake (UserError) is one line on stderr and exit 2, through
     the CLI's own handler, never a traceback."""
-    from caviar.cli.main import user_errors
-
     with user_errors(name):
         main()

@@ -27,6 +27,13 @@ from pathlib import Path
 import torch
 
 from bench.common import BenchParser, bench_job, peak_rss_gb, run_main, write_result
+from caviar.experiment.record import load_trials
+from caviar.tuning.pipeline import resolve, tune_job
+from caviar.tuning.search_space import trial_config
+from model.batches import epoch_batches
+from model.fused import StackedNet, StackedOptimizer, fused_step
+from model.loop import evaluation_plan
+from model.train import prepare
 
 MODELS = {
     "tiny": {"vocab_size": 8000, "layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "max_len": 64},
@@ -47,13 +54,6 @@ def base_job(model: dict, steps: int, data: dict) -> dict:
 
 def fused_phase(raw: dict, k: int, part: int, parts: int, threads: int) -> dict:
     """This process's share of the fused groups of k (every `parts`-th, from `part`), in turn."""
-    from caviar.tuning.pipeline import resolve
-    from caviar.tuning.search_space import trial_config
-    from model.batches import epoch_batches
-    from model.fused import StackedNet, StackedOptimizer, fused_step
-    from model.loop import evaluation_plan
-    from model.train import prepare
-
     started = time.perf_counter()
     resolved = resolve(bench_job(raw, Path(tempfile.gettempdir())))
     base = resolved.job.trial_config().model_dump()
@@ -121,9 +121,6 @@ def fused_groups_on_2_cpus(name: str, k: int, args) -> dict:
 
 def ray_phase(raw: dict) -> dict:
     """Today's way: 8 trials (one configuration each), 2 at a time, each on 1 CPU."""
-    from caviar.experiment.record import load_trials
-    from caviar.tuning.pipeline import tune_job
-
     space = {key: {"grid": sorted({c[key] for c in CONFIGS})} for key in CONFIGS[0]}
     with tempfile.TemporaryDirectory() as tmp:
         job = bench_job(
@@ -160,11 +157,6 @@ def vmap_against_loop(raw: dict, k: int, threads: int, repeats: int = 5) -> dict
     """Forward and backward of k stacked members: vmap over functional_call against a loop over the
     members' slices (StackedNet's two ways), each with SDPA attention and with eager attention
     (vmap has no batching rule for SDPA's CPU kernel and runs it member by member)."""
-    from caviar.tuning.pipeline import resolve
-    from model.batches import epoch_batches
-    from model.fused import StackedNet
-    from model.train import prepare
-
     torch.set_num_threads(threads)
     resolved = resolve(bench_job(raw, Path(tempfile.gettempdir())))
     runs = [prepare(resolved.job.trial_config(), resolved.splits) for _ in range(k)]

@@ -24,6 +24,12 @@ import time
 from pathlib import Path
 
 from bench.common import BenchParser, run_main, write_result
+from caviar.experiment.record import load_trials
+from caviar.job.loading import load_job
+from caviar.job.schema import JobSpec
+from caviar.tuning.fusion import fused_groups, sample_members
+from caviar.tuning.member_rungs import MemberRungs
+from caviar.tuning.pipeline import tune_job
 
 K = 4
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,10 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 def search(job, name: str) -> dict:
     """Run the job; per sample index: its values at each evaluation, where it was stopped, the best."""
     import ray
-
-    from caviar.experiment.record import load_trials
-    from caviar.tuning.fusion import sample_members
-    from caviar.tuning.pipeline import tune_job
 
     order = [json.dumps(m, sort_keys=True) for m in sample_members(job)]
     started = time.perf_counter()
@@ -58,8 +60,6 @@ def replay(values: dict[int, list[float]], groups: list[list[int]], job) -> set[
     """ASHA's rule (the member rung table) fed in the one-at-a-time order: groups one after another,
     a group's live members evaluation by evaluation (a group of one is a trial). The stopped set,
     or None where the order reaches an evaluation `values` does not hold."""
-    from caviar.tuning.member_rungs import MemberRungs
-
     s = job.scheduler
     table, stopped = MemberRungs(s.grace_period, s.reduction_factor, s.max_t, job.mode), set()
     last = min(s.max_t, job.train.epochs * max(1, round(1 / job.train.eval_every)))  # a trial's own end
@@ -83,9 +83,6 @@ def replay(values: dict[int, list[float]], groups: list[list[int]], job) -> set[
 
 def quickstart(tmp: str, smoke: bool):
     """tune_jobs/quickstart.yaml, its storage in `tmp`; for --smoke, on the test fixture with a tiny model."""
-    from caviar.job.loading import load_job
-    from caviar.job.schema import JobSpec
-
     job = load_job(ROOT / "tune_jobs" / "quickstart.yaml")
     raw = job.model_dump(mode="json") | {"storage": tmp}
     if smoke:
@@ -96,7 +93,6 @@ def quickstart(tmp: str, smoke: bool):
 
 
 def one_at_a_time(tmp: str, smoke: bool) -> dict:
-    from caviar.tuning.fusion import fused_groups
 
     base = quickstart(tmp, smoke).model_copy(update={"max_concurrent_trials": 1})
     base = base.model_copy(update={"resources_per_trial": base.resources_per_trial.model_copy(update={"cpu": 2})})
@@ -120,7 +116,6 @@ def one_at_a_time(tmp: str, smoke: bool) -> dict:
 
 
 def _members(job) -> list[dict]:
-    from caviar.tuning.fusion import sample_members
 
     return sample_members(job)
 

@@ -23,6 +23,8 @@ import time
 import torch
 
 from bench.common import BenchParser, bench_job, write_result
+from caviar.experiment.record import load_trials
+from caviar.tuning.pipeline import tune_job
 from model.config import TrialConfig
 from model.data import load_splits
 from model.train import train
@@ -91,7 +93,6 @@ def one_trial(args, compile_setting: str, splits) -> dict:
 
 
 def packed(args, fraction: float, storage: str) -> dict:
-    from caviar.tuning.pipeline import tune_job
 
     gpu = fraction if args.device == "cuda" else 0
     cpu = args.cpus_per_trial if args.device == "cuda" else 2 * fraction
@@ -132,8 +133,6 @@ def packed(args, fraction: float, storage: str) -> dict:
 
 def _last_reports(experiment_dir: str, batch_size: int) -> list[dict]:
     """Each trial's examples trained (steps x batch size) and start-up, from its last report."""
-    from caviar.experiment.record import load_trials
-
     rows = []
     for trial in load_trials(experiment_dir):
         if len(trial.history):

@@ -24,13 +24,13 @@ import numpy as np
 from bench.common import BenchParser, project_path, write_result
 from caviar.experiment.layout import registry_root
 from model.config import DataConfig
+from model.data import load_splits
 
 HOST = "127.0.0.1"
 DEADLINE_S = 180  # the whole load phase stops by itself after this, finished or not
 
 
 def review_texts(n: int) -> list[str]:
-    from model.data import load_splits
 
     fixture = Path(__file__).parents[1] / "tests" / "fixtures" / "nsmc"
     data_dir = os.environ.get("NSMC_DIR") or str(fixture)

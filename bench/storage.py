@@ -20,8 +20,13 @@ from pathlib import Path
 import ray
 
 from bench.common import PROJECT, BenchParser, run_main, timed_ray_start, write_result
+from caviar.cli.results import experiment_folder
+from caviar.experiment.object_store import mirror_of
+from caviar.experiment.report import write_report
 from caviar.job.loading import load_job
 from caviar.ops.local_store import BUCKET, object_sizes, object_store
+from caviar.registry.promote import promote
+from caviar.tuning.pipeline import tune_job
 
 SMOKE = [
     f"data.dir={PROJECT / 'tests' / 'fixtures' / 'nsmc'}",
@@ -46,7 +51,6 @@ def main() -> None:
 
 
 def measure(tmp: Path, env: dict, overrides: list[str]) -> dict:
-    from caviar.tuning.pipeline import tune_job
 
     ray_start_s = timed_ray_start()
     runs = {}
@@ -78,11 +82,6 @@ def measure(tmp: Path, env: dict, overrides: list[str]) -> dict:
 
 def read_back(tmp: Path, uri: str) -> tuple[float, float]:
     """Seconds for report, then promote, from the store through a fresh cache, as the commands run them."""
-    from caviar.cli.results import experiment_folder
-    from caviar.experiment.object_store import mirror_of
-    from caviar.experiment.report import write_report
-    from caviar.registry.promote import promote
-
     os.environ["CAVIAR_CACHE"] = str(tmp / "empty-cache")
     started = time.perf_counter()
     folder = experiment_folder(uri)

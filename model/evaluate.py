@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.batches import DeviceSplit, eval_batches
-from model.device import autocast
+from model.batches import DeviceSplit, encode_cached, eval_batches
+from model.checkpoint import load_checkpoint
+from model.device import autocast, pick_device
 
 EVAL_BATCH = 256
 
@@ -82,10 +83,6 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: f
 
 def evaluate_checkpoint(folder, reviews, device=None) -> Metrics:
     """Metrics of a saved checkpoint on a split (a DataFrame with `document` and `label`)."""
-    from model.batches import encode_cached
-    from model.checkpoint import load_checkpoint
-    from model.device import pick_device
-
     device = device or pick_device("auto")
     loaded = load_checkpoint(folder)
     data = encode_cached(loaded.tokenizer, reviews.document, reviews.label, loaded.config.model.max_len)

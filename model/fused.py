@@ -23,7 +23,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from model.config import TrainConfig
-from model.device import compiled
+from model.device import autocast, compiled
 from model.evaluate import cross_entropy
 from model.schedule import FUSED_ADAMW_DEVICES, NO_DECAY, build_schedule
 
@@ -284,8 +284,6 @@ class StackedOptimizer:
 
 def fused_step(net: StackedNet, optimizer: StackedOptimizer, batch: dict, precision: str = "fp32") -> torch.Tensor:
     """One optimizer step of every member on one batch; returns the [K] losses, on the device."""
-    from model.device import autocast
-
     device = batch["input_ids"].device
     with autocast(device, precision):
         logits = net.logits(batch["input_ids"], batch["attention_mask"])

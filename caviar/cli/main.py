@@ -15,6 +15,9 @@ from pathlib import Path
 
 import typer
 
+from caviar.cli import registry, results, serving, submit, training
+from caviar.job.reference import job_reference
+from caviar.ops.allocator import run_on_jemalloc
 from model.errors import UserError
 from model.files import is_out_of_space, out_of_space
 
@@ -54,14 +57,10 @@ def root(
 @app.command("schema")
 def schema_cmd() -> None:
     """Print the job-file reference (every key, its type, default and description) as Markdown."""
-    from caviar.job.reference import job_reference
-
     typer.echo(job_reference(), nl=False)
 
 
 def _register() -> None:
-    from caviar.cli import registry, results, serving, submit, training
-
     for module in (training, results, serving, submit):
         module.register(app)
     app.add_typer(registry.registry_app, name="registry")
@@ -86,8 +85,6 @@ def entry() -> None:
     """The `caviar` command (and `python -m caviar`): a training command on jemalloc where it is
     installed, then `main`."""
     if trains(sys.argv[1:]):
-        from caviar.ops.allocator import run_on_jemalloc
-
         with user_errors():
             run_on_jemalloc()  # this process pretrains, trains or finds a learning rate: all page churn
     main()

@@ -9,6 +9,7 @@ import json
 
 import typer
 
+from caviar.experiment.layout import legacy_registry, registry_root
 from model.errors import UserError
 
 
@@ -16,8 +17,6 @@ def registry_lines() -> list[str]:
     """Where the registry is (every command that uses it says so), and an earlier caviar's registry
     left in the project's results/, with the command that moves it."""
     import shlex
-
-    from caviar.experiment.layout import legacy_registry, registry_root
 
     root = registry_root()
     lines = [f"registry: {root}"]
@@ -46,6 +45,7 @@ registry_app = typer.Typer(
 @registry_app.command("list")
 def registry_list(as_json: bool = typer.Option(False, "--json", help="one JSON line: every version")) -> None:
     """Every version of every model, the current ones marked with *."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.registry.store import list_models, registry_root
 
     rows = list_models(registry_root())
@@ -70,6 +70,7 @@ def registry_show(
     version: str | None = typer.Argument(None, help="v<N> or current (default: current)"),
 ) -> None:
     """The model card of a version (default: current)."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.registry.store import CURRENT, VERSION, read_card, version_dir_of
 
     model, _, tail = name.rpartition("/")
@@ -86,6 +87,7 @@ def registry_rollback(
     name: str, to: str | None = typer.Option(None, help="version, e.g. v1 (default: previous)")
 ) -> None:
     """Point `current` back at an earlier version (atomically)."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.registry.store import current_version, model_dir_of, rollback
 
     model_dir = model_dir_of(name)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import typer
 
+from caviar.cli.registry import say_registry
+
 JSON_HELP = "end with one JSON line of the results (the rest goes to stderr)"
 
 
@@ -25,6 +27,7 @@ def experiments_cmd(
     as_json: bool = typer.Option(False, "--json", help="one JSON document: every experiment"),
 ) -> None:
     """List the experiments in a storage (alias: ls): job, state, trials, best metric, age, size."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.experiment.listing import list_experiments, table
     from caviar.experiment.object_store import is_uri
 
@@ -39,6 +42,7 @@ def experiments_cmd(
 def experiment_folder(location: str) -> Path:
     """A folder as given, or for an experiment on object storage (s3://, gs://) its mirror, brought
     up to date: everything but the checkpoints' weights (experiment/object_store.py)."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.experiment.object_store import Mirror, is_uri
 
     return Mirror.of(location).pull() if is_uri(location) else Path(location)
@@ -53,6 +57,7 @@ def report_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Leaderboard (CSV, Markdown), report.json and plots of an experiment, read from disk."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.experiment.object_store import mirror_of
     from caviar.experiment.report import write_report
 
@@ -81,7 +86,7 @@ def promote_cmd(
     """Copy the best checkpoint into the registry (<registry>/<name>/v<N>) and point `current` at it, if it beats
     the version in service on the gate split (paired 95%). After `caviar reseed`, the best seed of the
     configuration with the best mean is the candidate."""
-    from caviar.cli.registry import say_registry
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.registry.promote import promote
     from caviar.registry.store import Refused
 

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import typer
 
+from caviar.cli.registry import say_registry
+from caviar.experiment.layout import legacy_registry
+from caviar.serving.schemas import check_text
 from model.errors import UserError
 
 MODEL_HELP = (
@@ -25,7 +28,7 @@ def register(app: typer.Typer) -> None:
 
 def _model_folder(model: Path | None, name: str) -> Path:
     """--model wins; else the named model's `current` in the registry root (CAVIAR_REGISTRY)."""
-    from caviar.experiment.layout import legacy_registry
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.registry.store import version_dir_of
 
     folder = model or version_dir_of(name)
@@ -44,6 +47,7 @@ def serve_cmd(
     threads: int | None = typer.Option(None, help="torch threads (default: all CPUs)"),
 ) -> None:
     """Serve the model with FastAPI; API key from CAVIAR_API_KEY if set. Docs at /docs (offline)."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.serving.app import serve
 
     serve(_model_folder(model, name), host, port, threads, announce=lambda line: typer.echo(line, err=True))
@@ -58,7 +62,7 @@ def predict_cmd(
     as_json: bool = typer.Option(False, "--json", help="the same as --format jsonl"),
 ) -> None:
     """Label reviews with the promoted model: 긍정 (positive) or 부정 (negative), with the label's confidence."""
-    from caviar.cli.registry import say_registry
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.registry.store import verify
     from model.predict import Predictor
 
@@ -124,7 +128,6 @@ def _reviews_from(file: str) -> list[str]:
 
 
 def _checked(numbered: list[tuple[int, str]], what: str) -> list[str]:
-    from caviar.serving.schemas import check_text
 
     for i, text in numbered:
         try:

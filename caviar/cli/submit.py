@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from caviar.job.loading import SET_HELP
+from caviar.ops import cluster
 
 
 def register(app: typer.Typer) -> None:
@@ -27,8 +28,6 @@ def submit_cmd(
     install: bool = typer.Option(False, "--install", help="pip-install requirements.txt on the cluster"),
 ) -> None:
     """Submit `caviar tune JOB` to a Ray cluster (Job Submission SDK, token auth)."""
-    from caviar.ops import cluster
-
     address = address or cluster.default_address()
     job_id = cluster.submit(job, address, overrides, install)
     typer.echo(f"submitted {job_id} to {address}")
@@ -49,8 +48,6 @@ def jobs_list(
     as_json: bool = typer.Option(False, "--json", help="one JSON line: the jobs, oldest first"),
 ):
     """Jobs on the cluster, newest last."""
-    from caviar.ops import cluster
-
     rows = sorted(cluster.list_jobs(address or cluster.default_address()), key=lambda r: r["start_time"] or 0)
     if as_json:
         typer.echo(json.dumps(rows))
@@ -68,8 +65,6 @@ def jobs_logs(
     follow: bool = typer.Option(False, "--follow", help="stream the logs until the job ends; exit with its status"),
 ) -> None:
     """The logs of a job so far (or, with --follow, as they come)."""
-    from caviar.ops import cluster
-
     address = address or cluster.default_address()
     if not follow:
         typer.echo(cluster.logs(address, job_id))
@@ -82,7 +77,5 @@ def jobs_logs(
 @jobs_app.command("stop")
 def jobs_stop(job_id: str, address: str | None = typer.Option(None, help=ADDRESS_HELP)) -> None:
     """Ask a running job to stop."""
-    from caviar.ops import cluster
-
     stopped = cluster.stop(address or cluster.default_address(), job_id)
     typer.echo(f"{job_id}: {'stop requested' if stopped else 'was not running'}")

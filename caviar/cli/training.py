@@ -15,6 +15,8 @@ import typer
 
 from caviar.cli.results import EXPERIMENT_HELP, experiment_folder
 from caviar.job.loading import SET_HELP, load_job
+from caviar.job.schema import FinalSpec
+from caviar.ops.allocator import missing_jemalloc_note
 from model.config import check_safe_name
 from model.errors import UserError
 
@@ -39,7 +41,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _finish(lines: list[str], payload: dict, as_json: bool) -> None:
-    from caviar.ops.allocator import missing_jemalloc_note
 
     for line in lines:
         typer.echo(line, err=as_json)
@@ -64,6 +65,7 @@ def train_cmd(
     smoke: bool = typer.Option(False, "--smoke", help=SMOKE_HELP),
 ) -> None:
     """Train ONE configuration (the job's fixed values, no Ray) and report val and test metrics."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.tuning.pipeline import train_job
 
     run = train_job(load_job(job, overrides, smoke=smoke, fixed_only=True), out)
@@ -80,6 +82,7 @@ def tune_cmd(
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """Tune: many trials in parallel on Ray Tune, weak ones stopped early; prints the best trial."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.tuning.pipeline import tune_job
 
     _verbosity(verbose)
@@ -96,6 +99,7 @@ def resume_cmd(
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
 ) -> None:
     """Continue an experiment whose driver stopped; finished trials are not run again."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.tuning.pipeline import resume_experiment
 
     _verbosity(verbose)
@@ -103,8 +107,10 @@ def resume_cmd(
 
 
 def _tuning(run, as_json: bool) -> None:
+    # lazy: Ray and torch (~2.4 s) load for the commands that use them
     import ray
 
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.experiment.outcome import Interrupted
 
     try:
@@ -132,9 +138,9 @@ def reseed_cmd(
 ) -> None:
     """Re-train the top-K configurations with S new seeds; `caviar promote` then takes the chosen one's best seed."""
     _verbosity(verbose)
+    # lazy: Ray and torch (~2.4 s) load for the commands that use them
     import ray
 
-    from caviar.job.schema import FinalSpec
     from caviar.tuning.pipeline import reseed_experiment
 
     if top_k != "tied" and not (top_k.isdigit() and int(top_k) >= 1):
@@ -158,6 +164,7 @@ def pretrain_cmd(
 ) -> None:
     """Pretraining of the job's model on the train split's texts (masked-LM, or ELECTRA with
     --set pretrain.objective=electra); fine-tune it with --set model.pretrained=<folder>."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.tuning.pipeline import pretrain_job
 
     folder, card = pretrain_job(load_job(job, overrides, smoke=smoke, fixed_only=True), out)
@@ -173,6 +180,7 @@ def lr_find_cmd(
     as_json: bool = typer.Option(False, "--json", help="end with one JSON line of the suggestion"),
 ) -> None:
     """Leslie Smith's LR range test: suggests base_lr and max_lr from smoothed loss and accuracy."""
+    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.tuning.pipeline import lr_find_job
 
     found = lr_find_job(load_job(job, overrides, fixed_only=True), out)

@@ -77,6 +77,7 @@ class Storage:
 
     def check_reachable(self) -> None:
         """Reach remote storage before the first trial, not in a trial's first checkpoint."""
+        # lazy: object_store loads torch (~1.8 s), and every command reads this module
         from caviar.experiment.object_store import check_reachable
 
         check_reachable(self.root)

@@ -22,7 +22,9 @@ from caviar.experiment.rows import trial_row
 from caviar.experiment.selection import standings
 from caviar.experiment.trial_plots import Look
 from caviar.job.schema import JobSpec
+from model.data import load_splits
 from model.errors import UserError
+from model.evaluate import evaluate_checkpoint
 from model.files import write_json_atomically, write_text_atomically
 
 
@@ -47,9 +49,6 @@ def local_checkpoint(shown: str, folder: Path) -> Path:
 def evaluate_top(board: pd.DataFrame, job: JobSpec, k: int, folder: Path) -> tuple[pd.DataFrame, list[str]]:
     """Test accuracy and F1 of the K best checkpoints: reported, never used to choose. Also the
     lines that say which of the K had no checkpoint left to score."""
-    from model.data import load_splits
-    from model.evaluate import evaluate_checkpoint
-
     test = load_splits(job.data).test
     board = board.copy()
     board["test_accuracy"], board["test_f1"] = math.nan, math.nan

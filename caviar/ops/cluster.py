@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from caviar.job.loading import load_job
 from model.errors import UserError
 from model.settings import path_variables, settings
 
@@ -124,7 +125,6 @@ def runtime_requirements() -> list[str]:
 
 
 def submit(job_file: Path, address: str, overrides: list[str], install: bool) -> str:
-    from caviar.job.loading import load_job
 
     job = load_job(job_file, overrides)  # fail here, not on the cluster
     overrides = absolute_paths(job, overrides)

@@ -22,8 +22,15 @@ from pathlib import Path
 
 from caviar.job.schema import JobSpec
 from caviar.tuning.fusion import group_members, sample_members
+from caviar.tuning.search_space import trial_config
+from model.batches import epoch_batches
 from model.data import Splits
+from model.device import compiles, memory_share_mb, peak_memory_mb
 from model.files import write_json_atomically
+from model.fused import StackedNet, StackedOptimizer, fused_step
+from model.loop import evaluation_plan, train_step
+from model.schedule import build_optimizer
+from model.train import prepare_members
 
 log = logging.getLogger("caviar.tune")
 
@@ -106,14 +113,6 @@ def measure(members: list[dict], base: dict, splits: Splits, cpus: float, gpus: 
     """Train `members` for a few steps as the search would (K = 1: a plain trial's step; K > 1: one
     fused step for all); aggregate examples/s over the timed steps, and this process's peak memory."""
     import torch
-
-    from caviar.tuning.search_space import trial_config
-    from model.batches import epoch_batches
-    from model.device import compiles, memory_share_mb, peak_memory_mb
-    from model.fused import StackedNet, StackedOptimizer, fused_step
-    from model.loop import evaluation_plan, train_step
-    from model.schedule import build_optimizer
-    from model.train import prepare_members
 
     cfgs = [trial_config(base, params) for params in members]
     for cfg in cfgs:

@@ -42,6 +42,7 @@ from caviar.tuning.disk_room import room_for_search, room_for_single
 from caviar.tuning.ray_compat.connection import check_reachable
 from caviar.tuning.ray_compat.working_dir import leave_job_working_dir
 from caviar.tuning.ray_session import check_resources, check_storage_shared, start_ray
+from caviar.tuning.single_run import run_single
 from model.data import Splits, load_splits, locate_nsmc
 from model.errors import UserError
 from model.files import check_room, out_of_space_is_one_line, write_json_atomically
@@ -82,11 +83,13 @@ def before_search(resolved: Resolved, folder: Path, progress: bool = True) -> Re
     """Stages 0 and 1, each when the job asks for it; the job after them names what they made."""
     job, splits = resolved.job, resolved.splits
     if job.stages.pretrain:
+        # lazy: stage 0's modules (plots, TensorBoard) cost ~1.7 s; loaded for a job that pretrains
         from caviar.tuning.pretrain_stage import pretrain_stage
 
         job, record = pretrain_stage(job, splits, progress)
         write_json_atomically(folder / PRETRAIN_FILE, record.as_json())
     if job.stages.lr_find:
+        # lazy: ~0.4 s, loaded for the jobs and command that run it
         from caviar.tuning.lr_find_stage import lr_find
 
         found = lr_find(job, folder, splits, progress)
@@ -97,8 +100,6 @@ def before_search(resolved: Resolved, folder: Path, progress: bool = True) -> Re
 
 def train_job(job: JobSpec, out: Path | None = None):
     """`caviar train`: the job's fixed values, no Ray; lr-find and stage 0 run first when asked for."""
-    from caviar.tuning.single_run import run_single
-
     if job.search_space:
         log.info("search_space is not used: caviar train trains the job's fixed values")
         job = job.without_search()
@@ -113,6 +114,7 @@ def train_job(job: JobSpec, out: Path | None = None):
 
 def lr_find_job(job: JobSpec, out: Path | None = None):
     """`caviar lr-find`: the LR range test alone, into its own folder."""
+    # lazy: ~0.4 s, loaded for the jobs and command that run it
     from caviar.tuning.lr_find_stage import lr_find
 
     resolved = resolve(job)
@@ -123,6 +125,7 @@ def lr_find_job(job: JobSpec, out: Path | None = None):
 
 def pretrain_job(job: JobSpec, out: Path | None = None):
     """`caviar pretrain`: stage 0 alone, into a folder `model.pretrained` then names; (folder, card)."""
+    # lazy: ~1.7 s, loaded for this command only
     from caviar.tuning.pretrain_stage import run_pretrain
 
     if job.model.pretrained:
@@ -182,6 +185,7 @@ def resume_experiment(location: str | Path, address: str | None = None) -> TuneO
     if job.rounds == 1 and not tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         raise UserError(f"{experiment_dir} cannot be resumed: Ray saved no experiment state there")
     if job.rounds == 1:  # Ray's own files, read before the data is loaded and Ray started
+        # lazy: Ray (~0.6 s) is loaded where it runs, never by `caviar train`
         from caviar.tuning.tuner import check_tuner_state
 
         check_tuner_state(experiment_dir)
@@ -200,6 +204,7 @@ def resume_experiment(location: str | Path, address: str | None = None) -> TuneO
 
 def reseed_experiment(experiment_dir: Path, final: FinalSpec, address: str | None = None) -> ReseedRecord:
     """`caviar reseed`: the seed re-runs of a finished experiment, recorded in reseed/reseed.json."""
+    # lazy: Ray (~0.6 s) is loaded where it runs, never by `caviar train`
     from caviar.tuning.reseed import reseed
 
     experiment = Experiment.load(experiment_dir)
@@ -221,6 +226,7 @@ def _search(
 ) -> TuneOutcome | None:
     """Start (or join) Ray, run the search, read the outcome back from disk (or the store), then the
     seed re-runs."""
+    # lazy: Ray (~0.6 s) is loaded where it runs, never by `caviar train`
     from caviar.tuning.rounds import rounds_stage
     from caviar.tuning.tuner import build_tuner, fit, restore_tuner
 
@@ -240,6 +246,7 @@ def _search(
         experiment = Experiment.load(_folder(storage, name), job)  # read once: the outcome and the re-runs
     outcome = finish(experiment, time.perf_counter() - started, notes)
     if job.final.seeds:
+        # lazy: Ray (~0.6 s) is loaded where it runs, never by `caviar train`
         from caviar.tuning.reseed import reseed
 
         outcome.reseed = reseed(experiment, job.final, splits)
@@ -261,6 +268,7 @@ def _fuse_stage(resolved: Resolved, address: str | None, folder: Path | None, no
     """`fuse: auto` becomes the K its pilot chose, before the job is saved: a resume keeps the groups."""
     if resolved.job.fuse != "auto":
         return resolved, notes
+    # lazy: Ray (~0.5 s) is loaded for a fused job only
     from caviar.tuning.fuse_pilot import fuse_chosen
 
     _start(address, resolved.job)

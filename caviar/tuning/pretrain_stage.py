@@ -30,6 +30,7 @@ from caviar.experiment import plots
 from caviar.experiment.layout import PRETRAIN_CARD, PRETRAIN_PLOT, pretrain_root, timestamped
 from caviar.job import pretrain_search
 from caviar.job.schema import JobSpec
+from caviar.tuning.pretrain_store import found_on_store, made_on_store
 from model.config import SHAPE_FIELDS
 from model.data import Splits
 from model.errors import UserError
@@ -193,7 +194,6 @@ def run_pretrain(job: JobSpec, folder: Path, splits: Splits, progress: bool = Tr
 
 
 def _made_or_found_on_store(job: JobSpec, splits: Splits, progress: bool, setting: dict, key: str) -> Stage0:
-    from caviar.tuning.pretrain_store import found_on_store, made_on_store
 
     if (found := found_on_store(job.storage, key, find_pretrained)) is not None:
         log.info("pretrained model found on the store for this data, tokenizer, shape and settings: %s", found[0])

@@ -210,3 +210,39 @@ def test_every_module_with_a_cuda_only_branch_is_listed_in_the_performance_doc()
     assert branching, "the check finds no CUDA branch at all (it would pass anything)"
     unlisted = sorted(name for name in branching if f"`{name}`" not in table)
     assert not unlisted, unlisted
+
+
+LAZY = "# lazy:"  # the comment a function-level import of the project's own modules carries, with why
+
+
+def _unexplained_function_imports(path: Path) -> list[str]:
+    """Function-level imports of caviar/model/bench modules whose block has no `# lazy: <why>` line."""
+    import ast
+
+    text = path.read_text(encoding="utf-8")
+    lines, found = text.splitlines(), []
+    for function in ast.walk(ast.parse(text)):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(function):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if not any(n.split(".")[0] in ("caviar", "model", "bench") for n in names if n):
+                continue
+            above = node.lineno - 2  # walk up over the block's imports (blank lines between) to its top
+            while above >= 0 and (not lines[above].strip() or lines[above].lstrip().startswith(("from ", "import "))):
+                above -= 1
+            if LAZY not in lines[node.lineno - 1] and (above < 0 or LAZY not in lines[above]):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_every_function_level_import_of_the_project_says_why_it_is_lazy():
+    """Issue 50, item 7: the project's own modules are imported at the top, except where a function-
+    level import keeps start-up fast (torch or Ray not loaded for `--help`, `train` or `report`);
+    each such block carries one `# lazy: <why>` line."""
+    modules = [p for top in ("caviar", "model", "bench") for p in _modules(top)]
+    unexplained = [hit for path in modules for hit in _unexplained_function_imports(path)]
+    assert not unexplained, unexplained
+    lazy = sum(path.read_text(encoding="utf-8").count(LAZY) for path in modules)
+    assert lazy > 0, "no lazy import found at all: the check would pass anything"
