@@ -31,8 +31,8 @@ from caviar.experiment.record import load_trials
 from caviar.tuning.pipeline import resolve, tune_job
 from caviar.tuning.search_space import trial_config
 from model.batches import epoch_batches
+from model.fit_loop import evaluation_plan
 from model.fused import StackedNet, StackedOptimizer, fused_step
-from model.loop import evaluation_plan
 from model.train import prepare
 
 MODELS = {

@@ -27,8 +27,9 @@ from model.batches import epoch_batches
 from model.data import Splits
 from model.device import compiles, memory_share_mb, peak_memory_mb
 from model.files import write_json_atomically
+from model.fit_loop import evaluation_plan
 from model.fused import StackedNet, StackedOptimizer, fused_step
-from model.loop import evaluation_plan, train_step
+from model.loop import train_step
 from model.schedule import build_optimizer
 from model.train import prepare_members
 

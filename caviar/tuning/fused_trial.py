@@ -29,13 +29,12 @@ from caviar.tuning.fusion import GROUP_KEY
 from caviar.tuning.member_rungs import actor_for
 from caviar.tuning.ray_compat.tensorboard import RunBoard
 from caviar.tuning.search_space import trial_config
-from model.batches import epoch_batches
 from model.checkpoint import fill_checkpoint
 from model.device import compiles, peak_memory_mb
 from model.evaluate import EVAL_BATCH, scored
 from model.files import temp_checkpoint_dir, write_json_atomically, write_text_atomically
+from model.fit_loop import Patience, StepClock, Window, evaluation_plan, evaluation_row, fit_loop
 from model.fused import StackedNet, StackedOptimizer, fused_step
-from model.loop import MIN_IMPROVEMENT, evaluation_plan
 from model.predictions import Predictions
 from model.train import prepare_members
 
@@ -55,8 +54,7 @@ class Member:
     best: float | None = None
     status: str = "RUNNING"
     share_s: float = 0.0  # its share of the group's seconds: each window's seconds over the live members
-    best_val_loss: float = math.inf  # train.patience, per member, by the rule model/loop.py's Trainer keeps
-    bad_evals: int = 0
+    patience: Patience = field(default_factory=Patience)  # train.patience, per member, as a run keeps it
 
     def write(self, group_id: str) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -72,10 +70,11 @@ def run_fused_trial(config: dict, *, base: dict, groups: list, splits, cpus: flo
 
 
 class FusedGroup:
-    """The group's stack, optimizer and members; `fit` trains them to the end or until all stop."""
+    """The group's stack, optimizer and members, trained by model/fit_loop.py's loop (as one run is):
+    to the end, or until every member has stopped."""
 
     def __init__(self, members_params: list[dict], base: dict, splits, cpus: float, rungs: dict):
-        self.started, self.startup_s, self.rungs = time.perf_counter(), None, rungs
+        started, self.rungs = time.perf_counter(), rungs
         context = tune.get_context()
         self.group_id, trial_dir = context.get_trial_id(), Path(context.get_trial_dir())
         self.cfgs = [trial_config(base, params) for params in members_params]
@@ -83,6 +82,7 @@ class FusedGroup:
             cfg.train.num_threads = cfg.train.num_threads or max(1, int(cpus))
         self.run, nets = prepare_members(self.cfgs, splits)  # each member's init from its own seed
         self.net = StackedNet(nets, compile=compiles(self.cfgs[0].train.compile, self.run.device)).train()
+        self.clock = StepClock(self.net.compiled is not None, started)  # its members compile as one
         # one network per distinct model config (its dropout) to load a member into for scoring and
         # saving; the members' own copies go once stacked
         self.eval_nets = {}
@@ -99,7 +99,6 @@ class FusedGroup:
             for i, params in enumerate(members_params)
         ]
         self.live, self.step = list(range(len(self.members))), 0
-        self.widths_seen, self.compile_s = set(), 0.0
         if (checkpoint := tune.get_checkpoint()) is not None:
             with checkpoint.as_directory() as folder:
                 self.live, self.step = _restore(Path(folder) / GROUP_STATE, self.net, self.optimizer, self.members)
@@ -110,35 +109,22 @@ class FusedGroup:
                 self.boards[member.index] = RunBoard(str(member.folder), nest(member.params))
         self.table = actor_for(rungs["experiment"], rungs["rule"], rungs["mode"])
 
+    @property
+    def done(self) -> bool:
+        return self.step >= self.plan.total_steps or not self.live
+
     def fit(self) -> None:
-        plan, window = self.plan, self._window()
-        while self.step < plan.total_steps and self.live:
-            epoch, offset = divmod(self.step, plan.steps_per_epoch)
-            for width, rows in self.data.plan(
-                epoch_batches(self.data.data, self.tc.batch_size, self.tc.seed, epoch)[offset:]
-            ):
-                new_shape = self.net.compiled is not None and width not in self.widths_seen
-                started = time.perf_counter()
-                window["loss"] += fused_step(self.net, self.optimizer, self.data.batch(width, rows), self.tc.precision)
-                if new_shape:  # a compiled stack compiles on the first call of each shape, as a single trial's
-                    self.widths_seen.add(width)
-                    self.compile_s += time.perf_counter() - started
-                self.step, window["steps"] = self.step + 1, window["steps"] + 1
-                if self.startup_s is None:
-                    self.startup_s = time.perf_counter() - self.started
-                if self.step - epoch * plan.steps_per_epoch in plan.eval_points or self.step == plan.total_steps:
-                    self._evaluation(window)
-                    window = self._window()
-                if self.step >= plan.total_steps or not self.live:
-                    break
+        fit_loop(self, self.data)
 
-    def _window(self) -> dict:
-        loss = torch.zeros(len(self.live), device=self.run.device)  # summed where the losses are
-        return {"loss": loss, "steps": 0, "started": time.perf_counter()}
+    def train_one(self, width: int, rows) -> torch.Tensor:
+        """One step of every live member on one batch: the [K] losses."""
+        batch = self.data.batch(width, rows)
+        losses = self.clock.timed(width, lambda: fused_step(self.net, self.optimizer, batch, self.tc.precision))
+        self.step += 1
+        return losses
 
-    def _evaluation(self, window: dict) -> None:
+    def evaluation(self, window: Window) -> None:
         """Score and record every live member, drop those that stop, report the group to Ray."""
-        window |= {"seconds": time.perf_counter() - window["started"], "examples": window["steps"] * self.tc.batch_size}
         stopped = _evaluate(self, window)
         kept = [slot for slot in range(len(self.live)) if self.live[slot] not in stopped]
         if len(kept) < len(self.live):  # compaction: the step's cost falls with the members that left
@@ -154,9 +140,9 @@ class FusedGroup:
         _report_group(self)
 
 
-def _evaluate(group: FusedGroup, window: dict) -> set[int]:
+def _evaluate(group: FusedGroup, window: Window) -> set[int]:
     """Score, record and checkpoint each live member; returns the members (group indices) that stop."""
-    step, plan, seconds, live = group.step, group.plan, window["seconds"], group.live
+    step, plan, seconds, live = group.step, group.plan, window.seconds(), group.live
     stopped, lrs, peak = set(), group.optimizer.group("lr"), peak_memory_mb(group.run.device)
     metric, sign = group.rungs["metric"], 1 if group.rungs["mode"] == "max" else -1
     for slot, index in enumerate(live):
@@ -166,23 +152,16 @@ def _evaluate(group: FusedGroup, window: dict) -> set[int]:
         net.eval()
         val, positive = scored(net, group.run.val_set, EVAL_BATCH)
         member.share_s += seconds / len(live)
-        patience = _patience_spent(member, cfg.train.patience, val.loss)
+        patience = member.patience.spent(val.loss, cfg.train.patience)
         done = step >= plan.total_steps or patience
+        n = len(member.rows) + 1
         row = {
-            "training_iteration": len(member.rows) + 1,
-            "evaluation": len(member.rows) + 1,
-            "epoch": round(step / plan.steps_per_epoch, 4),
-            "step": step,
-            "train_loss": float(window["loss"][slot]) / max(1, window["steps"]),
-            **{k: v for k, v in val.as_dict("val").items() if k != "val_confusion"},
-            "lr": lrs[slot],
-            "examples_per_s": window["examples"] / seconds,  # each member sees every example
-            "group_examples_per_s": window["examples"] * len(live) / seconds,
+            "training_iteration": n,
+            **evaluation_row(group, n, window.mean_loss(slot), val, lrs[slot], window, group.clock),
+            "group_examples_per_s": window.examples * len(live) / seconds,
             "members_live": len(live),
             "peak_memory_mb": peak,  # the group's process (CPU) or allocator (CUDA) peak so far
             "memory_share_mb": peak / len(group.members),  # its share: the peak comes with the whole stack
-            "startup_s": group.startup_s,
-            "compile_s": group.compile_s,  # the group's: its members compile as one
             "time_total_s": member.share_s,  # its share: the cost columns charge a member for it alone
             "done_training": done,
             "stopped_by_patience": patience,
@@ -201,15 +180,6 @@ def _evaluate(group: FusedGroup, window: dict) -> set[int]:
         elif not math.isfinite(row["train_loss"]) or _told_to_stop(group, member, row):
             member.status, stopped = "STOPPED", stopped | {index}
     return stopped
-
-
-def _patience_spent(member: Member, patience: int | None, val_loss: float) -> bool:
-    """train.patience for one member: evaluations without a better validation loss, as a trial alone counts."""
-    if val_loss < member.best_val_loss - MIN_IMPROVEMENT:
-        member.best_val_loss, member.bad_evals = val_loss, 0
-    else:
-        member.bad_evals += 1
-    return patience is not None and member.bad_evals >= patience
 
 
 def _told_to_stop(group: FusedGroup, member: Member, row: dict) -> bool:
@@ -254,7 +224,7 @@ def _report_group(group: FusedGroup) -> None:
             "step": group.step,
             "members": [
                 {"rows": m.rows, "best": m.best, "status": m.status, "share_s": m.share_s}
-                | {"best_val_loss": m.best_val_loss, "bad_evals": m.bad_evals}
+                | {"best_val_loss": m.patience.best_val_loss, "bad_evals": m.patience.bad_evals}
                 for m in group.members
             ],
             "torch_rng": torch.get_rng_state(),
@@ -287,6 +257,6 @@ def _restore(path: Path, net: StackedNet, optimizer: StackedOptimizer, members: 
             saved["status"],
             saved["share_s"],
         )
-        member.best_val_loss, member.bad_evals = saved.get("best_val_loss", math.inf), saved.get("bad_evals", 0)
+        member.patience = Patience(saved.get("best_val_loss", math.inf), saved.get("bad_evals", 0))
     torch.set_rng_state(state["torch_rng"])
     return live, state["step"]
