@@ -13,7 +13,11 @@ The other order loses a trial: the searcher had made it, the experiment state ne
 So every searcher and callback file also travels inside the experiment state file (one atomic
 write, one atomic upload), and `restore_side_states` puts those copies back before Ray resumes.
 The state file itself is written by rename: written in place, a kill mid-write left it empty.
-Upstream: none filed. Canary: test_ray_compat checks Ray's save_to_dir is still the one copied here.
+
+Ray offers no hook for this, so TuneController.save_to_dir is replaced on the class, once per
+process; the replacement acts only for caviar's own runs, those that carry caviar's TensorBoard
+callback (every caviar experiment, new or resumed), and calls Ray's own for any other Tune run in
+the process. Upstream: none filed. Canary: test_ray_compat checks Ray's save_to_dir is still the one copied here.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from caviar.tuning.ray_compat.tensorboard import TrialTensorBoard
 from model.files import atomic_path
 
 SIDE_KEY = "caviar_side_states"  # {"session": str, "files": {name: base64 bytes}}
@@ -42,10 +47,18 @@ def install() -> None:
     TuneController.save_to_dir = _save_to_dir
 
 
+def is_caviars(controller) -> bool:
+    """A Tune run that caviar started: its callbacks hold caviar's TensorBoard callback."""
+    return any(isinstance(c, TrialTensorBoard) for c in getattr(controller._callbacks, "_callbacks", []))
+
+
 def _save_to_dir(self) -> None:
-    """Ray 2.60's save_to_dir, with the side files saved first and embedded in the state file."""
+    """Ray 2.60's save_to_dir, with the side files saved first and embedded in the state file; Ray's
+    own for a run that is not caviar's."""
     from ray.tune.utils.serialization import TuneFunctionEncoder
 
+    if not is_caviars(self):
+        return RAYS_SAVE_TO_DIR(self)
     staging = Path(self._storage.experiment_driver_staging_path)
     staging.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="caviar-side-") as scratch:

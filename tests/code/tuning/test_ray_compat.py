@@ -4,6 +4,7 @@ so the workaround can be removed (or mended) instead of silently doing nothing."
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 from pathlib import Path
 
@@ -267,9 +268,14 @@ def test_state_snapshot_canary_rays_save_to_dir_is_the_one_it_replaces():
     assert "self._callbacks.save_to_dir(driver_staging_path, session_str=self._session_str)" in source
 
 
-def _controller(staging: Path, trials: dict, searcher_state: bytes):
-    """What save_to_dir reads of a TuneController; its searcher writes `searcher_state` as Ray's does."""
+def _controller(staging: Path, trials: dict, searcher_state: bytes, callbacks: list | None = None):
+    """What save_to_dir reads of a TuneController; its searcher writes `searcher_state` as Ray's does.
+    By default a run of caviar's: it carries caviar's TensorBoard callback."""
     from types import SimpleNamespace
+
+    from caviar.tuning.ray_compat.tensorboard import TrialTensorBoard
+
+    callbacks = [TrialTensorBoard(None)] if callbacks is None else callbacks
 
     def save_searcher(folder, session_str):
         Path(folder, f"basic-variant-state-{session_str}.json").write_bytes(searcher_state)
@@ -282,7 +288,7 @@ def _controller(staging: Path, trials: dict, searcher_state: bytes):
         experiment_state_file_name="experiment_state-2026-12-02_10-00-00.json",
         _session_str="2026-12-02_10-00-00",
         _search_alg=SimpleNamespace(save_to_dir=save_searcher),
-        _callbacks=SimpleNamespace(save_to_dir=lambda folder, session_str: None),
+        _callbacks=SimpleNamespace(save_to_dir=lambda folder, session_str: None, _callbacks=callbacks),
     )
 
 
@@ -364,3 +370,22 @@ print(json.dumps([flatten(r.config) for r in tuner.fit()]))
     as_text = sorted(json.dumps(m, sort_keys=True) for m in drawn)
     assert sorted(json.dumps(c, sort_keys=True) for c in searched) == as_text
     assert len(set(as_text)) == 5  # five distinct draws, not one repeated
+
+
+def test_the_snapshot_acts_only_for_caviars_runs(tmp_path, monkeypatch):
+    """Issue 50, item 6: the replaced save_to_dir is scoped to caviar's runs; any other Tune run in
+    the process gets Ray's own, untouched."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    from caviar.tuning.ray_compat import state_snapshot
+
+    state_snapshot.install()
+    called = []
+    monkeypatch.setattr(state_snapshot, "RAYS_SAVE_TO_DIR", lambda controller: called.append(controller))
+    other = _controller(tmp_path / "other", {}, b"x", callbacks=[])
+    TuneController.save_to_dir(other)
+    assert called == [other] and not (tmp_path / "other").exists()
+    ours = _controller(tmp_path / "ours", {}, b"x")
+    TuneController.save_to_dir(ours)
+    state = json.loads((tmp_path / "ours" / ours.experiment_state_file_name).read_text())
+    assert called == [other] and state_snapshot.SIDE_KEY in state
