@@ -21,20 +21,13 @@ def fuse_value(value):
 
 def fusion_problem(job) -> str | None:
     """The first thing in the job that fused trials cannot do, as the end of a one-line error."""
-    scheduler = job.scheduler
-    problems = {
-        "needs search: random or grid (the groups are drawn before any trial runs; optuna proposes "
-        "one trial at a time)": job.search == "optuna",
-        f"works with scheduler asha, median_stopping or fifo; {scheduler.type} acts on whole trials": scheduler.type
-        not in ("asha", "median_stopping", "fifo"),
-        "runs a plain search: no rounds, pretrained encoder or lr-find yet": job.rounds > 1
-        or bool(job.model.pretrained)
-        or job.stages.pretrain
-        or job.stages.lr_find,
-        "counts evaluations with one ASHA bracket (scheduler.time_attr: training_iteration, brackets: 1)": (
-            scheduler.type == "asha" and (scheduler.time_attr != "training_iteration" or scheduler.brackets != 1)
-        ),
-        "counts evaluations (scheduler.time_attr: training_iteration)": scheduler.type == "median_stopping"
-        and scheduler.time_attr != "training_iteration",
-    }
-    return next((problem for problem, found in problems.items() if found), None)
+    if job.search == "optuna":
+        return (
+            "needs search: random or grid (the groups are drawn before any trial runs; optuna proposes "
+            "one trial at a time)"
+        )
+    if problem := job.scheduler.members_problem():  # each scheduler kind says for itself (job/schema.py)
+        return problem
+    if job.rounds > 1 or job.model.pretrained or job.stages.pretrain or job.stages.lr_find:
+        return "runs a plain search: no rounds, pretrained encoder or lr-find yet"
+    return None

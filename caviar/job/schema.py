@@ -14,74 +14,26 @@ from caviar.job import pretrain_search
 from caviar.job.distributions import RANGE_KINDS, Distribution, check_key
 from caviar.job.fusible import FUSE_HELP, fuse_value, fusion_problem
 from caviar.job.keys import split_dotted
+from caviar.job.scheduler_specs import (  # noqa: F401 - the schema's names, read from here too
+    SCHEDULER_CLASSES,
+    SCHEDULER_TYPES,
+    TIME_ATTRS,
+    Asha,
+    Fifo,
+    HyperBand,
+    MedianStopping,
+    Pbt,
+    Scheduler,
+)
 from model.config import METRICS, SHAPE_FIELDS, PretrainConfig, Strict, TrialConfig
 from model.errors import short
 
-TIME_ATTRS = ("training_iteration", "epoch", "step", "time_total_s")
 SHAPE_KEYS = tuple(f"model.{leaf}" for leaf in SHAPE_FIELDS)  # what a pretrained network brings with it
-TIME_ATTR_HELP = "what the scheduler counts: training_iteration = one evaluation"
 
 
 class Resources(Strict):
     cpu: float = Field(1, gt=0, description="CPUs per trial (torch threads follow it)")
     gpu: float = Field(0, ge=0, description="GPUs per trial; 0.25 packs 4 trials on one GPU")
-
-
-class _TimedScheduler(Strict):
-    time_attr: Literal[TIME_ATTRS] = Field("training_iteration", description=TIME_ATTR_HELP)
-
-
-class Asha(_TimedScheduler):
-    type: Literal["asha"] = Field("asha", description="asynchronous successive halving (the default)")
-    max_t: int = Field(8, ge=1, description="evaluations a trial may reach")
-    grace_period: int = Field(1, ge=1, description="evaluations before a trial can be stopped")
-    reduction_factor: float = Field(2, gt=1, description="1/reduction_factor of the trials go on at each rung")
-    brackets: int = Field(1, ge=1, description="brackets of different grace periods")
-
-    @model_validator(mode="after")
-    def _grace_within_max(self) -> Asha:
-        if self.grace_period > self.max_t:
-            raise ValueError(
-                f"scheduler.grace_period ({self.grace_period}) is more than scheduler.max_t ({self.max_t})"
-            )
-        return self
-
-
-class HyperBand(_TimedScheduler):
-    type: Literal["hyperband"] = Field("hyperband", description="synchronous HyperBand (pauses trials)")
-    max_t: int = Field(8, ge=1, description="evaluations a trial may reach")
-    reduction_factor: float = Field(3, gt=1, description="1/reduction_factor of the trials go on at each rung")
-
-
-class MedianStopping(_TimedScheduler):
-    type: Literal["median_stopping"] = Field("median_stopping", description="stop below the running median")
-    grace_period: float = Field(1, ge=0, description="time_attr units before a trial can be stopped")
-    min_samples_required: int = Field(3, ge=1, description="trials needed before the rule applies")
-
-
-class Pbt(_TimedScheduler):
-    type: Literal["pbt"] = Field("pbt", description="population-based training: exploit and explore")
-    perturbation_interval: int = Field(2, ge=1, description="evaluations between exploit/explore steps")
-    mutations: dict[str, Distribution] = Field(default_factory=dict, description="train.* keys to perturb")
-    quantile_fraction: float = Field(0.25, gt=0, le=0.5, description="bottom share that copies the top share")
-    resample_probability: float = Field(0.25, ge=0, le=1, description="chance a mutation redraws instead of scaling")
-
-    @field_validator("mutations")
-    @classmethod
-    def _train_keys_only(cls, mutations: dict) -> dict:
-        for key in mutations:
-            if not key.startswith("train.") or key in ("train.batch_size", "train.epochs", "train.max_steps"):
-                raise ValueError(f"{key}: PBT can mutate train.* optimizer settings only (the network is kept)")
-        return mutations
-
-
-class Fifo(Strict):
-    type: Literal["fifo"] = Field("fifo", description="no early stopping: every trial runs to its end")
-
-
-SCHEDULER_CLASSES = {"asha": Asha, "hyperband": HyperBand, "median_stopping": MedianStopping, "pbt": Pbt, "fifo": Fifo}
-SCHEDULER_TYPES = tuple(SCHEDULER_CLASSES)
-Scheduler = Annotated[Asha | HyperBand | MedianStopping | Pbt | Fifo, Field(discriminator="type")]
 
 
 class CheckpointSpec(Strict):

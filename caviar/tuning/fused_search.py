@@ -13,10 +13,11 @@ import logging
 
 from caviar.experiment.members import members_of
 from caviar.experiment.record import UNFINISHED, TrialRecord
-from caviar.job.schema import Asha, JobSpec, MedianStopping
+from caviar.job.schema import JobSpec
 from caviar.tuning.fused_trial import GROUP_STEP, run_fused_trial
 from caviar.tuning.fusion import GROUP_KEY, fused_groups
-from caviar.tuning.member_rungs import actor_for
+from caviar.tuning.member_rungs import RungsSpec, actor_for
+from caviar.tuning.schedulers import kind_of
 from model.data import Splits
 from model.files import read_json_object
 
@@ -24,21 +25,13 @@ log = logging.getLogger("caviar.tune")
 _held: dict[str, object] = {}  # the driver's handles: the tables live while it does
 
 
-def rungs_spec(job: JobSpec, experiment_uri: str) -> dict:
-    """What the member table needs: its name, its rule (tuning/member_rungs.py; None under FIFO) and
-    the metric it ranks by."""
-    s, rule = job.scheduler, None
-    if isinstance(s, Asha):
-        rule = {"kind": "asha", "grace_period": s.grace_period, "reduction_factor": s.reduction_factor}
-        rule["max_t"] = s.max_t
-    elif isinstance(s, MedianStopping):
-        rule = {"kind": "median", "grace_period": s.grace_period, "min_samples_required": s.min_samples_required}
-    return {
-        "experiment": hashlib.sha1(experiment_uri.encode()).hexdigest()[:16],  # noqa: S324 - a name, not security
-        "rule": rule,
-        "metric": job.metric,
-        "mode": job.mode,
-    }
+def rungs_spec(job: JobSpec, experiment_uri: str) -> RungsSpec:
+    return RungsSpec(
+        experiment=hashlib.sha1(experiment_uri.encode()).hexdigest()[:16],  # noqa: S324 - a name, not security
+        rule=kind_of(job).member_rule(job.scheduler, job.mode),
+        metric=job.metric,
+        mode=job.mode,
+    )
 
 
 def fused_trainable(job: JobSpec, splits: Splits, experiment_uri: str, records: list[TrialRecord] | None = None):
@@ -48,9 +41,9 @@ def fused_trainable(job: JobSpec, splits: Splits, experiment_uri: str, records: 
 
     groups = fused_groups(job)
     spec = rungs_spec(job, experiment_uri)
-    table = actor_for(spec["experiment"], spec["rule"], spec["mode"])
+    table = actor_for(spec.experiment, spec.rule)
     if table is not None:
-        _held[spec["experiment"]] = table
+        _held[spec.experiment] = table
         if records:
             import ray
 

@@ -26,7 +26,7 @@ from ray import tune
 from caviar.experiment.layout import MEMBER_FILE, MEMBERS_DIR
 from caviar.job.keys import nest
 from caviar.tuning.fusion import GROUP_KEY
-from caviar.tuning.member_rungs import actor_for
+from caviar.tuning.member_rungs import RungsSpec, actor_for
 from caviar.tuning.ray_compat.tensorboard import RunBoard
 from caviar.tuning.search_space import trial_config
 from model.checkpoint import fill_checkpoint
@@ -63,8 +63,8 @@ class Member:
         write_text_atomically(self.folder / "result.json", "".join(json.dumps(row) + "\n" for row in self.rows))
 
 
-def run_fused_trial(config: dict, *, base: dict, groups: list, splits, cpus: float, rungs: dict) -> None:
-    """`rungs`: {"experiment", "rule" (tuning/member_rungs.py's table_for) or None, "metric", "mode"}."""
+def run_fused_trial(config: dict, *, base: dict, groups: list, splits, cpus: float, rungs: RungsSpec) -> None:
+    """`rungs`: the member table's name, rule and metric (member_rungs.RungsSpec, from fused_search.rungs_spec)."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per report
     FusedGroup(groups[config[GROUP_KEY]], base, splits, cpus, rungs).fit()
 
@@ -73,7 +73,7 @@ class FusedGroup:
     """The group's stack, optimizer and members, trained by model/fit_loop.py's loop (as one run is):
     to the end, or until every member has stopped."""
 
-    def __init__(self, members_params: list[dict], base: dict, splits, cpus: float, rungs: dict):
+    def __init__(self, members_params: list[dict], base: dict, splits, cpus: float, rungs: RungsSpec):
         started, self.rungs = time.perf_counter(), rungs
         context = tune.get_context()
         self.group_id, trial_dir = context.get_trial_id(), Path(context.get_trial_dir())
@@ -107,7 +107,7 @@ class FusedGroup:
             member.write(self.group_id)
             if member.status == "RUNNING":
                 self.boards[member.index] = RunBoard(str(member.folder), nest(member.params))
-        self.table = actor_for(rungs["experiment"], rungs["rule"], rungs["mode"])
+        self.table = actor_for(rungs.experiment, rungs.rule)
 
     @property
     def done(self) -> bool:
@@ -144,7 +144,7 @@ def _evaluate(group: FusedGroup, window: Window) -> set[int]:
     """Score, record and checkpoint each live member; returns the members (group indices) that stop."""
     step, plan, seconds, live = group.step, group.plan, window.seconds(), group.live
     stopped, lrs, peak = set(), group.optimizer.group("lr"), peak_memory_mb(group.run.device)
-    metric, sign = group.rungs["metric"], 1 if group.rungs["mode"] == "max" else -1
+    metric, sign = group.rungs.metric, 1 if group.rungs.mode == "max" else -1
     for slot, index in enumerate(live):
         member, cfg = group.members[index], group.cfgs[index]
         net = group.eval_nets[_model_key(cfg)]
@@ -185,7 +185,7 @@ def _evaluate(group: FusedGroup, window: Window) -> set[int]:
 def _told_to_stop(group: FusedGroup, member: Member, row: dict) -> bool:
     if group.table is None:
         return False
-    return ray.get(group.table.decide.remote(member.member_id, row["training_iteration"], row[group.rungs["metric"]]))
+    return ray.get(group.table.decide.remote(member.member_id, row["training_iteration"], row[group.rungs.metric]))
 
 
 def _model_key(cfg) -> str:
@@ -209,7 +209,7 @@ def _keep_best_checkpoint(member: Member, net, tokenizer, cfg, row: dict, predic
 
 def _report_group(group: FusedGroup) -> None:
     """One result for Ray (the group's best member so far) with the group's checkpoint."""
-    sign = 1 if group.rungs["mode"] == "max" else -1
+    sign = 1 if group.rungs.mode == "max" else -1
     bests = [m.best for m in group.members if m.best is not None]
     folder = temp_checkpoint_dir()
     try:
@@ -232,7 +232,7 @@ def _report_group(group: FusedGroup) -> None:
         torch.save(state, folder / GROUP_STATE)
         write_json_atomically(folder / GROUP_STEP, {"step": group.step})  # read on resume without torch.load
         best = max(bests, key=lambda v: sign * v)
-        metrics = {group.rungs["metric"]: best, "step": group.step, "members_live": len(group.live)}
+        metrics = {group.rungs.metric: best, "step": group.step, "members_live": len(group.live)}
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -17,9 +17,49 @@ The actor dies with the driver; `caviar resume` builds it again from the members
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
 ACTOR_PREFIX = "caviar-member-rungs-"
+
+
+def first_at_or_past(rows: Iterable[tuple[float, float]], milestone: float) -> float | None:
+    """ASHA's rung value, for a trial and a member alike: the metric of the first (time, metric)
+    result at or past the milestone; None if none got there, or if that value is NaN."""
+    reached = next((value for time, value in rows if time >= milestone), None)
+    return None if reached is None or reached != reached else float(reached)
+
+
+@dataclass(frozen=True)
+class MemberRule:
+    """How a job's scheduler stops fused members (tuning/schedulers.py makes it), as it crosses into
+    every fused trial: ASHA's milestones or median stopping's grace and sample count, and the mode."""
+
+    kind: Literal["asha", "median"]
+    mode: str
+    grace_period: float
+    reduction_factor: float = 2.0  # asha
+    max_t: int = 1  # asha
+    min_samples_required: int = 1  # median
+
+    def table(self) -> MemberRungs | MemberMedian:
+        if self.kind == "asha":
+            return MemberRungs(int(self.grace_period), self.reduction_factor, self.max_t, self.mode)
+        return MemberMedian(self.grace_period, self.min_samples_required, self.mode)
+
+
+@dataclass(frozen=True)
+class RungsSpec:
+    """What every fused trial is handed about the member table: its name, its rule (None: the job
+    stops no member early) and the metric it ranks by."""
+
+    experiment: str
+    rule: MemberRule | None
+    metric: str
+    mode: str
 
 
 class MemberRungs:
@@ -52,9 +92,8 @@ class MemberRungs:
         written = 0
         for milestone, recorded in self.rungs:
             for member, rows in histories.items():
-                reached = [value for iteration, value in rows if iteration >= milestone]
-                if reached and reached[0] == reached[0]:
-                    recorded[member] = self.sign * reached[0]
+                if (value := first_at_or_past(rows, milestone)) is not None:
+                    recorded[member] = self.sign * value
                     written += 1
         return written
 
@@ -102,29 +141,22 @@ class MemberMedian:
         return sum(len(rows) for rows in histories.values())
 
 
-def table_for(rule: dict, mode: str) -> MemberRungs | MemberMedian:
-    """`rule`: {"kind": "asha", grace_period, reduction_factor, max_t} or {"kind": "median",
-    grace_period, min_samples_required} (tuning/fused_search.py's rungs_spec)."""
-    settings = {k: v for k, v in rule.items() if k != "kind"}
-    return (MemberRungs if rule["kind"] == "asha" else MemberMedian)(**settings, mode=mode)
-
-
-def actor_for(experiment: str, rule: dict | None, mode: str):
+def actor_for(experiment: str, rule: MemberRule | None):
     """The experiment's table as a named Ray actor (made on first use, found after that); None
     when the job stops no member early."""
-    import ray
+    import ray  # lazy: the table itself is plain Python, tested without Ray
 
     if rule is None:
         return None
     remote = ray.remote(num_cpus=0)(_Table)
-    return remote.options(name=ACTOR_PREFIX + experiment, get_if_exists=True).remote(rule, mode)
+    return remote.options(name=ACTOR_PREFIX + experiment, get_if_exists=True).remote(rule)
 
 
 class _Table:
     """The actor: one table of either kind behind one interface."""
 
-    def __init__(self, rule: dict, mode: str):
-        self.inner = table_for(rule, mode)
+    def __init__(self, rule: MemberRule):
+        self.inner = rule.table()
 
     def decide(self, member: str, iteration: int, value: float) -> bool:
         return self.inner.decide(member, iteration, value)

@@ -1,24 +1,66 @@
-"""The job's scheduler and search algorithm, as Ray Tune objects."""
+"""The job's scheduler, one object per kind, and its search algorithm, as Ray Tune objects.
+
+A kind says all caviar does with its scheduler: it builds the Ray scheduler, says whether that
+scheduler pauses trials (which bounds concurrency and actor reuse) or restores other trials'
+checkpoints, how it stops fused members (a MemberRule for tuning/member_rungs.py), and how a resume
+keeps its decisions. Adding a scheduler is a kind here, a class in caviar/job/schema.py and their
+tests.
+"""
 
 from __future__ import annotations
+
+import logging
+from typing import ClassVar
 
 from ray.tune.schedulers import (
     AsyncHyperBandScheduler,
     FIFOScheduler,
     HyperBandScheduler,
-    MedianStoppingRule,
     PopulationBasedTraining,
 )
 from ray.tune.search import BasicVariantGenerator
 
+from caviar.experiment.record import TrialRecord
 from caviar.job.keys import nest
-from caviar.job.schema import Asha, HyperBand, JobSpec, MedianStopping, Pbt
+from caviar.job.schema import JobSpec
+from caviar.tuning.member_rungs import MemberRule
+from caviar.tuning.ray_compat.scheduler_replay import (
+    ReplayingMedianStoppingRule,
+    live_scheduler,
+    rebuild_median,
+    rebuild_rungs,
+)
 from caviar.tuning.search_space import to_ray
 
+log = logging.getLogger("caviar.tune")
 
-def build_scheduler(job: JobSpec):
-    s = job.scheduler
-    if isinstance(s, Asha):
+
+class Kind:
+    """FIFO: no early stopping, nothing to keep on resume; the base of every kind."""
+
+    name: ClassVar[str] = "fifo"
+    pauses_trials: ClassVar[bool] = False  # paused trials hold their slots and their cached actors
+    fills_brackets: ClassVar[bool] = False  # it waits for a bracket's trials: no cap on live trials
+    restores_other_trials: ClassVar[bool] = False  # it needs every trial's checkpoints while it runs
+
+    def build(self, s):
+        return FIFOScheduler()
+
+    def member_rule(self, s, mode: str) -> MemberRule | None:
+        """How fused members are stopped (None: they are not); job/schema.py refuses `fuse` where a
+        kind has no rule."""
+        return None
+
+    def keep_decisions(self, scheduler, trials: list[TrialRecord], job: JobSpec) -> None:
+        """Before a resumed fit(): the decisions the interrupted run had made, or one line saying why not."""
+        if type(scheduler) is not FIFOScheduler:
+            log.warning("resume: %s's state is not rebuilt; trials it would have stopped may run on", self.name)
+
+
+class Asha(Kind):
+    name = "asha"
+
+    def build(self, s):
         return AsyncHyperBandScheduler(
             time_attr=s.time_attr,
             max_t=s.max_t,
@@ -26,13 +68,53 @@ def build_scheduler(job: JobSpec):
             reduction_factor=s.reduction_factor,
             brackets=s.brackets,
         )
-    if isinstance(s, HyperBand):
+
+    def member_rule(self, s, mode: str) -> MemberRule:
+        return MemberRule("asha", mode, s.grace_period, reduction_factor=s.reduction_factor, max_t=s.max_t)
+
+    def keep_decisions(self, scheduler, trials: list[TrialRecord], job: JobSpec) -> None:
+        if job.scheduler.brackets != 1:
+            log.warning(
+                "resume: ASHA with %d brackets is not rebuilt; trials it would have stopped may run on",
+                job.scheduler.brackets,
+            )
+            return
+        written = rebuild_rungs(scheduler, trials, job.metric, job.mode, job.scheduler.time_attr)
+        log.info("resume: ASHA's rungs rebuilt from %d recorded results", written)
+
+
+class HyperBand(Kind):
+    name = "hyperband"
+    pauses_trials = True
+    fills_brackets = True
+
+    def build(self, s):
         return HyperBandScheduler(time_attr=s.time_attr, max_t=s.max_t, reduction_factor=s.reduction_factor)
-    if isinstance(s, MedianStopping):
-        return MedianStoppingRule(
+
+
+class MedianStopping(Kind):
+    name = "median_stopping"
+
+    def build(self, s):
+        # the replaying subclass from the start: a resume fills in what it recorded (ray_compat)
+        return ReplayingMedianStoppingRule(
             time_attr=s.time_attr, grace_period=s.grace_period, min_samples_required=s.min_samples_required
         )
-    if isinstance(s, Pbt):
+
+    def member_rule(self, s, mode: str) -> MemberRule:
+        return MemberRule("median", mode, s.grace_period, min_samples_required=s.min_samples_required)
+
+    def keep_decisions(self, scheduler, trials: list[TrialRecord], job: JobSpec) -> None:
+        written = rebuild_median(scheduler, trials, job.metric, job.scheduler.time_attr)
+        log.info("resume: median stopping's results rebuilt from %d recorded results", written)
+
+
+class Pbt(Kind):
+    name = "pbt"
+    pauses_trials = True
+    restores_other_trials = True
+
+    def build(self, s):
         # PBT exploits by restoring another trial's checkpoint; model.train adopts the new values.
         return PopulationBasedTraining(
             time_attr=s.time_attr,
@@ -41,14 +123,31 @@ def build_scheduler(job: JobSpec):
             quantile_fraction=s.quantile_fraction,
             resample_probability=s.resample_probability,
         )
-    return FIFOScheduler()
+
+
+KINDS: dict[str, Kind] = {k.name: k() for k in (Kind, Asha, HyperBand, MedianStopping, Pbt)}
+
+
+def kind_of(job: JobSpec) -> Kind:
+    return KINDS[job.scheduler.type]
+
+
+def build_scheduler(job: JobSpec):
+    return kind_of(job).build(job.scheduler)
+
+
+def keep_scheduler_decisions(tuner, trials: list[TrialRecord], job: JobSpec) -> None:
+    """A resumed Tuner's scheduler given back the decisions the interrupted run made; a fused job's
+    Ray scheduler is FIFO (its members' table is rebuilt by tuning/fused_search.py)."""
+    scheduler = live_scheduler(tuner)
+    (KINDS["fifo"] if job.fused else kind_of(job)).keep_decisions(scheduler, trials, job)
 
 
 def concurrency_limit(job: JobSpec) -> int | None:
     """How many live trials the search may keep. Synchronous HyperBand PAUSES trials until their bracket
     is full, and paused trials count as live: a cap below the bracket size leaves every slot held by a
     paused trial and the run waits forever. For it, only the CPUs/GPUs bound what runs at once."""
-    return None if job.scheduler.type == "hyperband" else job.max_concurrent_trials
+    return None if kind_of(job).fills_brackets else job.max_concurrent_trials
 
 
 def reuse_actors(job: JobSpec) -> bool:
@@ -57,7 +156,7 @@ def reuse_actors(job: JobSpec) -> bool:
     HyperBand job waited 300 s on "insufficient resources" with nothing running. Nor for fused
     groups: in a reused worker, the second group's tune.get_context() still named the first trial,
     and its members wrote over the first group's (one process start per group is little to pay)."""
-    return job.scheduler.type not in ("hyperband", "pbt") and not job.fused
+    return not kind_of(job).pauses_trials and not job.fused
 
 
 def build_search(job: JobSpec):

@@ -24,7 +24,6 @@ from caviar.tuning.ray_compat.atomic_storage import atomic_local_filesystem
 from caviar.tuning.ray_compat.progress import fit as fit  # re-exported: build or restore, then fit
 from caviar.tuning.ray_compat.progress import quiet_reporter
 from caviar.tuning.ray_compat.resume_repair import prepare_resume
-from caviar.tuning.ray_compat.scheduler_replay import keep_scheduler_decisions
 from caviar.tuning.ray_compat.state_snapshot import install as snapshot_states_together
 from caviar.tuning.ray_compat.state_snapshot import restore_side_states
 from caviar.tuning.ray_compat.tensorboard import TrialTensorBoard
@@ -79,7 +78,7 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
     tuner = tune.Tuner.restore(
         path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=filesystem
     )
-    keep_scheduler_decisions(tuner, records, job)
+    schedulers.keep_scheduler_decisions(tuner, records, job)
     return tuner
 
 
@@ -160,7 +159,7 @@ def _checkpoint_config(job: JobSpec):
     return tune.CheckpointConfig(
         # PBT restores OTHER trials' checkpoints, which num_to_keep could delete first; keep all
         # while it runs, and prune at the end like every job
-        num_to_keep=None if job.scheduler.type == "pbt" else job.checkpoint.num_to_keep,
+        num_to_keep=None if schedulers.kind_of(job).restores_other_trials else job.checkpoint.num_to_keep,
         checkpoint_score_attribute=job.metric,
         checkpoint_score_order=job.mode,
     )

@@ -10,24 +10,27 @@ state (`Tuner._local_tuner._tune_config.scheduler`, `_Bracket._rungs`): the cana
 test_ray_compat checks both. Upstream: none filed.
 
 Median stopping keeps each trial's results keyed by the Trial object, which exists only once Ray
-has restored it: the rule is given a subclass (module-level, so Ray's pickled state still loads)
+has restored it: caviar builds the rule as a subclass (module-level, so Ray's pickled state loads)
 whose on_trial_add, called for every restored trial before any starts, puts that trial's recorded
 results back and marks it stopped if it was. Only results up to a live trial's checkpoint are put
-back: the trial reports the later ones again.
+back: the trial reports the later ones again. An experiment pickled by an earlier caviar holds the
+plain rule, whose class is then swapped for the subclass (the one place that does so).
 
-Synchronous HyperBand (brackets of paused trials) and PBT (population history) are not rebuilt:
-resume says so in one line.
+Which kind gets which rebuild is tuning/schedulers.py's; synchronous HyperBand (brackets of paused
+trials) and PBT (population history) are not rebuilt, and resume says so in one line.
 """
 
 from __future__ import annotations
 
-import logging
-
 from ray.tune.schedulers import MedianStoppingRule
 
 from caviar.experiment.record import UNFINISHED, TrialRecord
+from caviar.tuning.member_rungs import first_at_or_past
 
-log = logging.getLogger("caviar.tune")
+
+def live_scheduler(tuner):
+    """The scheduler a restored Tuner will run with (private: Tuner._local_tuner._tune_config)."""
+    return tuner._local_tuner._tune_config.scheduler
 
 
 def rebuild_rungs(scheduler, trials: list[TrialRecord], metric: str, mode: str, time_attr: str) -> int:
@@ -39,9 +42,9 @@ def rebuild_rungs(scheduler, trials: list[TrialRecord], metric: str, mode: str, 
         for trial in trials:
             if time_attr not in trial.history or metric not in trial.history:
                 continue
-            reached = trial.history[trial.history[time_attr] >= milestone]
-            if len(reached) and reached.iloc[0][metric] == reached.iloc[0][metric]:  # not NaN
-                recorded[trial.trial_id] = sign * float(reached.iloc[0][metric])
+            rows = zip(trial.history[time_attr], trial.history[metric], strict=True)
+            if (value := first_at_or_past(rows, milestone)) is not None:
+                recorded[trial.trial_id] = sign * value
                 written += 1
     return written
 
@@ -64,11 +67,12 @@ def replayed_rows(trial: TrialRecord, columns: tuple[str, ...]) -> list[dict]:
 class ReplayingMedianStoppingRule(MedianStoppingRule):
     """Median stopping that, as Ray re-adds each restored trial, gives it back its recorded results."""
 
-    recorded: dict[str, tuple[list[dict], bool]]  # trial id -> (results, stopped by the rule)
+    recorded: dict[str, tuple[list[dict], bool]]  # trial id -> (results, stopped by the rule); set on resume
 
     def on_trial_add(self, tune_controller, trial) -> None:
         super().on_trial_add(tune_controller, trial)
-        results, stopped = self.recorded.pop(trial.trial_id, ([], False))
+        recorded = self.__dict__.setdefault("recorded", {})  # a fresh run's rule has recorded nothing
+        results, stopped = recorded.pop(trial.trial_id, ([], False))
         if results:
             self._results[trial] = [*results, *self._results.get(trial, [])]
         if stopped:
@@ -77,7 +81,8 @@ class ReplayingMedianStoppingRule(MedianStoppingRule):
 
 def rebuild_median(scheduler: MedianStoppingRule, trials: list[TrialRecord], metric: str, time_attr: str) -> int:
     """Arm the rule to replay each trial's recorded results as Ray restores it; returns how many."""
-    scheduler.__class__ = ReplayingMedianStoppingRule
+    if not isinstance(scheduler, ReplayingMedianStoppingRule):  # pickled by an earlier caviar
+        scheduler.__class__ = ReplayingMedianStoppingRule
     scheduler.recorded = {}
     for trial in trials:
         rows = replayed_rows(trial, (time_attr, metric))
@@ -85,20 +90,3 @@ def rebuild_median(scheduler: MedianStoppingRule, trials: list[TrialRecord], met
             rows.append(rows[-1])  # Ray's on_trial_complete appended the last result once more
         scheduler.recorded[trial.trial_id] = (rows, trial.stopped_early)
     return sum(len(results) for results, _ in scheduler.recorded.values())
-
-
-def keep_scheduler_decisions(tuner, trials: list[TrialRecord], job) -> None:
-    """Before fit(): ASHA's rungs and median stopping's results as the interrupted run left them, or
-    one line saying why not."""
-    from ray.tune.schedulers import AsyncHyperBandScheduler
-
-    scheduler = tuner._local_tuner._tune_config.scheduler
-    kind = type(scheduler).__name__
-    if isinstance(scheduler, AsyncHyperBandScheduler) and len(scheduler._brackets) == 1:
-        written = rebuild_rungs(scheduler, trials, job.metric, job.mode, scheduler._time_attr)
-        log.info("resume: ASHA's rungs rebuilt from %d recorded results", written)
-    elif type(scheduler) is MedianStoppingRule:
-        written = rebuild_median(scheduler, trials, job.metric, scheduler._time_attr)
-        log.info("resume: median stopping's results rebuilt from %d recorded results", written)
-    elif kind != "FIFOScheduler":
-        log.warning("resume: %s's state is not rebuilt; trials it would have stopped may run on", kind)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from caviar.tuning.member_rungs import MemberMedian, MemberRungs, table_for
+from caviar.tuning.member_rungs import MemberMedian, MemberRule, MemberRungs, first_at_or_past
 from tests.code.tuning.test_ray_compat import _asha_decisions, _median_decisions
 
 
@@ -118,7 +118,7 @@ def test_a_rebuilt_median_table_decides_the_rest_as_the_whole_run_did():
         if whole.get(member) is None or iteration <= whole[member]:
             recorded.setdefault(member, []).append((iteration, value))
     finished = frozenset(m for m in first_group if whole[m] is None)
-    rebuilt = table_for({"kind": "median", "grace_period": 1, "min_samples_required": 2}, "max")
+    rebuilt = MemberRule("median", "max", 1, min_samples_required=2).table()
     assert rebuilt.rebuild(recorded, finished) == sum(map(len, recorded.values()))
     later = _finishing_decisions(rebuilt, feed[24:], ends)
     assert later == {m: whole[m] for m in later}
@@ -131,13 +131,22 @@ def test_a_fused_job_gets_the_table_of_its_scheduler():
     from caviar.tuning.fused_search import rungs_spec
     from tests.conftest import TINY
 
-    def spec_of(scheduler: dict) -> dict:
+    def spec_of(scheduler: dict):
         job = JobSpec.model_validate({**TINY, "fuse": 2, "scheduler": scheduler})
         return rungs_spec(job, "file:///experiment")
 
     median = spec_of({"type": "median_stopping", "grace_period": 2, "min_samples_required": 2})
-    assert median["rule"] == {"kind": "median", "grace_period": 2, "min_samples_required": 2}
-    assert isinstance(table_for(median["rule"], median["mode"]), MemberMedian)
+    assert median.rule == MemberRule("median", "max", 2, min_samples_required=2)
+    assert isinstance(median.rule.table(), MemberMedian)
     asha = spec_of({"type": "asha", "max_t": 4, "grace_period": 1, "reduction_factor": 2})
-    assert isinstance(table_for(asha["rule"], asha["mode"]), MemberRungs)
-    assert spec_of({"type": "fifo"})["rule"] is None
+    assert asha.rule == MemberRule("asha", "max", 1, reduction_factor=2, max_t=4)
+    assert isinstance(asha.rule.table(), MemberRungs) and asha.rule.table().rungs == MemberRungs(1, 2, 4, "max").rungs
+    assert spec_of({"type": "fifo"}).rule is None
+
+
+def test_one_rung_rule_serves_trials_and_members():
+    """ASHA's rung value is the first result at or past the milestone, for a Ray trial's rungs
+    (ray_compat.scheduler_replay) and for a member's table alike; a NaN there records nothing."""
+    rows = [(1, 0.5), (2, 0.6), (4, 0.7)]
+    assert first_at_or_past(rows, 1) == 0.5 and first_at_or_past(rows, 3) == 0.7
+    assert first_at_or_past(rows, 5) is None and first_at_or_past([(2, float("nan"))], 2) is None
