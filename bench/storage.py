@@ -85,7 +85,7 @@ def read_back(tmp: Path, uri: str) -> tuple[float, float]:
     os.environ["CAVIAR_CACHE"] = str(tmp / "empty-cache")
     started = time.perf_counter()
     folder = experiment_folder(uri)
-    mirror_of(folder).push(*write_report(folder)["files"])
+    mirror_of(folder).push(*write_report(folder).record.files)
     report_s = time.perf_counter() - started
     started = time.perf_counter()
     promote(experiment_folder(uri), "bench-storage", root=tmp / "registry")

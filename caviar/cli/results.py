@@ -62,17 +62,17 @@ def report_cmd(
     from caviar.experiment.report import write_report
 
     folder = experiment_folder(experiment)
-    report = write_report(folder, evaluate_top)
+    shown = write_report(folder, evaluate_top)
+    report = shown.record
     if (mirror := mirror_of(folder)) is not None:  # the files go where the experiment is
-        mirror.push(*report["files"])
-    table, importance = report.pop("table"), report.pop("importance_line")
-    typer.echo(table, err=as_json)
-    typer.echo(importance, err=as_json)
-    for note in report["notes"]:
+        mirror.push(*report.files)
+    typer.echo(shown.table, err=as_json)
+    typer.echo(shown.importance_line, err=as_json)
+    for note in report.notes:
         typer.echo(note, err=as_json)
-    typer.echo(f"wrote {', '.join(report['files'])} in {experiment}", err=as_json)
+    typer.echo(f"wrote {', '.join(report.files)} in {experiment}", err=as_json)
     if as_json:
-        typer.echo(json.dumps(report))
+        typer.echo(json.dumps(report.as_json()))
 
 
 def promote_cmd(

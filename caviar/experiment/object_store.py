@@ -6,10 +6,8 @@ read through a mirror in the cache, `<CAVIAR_CACHE>/remote/<sha of the URI>/<nam
 Ray's records, caviar's records and each checkpoint's metrics and validation predictions, but not
 its weights or optimizer state: those are fetched for the one checkpoint a command uses (promote's
 candidate, report's --evaluate-top). A file is downloaded again only when its size or time on the
-store changed, and every write to the store is one whole object.
-
-The filesystem for a URI is model/remote.py's (it honours AWS_ENDPOINT_URL, which pyarrow's own
-does not).
+store changed, and every write to the store is one whole object. The filesystem for a URI is
+model/remote.py's (it honours AWS_ENDPOINT_URL, which pyarrow's own does not).
 """
 
 from __future__ import annotations
@@ -25,9 +23,7 @@ from pathlib import Path
 from model.checkpoint import META, STATE, WEIGHTS, is_checkpoint
 from model.errors import UserError
 from model.files import file_sha256, read_json_object, write_json_atomically
-from model.remote import SCHEMES, download, filesystem, is_uri
-from model.remote import reason as _reason
-from model.remote import where as _where
+from model.remote import SCHEMES, download, filesystem, is_uri, reason, where
 from model.settings import settings
 
 MANIFEST = ".caviar-mirror.json"  # at a mirror's root: its URI, what it holds and what it left out
@@ -44,7 +40,7 @@ def check_reachable(uri: str) -> None:
     try:
         found = fs.get_file_info(bucket)
     except OSError as err:
-        raise UserError(f"storage {uri}: cannot reach it ({_reason(err)}); {_where()}") from None
+        raise UserError(f"storage {uri}: cannot reach it ({reason(err)}); {where()}") from None
     if found.type == pafs.FileType.NotFound:
         raise UserError(f"storage {uri}: the bucket {bucket} does not exist; create it, or point storage elsewhere")
 
@@ -77,7 +73,7 @@ def put_folder(local: Path, uri: str, last: str | None = None) -> None:
             with fs.open_output_stream(f"{root}/{path.relative_to(local).as_posix()}") as out, open(path, "rb") as f:
                 shutil.copyfileobj(f, out, 1 << 20)
     except OSError as err:
-        raise UserError(f"{uri}: cannot write it ({_reason(err)}); {_where()}") from None
+        raise UserError(f"{uri}: cannot write it ({reason(err)}); {where()}") from None
 
 
 @dataclass
@@ -101,7 +97,7 @@ class Mirror:
         try:
             listed = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
         except OSError as err:
-            raise UserError(f"{self.uri}: cannot read it ({_reason(err)}); {_where()}") from None
+            raise UserError(f"{self.uri}: cannot read it ({reason(err)}); {where()}") from None
         files = {i.path[len(root) + 1 :]: i for i in listed if i.type == pafs.FileType.File}
         if not files:
             raise UserError(f"{self.uri}: no such experiment on the store")
@@ -166,7 +162,7 @@ class Mirror:
                 with fs.open_output_stream(f"{root}/{name}") as out:
                     out.write(source.read_bytes())
             except OSError as err:
-                raise UserError(f"{self.uri}/{name}: cannot write it ({_reason(err)}); {_where()}") from None
+                raise UserError(f"{self.uri}/{name}: cannot write it ({reason(err)}); {where()}") from None
 
     def rename_dir(self, source: Path, dest: Path) -> None:
         """A folder of the mirror renamed, here and on the store (each object copied, then the old deleted)."""
@@ -257,6 +253,16 @@ def mirror_of(folder: Path) -> Mirror | None:
         if (candidate / MANIFEST).is_file():
             return Mirror(read_manifest(candidate / MANIFEST)["uri"], candidate)
     return None
+
+
+def write_record(path: Path, payload: dict | list) -> None:
+    """One of caviar's JSON records in an experiment, written whole: on object storage into the
+    mirror and as one object on the store, else on the disk."""
+    mirror = mirror_of(Path(path).parent)
+    if mirror is None:
+        write_json_atomically(path, payload)
+    else:
+        mirror.put_json(Path(path).resolve().relative_to(mirror.folder.resolve()).as_posix(), payload)
 
 
 def left_out_bytes(folder: Path) -> int:

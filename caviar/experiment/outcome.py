@@ -18,6 +18,7 @@ from caviar.experiment.members import drop_group_checkpoints
 from caviar.experiment.object_store import Mirror, is_uri, known_as, mirror_of
 from caviar.experiment.record import Experiment
 from caviar.experiment.reseed_record import ReseedRecord
+from caviar.experiment.round_record import RoundRecord, rounds_of
 from caviar.experiment.rows import TrialRow, trial_row
 from caviar.experiment.selection import Standing, standings
 from caviar.job.keys import flatten
@@ -50,7 +51,7 @@ class TuneOutcome:
     checkpoint_bytes_bound: int
     checkpoint_bytes_freed: int
     pretrained: str | None = None
-    rounds: list | None = None
+    rounds: list[RoundRecord] | None = None
     reseed: ReseedRecord | None = None  # final: {seeds: S}: the seed re-runs (reseed/reseed.json)
     notes: list[str] = field(default_factory=list)  # warnings worth repeating at the end
     best_interval: list[float] | None = None  # best_metric's 95% interval, from the kept predictions
@@ -90,9 +91,10 @@ class TuneOutcome:
             "tied_with_best": self.tied_with_best,
             "confidence": CONFIDENCE,
         }
-        for key in ("pretrained", "rounds"):
-            if getattr(self, key) is not None:
-                out[key] = getattr(self, key)
+        if self.pretrained is not None:
+            out["pretrained"] = self.pretrained
+        if self.rounds is not None:
+            out["rounds"] = [r.as_json() for r in self.rounds]
         if self.reseed is not None:
             out["reseed"] = self.reseed.as_json()
         return out
@@ -165,7 +167,7 @@ def finish(experiment: Experiment, wall_s: float, notes: list[str] | None = None
         checkpoint_bytes_bound=bound * largest,
         checkpoint_bytes_freed=freed,
         pretrained=job.model.pretrained,
-        rounds=read_json(lineage) if lineage.is_file() else None,
+        rounds=rounds_of(read_json(lineage)) if lineage.is_file() else None,
         notes=list(notes or []),
         best_interval=_interval_of(standing.get(trial.trial_id)),
         tied_with_best=[tid for tid, st in standing.items() if st.tied],

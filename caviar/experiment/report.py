@@ -18,6 +18,7 @@ from caviar.experiment.importance import Importance, fanova
 from caviar.experiment.layout import LEADERBOARD_CSV, LEADERBOARD_MD, PLOTS, REPORT_FILE
 from caviar.experiment.object_store import known_as, mirror_of
 from caviar.experiment.record import Experiment
+from caviar.experiment.report_record import BestTrial, Report, ShownReport
 from caviar.experiment.rows import trial_row
 from caviar.experiment.selection import standings
 from caviar.experiment.trial_plots import Look
@@ -85,7 +86,7 @@ def markdown(board: pd.DataFrame, columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dict:
+def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> ShownReport:
     experiment_dir = Path(experiment_dir)
     if not experiment_dir.is_dir():
         raise UserError(f"{experiment_dir}: no such experiment folder")
@@ -106,31 +107,31 @@ def write_report(experiment_dir: Path, evaluate_top_k: int | None = None) -> dic
     importance = draw(experiment, board, params, log_params)
 
     best = board.iloc[0]
-    report = {
-        "experiment_dir": known_as(experiment_dir.resolve()),
-        "job": job.name,
-        "metric": job.metric,
-        "mode": job.mode,
-        "best": {
-            "trial_id": best["trial_id"],
-            "params": {p: _plain(best[p]) for p in params},
-            job.metric: _plain(best[f"best_{job.metric}"]),
-            "evaluation": _plain(best["best_evaluation"]),
-            "checkpoint": best["checkpoint"],
-            "interval": _interval(best),
-            "tied_with_best": [r["trial_id"] for _, r in board.iterrows() if r.get("tied_with_best") in (True,)],
-            **({"test_accuracy": _plain(best["test_accuracy"])} if "test_accuracy" in board else {}),
-        },
-        "trials": [{k: _plain(v) for k, v in row.items()} for _, row in board.iterrows()],
-        "importance": importance.as_json(),
-        "files": [LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_FILE, *PLOTS],
-        "notes": notes,
-    }
-    write_json_atomically(experiment_dir / REPORT_FILE, report)
+    report = Report(
+        experiment_dir=known_as(experiment_dir.resolve()),
+        job=job.name,
+        metric=job.metric,
+        mode=job.mode,
+        best=BestTrial(
+            trial_id=best["trial_id"],
+            params={p: _plain(best[p]) for p in params},
+            value=_plain(best[f"best_{job.metric}"]),
+            evaluation=_plain(best["best_evaluation"]),
+            checkpoint=best["checkpoint"],
+            interval=_interval(best),
+            tied_with_best=[r["trial_id"] for _, r in board.iterrows() if r.get("tied_with_best") in (True,)],
+            test_accuracy=_plain(best["test_accuracy"]) if "test_accuracy" in board else None,
+        ),
+        trials=[{k: _plain(v) for k, v in row.items()} for _, row in board.iterrows()],
+        importance=importance.as_json(),
+        files=[LEADERBOARD_CSV, LEADERBOARD_MD, REPORT_FILE, *PLOTS],
+        notes=notes,
+    )
+    write_json_atomically(experiment_dir / REPORT_FILE, report.as_json())
     shown = board.assign(damaged=board["damaged"].map(lambda v: "yes, see below" if isinstance(v, str) else None))
-    report["table"] = markdown(shown.head(15), _table_columns(board, params, job.metric))
-    report["importance_line"] = importance.describe()
-    return report
+    return ShownReport(
+        report, markdown(shown.head(15), _table_columns(board, params, job.metric)), importance.describe()
+    )
 
 
 def draw(experiment: Experiment, board: pd.DataFrame, params: list[str], log_params: set[str]) -> Importance:

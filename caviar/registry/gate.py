@@ -44,6 +44,11 @@ class GateResult:
     def as_card(self) -> dict:
         return asdict(self) | {"passed": self.passed}
 
+    @classmethod
+    def from_card(cls, raw: dict) -> GateResult:
+        """A card's `gate` record (as_card); `passed` is worked out again, keys it does not know are passed over."""
+        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
     def gain_text(self) -> str:
         low, high = self.interval
         return (

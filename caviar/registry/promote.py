@@ -20,7 +20,7 @@ from caviar.experiment.reseed_record import ReseedRecord
 from caviar.job.loading import validate
 from caviar.job.schema import JobSpec
 from caviar.registry import store as registry
-from caviar.registry.gate import gate
+from caviar.registry.gate import GateResult, gate
 from model.checkpoint import META, WEIGHTS, is_checkpoint
 from model.data import load_splits
 from model.errors import UserError
@@ -39,10 +39,10 @@ class Promotion:
     forced: bool
     reseed: dict | None  # the card's summary of the seed re-runs the choice came from
     already: bool = False  # the checkpoint was already this version: nothing new was made
-    gate: dict | None = None  # what decided it (registry/gate.py's GateResult), None if forced without one
+    gate: GateResult | None = None  # what decided it; None if forced without one
 
     def as_json(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"gate": None if self.gate is None else self.gate.as_card()}
 
     def describe(self) -> list[str]:
         if self.already:
@@ -66,17 +66,17 @@ class Promotion:
         gate, test = self.gate, f"test_accuracy {self.test_accuracy:.4f} (reported only)"
         if gate is None:
             return f"no gate split (forced); {test}"
-        if gate["against"] is None and gate["candidate_accuracy"] is None:
+        if gate.against is None and gate.candidate_accuracy is None:
             return f"the first version, no gate split; {test}"
-        if gate["against"] is None:
-            accuracy, reviews = gate["candidate_accuracy"], gate["reviews"]
+        if gate.against is None:
+            accuracy, reviews = gate.candidate_accuracy, gate.reviews
             return f"the first version, gate accuracy {accuracy:.4f} on {reviews:,} reviews; {test}"
-        low, high = gate["interval"]
-        forced = "" if gate["passed"] else ", below the gate but forced"
-        other = f", {gate['against']} trained on other data" if gate.get("same_data") is False else ""
+        low, high = gate.interval
+        forced = "" if gate.passed else ", below the gate but forced"
+        other = f", {gate.against} trained on other data" if gate.same_data is False else ""
         return (
-            f"gate {gate['gain'] * 100:+.2f} points [{low * 100:+.2f}, {high * 100:+.2f}] on "
-            f"{gate['reviews']:,} reviews against {gate['against']}{other}{forced}; {test}"
+            f"gate {gate.gain * 100:+.2f} points [{low * 100:+.2f}, {high * 100:+.2f}] on "
+            f"{gate.reviews:,} reviews against {gate.against}{other}{forced}; {test}"
         )
 
 
@@ -139,7 +139,7 @@ def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | N
         val_accuracy=meta.get("val_accuracy"),
         forced=bool(force and previous),
         reseed=card.get("reseed"),
-        gate=None if decision is None else decision.as_card(),
+        gate=decision,
     )
 
 

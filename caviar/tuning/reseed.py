@@ -19,8 +19,8 @@ from dataclasses import asdict
 import numpy as np
 
 from caviar.experiment.intervals import seeded_difference
-from caviar.experiment.layout import RESEED_DIR, RESEED_FILE, Storage, reseed_dir
-from caviar.experiment.object_store import Mirror, mirror_of
+from caviar.experiment.layout import RESEED_FILE, Storage, reseed_dir
+from caviar.experiment.object_store import Mirror, mirror_of, write_record
 from caviar.experiment.record import Experiment, TrialRecord
 from caviar.experiment.reseed_record import ReseedRecord
 from caviar.experiment.selection import standings
@@ -32,7 +32,6 @@ from model.checkpoint import weight_count
 from model.data import Splits
 from model.errors import UserError
 from model.evaluate import evaluate_checkpoint
-from model.files import write_json_atomically
 from model.predictions import Predictions
 
 
@@ -99,10 +98,7 @@ def reseed(experiment: Experiment, final: FinalSpec, splits: Splits) -> ReseedRe
         "best_run": best_run,
     }
     record = ReseedRecord.from_json(outcome)
-    if mirror is not None:
-        mirror.put_json(f"{RESEED_DIR}/{RESEED_FILE}", record.as_json())
-    else:
-        write_json_atomically(folder / RESEED_FILE, record.as_json())
+    write_record(folder / RESEED_FILE, record.as_json())
     return record
 
 

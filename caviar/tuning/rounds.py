@@ -13,14 +13,15 @@ import math
 from pathlib import Path
 
 from caviar.experiment.layout import ROUNDS_FILE, Storage, round_dir
-from caviar.experiment.object_store import Mirror, filesystem, mirror_of
+from caviar.experiment.object_store import Mirror, filesystem, mirror_of, write_record
 from caviar.experiment.outcome import Interrupted
 from caviar.experiment.record import Experiment
+from caviar.experiment.round_record import RoundRecord, rounds_of
 from caviar.job.distributions import Distribution
 from caviar.job.schema import JobSpec
 from caviar.tuning.tuner import build_tuner, fit, restore_tuner
 from model.data import Splits
-from model.files import read_json, write_json_atomically
+from model.files import read_json
 
 log = logging.getLogger("caviar.tune")
 
@@ -69,7 +70,7 @@ def rounds_stage(job: JobSpec, experiment_dir: Path, splits: Splits) -> None:
     """Run, or continue, every round in <experiment>/round-<r>; the lineage file records each round's
     space before it starts, so a resumed experiment searches exactly the same ranges."""
     lineage_file = experiment_dir / ROUNDS_FILE
-    lineage = read_json(lineage_file) if lineage_file.is_file() else []
+    lineage = rounds_of(read_json(lineage_file)) if lineage_file.is_file() else []
     mirror = mirror_of(experiment_dir)  # on object storage: the rounds and the lineage go to the store
     last: Experiment | None = None
     for r in range(1, job.rounds + 1):
@@ -80,14 +81,11 @@ def rounds_stage(job: JobSpec, experiment_dir: Path, splits: Splits) -> None:
             else:
                 last = last or Experiment.load(round_dir(experiment_dir, r - 1), job)
                 top = [trial.params for trial, _ in last.ranked()[: job.refine.top_k]]
-                space = narrow_space(read_space(lineage[-1]["space"]), top, job.refine.margin)
-            lineage.append({"round": r, "space": describe_space(space), "folder": folder.name})
-            if mirror is not None:
-                mirror.put_json(ROUNDS_FILE, lineage)
-            else:
-                write_json_atomically(lineage_file, lineage)
-            log.info("round %d/%d searches %s", r, job.rounds, lineage[-1]["space"])
-        round_job = job.model_copy(update={"search_space": read_space(lineage[r - 1]["space"])})
+                space = narrow_space(read_space(lineage[-1].space), top, job.refine.margin)
+            lineage.append(RoundRecord(r, describe_space(space), folder.name))
+            write_record(lineage_file, [record.as_json() for record in lineage])
+            log.info("round %d/%d searches %s", r, job.rounds, lineage[-1].space)
+        round_job = job.model_copy(update={"search_space": read_space(lineage[r - 1].space)})
         last = _run_round(round_job, folder, splits, mirror)
         if last is not None and last.interrupted:
             raise Interrupted(experiment_dir)

@@ -15,6 +15,7 @@ import pytest
 
 from caviar.experiment.record import Experiment
 from caviar.experiment.report import write_report
+from caviar.experiment.report_record import Report
 from caviar.registry import store as registry
 from caviar.registry.promote import promote
 from caviar.serving.app import create_app
@@ -28,7 +29,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_columns_best_and_plots(experiment):
-    report = write_report(experiment, evaluate_top_k=2)
+    report = write_report(experiment, evaluate_top_k=2).record
     board = pd.read_csv(experiment / "leaderboard.csv")
     for column in (
         "rank",
@@ -55,14 +56,16 @@ def test_report_columns_best_and_plots(experiment):
         rows = [json.loads(x) for x in result.read_text().splitlines() if x.strip()]
         best_so_far[rows[0]["trial_id"]] = max(r["val_accuracy"] for r in rows)
     winner = max(best_so_far, key=best_so_far.get)
-    assert report["best"]["val_accuracy"] == best_so_far[winner]
+    assert report.best.value == best_so_far[winner] and report.metric == "val_accuracy"
     assert board.loc[0, "best_val_accuracy"] == max(best_so_far.values())
     assert board["test_accuracy"].notna().sum() == 2
     for name in ("learning_curves.png", "params_vs_metric.png", "parallel_coordinates.png"):
         data = (experiment / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
     assert (experiment / "leaderboard.md").read_text().startswith("# copied")
-    assert json.loads((experiment / "report.json").read_text())["best"]["trial_id"] == report["best"]["trial_id"]
+    written = json.loads((experiment / "report.json").read_text())
+    assert written["best"]["trial_id"] == report.best.trial_id and written["best"]["val_accuracy"] == report.best.value
+    assert Report.from_json(written) == report  # the record reads back as it was written
 
 
 def test_report_cli_prints_a_table(cli, experiment):

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from caviar.registry import store as registry
+from caviar.registry.gate import GateResult
 from tests.conftest import TINY, tiny_job_yaml
 
 pytestmark = pytest.mark.slow
@@ -65,6 +66,7 @@ def test_the_gate_decides_on_the_gate_reviews_alone(cli, registry_dir, tmp_path)
     assert gate["against"] == "v1" and gate["passed"] and gate["interval"][0] > 0 and gate["reviews"] == 48
     card = registry.read_card(registry_dir / "nsmc" / "v2")
     assert card["gate"]["gain"] == gate["gain"] and set(card["roles"]) == {"val", "gate", "test"}
+    assert GateResult.from_card(card["gate"]).as_card() == card["gate"]  # the typed record reads the card back
 
     itself = constant_copy(strong, tmp_path / "itself")  # then undo the damage: strong's weights, but
     shutil.copy(strong / "checkpoint" / "model.safetensors", itself / "checkpoint" / "model.safetensors")
