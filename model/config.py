@@ -84,11 +84,16 @@ class DataConfig(Strict):
     download_url: str = Field(
         "https://raw.githubusercontent.com/e9t/nsmc/master", description="where to fetch NSMC when no copy is found"
     )
+    # set by caviar, never by a job file (caviar/job/resolved_keys.py): what the run read, recorded
     fingerprint: str | None = Field(
-        None, description="sha256 of both files; a run records it, and reading the data again checks it"
+        None,
+        description="sha256 of both files; a run records it, and reading the data again checks it",
+        json_schema_extra={"set_by_caviar": True},
     )
     train_fingerprint: str | None = Field(
-        None, description="sha256 of the train file alone: what the gate checks without opening the test file"
+        None,
+        description="sha256 of the train file alone: what the gate checks without opening the test file",
+        json_schema_extra={"set_by_caviar": True},
     )
 
 

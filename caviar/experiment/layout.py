@@ -15,13 +15,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from caviar.job.resolved_keys import RECORD_NAME
 from model.errors import UserError
 from model.settings import settings
 
 RESULTS = "results"  # the default storage, relative to the working folder
 
 # an experiment folder (caviar tune)
-JOB_FILE = "caviar_job.json"  # the resolved job, written before the first trial starts
+JOB_FILE = RECORD_NAME  # caviar_job.json: the resolved job, written before the first trial starts
 OUTCOME_FILE = "caviar_tune.json"  # the end of `caviar tune` (experiment/outcome.py)
 DRIVER_FILE = "caviar_driver.json"  # the driver's host and pid: running or interrupted (experiment/listing.py)
 ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from caviar.job.keys import split_override
+from caviar.job.resolved_keys import RECORD_NAME, dropped, refusal, resolved_keys, written
 from caviar.job.schema import SCHEDULER_CLASSES, JobSpec
 from model.config import FIELD_MARK
 from model.errors import UserError, short
@@ -201,12 +202,19 @@ def load_job(
     pretrain, lr-find): the search space is still checked, but not against the network's shape,
     which only a search could vary."""
     context = {"fixed_only": fixed_only}
-    raw = read_yaml(path)
+    raw, caviars = read_yaml(path), resolved_keys(cls)
+    if Path(path).name == RECORD_NAME:  # an experiment's record given back as a job: resolved again
+        raw = dropped(raw, caviars)
+    elif found := written(raw, caviars):
+        raise UserError(f"{path}: {refusal(found[0])}")
     job = validate(raw, str(path), cls, context)  # the file alone first: its own faults are named by the file
     user = list(overrides or [])
     overrides = [*(SMOKE if smoke else []), *user]
     if not overrides:
         return job
+    for assignment in user:
+        if (key := assignment.partition("=")[0].strip()) in caviars or key.startswith(tuple(k + "." for k in caviars)):
+            raise UserError(f"--set {short(assignment)}: {refusal(key)}")
     for assignment in overrides:
         apply_override(raw, assignment)
     pinned = pin_searched(raw, user)

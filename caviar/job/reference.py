@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from caviar.job.distributions import Distribution
+from caviar.job.resolved_keys import is_resolved
 from caviar.job.schema import SCHEDULER_CLASSES, JobSpec
 
 HEADER = """# Job-file reference
@@ -81,6 +82,8 @@ def job_reference() -> str:
         for name, field in model.model_fields.items():
             if prefix == "" and isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
                 continue  # a section of its own below
+            if is_resolved(field):
+                continue  # set by caviar, in the resolved record only: not a key a user writes
             key = f"{prefix.split(' ')[0]}.{name}" if prefix else name
             description = (field.description or "").replace("|", "\\|")
             lines.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {description} |")

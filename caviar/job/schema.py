@@ -14,6 +14,7 @@ from caviar.job import pretrain_search
 from caviar.job.distributions import RANGE_KINDS, Distribution, check_key
 from caviar.job.fusible import FUSE_HELP, fuse_value, fusion_problem
 from caviar.job.keys import split_dotted
+from caviar.job.resolved_keys import SET_BY_CAVIAR
 from caviar.job.scheduler_specs import (  # noqa: F401 - the schema's names, read from here too
     SCHEDULER_CLASSES,
     SCHEDULER_TYPES,
@@ -109,7 +110,9 @@ class Stages(Strict):
         False, description="the LR range test sets train.lr's range: `train.lr: {from_lr_find: true}`"
     )
     pretrained_by: dict[str, str] = Field(
-        default_factory=dict, description="set by stage 0 when pretrain.* is searched: each setting's folder"
+        default_factory=dict,
+        description="set by stage 0 when pretrain.* is searched: each setting's folder",
+        json_schema_extra={SET_BY_CAVIAR: True},
     )
 
 

@@ -189,3 +189,34 @@ def test_a_set_error_names_only_the_key_at_fault(tmp_path):
     with pytest.raises(UserError) as err:
         load_job(bad_file, ["train.lr=3e-4"])
     assert str(err.value).startswith(f"{bad_file}: train.lrr: unknown key")
+
+
+def test_what_caviar_resolves_is_not_a_key_a_user_writes(cli, tmp_path):
+    """Issue 50, item 4: the data's fingerprints and stage 0's folders live in the resolved record
+    (caviar_job.json), not in the schema a user writes: docs/jobs.md leaves them out, a job file or
+    a --set naming one is refused in one line, and caviar's own record used as a job file resolves
+    them again."""
+    from caviar.job.reference import job_reference
+    from caviar.job.resolved_keys import resolved_keys
+
+    keys = resolved_keys(JobSpec)
+    assert set(keys) == {"data.fingerprint", "data.train_fingerprint", "stages.pretrained_by"}
+    reference = job_reference()
+    assert not [k for k in keys if f"`{k}`" in reference] and "`data.seed`" in reference
+
+    written = tiny_job_yaml(tmp_path / "job.yaml", data={**TINY["data"], "fingerprint": "abc"})
+    proc = cli("train", written)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "data.fingerprint is set by caviar when the job runs" in proc.stderr and str(written) in proc.stderr
+    plain = tiny_job_yaml(tmp_path / "plain.yaml")
+    with pytest.raises(UserError, match=r"--set stages.pretrained_by=\{a: b\}: stages.pretrained_by is set by caviar"):
+        load_job(plain, ["stages.pretrained_by={a: b}"])
+
+    record = tmp_path / "caviar_job.json"  # as an experiment records it, the resolved values in
+    record.write_text(
+        json.dumps(
+            JobSpec.model_validate({**TINY, "data": {**TINY["data"], "fingerprint": "abc"}}).model_dump(mode="json")
+        )
+    )
+    again = load_job(record)
+    assert again.data.fingerprint is None and again.data.seed == JobSpec.model_validate(TINY).data.seed
