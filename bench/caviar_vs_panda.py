@@ -19,8 +19,8 @@ from pathlib import Path
 import ray
 
 from bench.common import BenchParser, bench_job, timed_ray_start, write_result
-from caviar.tuning.lr_find_stage import lr_find
 from caviar.tuning.pipeline import tune_job
+from caviar.tuning.stages.lr_find_stage import lr_find
 from model.data import load_splits
 from model.evaluate import evaluate_checkpoint
 

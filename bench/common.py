@@ -20,7 +20,7 @@ from caviar.cli.main import user_errors
 from caviar.experiment.layout import bench_dir
 from caviar.job.schema import JobSpec
 from caviar.ops.allocator import loaded_allocator
-from caviar.tuning.ray_session import start_ray
+from caviar.tuning.search.ray_session import start_ray
 from model.files import write_json_atomically
 
 RESULTS = Path(__file__).parent / "results"  # the tracked record, written with --record

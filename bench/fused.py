@@ -29,7 +29,7 @@ import torch
 from bench.common import BenchParser, bench_job, peak_rss_gb, run_main, write_result
 from caviar.experiment.record import load_trials
 from caviar.tuning.pipeline import resolve, tune_job
-from caviar.tuning.search_space import trial_config
+from caviar.tuning.search.search_space import trial_config
 from model.batches import epoch_batches
 from model.fit_loop import evaluation_plan
 from model.fused import StackedNet, StackedOptimizer, fused_step

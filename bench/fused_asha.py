@@ -27,8 +27,8 @@ from bench.common import BenchParser, run_main, write_result
 from caviar.experiment.record import load_trials
 from caviar.job.loading import load_job
 from caviar.job.schema import JobSpec
-from caviar.tuning.fusion import fused_groups, sample_members
-from caviar.tuning.member_rungs import MemberRungs
+from caviar.tuning.members.fusion import fused_groups, sample_members
+from caviar.tuning.members.member_rungs import MemberRungs
 from caviar.tuning.pipeline import tune_job
 
 K = 4

@@ -18,7 +18,7 @@ import ray
 from bench.common import BenchParser, bench_job, timed_ray_start, write_result
 from caviar.experiment.record import load_trials
 from caviar.tuning.pipeline import tune_job
-from caviar.tuning.single_run import run_single
+from caviar.tuning.stages.single_run import run_single
 
 
 def aggregate(rows: list[dict], batch: int, skip: int = 0) -> float:

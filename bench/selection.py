@@ -32,7 +32,7 @@ import numpy as np
 from bench.common import BenchParser, bench_job, model_shape, run_main, write_result
 from caviar.registry.gate import compare, positive_probabilities
 from caviar.tuning.pipeline import resolve
-from caviar.tuning.single_run import run_single
+from caviar.tuning.stages.single_run import run_single
 from model.data import load_gate
 
 SEEDS = 6

@@ -17,7 +17,7 @@ import torch
 
 from bench.common import BenchParser, peak_rss_gb, write_result
 from caviar.job.schema import JobSpec
-from caviar.tuning.single_run import run_single
+from caviar.tuning.stages.single_run import run_single
 from model.batches import DeviceSplit, encode, epoch_batches
 from model.data import load_splits
 from model.evaluate import cross_entropy

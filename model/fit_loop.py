@@ -1,5 +1,5 @@
 """The one training loop, for a plain run (model/loop.py's Trainer) and for a stack of K members
-trained as one (caviar/tuning/fused_trial.py) alike, and the parts both keep per run or per member:
+trained as one (caviar/tuning/members/fused_trial.py) alike, and the parts both keep per run or per member:
 the evaluation plan, the train-loss window, patience, the compile and start-up clocks, and the
 evaluation's record. A behaviour of train.* written here holds for a member as for a run.
 """

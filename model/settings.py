@@ -1,4 +1,5 @@
-"""Every environment variable caviar reads, read here and nowhere else.
+"""Every environment variable caviar reads, read here and nowhere else, but Ray's own
+(caviar/ops/ray_env.py: model/ knows nothing of Ray).
 
 It sits in model/ (the bottom layer) so that both packages can read it: model/ needs the cache and
 the NSMC folder, caviar/ the rest. Read afresh at each call, so a test's monkeypatched variable counts.
@@ -44,10 +45,6 @@ class Settings:
     jemalloc: str | None  # CAVIAR_JEMALLOC: a libjemalloc.so.2 outside the usual folders
     compile_backend: str  # CAVIAR_COMPILE_BACKEND: torch.compile backend (tests: aot_eager)
     inject_fault: str | None  # CAVIAR_INJECT_FAULT: testing hook, "<folder>:<n>" fails a trial once
-    ray_address: str | None  # RAY_ADDRESS
-    ray_dashboard: str | None  # RAY_DASHBOARD_ADDRESS
-    ray_auth_token: str | None  # RAY_AUTH_TOKEN
-    ray_auth_token_path: Path  # RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token)
     omp_threads: int | None  # OMP_NUM_THREADS: Ray sets it to a trial's CPU share
     verbose: bool  # CAVIAR_VERBOSE=1 (caviar tune --verbose): Ray's own live table, not caviar's lines
     client_bin: Path | None  # CAVIAR_CLIENT_BIN: the submitting machine's bin folder (caviar submit)
@@ -67,10 +64,6 @@ class Settings:
             jemalloc=env.get("CAVIAR_JEMALLOC") or None,
             compile_backend=env.get("CAVIAR_COMPILE_BACKEND", "inductor"),
             inject_fault=env.get("CAVIAR_INJECT_FAULT") or None,
-            ray_address=env.get("RAY_ADDRESS") or None,
-            ray_dashboard=env.get("RAY_DASHBOARD_ADDRESS") or None,
-            ray_auth_token=(env.get("RAY_AUTH_TOKEN") or "").strip() or None,
-            ray_auth_token_path=Path(env.get("RAY_AUTH_TOKEN_PATH", "~/.ray/auth_token")).expanduser(),
             omp_threads=max(1, int(omp)) if omp.isdigit() else None,
             verbose=env.get("CAVIAR_VERBOSE", "") not in ("", "0"),
             client_bin=Path(env["CAVIAR_CLIENT_BIN"]) if env.get("CAVIAR_CLIENT_BIN") else None,

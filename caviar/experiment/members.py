@@ -1,5 +1,5 @@
 """A fused trial's members read back as trials: each has its own rows, checkpoints and configuration
-in <trial>/members/<member id>/ (tuning/fused_trial.py writes them), so the leaderboard, the
+in <trial>/members/<member id>/ (tuning/members/fused_trial.py writes them), so the leaderboard, the
 outcome, promote and serve treat a member like any trial, with its group named beside it."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """reseed/reseed.json as a typed record: what the seed re-runs gave and which configuration they
-chose. tuning/reseed.py writes it; promote, the tune outcome and `caviar reseed` read its fields."""
+chose. tuning/stages/reseed.py writes it; promote, the tune outcome and `caviar reseed` read its fields."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """rounds.json as typed records: each coarse-to-fine round's search space, fixed before the round
-starts so a resumed experiment searches exactly the same ranges. tuning/rounds.py writes them; the
+starts so a resumed experiment searches exactly the same ranges. tuning/stages/rounds.py writes them; the
 tune outcome reads them."""
 
 from __future__ import annotations

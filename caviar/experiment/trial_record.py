@@ -34,7 +34,7 @@ class TrialRecord:
     cut_by_budget: bool = False  # still live when the job's time_budget_s ran out
     max_t: int | None = None  # the scheduler's last rung: a trial that reached it was not stopped early
     damage: list[str] = field(default_factory=list)  # one line per damaged checkpoint passed over
-    group: str | None = None  # a fused member's group: the Ray trial that trained it (tuning/fused_trial.py)
+    group: str | None = None  # a fused member's group: the Ray trial that trained it (tuning/members/fused_trial.py)
 
     @property
     def evaluations(self) -> int:

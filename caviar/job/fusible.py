@@ -1,5 +1,5 @@
-"""What a job with `fuse: K` may ask for: its members are drawn before any trial runs (tuning/fusion.py)
-and stopped by caviar's own rung table (tuning/member_rungs.py), so some settings cannot apply."""
+"""What a job with `fuse: K` may ask for: its members are drawn before any trial runs (tuning/members/fusion.py)
+and stopped by caviar's own rung table (tuning/members/member_rungs.py), so some settings cannot apply."""
 
 from __future__ import annotations
 

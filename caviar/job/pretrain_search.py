@@ -1,9 +1,9 @@
 """Pretraining settings as a search dimension: `search_space: {pretrain.objective: {choice: [mlm, electra]}}`.
 
-Stage 0 pretrains once per distinct setting (each cached under its own key, tuning/pretrain_stage.py)
+Stage 0 pretrains once per distinct setting (each cached under its own key, tuning/stages/pretrain_stage.py)
 and the resolved job records each setting's folder (`stages.pretrained_by`). A trial's sampled
 pretrain values then pick its folder as its model.pretrained (`lay_over`, which
-tuning/search_space.py's trial_config applies), so every trial fine-tunes the weights of the setting
+tuning/search/search_space.py's trial_config applies), so every trial fine-tunes the weights of the setting
 it drew, and the leaderboard shows that setting among the trial's values. Only discrete values
 (choice or grid) can be searched: each one is a pretraining run.
 """

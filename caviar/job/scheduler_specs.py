@@ -1,5 +1,5 @@
 """The `scheduler:` section of a job: one class per scheduler type, with its settings and whether
-fused members can be stopped by it (tuning/schedulers.py holds what caviar does with each kind).
+fused members can be stopped by it (tuning/search/schedulers.py holds what caviar does with each kind).
 """
 
 from __future__ import annotations

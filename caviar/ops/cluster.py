@@ -19,8 +19,9 @@ import time
 from pathlib import Path
 
 from caviar.job.loading import load_job
+from caviar.ops.ray_env import RayEnv
 from model.errors import UserError
-from model.settings import path_variables, settings
+from model.settings import path_variables
 
 PROJECT = Path(__file__).resolve().parents[2]
 EXCLUDES = [
@@ -37,13 +38,13 @@ TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def default_address() -> str:
-    env = settings()
-    return env.ray_dashboard or env.ray_address or "http://127.0.0.1:8265"
+    env = RayEnv.from_env()
+    return env.dashboard or env.address or "http://127.0.0.1:8265"
 
 
 def auth_token() -> str:
-    env = settings()
-    token, path = env.ray_auth_token or "", env.ray_auth_token_path
+    env = RayEnv.from_env()
+    token, path = env.auth_token or "", env.auth_token_path
     if not token and path.is_file():
         token = path.read_text(encoding="utf-8").strip()
     if not token:

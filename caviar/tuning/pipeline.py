@@ -8,12 +8,12 @@ To run: caviar tune tune_jobs/quickstart.yaml            (local Ray on this mach
 A job is resolved once (`resolve`): its data folder found and made absolute, the splits loaded and
 fingerprinted, its storage made absolute. Every stage then takes those splits; none reads the files
 again. The stages, in order:
-  0. masked-LM pretraining, when the job asks for it (tuning/pretrain_stage.py);
-  1. the LR range test, when train.lr comes from it (tuning/lr_find_stage.py), then the pilot that
-     picks K for `fuse: auto` (tuning/fuse_pilot.py);
-  2. the search: one Tuner, or coarse-to-fine rounds (tuning/rounds.py), built by tuning/tuner.py;
+  0. masked-LM pretraining, when the job asks for it (tuning/stages/pretrain_stage.py);
+  1. the LR range test, when train.lr comes from it (tuning/stages/lr_find_stage.py), then the pilot that
+     picks K for `fuse: auto` (tuning/members/fuse_pilot.py);
+  2. the search: one Tuner, or coarse-to-fine rounds (tuning/stages/rounds.py), built by tuning/search/tuner.py;
   3. the outcome: caviar_tune.json and checkpoint pruning (experiment/outcome.py);
-  4. seed re-runs of the top configurations, with final: {seeds: S} (tuning/reseed.py).
+  4. seed re-runs of the top configurations, with final: {seeds: S} (tuning/stages/reseed.py).
 The resolved job, with what stages 0 and 1 made, is caviar_job.json: `report`, `promote`, `resume`
 and `reseed` then work from any shell, with no NSMC_DIR.
 """
@@ -37,12 +37,12 @@ from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, runnable
 from caviar.experiment.record import Experiment, load_trials
 from caviar.experiment.reseed_record import ReseedRecord
 from caviar.job.schema import FinalSpec, JobSpec
+from caviar.ops.disk_room import room_for_search, room_for_single
 from caviar.ops.run_folder import run_folder
-from caviar.tuning.disk_room import room_for_search, room_for_single
 from caviar.tuning.ray_compat.connection import check_reachable
 from caviar.tuning.ray_compat.working_dir import leave_job_working_dir
-from caviar.tuning.ray_session import check_resources, check_storage_shared, start_ray
-from caviar.tuning.single_run import run_single
+from caviar.tuning.search.ray_session import check_resources, check_storage_shared, start_ray
+from caviar.tuning.stages.single_run import run_single
 from model.data import Splits, load_splits, locate_nsmc
 from model.errors import UserError
 from model.files import check_room, out_of_space_is_one_line, write_json_atomically
@@ -84,13 +84,13 @@ def before_search(resolved: Resolved, folder: Path, progress: bool = True) -> Re
     job, splits = resolved.job, resolved.splits
     if job.stages.pretrain:
         # lazy: stage 0's modules (plots, TensorBoard) cost ~1.7 s; loaded for a job that pretrains
-        from caviar.tuning.pretrain_stage import pretrain_stage
+        from caviar.tuning.stages.pretrain_stage import pretrain_stage
 
         job, record = pretrain_stage(job, splits, progress)
         write_json_atomically(folder / PRETRAIN_FILE, record.as_json())
     if job.stages.lr_find:
         # lazy: ~0.4 s, loaded for the jobs and command that run it
-        from caviar.tuning.lr_find_stage import lr_find
+        from caviar.tuning.stages.lr_find_stage import lr_find
 
         found = lr_find(job, folder, splits, progress)
         log.info("train.lr from lr-find: loguniform [%.2e, %.2e]", found.base_lr, found.max_lr)
@@ -115,7 +115,7 @@ def train_job(job: JobSpec, out: Path | None = None):
 def lr_find_job(job: JobSpec, out: Path | None = None):
     """`caviar lr-find`: the LR range test alone, into its own folder."""
     # lazy: ~0.4 s, loaded for the jobs and command that run it
-    from caviar.tuning.lr_find_stage import lr_find
+    from caviar.tuning.stages.lr_find_stage import lr_find
 
     resolved = resolve(job)
     out = out or layout.lr_find_dir(resolved.job.storage, job.name)
@@ -126,7 +126,7 @@ def lr_find_job(job: JobSpec, out: Path | None = None):
 def pretrain_job(job: JobSpec, out: Path | None = None):
     """`caviar pretrain`: stage 0 alone, into a folder `model.pretrained` then names; (folder, card)."""
     # lazy: ~1.7 s, loaded for this command only
-    from caviar.tuning.pretrain_stage import run_pretrain
+    from caviar.tuning.stages.pretrain_stage import run_pretrain
 
     if job.model.pretrained:
         raise UserError("model.pretrained is set: caviar pretrain starts the job's from-scratch model; unset it")
@@ -186,7 +186,7 @@ def resume_experiment(location: str | Path, address: str | None = None) -> TuneO
         raise UserError(f"{experiment_dir} cannot be resumed: Ray saved no experiment state there")
     if job.rounds == 1:  # Ray's own files, read before the data is loaded and Ray started
         # lazy: Ray (~0.6 s) is loaded where it runs, never by `caviar train`
-        from caviar.tuning.tuner import check_tuner_state
+        from caviar.tuning.search.tuner import check_tuner_state
 
         check_tuner_state(experiment_dir)
         load_trials(experiment_dir)
@@ -205,7 +205,7 @@ def resume_experiment(location: str | Path, address: str | None = None) -> TuneO
 def reseed_experiment(experiment_dir: Path, final: FinalSpec, address: str | None = None) -> ReseedRecord:
     """`caviar reseed`: the seed re-runs of a finished experiment, recorded in reseed/reseed.json."""
     # lazy: Ray (~0.6 s) is loaded where it runs, never by `caviar train`
-    from caviar.tuning.reseed import reseed
+    from caviar.tuning.stages.reseed import reseed
 
     experiment = Experiment.load(experiment_dir)
     if experiment.interrupted:
@@ -227,8 +227,8 @@ def _search(
     """Start (or join) Ray, run the search, read the outcome back from disk (or the store), then the
     seed re-runs."""
     # lazy: Ray (~0.6 s) is loaded where it runs, never by `caviar train`
-    from caviar.tuning.rounds import rounds_stage
-    from caviar.tuning.tuner import build_tuner, fit, restore_tuner
+    from caviar.tuning.search.tuner import build_tuner, fit, restore_tuner
+    from caviar.tuning.stages.rounds import rounds_stage
 
     job, splits = resolved.job, resolved.splits
     _start(address, job)
@@ -247,7 +247,7 @@ def _search(
     outcome = finish(experiment, time.perf_counter() - started, notes)
     if job.final.seeds:
         # lazy: Ray (~0.6 s) is loaded where it runs, never by `caviar train`
-        from caviar.tuning.reseed import reseed
+        from caviar.tuning.stages.reseed import reseed
 
         outcome.reseed = reseed(experiment, job.final, splits)
         save(outcome)
@@ -269,7 +269,7 @@ def _fuse_stage(resolved: Resolved, address: str | None, folder: Path | None, no
     if resolved.job.fuse != "auto":
         return resolved, notes
     # lazy: Ray (~0.5 s) is loaded for a fused job only
-    from caviar.tuning.fuse_pilot import fuse_chosen
+    from caviar.tuning.members.fuse_pilot import fuse_chosen
 
     _start(address, resolved.job)
     job, line = fuse_chosen(resolved.job, resolved.splits, folder and folder / FUSE_PILOT_FILE)

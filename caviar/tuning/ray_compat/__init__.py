@@ -16,4 +16,5 @@ go. Together they are why pyproject.toml pins Ray to <2.61.
 | scheduler_replay  | a restored ASHA or median rule starts empty: its decisions are lost    | none filed |
 | connection        | a cluster address that does not answer is a long hang, then a traceback | none filed |
 | search_rng        | Ray's search draws trials with a private generator; fused members too  | none filed |
+| moved_modules     | Ray's pickles name caviar's modules by their paths before the move     | none filed |
 """

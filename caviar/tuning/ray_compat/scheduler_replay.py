@@ -16,7 +16,7 @@ results back and marks it stopped if it was. Only results up to a live trial's c
 back: the trial reports the later ones again. An experiment pickled by an earlier caviar holds the
 plain rule, whose class is then swapped for the subclass (the one place that does so).
 
-Which kind gets which rebuild is tuning/schedulers.py's; synchronous HyperBand (brackets of paused
+Which kind gets which rebuild is tuning/search/schedulers.py's; synchronous HyperBand (brackets of paused
 trials) and PBT (population history) are not rebuilt, and resume says so in one line.
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 from ray.tune.schedulers import MedianStoppingRule
 
 from caviar.experiment.record import UNFINISHED, TrialRecord
-from caviar.tuning.member_rungs import first_at_or_past
+from caviar.tuning.members.member_rungs import first_at_or_past
 
 
 def live_scheduler(tuner):

@@ -1,6 +1,6 @@
 """The generator Ray's random and grid search draw trials with, for sampling fused members.
 
-`fuse: K` must try the configurations a `fuse: 1` search of the same job would (tuning/fusion.py).
+`fuse: K` must try the configurations a `fuse: 1` search of the same job would (tuning/members/fusion.py).
 Ray's BasicVariantGenerator seeds `generate_variants` with its private
 `ray.tune.search.sample._BackwardsCompatibleNumpyRng(seed)`; the members are drawn with the same.
 

@@ -19,7 +19,7 @@ from tensorboardX import SummaryWriter
 from tensorboardX.summary import hparams
 
 from caviar.job.keys import flatten
-from caviar.tuning.fusion import GROUP_KEY
+from caviar.tuning.members.fusion import GROUP_KEY
 from model.config import METRICS
 
 SCALARS = (*METRICS, "lr", "examples_per_s", "epoch")
@@ -76,7 +76,7 @@ class TrialTensorBoard(TBXLoggerCallback):
 
     def log_trial_start(self, trial) -> None:
         if GROUP_KEY in trial.config:
-            return  # a fused group: each of its members writes its own run (tuning/fused_trial.py)
+            return  # a fused group: each of its members writes its own run (tuning/members/fused_trial.py)
         if trial in self._boards:
             self._boards[trial].writer.close()
         self._boards[trial] = RunBoard(self._folder(trial), trial.config)

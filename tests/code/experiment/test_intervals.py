@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from caviar.experiment.intervals import interval, mcnemar_p, metric_on, paired_difference, seeded_difference
-from caviar.tuning.reseed import choose
+from caviar.tuning.stages.reseed import choose
 from model.predictions import Predictions
 
 

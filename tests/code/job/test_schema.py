@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from caviar.job.schema import JobSpec
-from caviar.tuning.search_space import param_space, trial_config
+from caviar.tuning.search.search_space import param_space, trial_config
 from tests.conftest import TINY, tiny_job_yaml
 
 BAD_SPECS = [
@@ -121,7 +121,7 @@ def test_shipped_jobs_are_valid():
     ],
 )
 def test_pausing_schedulers_get_no_live_cap_or_actor_reuse(scheduler, live_cap, reuse):
-    from caviar.tuning.schedulers import concurrency_limit, reuse_actors
+    from caviar.tuning.search.schedulers import concurrency_limit, reuse_actors
 
     job = JobSpec.model_validate(
         {"search_space": {"train.lr": {"loguniform": [1e-4, 1e-2]}}, "scheduler": scheduler, "max_concurrent_trials": 2}

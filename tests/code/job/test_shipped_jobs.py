@@ -20,7 +20,7 @@ JOBS = sorted(Path(__file__).parents[3].glob("tune_jobs/*.yaml"))
 def ray_session():
     import ray
 
-    from caviar.tuning.ray_session import start_ray
+    from caviar.tuning.search.ray_session import start_ray
 
     start_ray(None)
     yield

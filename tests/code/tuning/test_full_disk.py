@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from caviar.job.loading import load_job
+from caviar.ops.disk_room import reserve_bytes, room_for_search
 from caviar.registry import store as registry
 from caviar.registry.promote import promote
-from caviar.tuning.disk_room import reserve_bytes, room_for_search
 from model.files import free_bytes
 from tests.code.tuning.tune_runs import TUNE, caviar_cmd, run_caviar, summary_of
 from tests.conftest import tiny_job_yaml

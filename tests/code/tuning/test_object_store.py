@@ -182,7 +182,7 @@ def test_stage0_of_a_tune_on_the_store_is_put_there_and_found_again_by_its_key(s
     with the same key takes it from there, from a machine that holds nothing of it."""
     from caviar.job.loading import load_job
     from caviar.tuning.pipeline import resolve
-    from caviar.tuning.pretrain_stage import pretrain_stage
+    from caviar.tuning.stages.pretrain_stage import pretrain_stage
 
     for name, value in store.items():
         monkeypatch.setenv(name, value)

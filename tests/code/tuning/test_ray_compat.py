@@ -340,7 +340,7 @@ def test_search_rng_canary_fused_members_are_the_trials_a_real_search_of_the_see
     import sys
 
     from caviar.job.loading import load_job
-    from caviar.tuning.fusion import sample_members
+    from caviar.tuning.members.fusion import sample_members
     from tests.code.tuning.tune_runs import TUNE
     from tests.conftest import tiny_job_yaml
 
@@ -351,8 +351,8 @@ import json, ray
 from ray import tune
 from caviar.job.keys import flatten
 from caviar.job.loading import load_job
-from caviar.tuning.schedulers import build_search
-from caviar.tuning.search_space import param_space
+from caviar.tuning.search.schedulers import build_search
+from caviar.tuning.search.search_space import param_space
 job = load_job({str(path)!r})
 ray.init(logging_level="ERROR")
 tuner = tune.Tuner(
@@ -389,3 +389,28 @@ def test_the_snapshot_acts_only_for_caviars_runs(tmp_path, monkeypatch):
     TuneController.save_to_dir(ours)
     state = json.loads((tmp_path / "ours" / ours.experiment_state_file_name).read_text())
     assert called == [other] and state_snapshot.SIDE_KEY in state
+
+
+def test_moved_modules_canary_a_tuner_state_naming_the_old_paths_still_loads(tmp_path):
+    """An experiment made before tuning/'s modules moved: its tuner.pkl names their old paths. In a
+    fresh interpreter, pickle alone cannot find them; the resume check, with the aliases, can."""
+    import pickle
+    import subprocess
+    import sys
+
+    from caviar.ops.disk_guard import DiskGuard
+    from caviar.tuning.ray_compat.moved_modules import MOVED
+    from caviar.tuning.search.live_lines import LiveLines
+
+    state = {"callbacks": [DiskGuard], "reporter": LiveLines}
+    data = pickle.dumps(state, protocol=0)
+    for old, new in MOVED.items():
+        data = data.replace(f"c{new}\n".encode(), f"c{old}\n".encode())
+    assert b"caviar.tuning.disk_guard\n" in data and b"caviar.tuning.live_lines\n" in data
+    (tmp_path / "tuner.pkl").write_bytes(data)
+    plain = "import pickle, sys; pickle.load(open(sys.argv[1], 'rb'))"
+    failed = subprocess.run([sys.executable, "-c", plain, str(tmp_path / "tuner.pkl")], capture_output=True, text=True)
+    assert failed.returncode != 0 and "No module named 'caviar.tuning.disk_guard'" in failed.stderr
+    checked = "import sys; from caviar.tuning.search.tuner import check_tuner_state; check_tuner_state(sys.argv[1])"
+    proc = subprocess.run([sys.executable, "-c", checked, str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -15,7 +15,7 @@ import ray
 from ray import tune
 
 from caviar.ops.allocator import purge_on_a_timer
-from caviar.tuning.search_space import trial_config
+from caviar.tuning.search.search_space import trial_config
 from model.settings import settings
 from model.train import train
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from caviar.experiment.record import load_trials
-from caviar.tuning.fusion import group_members
+from caviar.tuning.members.fusion import group_members
 from model.config import TrainConfig
 from model.data import load_splits
 from model.fused import FUSIBLE_TRAIN

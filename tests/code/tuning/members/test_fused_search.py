@@ -15,7 +15,7 @@ from caviar.job.loading import load_job
 from caviar.registry.promote import promote
 from caviar.registry.store import read_card
 from caviar.serving.app import create_app
-from caviar.tuning.fusion import fused_groups, sample_members
+from caviar.tuning.members.fusion import fused_groups, sample_members
 from tests.code.tuning.tune_runs import (
     TUNE,
     rows,
@@ -116,7 +116,7 @@ def test_reseed_reruns_a_members_configuration_as_plain_trials(fused_run):
     """Issue 32, item 5: a member's values, fixed, searched over seeds only; seeds are data orders,
     which never share a group, so the re-runs are plain trials, each seed a new init too."""
     from caviar.experiment.job_record import load_job_of
-    from caviar.tuning.reseed import seed_job
+    from caviar.tuning.stages.reseed import seed_job
 
     summary, experiment, _ = fused_run
     job = load_job_of(experiment)

@@ -1,5 +1,5 @@
 """Room on disk for a run: what a run needs free, checked before anything is written. The watch
-while trials run is tuning/disk_guard.py.
+while trials run is ops/disk_guard.py.
 
 A tune on a full disk used to end in 280 lines of ENOSPC tracebacks from tensorboardX and pyarrow,
 and one started on a full disk failed writing caviar_job.json. Now a run that cannot fit one more

@@ -35,7 +35,7 @@ def first_at_or_past(rows: Iterable[tuple[float, float]], milestone: float) -> f
 
 @dataclass(frozen=True)
 class MemberRule:
-    """How a job's scheduler stops fused members (tuning/schedulers.py makes it), as it crosses into
+    """How a job's scheduler stops fused members (tuning/search/schedulers.py makes it), as it crosses into
     every fused trial: ASHA's milestones or median stopping's grace and sample count, and the mode."""
 
     kind: Literal["asha", "median"]

@@ -15,7 +15,7 @@ import json
 from caviar.job.keys import flatten
 from caviar.job.schema import JobSpec
 from caviar.tuning.ray_compat.search_rng import search_rng
-from caviar.tuning.search_space import param_space
+from caviar.tuning.search.search_space import param_space
 from model.fused import FUSIBLE_MODEL, FUSIBLE_TRAIN
 
 FUSIBLE_KEYS = frozenset(f"train.{key}" for key in FUSIBLE_TRAIN) | frozenset(f"model.{key}" for key in FUSIBLE_MODEL)

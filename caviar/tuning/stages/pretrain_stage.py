@@ -30,7 +30,7 @@ from caviar.experiment import plots
 from caviar.experiment.layout import PRETRAIN_CARD, PRETRAIN_PLOT, pretrain_root, timestamped
 from caviar.job import pretrain_search
 from caviar.job.schema import JobSpec
-from caviar.tuning.pretrain_store import found_on_store, made_on_store
+from caviar.tuning.stages.pretrain_store import found_on_store, made_on_store
 from model.config import SHAPE_FIELDS
 from model.data import Splits
 from model.errors import UserError

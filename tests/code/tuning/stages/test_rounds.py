@@ -7,7 +7,7 @@ import math
 import pytest
 
 from caviar.job.distributions import Distribution
-from caviar.tuning.rounds import narrow, narrow_space
+from caviar.tuning.stages.rounds import narrow, narrow_space
 
 
 def test_loguniform_narrows_in_log_space_with_a_margin():

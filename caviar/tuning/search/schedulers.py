@@ -2,7 +2,7 @@
 
 A kind says all caviar does with its scheduler: it builds the Ray scheduler, says whether that
 scheduler pauses trials (which bounds concurrency and actor reuse) or restores other trials'
-checkpoints, how it stops fused members (a MemberRule for tuning/member_rungs.py), and how a resume
+checkpoints, how it stops fused members (a MemberRule for tuning/members/member_rungs.py), and how a resume
 keeps its decisions. Adding a scheduler is a kind here, a class in caviar/job/schema.py and their
 tests.
 """
@@ -23,14 +23,14 @@ from ray.tune.search import BasicVariantGenerator
 from caviar.experiment.record import TrialRecord
 from caviar.job.keys import nest
 from caviar.job.schema import JobSpec
-from caviar.tuning.member_rungs import MemberRule
+from caviar.tuning.members.member_rungs import MemberRule
 from caviar.tuning.ray_compat.scheduler_replay import (
     ReplayingMedianStoppingRule,
     live_scheduler,
     rebuild_median,
     rebuild_rungs,
 )
-from caviar.tuning.search_space import to_ray
+from caviar.tuning.search.search_space import to_ray
 
 log = logging.getLogger("caviar.tune")
 
@@ -138,7 +138,7 @@ def build_scheduler(job: JobSpec):
 
 def keep_scheduler_decisions(tuner, trials: list[TrialRecord], job: JobSpec) -> None:
     """A resumed Tuner's scheduler given back the decisions the interrupted run made; a fused job's
-    Ray scheduler is FIFO (its members' table is rebuilt by tuning/fused_search.py)."""
+    Ray scheduler is FIFO (its members' table is rebuilt by tuning/members/fused_search.py)."""
     scheduler = live_scheduler(tuner)
     (KINDS["fifo"] if job.fused else kind_of(job)).keep_decisions(scheduler, trials, job)
 

@@ -1,4 +1,4 @@
-"""The watch on disk space while trials run: a Ray Tune callback (sizes in tuning/disk_room.py)."""
+"""The watch on disk space while trials run: a Ray Tune callback (sizes in ops/disk_room.py)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from caviar.tuning.member_rungs import MemberMedian, MemberRule, MemberRungs, first_at_or_past
+from caviar.tuning.members.member_rungs import MemberMedian, MemberRule, MemberRungs, first_at_or_past
 from tests.code.tuning.test_ray_compat import _asha_decisions, _median_decisions
 
 
@@ -128,7 +128,7 @@ def test_a_rebuilt_median_table_decides_the_rest_as_the_whole_run_did():
 
 def test_a_fused_job_gets_the_table_of_its_scheduler():
     from caviar.job.schema import JobSpec
-    from caviar.tuning.fused_search import rungs_spec
+    from caviar.tuning.members.fused_search import rungs_spec
     from tests.conftest import TINY
 
     def spec_of(scheduler: dict):

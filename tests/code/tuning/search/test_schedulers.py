@@ -1,4 +1,4 @@
-"""Issue 50, item 2: one object per scheduler kind (tuning/schedulers.py) says all caviar does with
+"""Issue 50, item 2: one object per scheduler kind (tuning/search/schedulers.py) says all caviar does with
 that scheduler; every kind the job schema accepts has one, and each schema class says whether fused
 members can be stopped by it."""
 
@@ -15,7 +15,7 @@ from ray.tune.schedulers import (
 
 from caviar.job.schema import SCHEDULER_CLASSES, JobSpec
 from caviar.tuning.ray_compat.scheduler_replay import ReplayingMedianStoppingRule
-from caviar.tuning.schedulers import KINDS, build_scheduler, concurrency_limit, kind_of, reuse_actors
+from caviar.tuning.search.schedulers import KINDS, build_scheduler, concurrency_limit, kind_of, reuse_actors
 from tests.conftest import TINY
 
 BUILT = {

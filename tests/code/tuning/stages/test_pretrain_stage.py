@@ -18,7 +18,7 @@ from caviar.job.loading import load_job
 from caviar.job.schema import JobSpec
 from caviar.registry import store as registry
 from caviar.serving.app import create_app
-from caviar.tuning.pretrain_stage import PretrainCard, pretrain_stage
+from caviar.tuning.stages.pretrain_stage import PretrainCard, pretrain_stage
 from model.config import DataConfig
 from model.data import load_splits
 from model.mlm import texts_sha256
@@ -176,7 +176,7 @@ def test_a_hub_model_fine_tunes_then_promotes_and_serves(cli, hub_standin, regis
 def test_the_cache_key_tells_the_objectives_apart_and_keeps_mlm_keys_as_they_were(tmp_path):
     """Issue 33: the key covers the objective and ELECTRA's settings; an MLM job's key ignores
     ELECTRA's settings, so folders pretrained before ELECTRA are still found."""
-    from caviar.tuning.pretrain_stage import pretrain_key
+    from caviar.tuning.stages.pretrain_stage import pretrain_key
 
     job_file = tiny_job_yaml(tmp_path / "job.yaml", model=FROM_PRETRAIN, pretrain=PRETRAIN, storage=str(tmp_path))
     splits = load_splits(load_job(job_file).data)
@@ -197,8 +197,8 @@ def test_the_cache_key_tells_the_objectives_apart_and_keeps_mlm_keys_as_they_wer
 def test_a_job_searching_the_objective_pretrains_once_per_value(tmp_path):
     """Issue 33, item 2: stage 0 makes one folder per searched setting, found again on a second run;
     each trial's drawn objective picks its own folder, and a reseed of it keeps that folder."""
-    from caviar.tuning.reseed import seed_job
-    from caviar.tuning.search_space import trial_config
+    from caviar.tuning.search.search_space import trial_config
+    from caviar.tuning.stages.reseed import seed_job
 
     space = {"pretrain.objective": {"grid": ["mlm", "electra"]}, "train.lr": {"choice": [1e-3, 3e-3]}}
     job_file = tiny_job_yaml(

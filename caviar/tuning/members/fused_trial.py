@@ -4,7 +4,7 @@ One batch stream feeds every member (model/fused.py); at each evaluation each li
 on validation, recorded and checkpointed in its own folder, <trial>/members/<member id>/, in the
 layout a plain trial uses (result.json rows, checkpoint_<n>/ in the HF layout with its validation
 predictions), so the leaderboard, promote, serve and predict read a member like any trial. ASHA's
-decisions come from the experiment's one member rung table (tuning/member_rungs.py); a stopped
+decisions come from the experiment's one member rung table (tuning/members/member_rungs.py); a stopped
 member is compacted out of the stack. The group's own checkpoint, reported to Ray at every
 evaluation, holds the stack, the optimizer and every member's state, for a retry or a resume.
 """
@@ -25,10 +25,10 @@ from ray import tune
 
 from caviar.experiment.layout import MEMBER_FILE, MEMBERS_DIR
 from caviar.job.keys import nest
-from caviar.tuning.fusion import GROUP_KEY
-from caviar.tuning.member_rungs import RungsSpec, actor_for
+from caviar.tuning.members.fusion import GROUP_KEY
+from caviar.tuning.members.member_rungs import RungsSpec, actor_for
 from caviar.tuning.ray_compat.tensorboard import RunBoard
-from caviar.tuning.search_space import trial_config
+from caviar.tuning.search.search_space import trial_config
 from model.checkpoint import fill_checkpoint
 from model.device import compiles, peak_memory_mb
 from model.evaluate import EVAL_BATCH, scored

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from types import SimpleNamespace
 
-from caviar.tuning.live_lines import SUMMARY_EVERY_S, LiveLines
+from caviar.tuning.search.live_lines import SUMMARY_EVERY_S, LiveLines
 
 
 class Clock:

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from caviar.job.schema import JobSpec
-from caviar.tuning import fuse_pilot, pipeline
-from caviar.tuning.fuse_pilot import FusePilot, PilotRun, choose, measure
+from caviar.tuning import pipeline
+from caviar.tuning.members import fuse_pilot
+from caviar.tuning.members.fuse_pilot import FusePilot, PilotRun, choose, measure
 from model.data import load_splits
 from tests.conftest import TINY
 

@@ -14,13 +14,12 @@ from caviar.experiment.object_store import filesystem as filesystem_of
 from caviar.experiment.object_store import mirror_of
 from caviar.experiment.record import load_trials
 from caviar.job.schema import JobSpec
-from caviar.tuning import schedulers
-from caviar.tuning.disk_guard import DiskGuard
-from caviar.tuning.disk_room import reserve_bytes
-from caviar.tuning.fused_search import fused_trainable
-from caviar.tuning.fusion import GROUP_KEY
-from caviar.tuning.live_lines import LiveLines
+from caviar.ops.disk_guard import DiskGuard
+from caviar.ops.disk_room import reserve_bytes
+from caviar.tuning.members.fused_search import fused_trainable
+from caviar.tuning.members.fusion import GROUP_KEY
 from caviar.tuning.ray_compat.atomic_storage import atomic_local_filesystem
+from caviar.tuning.ray_compat.moved_modules import alias_moved_modules
 from caviar.tuning.ray_compat.progress import fit as fit  # re-exported: build or restore, then fit
 from caviar.tuning.ray_compat.progress import quiet_reporter
 from caviar.tuning.ray_compat.resume_repair import prepare_resume
@@ -28,8 +27,10 @@ from caviar.tuning.ray_compat.state_snapshot import install as snapshot_states_t
 from caviar.tuning.ray_compat.state_snapshot import restore_side_states
 from caviar.tuning.ray_compat.tensorboard import TrialTensorBoard
 from caviar.tuning.ray_compat.time_budget import TimeBudget
-from caviar.tuning.search_space import param_space
-from caviar.tuning.trial import run_trial
+from caviar.tuning.search import schedulers
+from caviar.tuning.search.live_lines import LiveLines
+from caviar.tuning.search.search_space import param_space
+from caviar.tuning.search.trial import run_trial
 from model.config import METRICS
 from model.data import Splits
 from model.errors import UserError, short
@@ -88,6 +89,7 @@ def check_tuner_state(folder: Path) -> None:
     path = Path(folder) / RAY_TUNER_STATE
     if not path.is_file():
         raise UserError(f"{path}: missing; Ray cannot resume an experiment without it")
+    alias_moved_modules()  # an experiment made before tuning/'s modules moved names their old paths
     try:
         with path.open("rb") as file:
             pickle.load(file)  # noqa: S301
@@ -100,7 +102,7 @@ def build_tuner(job: JobSpec, experiment: str, storage: Storage, splits: Splits)
     from ray import tune
 
     snapshot_states_together()
-    if job.fused:  # one Ray trial per group; ASHA stops members inside them (tuning/fused_search.py)
+    if job.fused:  # one Ray trial per group; ASHA stops members inside them (tuning/members/fused_search.py)
         from ray.tune.schedulers import FIFOScheduler
 
         trainable, space = fused_trainable(job, splits, storage.uri(experiment))

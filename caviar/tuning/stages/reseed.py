@@ -27,7 +27,7 @@ from caviar.experiment.selection import standings
 from caviar.job import pretrain_search
 from caviar.job.keys import set_dotted
 from caviar.job.schema import FinalSpec, JobSpec
-from caviar.tuning.tuner import build_tuner, fit
+from caviar.tuning.search.tuner import build_tuner, fit
 from model.checkpoint import weight_count
 from model.data import Splits
 from model.errors import UserError

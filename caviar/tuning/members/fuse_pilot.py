@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from caviar.job.schema import JobSpec
-from caviar.tuning.fusion import group_members, sample_members
-from caviar.tuning.search_space import trial_config
+from caviar.tuning.members.fusion import group_members, sample_members
+from caviar.tuning.search.search_space import trial_config
 from model.batches import epoch_batches
 from model.data import Splits
 from model.device import compiles, memory_share_mb, peak_memory_mb

@@ -1,6 +1,6 @@
 """The Ray side of `fuse: K`: one Ray trial per fused group, and the experiment's member rung table.
 
-Ray searches over one value, the group's index (a grid over the groups tuning/fusion.py drew), with
+Ray searches over one value, the group's index (a grid over the groups tuning/members/fusion.py drew), with
 FIFO at Ray's level: ASHA acts on members, inside the trials, through the rung table. The driver
 makes that table (a named actor that lives as long as the driver) before any trial starts; on
 `caviar resume` it is filled again from the members' recorded results.
@@ -14,10 +14,10 @@ import logging
 from caviar.experiment.members import members_of
 from caviar.experiment.record import UNFINISHED, TrialRecord
 from caviar.job.schema import JobSpec
-from caviar.tuning.fused_trial import GROUP_STEP, run_fused_trial
-from caviar.tuning.fusion import GROUP_KEY, fused_groups
-from caviar.tuning.member_rungs import RungsSpec, actor_for
-from caviar.tuning.schedulers import kind_of
+from caviar.tuning.members.fused_trial import GROUP_STEP, run_fused_trial
+from caviar.tuning.members.fusion import GROUP_KEY, fused_groups
+from caviar.tuning.members.member_rungs import RungsSpec, actor_for
+from caviar.tuning.search.schedulers import kind_of
 from model.data import Splits
 from model.files import read_json_object
 

@@ -19,7 +19,7 @@ from caviar.experiment.record import Experiment
 from caviar.experiment.round_record import RoundRecord, rounds_of
 from caviar.job.distributions import Distribution
 from caviar.job.schema import JobSpec
-from caviar.tuning.tuner import build_tuner, fit, restore_tuner
+from caviar.tuning.search.tuner import build_tuner, fit, restore_tuner
 from model.data import Splits
 from model.files import read_json
 
