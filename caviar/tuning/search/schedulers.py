@@ -129,18 +129,24 @@ KINDS: dict[str, Kind] = {k.name: k() for k in (Kind, Asha, HyperBand, MedianSto
 
 
 def kind_of(job: JobSpec) -> Kind:
+    """The job's scheduler kind: what stops its trials, or a fused job's members."""
     return KINDS[job.scheduler.type]
 
 
+def ray_kind_of(job: JobSpec) -> Kind:
+    """The kind Ray itself runs: a fused job's Ray trials are its groups, under FIFO; its scheduler
+    acts on the members inside them (tuning/members/member_rungs.py)."""
+    return KINDS["fifo"] if job.fused else kind_of(job)
+
+
 def build_scheduler(job: JobSpec):
-    return kind_of(job).build(job.scheduler)
+    return ray_kind_of(job).build(job.scheduler)
 
 
 def keep_scheduler_decisions(tuner, trials: list[TrialRecord], job: JobSpec) -> None:
-    """A resumed Tuner's scheduler given back the decisions the interrupted run made; a fused job's
-    Ray scheduler is FIFO (its members' table is rebuilt by tuning/members/fused_search.py)."""
-    scheduler = live_scheduler(tuner)
-    (KINDS["fifo"] if job.fused else kind_of(job)).keep_decisions(scheduler, trials, job)
+    """A resumed Tuner's scheduler given back the decisions the interrupted run made (a fused job's
+    member table is rebuilt by tuning/members/fused_search.py)."""
+    ray_kind_of(job).keep_decisions(live_scheduler(tuner), trials, job)
 
 
 def concurrency_limit(job: JobSpec) -> int | None:

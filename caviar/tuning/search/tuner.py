@@ -103,13 +103,10 @@ def build_tuner(job: JobSpec, experiment: str, storage: Storage, splits: Splits)
 
     snapshot_states_together()
     if job.fused:  # one Ray trial per group; ASHA stops members inside them (tuning/members/fused_search.py)
-        from ray.tune.schedulers import FIFOScheduler
-
-        trainable, space = fused_trainable(job, splits, storage.uri(experiment))
-        scheduler, num_samples = FIFOScheduler(), 1
+        (trainable, space), num_samples = fused_trainable(job, splits, storage.uri(experiment)), 1
     else:
-        trainable, space = trainable_of(job, splits), param_space(job)
-        scheduler, num_samples = schedulers.build_scheduler(job), job.num_samples
+        (trainable, space), num_samples = (trainable_of(job, splits), param_space(job)), job.num_samples
+    scheduler = schedulers.build_scheduler(job)  # Ray's: FIFO over a fused job's groups
     return tune.Tuner(
         trainable,
         param_space=space,
