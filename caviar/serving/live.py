@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from caviar.registry.store import CURRENT, public_card, verify
+from caviar.registry.store import CURRENT, current_version, no_link, public_card, verify
 from model.errors import UserError, short
 from model.predict import Prediction, Predictor
 
@@ -90,7 +90,9 @@ class Follower:
         if target in (None, before.folder.name, self.refused):
             return
         try:
-            loaded = await asyncio.to_thread(load_checked, self.link.parent / target)
+            # resolved as start-up resolves it: a sibling v<N> only, itself no link (issue 47, item 4)
+            folder = no_link(self.link.parent / current_version(self.link.parent))
+            loaded = await asyncio.to_thread(load_checked, folder)
         except UserError as err:
             self.refused = target
             self.log(f"not swapping to {before.name}/{target}: {err}; {before.label} keeps serving")

@@ -128,3 +128,33 @@ def test_a_promotion_and_a_rollback_under_16_clients_fail_no_request(registry, e
     assert {a[3] for a in load.answers} == {"nsmc/v1", "nsmc/v2"}
     for sent, answered, _, version in load.answers:
         assert version in load.named_then(sent, answered), (version, sent, answered)
+
+
+def test_the_follower_takes_current_only_to_a_sibling_version_as_start_up_does(registry, tmp_path):
+    """Issue 47, items 4 and 9: `current` swapped (by rename, as a hostile hand would) to a folder
+    outside the registry, to a sibling version spelt `./v1`, or to a `v2` that is itself a link out:
+    the running service keeps serving v1, says why once for each, and never loads the target."""
+    import os
+    import shutil
+
+    model_dir, lines = registry / "nsmc", []
+    outside = shutil.copytree(model_dir / "v1", tmp_path / "OUTSIDE")  # a sound model: only its place is wrong
+
+    def point_current_at(target: str) -> None:
+        os.symlink(target, model_dir / ".t")
+        os.replace(model_dir / ".t", model_dir / "current")
+
+    with TestClient(create_app(model_dir / "current", follow_every_s=0.02, log=lines.append)) as client:
+        os.symlink(outside, model_dir / "v2")
+        for target, why in [
+            (str(outside), "not at a version beside it"),
+            ("./v1", "not at a version beside it"),
+            ("v2", "is a link to"),
+        ]:
+            point_current_at(target)
+            wait_for(lambda why=why: any(why in line for line in lines[-1:]), what=f"the refusal of {target}")
+            time.sleep(0.2)  # ten more ticks: the same target is not tried again
+            assert sum(target in line for line in lines) == 1, lines
+            assert client.get("/health").json()["version"] == "v1"
+            assert client.post("/predict", json={"text": "재미있다"}).headers[MODEL_HEADER] == "nsmc/v1"
+    assert not any("now serving" in line for line in lines), lines
