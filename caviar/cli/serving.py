@@ -63,8 +63,7 @@ def predict_cmd(
 ) -> None:
     """Label reviews with the promoted model: 긍정 (positive) or 부정 (negative), with the label's confidence."""
     # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
-    from caviar.registry.store import verify
-    from model.predict import Predictor
+    from caviar.serving.live import load_checked
 
     output = "jsonl" if as_json else output
     if output not in PREDICT_FORMATS:
@@ -79,15 +78,18 @@ def predict_cmd(
         _reviews_from(file) if file is not None else _checked([(i, t) for i, t in enumerate(texts, start=1)], "review")
     )
     folder = _model_folder(model, name)
-    verify(folder)
+    predictor = load_checked(folder).predictor  # checked as `serve` checks it: sums, load, a sane warm-up answer
     if model is None:
         say_registry()
-    predictor = Predictor.from_checkpoint(folder)
     if output == "tsv":
         typer.echo("label\tconfidence\tpositive_probability\ttext")
     for start in range(0, len(reviews), PREDICT_CHUNK):  # answers stream out as each chunk is scored
         chunk = reviews[start : start + PREDICT_CHUNK]
-        for text, p in zip(chunk, predictor.predict(chunk), strict=True):
+        for number, (text, p) in enumerate(zip(chunk, predictor.predict(chunk), strict=True), start=start + 1):
+            if not 0.0 <= p.positive_probability <= 1.0:  # NaN too: no answer is printed from such a model
+                raise UserError(
+                    f"{folder}: its answer for review {number} is {p.positive_probability}, not a probability"
+                )
             typer.echo(_predicted(text, p, output))
 
 

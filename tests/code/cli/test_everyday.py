@@ -227,3 +227,28 @@ def test_no_reviews_at_all_is_one_line(cli):
 def test_user_error_is_what_load_job_raises_for_a_missing_job():
     with pytest.raises(UserError, match="did you mean"):
         load_job(ROOT / "tune_jobs" / "nsmc_ash.yaml")
+
+
+def test_predict_refuses_a_model_with_nan_weights_as_serve_does(cli, experiment, registry_dir):
+    """Issue 47, item 3: NaN weights re-signed into the card (the checksums pass) gave
+    `부정  nan% sure  좋아요` and exit 0; predict now checks the model as serve does, in one line."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from caviar.registry import store
+
+    promote(experiment, "nsmc")
+    version = registry_dir / "nsmc" / "v1"
+    weights = load_file(version / "model.safetensors")
+    save_file(
+        {k: torch.full_like(v, float("nan")) for k, v in weights.items()},
+        version / "model.safetensors",
+        metadata={"format": "pt"},
+    )
+    card = json.loads((version / store.CARD).read_text())
+    card["files"]["model.safetensors"] = store.sha256(version / "model.safetensors")
+    (version / store.CARD).write_text(json.dumps(card))
+    proc = cli("predict", "좋아요", "--name", "nsmc")
+    assert proc.returncode == 2 and "nan" not in proc.stdout.lower(), proc.stdout
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("caviar: error:") and "not a probability" in line and "Traceback" not in proc.stderr
