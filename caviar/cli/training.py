@@ -15,7 +15,7 @@ import typer
 
 from caviar.cli.results import EXPERIMENT_HELP, experiment_folder
 from caviar.job.loading import SET_HELP, load_job
-from caviar.job.schema import FinalSpec
+from caviar.job.schema import MAX_SEEDS, MAX_TOP_K, FinalSpec
 from caviar.ops.allocator import missing_jemalloc_note
 from model.config import check_safe_name
 from model.errors import UserError
@@ -127,7 +127,7 @@ def _tuning(run, as_json: bool) -> None:
 
 def reseed_cmd(
     experiment: str = typer.Argument(..., help=EXPERIMENT_HELP),
-    seeds: int = typer.Option(3, min=2, help="seeds per configuration"),
+    seeds: int = typer.Option(3, min=2, max=MAX_SEEDS, help="seeds per configuration"),
     top_k: str = typer.Option(
         "3", "--top-k", help="configurations to re-train, best first; `tied`: the best and those tied with it"
     ),
@@ -143,8 +143,8 @@ def reseed_cmd(
 
     from caviar.tuning.pipeline import reseed_experiment
 
-    if top_k != "tied" and not (top_k.isdigit() and int(top_k) >= 1):
-        raise UserError(f"--top-k {top_k[:40]!r}: expected a count of 1 or more, or `tied`")
+    if top_k != "tied" and not (top_k.isdigit() and 1 <= int(top_k) <= MAX_TOP_K):
+        raise UserError(f"--top-k {top_k[:40]!r}: expected a count from 1 to {MAX_TOP_K}, or `tied`")
     final = FinalSpec(seeds=seeds, top_k=top_k if top_k == "tied" else int(top_k), max_tied=max_tied)
     try:
         spread = reseed_experiment(experiment_folder(experiment), final, address)

@@ -49,11 +49,16 @@ class RefineSpec(Strict):
     margin: float = Field(0.25, ge=0, description="added on each side, as a share of the top-k span")
 
 
+MAX_SEEDS, MAX_TOP_K = 64, 32  # seed re-runs are whole trainings: 64 x 32 of them is already days
+
+
 class FinalSpec(Strict):
     """Seed re-runs before promotion (`caviar reseed` does the same after the search)."""
 
-    seeds: int | None = Field(None, ge=2, description="re-train the top configurations with this many seeds")
-    top_k: Annotated[int, Field(ge=1)] | Literal["tied"] = Field(
+    seeds: int | None = Field(
+        None, ge=2, le=MAX_SEEDS, description="re-train the top configurations with this many seeds"
+    )
+    top_k: Annotated[int, Field(ge=1, le=MAX_TOP_K)] | Literal["tied"] = Field(
         3,
         description="configurations re-trained, best first; `tied`: the best and the trials tied with it "
         "(paired 95% on validation, among the top 10)",

@@ -252,3 +252,17 @@ def test_predict_refuses_a_model_with_nan_weights_as_serve_does(cli, experiment,
     assert proc.returncode == 2 and "nan" not in proc.stdout.lower(), proc.stdout
     line = proc.stderr.strip().splitlines()[-1]
     assert line.startswith("caviar: error:") and "not a probability" in line and "Traceback" not in proc.stderr
+
+
+def test_seed_reruns_are_bounded(cli, tmp_path):
+    """Issue 47, item 8: `caviar reseed --seeds 100000000` grew to 6 GB before a cap killed it; the
+    counts are bounded before anything is read, on the command line and in a job file alike."""
+    from tests.conftest import tiny_job_yaml
+
+    seeds = cli("reseed", tmp_path, "--seeds", "100000000")
+    assert seeds.returncode == 2 and "less than or equal to 64" in seeds.stderr
+    top = cli("reseed", tmp_path, "--top-k", "99999999")
+    assert top.returncode == 2 and "--top-k '99999999': expected a count from 1 to 32, or `tied`" in top.stderr
+    job = tiny_job_yaml(tmp_path / "job.yaml", final={"seeds": 100_000_000})
+    with pytest.raises(UserError, match=r"final.seeds.*less than or equal to 64"):
+        load_job(job)
