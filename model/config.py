@@ -162,6 +162,12 @@ class TrainConfig(Strict):
     )
     precision: Precision = Field("auto", description=PRECISION_HELP)
 
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_as_written(cls, value):
+        """YAML reads the documented `on` and `off` as booleans: take them as written."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _cyclical_bounds(self) -> TrainConfig:
         if self.base_lr is not None and self.max_lr is not None and self.base_lr >= self.max_lr:

@@ -15,7 +15,7 @@ def fuse_value(value):
     if value == "auto":
         return value
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
-        raise ValueError(f"takes a whole number of configurations from 1 to 64, or auto (got {value!r})")
+        raise ValueError("takes a whole number of configurations from 1 to 64, or auto")  # (got ...) is added
     return value
 
 

@@ -220,3 +220,24 @@ def test_what_caviar_resolves_is_not_a_key_a_user_writes(cli, tmp_path):
     )
     again = load_job(record)
     assert again.data.fingerprint is None and again.data.seed == JobSpec.model_validate(TINY).data.seed
+
+
+@pytest.mark.parametrize(("written", "meant"), [("on", "on"), ("off", "off"), ("auto", "auto")])
+def test_compile_takes_the_documented_values_as_yaml_reads_them(tmp_path, written, meant):
+    """Issue 47: YAML reads `on` and `off` as booleans; `compile: off` in a file and
+    `--set train.compile=on` said "Input should be 'auto', 'on' or 'off' (got True)"."""
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(TINY).replace("train:\n", f"train:\n  compile: {written}\n", 1))
+    assert load_job(job).train.compile == meant
+    assert load_job(tiny_job_yaml(tmp_path / "plain.yaml"), [f"train.compile={written}"]).train.compile == meant
+
+
+@pytest.mark.parametrize("cache", ["/dev/null", "/proc/caviar-nope"])
+def test_a_cache_that_is_no_writable_folder_is_one_line(cli, tmp_path, monkeypatch, cache):
+    """Issue 47: CAVIAR_CACHE=/dev/null or /proc/x with train was a NotADirectoryError or a
+    FileNotFoundError traceback."""
+    monkeypatch.setenv("CAVIAR_CACHE", cache)
+    proc = cli("train", tiny_job_yaml(tmp_path / "job.yaml"), "--out", tmp_path / "run")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"caviar: error: CAVIAR_CACHE={cache}:") and "folder" in line, line

@@ -71,6 +71,7 @@ def test_bad_tuning_spec_exits_2_with_its_message(cli, tmp_path, monkeypatch, se
     assert proc.returncode == 2, proc.stderr
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("caviar: error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert errors[0].count("(got ") <= 1, errors[0]  # issue 47: the fuse errors said "(got 0) (got 0)"
     assert not (tmp_path / "results").exists(), "nothing may start before the spec is valid"
 
 
