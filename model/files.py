@@ -151,8 +151,19 @@ def out_of_space(path: Path, then: str) -> UserError:
     return UserError(f"no space left on {path}: {free_bytes(path) / 1e6:,.0f} MB free; {then}")
 
 
-def check_room(folder: Path, need: int, then: str) -> None:
-    """Refuse to start when `folder`'s disk has less than `need` bytes free."""
+def check_room(folder: Path, need: int, then: str, what: str = "the folder") -> None:
+    """Refuse to start when `folder`'s disk has less than `need` bytes free, or when `folder` can
+    never be made there (a read-only or virtual file system reports 0 free: that is no full disk)."""
+    made = Path(folder).absolute()
+    while not made.exists() and made != made.parent:
+        made = made.parent
+    try:  # a real write: root passes every permission check, and /proc answers none truthfully
+        os.rmdir(tempfile.mkdtemp(prefix=".caviar-probe-", dir=made))
+    except OSError as err:
+        if err.errno != errno.ENOSPC:  # a full disk is said below, with what it needs
+            raise UserError(
+                f"{folder}: cannot create {what} ({made}: {err.strerror or err}); choose another place"
+            ) from None
     if free_bytes(folder) < need:
         raise UserError(f"{out_of_space(folder, then)}; this needs about {need / 1e6:,.0f} MB")
 

@@ -20,7 +20,7 @@ def run_folder(folder: Path, keep_if=None, need: int = 0, resume_hint: str | Non
     if the run then fails before it made anything worth keeping (`keep_if`; by default, anything at
     all), the folder goes, so no empty experiment is left. A full disk on the way is one line."""
     fresh = not folder.exists()
-    check_room(folder, need, f"free some and {AGAIN}")
+    check_room(folder, need, f"free some and {AGAIN}", what="the run folder")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -39,7 +39,7 @@ from caviar.experiment.reseed_record import ReseedRecord
 from caviar.job.schema import FinalSpec, JobSpec
 from caviar.ops.disk_room import room_for_search, room_for_single
 from caviar.ops.run_folder import run_folder
-from caviar.tuning.ray_compat.connection import check_reachable
+from caviar.tuning.ray_compat.connection import check_cluster
 from caviar.tuning.ray_compat.working_dir import leave_job_working_dir
 from caviar.tuning.search.ray_session import check_resources, check_storage_shared, start_ray
 from caviar.tuning.stages.single_run import run_single
@@ -140,8 +140,7 @@ def pretrain_job(job: JobSpec, out: Path | None = None):
 
 def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = None) -> TuneOutcome | None:
     storage = Storage.of(job.storage)
-    if address:
-        check_reachable(address)  # the cluster and the storage before any folder is made or any data read
+    check_cluster(address)  # the cluster and the storage before any folder is made or any data read
     if storage.is_remote:
         storage.check_reachable()
     started = time.perf_counter()
@@ -190,8 +189,7 @@ def resume_experiment(location: str | Path, address: str | None = None) -> TuneO
 
         check_tuner_state(experiment_dir)
         load_trials(experiment_dir)
-    if address:
-        check_reachable(address)
+    check_cluster(address)
     resolved = Resolved(job, load_splits(job.data))
     leave_job_working_dir()
     storage = Storage.of(mirror.uri.rsplit("/", 1)[0] if mirror else str(experiment_dir.parent))

@@ -53,6 +53,24 @@ def test_address_auto_with_no_cluster_running_is_one_line(monkeypatch):
         check_reachable("auto")
 
 
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("garbage", "RAY_ADDRESS=garbage: expected host:port, ray://host:port or auto"),
+        ("127.0.0.1:1", "RAY_ADDRESS=127.0.0.1:1: no Ray cluster answers at 127.0.0.1:1"),
+    ],
+)
+def test_a_ray_address_in_the_environment_is_checked_as_address_is(cli, tmp_path, monkeypatch, value, message):
+    """Issue 47: RAY_ADDRESS=garbage with tune was `ValueError: Invalid address format` from ray.init."""
+    from tests.conftest import tiny_job_yaml
+
+    monkeypatch.setenv("RAY_ADDRESS", value)
+    proc = cli("tune", tiny_job_yaml(tmp_path / "job.yaml", storage=str(tmp_path / "results")))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"caviar: error: {message}"), proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize("text", ["", "   ", "\u200b\u200b"])
 def test_predict_refuses_a_review_with_nothing_to_classify(cli, text):
     proc = cli("predict", "좋아요", text)
