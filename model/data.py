@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import urllib.error
 import urllib.request
@@ -20,7 +19,7 @@ import pandas as pd
 
 from model.config import DataConfig
 from model.errors import UserError
-from model.files import atomic_path
+from model.files import atomic_path, writable_folder
 from model.settings import settings
 
 log = logging.getLogger("caviar.data")
@@ -35,19 +34,8 @@ HOW_TO_POINT = "set data.dir in the job (or NSMC_DIR) to a folder holding rating
 
 
 def cache_root() -> Path:
-    """Shared on-disk cache (NSMC copy, tokenizers); CAVIAR_CACHE moves it, e.g. in tests. A path
-    that is no folder caviar can make and write in is one line, before anything is cached."""
-    root = settings().cache
-    if root.exists() and not root.is_dir():
-        raise UserError(f"CAVIAR_CACHE={root}: a file, not a folder; point it at a folder caviar can write in")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        if not os.access(root, os.W_OK | os.X_OK):
-            raise PermissionError(f"no write permission in {root}")
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise UserError(f"CAVIAR_CACHE={root}: not a folder caviar can write in ({reason}); point it at one") from None
-    return root
+    """Shared on-disk cache (NSMC copy, tokenizers); CAVIAR_CACHE moves it, e.g. in tests."""
+    return writable_folder(settings().cache, "CAVIAR_CACHE")
 
 
 def has_nsmc(folder: Path) -> bool:

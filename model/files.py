@@ -128,6 +128,21 @@ def sweep_dead_temp_checkpoints() -> int:
     return removed
 
 
+def writable_folder(root: Path, named: str) -> Path:
+    """`root`, made if need be: a path that is no folder caviar can make and write in is one line
+    naming the variable that set it, before anything is written there."""
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{named}={root}: a file, not a folder; point it at a folder caviar can write in")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise PermissionError(f"no write permission in {root}")
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise UserError(f"{named}={root}: not a folder caviar can write in ({reason}); point it at one") from None
+    return root
+
+
 def free_bytes(path: Path) -> int:
     """Free space on the file system that holds `path`, or would once it is made."""
     path = Path(path).absolute()

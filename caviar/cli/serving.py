@@ -44,7 +44,7 @@ def serve_cmd(
     model: Path | None = typer.Option(None, help=MODEL_HELP),
     host: str = typer.Option("127.0.0.1", help="bind address; loopback unless you mean otherwise"),
     port: int = typer.Option(8000, min=0, max=65535, help="port to listen on (0: any free port, announced)"),
-    threads: int | None = typer.Option(None, help="torch threads (default: all CPUs)"),
+    threads: int | None = typer.Option(None, min=1, max=1024, help="torch threads (default: all CPUs)"),
 ) -> None:
     """Serve the model with FastAPI; API key from CAVIAR_API_KEY if set. Docs at /docs (offline)."""
     # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import errno
 import os
 import re
@@ -27,23 +26,21 @@ from pathlib import Path
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caviar.serving.batcher import MicroBatcher
 from caviar.serving.limits import BodyLimit, InFlightLimit, uvicorn_limits
 from caviar.serving.live import FOLLOW_EVERY_S, Follower, LoadedModel, follows_registry, load_checked
+from caviar.serving.offline_docs import local_docs
 from caviar.serving.schemas import ERRORS, UNAUTHORIZED, BatchOut, BatchRequest, PredictionOut, PredictRequest
 from model.device import set_threads
 from model.errors import UserError
 from model.settings import settings
 
 API_KEY_ENV = "CAVIAR_API_KEY"
+MAX_API_KEY = 1024
 API_KEY_PATTERN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces: what a Bearer header carries
 MODEL_HEADER = "Caviar-Model"  # <name>/<version> of the model that gave this answer
 ANSWERED_BY = {
@@ -61,6 +58,10 @@ def check_api_key(key: str | None) -> bytes | None:
         return None
     if key == "":
         raise UserError(f"{API_KEY_ENV} is set but empty; unset it to serve without a key, or give a key")
+    if len(key) > MAX_API_KEY:  # a longer one would only ever be answered 431 (header too large)
+        raise UserError(
+            f"{API_KEY_ENV} is {len(key):,} characters; at most {MAX_API_KEY} fit the header that carries it"
+        )
     if not API_KEY_PATTERN.fullmatch(key):
         raise UserError(
             f"{API_KEY_ENV} must be printable ASCII without spaces (a Bearer token carries nothing else); "
@@ -125,7 +126,7 @@ def create_app(
     app.router.lifespan_context = _running(batcher, follower, follow_every_s)
     guarded = [Depends(_bearer_check(key))] if key is not None else []  # no key: no security in the schema
     errors = {**ERRORS, **(UNAUTHORIZED if key is not None else {})}
-    _local_docs(app, guarded)
+    local_docs(app, guarded)
     _one_line_errors(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(InFlightLimit)  # added last, so it runs first
@@ -204,52 +205,6 @@ def _one_line_errors(app: FastAPI) -> None:
         if err.status_code == 400:
             return JSONResponse(status_code=422, content={"detail": f"invalid JSON: {err.detail}"})
         return await http_exception_handler(request, err)
-
-
-OPENAPI_URL = "/openapi.json"
-
-
-def _local_docs(app: FastAPI, guarded: list) -> None:
-    """Swagger UI from the installed swagger-ui-bundle package, so /docs works with no internet; the
-    page and the schema it reads sit behind the API key like every route but /health."""
-    from swagger_ui_bundle import swagger_ui_path
-
-    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
-
-    def schema() -> dict:
-        if app.openapi_schema is None:  # a swap clears it: the version it names changes
-            routes = [_get_only(route) for route in app.routes]
-            app.openapi_schema = get_openapi(
-                title=app.title, version=app.version, description=app.description, routes=routes
-            )
-        return app.openapi_schema
-
-    app.openapi = schema
-
-    @app.get(OPENAPI_URL, include_in_schema=False, dependencies=guarded)
-    async def openapi() -> dict:
-        return app.openapi()
-
-    @app.get("/docs", include_in_schema=False, dependencies=guarded)
-    async def docs():
-        return get_swagger_ui_html(
-            openapi_url=OPENAPI_URL,
-            title=f"{app.title} - docs",
-            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-            swagger_css_url="/docs-assets/swagger-ui.css",
-            swagger_favicon_url="/docs-assets/favicon-32x32.png",
-        )
-
-
-def _get_only(route):
-    """The route as the schema shows it: a GET that also answers HEAD is listed as the GET alone. HEAD is
-    GET without the body, and FastAPI gives one route's methods one operation id, so listing both
-    made a duplicate (and a warning at every schema build)."""
-    if not isinstance(route, APIRoute) or not {"GET", "HEAD"} <= route.methods:
-        return route
-    shown = copy.copy(route)
-    shown.methods = {"GET"}
-    return shown
 
 
 def serve(model_dir: Path, host: str, port: int, threads: int | None = None, announce=print) -> None:

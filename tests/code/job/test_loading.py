@@ -248,6 +248,6 @@ def test_a_storage_that_cannot_be_made_is_not_called_a_full_disk(cli, tmp_path, 
     """Issue 47: storage=/proc/nope said `no space left on /proc/nope/...: 0 MB free`."""
     proc = cli("tune", tiny_job_yaml(tmp_path / "job.yaml"), "--set", f"storage={where}", "--name", "x")
     assert proc.returncode == 2 and "no space left" not in proc.stderr, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"caviar: error: {where}/x: cannot create the run folder ("), (
-        proc.stderr
-    )
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith(f"caviar: error: {where}/x: cannot create the run folder (")
+    ), proc.stderr

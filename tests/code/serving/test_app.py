@@ -144,7 +144,12 @@ def test_api_key_is_required_when_set(model_dir):
 
 @pytest.mark.parametrize(
     ("key", "message"),
-    [("", "is set but empty"), ("비밀번호", "printable ASCII"), ("two words", "printable ASCII")],
+    [
+        ("", "is set but empty"),
+        ("비밀번호", "printable ASCII"),
+        ("two words", "printable ASCII"),
+        ("k" * 20_000, "is 20,000 characters; at most 1024"),  # issue 47: accepted, then every request 431
+    ],
 )
 def test_an_unusable_api_key_stops_start_up(model_dir, cli, monkeypatch, key, message):
     """Issue 9.3 and 9.4: an empty key must not turn auth off; a non-ASCII one cannot be sent."""
@@ -350,6 +355,11 @@ def test_with_a_key_the_docs_and_the_schema_need_it_too(model_dir):
         key = {"Authorization": "Bearer s3cret"}
         assert client.get("/openapi.json", headers=key).json()["paths"]["/predict"]
         assert "swagger-ui-bundle.js" in client.get("/docs", headers=key).text
+        # issue 47: the page's files too, and of the bundle nothing else (its index.html names petstore)
+        for name in ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"):
+            assert client.get(f"/docs-assets/{name}").status_code == 401, name
+            assert client.get(f"/docs-assets/{name}", headers=key).status_code == 200, name
+        assert client.get("/docs-assets/index.html", headers=key).status_code == 404
 
 
 def test_the_start_up_line_names_the_version_it_serves(model_dir, monkeypatch):
