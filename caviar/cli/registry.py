@@ -95,6 +95,7 @@ def registry_rollback(
         raise UserError(f"{model_dir}: no such model in the registry")
     try:
         before = current_version(model_dir)
-    except UserError:
-        before = "a damaged link"  # rollback --to repairs it
+    except UserError:  # rollback --to repairs it
+        copied = (model_dir / "current").is_dir() and not (model_dir / "current").is_symlink()
+        before = "a folder, not a link" if copied else "a damaged link"
     typer.echo(f"{name}: current {before} -> {rollback(model_dir, to)}")

@@ -57,7 +57,9 @@ class GateResult:
         )
 
     def refusal(self) -> str:
-        floor = f" (promote.min_gain {self.min_gain * 100:.2f} points)" if self.min_gain else ""
+        floor = (
+            f" (promote.min_gain {self.min_gain * 100:.6g} points)" if self.min_gain else ""
+        )  # 0.999999: not "100.00"
         other = "" if self.same_data is not False else f"; {self.against} was trained on other data"
         return f"not promoted: {self.gain_text()}{floor}{other}; --force promotes anyway"
 

@@ -13,6 +13,7 @@ promotions never share a number or a `previous`; leftovers of killed promotions 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import platform
 import re
@@ -129,11 +130,21 @@ def package_versions() -> dict:
     return found
 
 
-def set_current(model_dir: Path, version: str) -> None:
+def set_current(model_dir: Path, version: str) -> str | None:
+    """Point `current` at `version`, atomically. A `current` that is a folder (copied in by hand)
+    is kept aside, not deleted: returns where it went."""
+    link, aside = model_dir / CURRENT, None
+    if link.is_dir() and not link.is_symlink():  # os.replace cannot put a link over a folder
+        aside = model_dir / f"{CURRENT}.folder-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(link, aside)
     tmp = model_dir / f".{CURRENT}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     os.symlink(version, tmp)
-    os.replace(tmp, model_dir / CURRENT)  # atomic: readers see the old or the new alias, never none
+    try:
+        os.replace(tmp, link)  # atomic: readers see the old or the new alias, never none
+    finally:
+        tmp.unlink(missing_ok=True)
+    return None if aside is None else aside.name
 
 
 @contextlib.contextmanager
@@ -141,7 +152,10 @@ def locked(model_dir: Path) -> Iterator[None]:
     """Held from reading `current` to swapping it: one promotion or rollback of a model at a time."""
     model_dir.mkdir(parents=True, exist_ok=True)
     no_link(model_dir)
-    with FileLock(str(no_link(model_dir / LOCK))):
+    lock = no_link(model_dir / LOCK)
+    if lock.exists() and not lock.is_file():
+        raise UserError(f"{lock}: is a folder, not the registry's lock file; remove it (rmdir) and run it again")
+    with FileLock(str(lock)):
         sweep_leftovers(model_dir)
         yield
 
@@ -214,7 +228,8 @@ def rollback(model_dir: Path, to: str | None = None) -> str:
         if to not in all_versions:
             raise UserError(f"{model_dir.name}: no version {to[:40]} (have {', '.join(all_versions) or 'none'})")
         verify(model_dir / to)
-        set_current(model_dir, to)
+        if aside := set_current(model_dir, to):
+            logging.getLogger("caviar").warning("%s was a folder, not a link: kept as %s", model_dir / CURRENT, aside)
     return to
 
 
@@ -237,13 +252,18 @@ def list_models(root: Path) -> list[dict]:
                 continue
             test, val = card.get("test"), card.get("val")
             row.update(
-                test_accuracy=test.get("accuracy") if isinstance(test, dict) else None,
-                val_accuracy=val.get("val_accuracy") if isinstance(val, dict) else None,
+                test_accuracy=_number(test.get("accuracy")) if isinstance(test, dict) else None,
+                val_accuracy=_number(val.get("val_accuracy")) if isinstance(val, dict) else None,
                 created=card.get("created"),
                 trial_id=card.get("trial_id"),
             )
             rows.append(row)
     return rows
+
+
+def _number(value) -> float | None:
+    """A card's figure, or None where the card holds something else (a hand-edited "high")."""
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def relative_to_registry(path: str | Path, root: Path | None = None) -> str:

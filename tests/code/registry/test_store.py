@@ -115,3 +115,43 @@ def test_a_version_altered_and_re_signed_is_one_line_in_serve_and_predict(
         create_app(version_dir)
     proc = cli("predict", "정말 좋아요", "--name", "nsmc")
     assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_lock_folder_a_copied_current_and_a_hand_edited_card_are_one_line_or_repaired(cli, experiment, registry_dir):
+    """Issue 47: `registry rollback --to v1` with `.lock` a folder, or with `current` a copied
+    folder (the documented repair), was an IsADirectoryError that left `.current.<pid>.tmp`; and
+    `registry list` of a card holding "test": {"accuracy": "high"} was a format ValueError."""
+    import shutil
+
+    promote(experiment, "nsmc")
+    model_dir = registry_dir / "nsmc"
+    (model_dir / registry.LOCK).unlink()
+    (model_dir / registry.LOCK).mkdir()
+    proc = cli("registry", "rollback", "nsmc", "--to", "v1")
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "is a folder, not the registry's lock file; remove it (rmdir) and run it again"
+    )
+    (model_dir / registry.LOCK).rmdir()
+
+    (model_dir / "current").unlink()
+    shutil.copytree(model_dir / "v1", model_dir / "current")
+    proc = cli("registry", "rollback", "nsmc", "--to", "v1")
+    assert proc.returncode == 0 and "current a folder, not a link -> v1" in proc.stdout, proc.stderr
+    assert registry.current_version(model_dir) == "v1" and not list(model_dir.glob(".current.*.tmp"))
+    kept = list(model_dir.glob("current.folder-*"))
+    assert len(kept) == 1 and (kept[0] / "model.safetensors").is_file()  # kept aside, not deleted
+
+    card = json.loads((model_dir / "v1" / registry.CARD).read_text())
+    (model_dir / "v1" / registry.CARD).write_text(json.dumps({**card, "test": {"accuracy": "high"}}))
+    listed = cli("registry", "list")
+    assert listed.returncode == 0 and "nsmc/v1" in listed.stdout and "Traceback" not in listed.stderr
+
+
+def test_a_min_gain_refusal_shows_the_floor_as_written():
+    """Issue 47: promote.min_gain 0.999999 was shown as `100.00 points`."""
+    from caviar.registry.gate import GateResult
+
+    refused = GateResult(
+        reviews=500, candidate_accuracy=0.9, against="v1", gain=0.01, interval=[0.0, 0.02], min_gain=0.999999
+    )
+    assert not refused.passed and "(promote.min_gain 99.9999 points)" in refused.refusal()
