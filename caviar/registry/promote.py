@@ -23,7 +23,7 @@ from caviar.registry import store as registry
 from caviar.registry.gate import GateResult, gate
 from model.checkpoint import META, WEIGHTS, is_checkpoint
 from model.data import load_splits
-from model.errors import UserError
+from model.errors import UserError, short
 from model.evaluate import Metrics, evaluate_checkpoint
 from model.files import check_room, out_of_space_is_one_line, read_json_object
 
@@ -96,6 +96,11 @@ def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | N
     candidate = _train_run(experiment_dir) if (experiment_dir / TRAIN_RESULT).is_file() else _best_of(experiment_dir)
     if (mirror := mirror_of(candidate.checkpoint)) is not None:  # on object storage: this checkpoint alone
         mirror.complete(candidate.checkpoint)
+    if not is_checkpoint(candidate.checkpoint):  # a file removed by hand, or a copy cut short
+        missing = [f for f in (WEIGHTS, META) if not (candidate.checkpoint / f).is_file()]
+        raise UserError(
+            f"{known_as(candidate.checkpoint)}: the best checkpoint has no {' or '.join(missing)}; nothing was promoted"
+        )
     weights = registry.sha256(candidate.checkpoint / WEIGHTS)
     if (held := registry.version_holding(model_dir, weights)) is not None:
         return _already(name, model_dir, held)
@@ -179,9 +184,7 @@ def _best_of(experiment_dir: Path) -> _Candidate:
     trial, _ = found
     checkpoint, spread = experiment.best_checkpoint(trial), None
     if (record := reseed_dir(experiment_dir) / RESEED_FILE).is_file():
-        spread = ReseedRecord.from_json(read_json_object(record))
-        trial = next(t for t in experiment.trials() if t.trial_id == spread.chosen.source_trial)
-        checkpoint = _here(spread.best_run.checkpoint, experiment_dir)
+        spread, trial, checkpoint = _reseeded(record, experiment, experiment_dir)
     if checkpoint is None and trial.damage:
         raise UserError(
             f"{experiment.folder}: the best trial {trial.trial_id} has no readable checkpoint; {trial.damage[0]}"
@@ -189,6 +192,28 @@ def _best_of(experiment_dir: Path) -> _Candidate:
     if checkpoint is None:
         raise UserError(f"{experiment.folder}: the best trial {trial.trial_id} kept no checkpoint")
     return _Candidate(experiment.job, trial.trial_id, trial.params, checkpoint, spread)
+
+
+def _reseeded(record: Path, experiment: Experiment, experiment_dir: Path):
+    """The seed re-runs' choice: the record, its source trial and the chosen seed's checkpoint, which
+    must lie inside the experiment; a damaged or foreign record is one line."""
+    fix = "run caviar reseed again, or remove it to promote the search's best trial"
+    try:
+        spread = ReseedRecord.from_json(read_json_object(record))
+        chosen = next((c for c in spread.configs if c.rank == spread.chosen_rank), None)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{record}: damaged ({short(f'{type(err).__name__}: {err}', 80)}); {fix}") from None
+    if chosen is None:
+        raise UserError(f"{record}: damaged, chosen_rank {spread.chosen_rank} names no configuration it holds; {fix}")
+    trial = next((t for t in experiment.trials() if t.trial_id == chosen.source_trial), None)
+    if trial is None:
+        raise UserError(f"{record}: names trial {short(str(chosen.source_trial), 40)}, not in this experiment; {fix}")
+    checkpoint = _here(spread.best_run.checkpoint, experiment_dir)
+    if not Path(checkpoint).resolve().is_relative_to(experiment_dir.resolve()):
+        raise UserError(
+            f"{record}: its best_run.checkpoint lies outside the experiment ({short(str(checkpoint), 60)}); {fix}"
+        )
+    return spread, trial, checkpoint
 
 
 def _here(recorded: str, experiment_dir: Path) -> Path:

@@ -155,3 +155,81 @@ def test_a_min_gain_refusal_shows_the_floor_as_written():
         reviews=500, candidate_accuracy=0.9, against="v1", gain=0.01, interval=[0.0, 0.02], min_gain=0.999999
     )
     assert not refused.passed and "(promote.min_gain 99.9999 points)" in refused.refusal()
+
+
+def _copy(experiment, where):
+    import shutil
+
+    return shutil.copytree(experiment, where, symlinks=True)
+
+
+def test_promote_of_a_damaged_candidate_is_one_line(cli, experiment, registry_dir, tmp_path):
+    """Issue 47: promote when the best checkpoint's weights are gone (FileNotFoundError), or when
+    reseed.json chooses nothing it holds (StopIteration) or a checkpoint outside the experiment
+    (/etc: FileNotFoundError). Each is one line, and nothing is promoted."""
+    from caviar.experiment.record import Experiment
+
+    gone = _copy(experiment, tmp_path / "gone")
+    record = Experiment.load(gone)
+    best = record.best_checkpoint(record.best()[0])
+    (best / "model.safetensors").unlink()
+    proc = cli("promote", gone, "--name", "nsmc")
+    assert proc.returncode == 2 and proc.stderr.strip().endswith(
+        "the best checkpoint has no model.safetensors; nothing was promoted"
+    )
+
+    for name, reseed in [
+        ("empty", {"configs": [], "chosen_rank": 1}),
+        ("etc", {"chosen_rank": 1, "best_run": {"checkpoint": "/etc"}}),
+    ]:
+        folder = _copy(experiment, tmp_path / name)
+        (folder / "reseed").mkdir(exist_ok=True)
+        (folder / "reseed" / "reseed.json").write_text(json.dumps(_reseed_like(folder, **reseed)))
+        proc = cli("promote", folder, "--name", "nsmc")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        line = proc.stderr.strip().splitlines()[-1]
+        assert "reseed.json:" in line and line.endswith("remove it to promote the search's best trial"), line
+    assert not (registry_dir / "nsmc").exists() or not list((registry_dir / "nsmc").glob("v*"))
+
+
+def _reseed_like(folder, **changes) -> dict:
+    """A well-formed reseed.json of the experiment's best trial, with `changes` laid over it."""
+    from caviar.experiment.record import Experiment
+
+    record = Experiment.load(folder)
+    trial, _ = record.best()
+    run = {
+        "seed": 1,
+        "val": 0.5,
+        "val_accuracy": 0.5,
+        "test_accuracy": 0.5,
+        "test_f1": 0.5,
+        "test_metrics": {},
+        "checkpoint": str(record.best_checkpoint(trial)),
+        "parameters": 1,
+        "steps": 1,
+    }
+    config = {
+        "rank": 1,
+        "source_trial": trial.trial_id,
+        "params": trial.params,
+        "runs": [run],
+        "parameters": 1,
+        "steps": 1,
+        "val_mean": 0.5,
+        "val_std": 0.0,
+        "test_mean": 0.5,
+        "test_std": 0.0,
+    }
+    raw = {
+        "seeds": 2,
+        "top_k": 1,
+        "picked": "the best",
+        "metric": "val_accuracy",
+        "configs": [config],
+        "leader_rank": 1,
+        "chosen_rank": 1,
+        "best_run": run,
+    }
+    best_run = {**run, **changes.pop("best_run", {})}
+    return {**raw, **changes, "best_run": best_run}
