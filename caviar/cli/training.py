@@ -143,8 +143,10 @@ def reseed_cmd(
 
     from caviar.tuning.pipeline import reseed_experiment
 
-    if top_k != "tied" and not (top_k.isdigit() and 1 <= int(top_k) <= MAX_TOP_K):
-        raise UserError(f"--top-k {top_k[:40]!r}: expected a count from 1 to {MAX_TOP_K}, or `tied`")
+    if top_k != "tied" and not (top_k.isdigit() and int(top_k) >= 1):
+        raise UserError(f"--top-k {top_k[:40]!r}: expected a count of 1 or more, or `tied`")
+    if top_k != "tied" and int(top_k) > MAX_TOP_K:
+        raise UserError(f"--top-k {top_k[:40]}: at most {MAX_TOP_K} configurations (each is re-trained --seeds times)")
     final = FinalSpec(seeds=seeds, top_k=top_k if top_k == "tied" else int(top_k), max_tied=max_tied)
     try:
         spread = reseed_experiment(experiment_folder(experiment), final, address)
