@@ -200,6 +200,13 @@ def add_version(model_dir: Path, checkpoint: Path, card: dict) -> str:
     model_dir.mkdir(parents=True, exist_ok=True)
     existing = versions(model_dir)
     version = f"v{int(existing[-1][1:]) + 1 if existing else 1}"
+    # a link or file planted under the next name is no version: named, and stepped over (issue 47)
+    taken = {p.name for p in model_dir.glob("v*") if VERSION.fullmatch(p.name) and p.name not in existing}
+    while version in taken:
+        logging.getLogger("caviar").warning(
+            "%s: is not a version (a link or a file); promoting as the next free number", model_dir / version
+        )
+        version = f"v{int(version[1:]) + 1}"
     tmp = model_dir / f".{version}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

@@ -233,3 +233,19 @@ def _reseed_like(folder, **changes) -> dict:
     }
     best_run = {**run, **changes.pop("best_run", {})}
     return {**raw, **changes, "best_run": best_run}
+
+
+def test_a_planted_version_link_is_stepped_over_not_a_block(cli, experiment, registry_dir, tmp_path, caplog):
+    """Issue 47, item 10: a `v1` link planted in an empty model blocked every later promote with
+    NotADirectoryError; promote names it and takes the next free number."""
+    model_dir = registry_dir / "nsmc"
+    model_dir.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (model_dir / "v1").symlink_to(elsewhere)
+    proc = cli("promote", experiment, "--name", "nsmc")
+    assert proc.returncode == 0, proc.stderr
+    said = f"{model_dir / 'v1'}: is not a version (a link or a file); promoting as the next free number"
+    assert said in caplog.text
+    assert registry.versions(model_dir) == ["v2"] and registry.current_version(model_dir) == "v2"
+    assert (model_dir / "v1").is_symlink() and not list(elsewhere.iterdir())  # nothing written through it
