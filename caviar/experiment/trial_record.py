@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from caviar.experiment.layout import GROUP_STEP
 from caviar.experiment.object_store import left_out_bytes
 from model.checkpoint import META
 from model.errors import UserError
@@ -80,6 +81,29 @@ class TrialRecord:
         index = self.history[metric].idxmax() if mode == "max" else self.history[metric].idxmin()
         return self.history.loc[index]
 
+    @property
+    def resume_step(self) -> int | None:
+        """Where an unfinished trial's resume starts: its checkpoint's step (a fused group's too), 0
+        without one (it starts over). None where every recorded row stands: a trial that ended, or a
+        checkpoint that names no step."""
+        if self.status not in UNFINISHED:
+            return None
+        if self.resume_from is None:
+            return 0
+        step = self.checkpoint_metrics(self.resume_from).get("step")
+        if step is None and (self.resume_from / GROUP_STEP).is_file():
+            step = read_json_object(self.resume_from / GROUP_STEP).get("step")
+        return int(step) if isinstance(step, int | float) and not isinstance(step, bool) else None
+
+    def replayed(self, columns: tuple[str, ...], resume_step: int | None = None) -> pd.DataFrame:
+        """The rows a scheduler saw and will not see again, with `columns` present: all of an ended
+        trial's, a live one's up to the checkpoint it resumes from. A fused member passes its group's
+        `resume_step`: its rows can run ahead of the group's checkpoint."""
+        if not all(c in self.history for c in columns):
+            return self.history.iloc[:0]
+        step = resume_step if self.group is not None else self.resume_step
+        return up_to_step(self.history, step).dropna(subset=list(columns))
+
     def checkpoints(self) -> list[Path]:
         return sorted(p for p in self.path.glob("checkpoint_*") if p.is_dir())
 
@@ -104,6 +128,16 @@ class TrialRecord:
             return None
         pick = max if mode == "max" else min
         return pick(scored, key=lambda mc: mc[0])[1]
+
+
+def up_to_step(history: pd.DataFrame, step: int | None) -> pd.DataFrame:
+    """The rows recorded at or before `step` (None: all): the one cut a resume makes, for the
+    scheduler's replay and for the histories rewritten to end at a checkpoint alike."""
+    if step is None:
+        return history
+    if step <= 0 or "step" not in history:  # 0: starting over (no evaluation comes before a step)
+        return history if step > 0 else history.iloc[:0]
+    return history[~(history["step"] > step)].reset_index(drop=True)
 
 
 def why_ended(last, evaluations: int, max_t: int | None, cut_by_budget: bool) -> str:

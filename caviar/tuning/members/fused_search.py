@@ -12,14 +12,13 @@ import hashlib
 import logging
 
 from caviar.experiment.members import members_of
-from caviar.experiment.record import UNFINISHED, TrialRecord
+from caviar.experiment.record import TrialRecord
 from caviar.job.schema import JobSpec
-from caviar.tuning.members.fused_trial import GROUP_STEP, run_fused_trial
+from caviar.tuning.members.fused_trial import run_fused_trial
 from caviar.tuning.members.fusion import GROUP_KEY, fused_groups
 from caviar.tuning.members.member_rungs import RungsSpec, actor_for
 from caviar.tuning.search.schedulers import kind_of
 from model.data import Splits
-from model.files import read_json_object
 
 log = logging.getLogger("caviar.tune")
 _held: dict[str, object] = {}  # the driver's handles: the tables live while it does
@@ -71,17 +70,14 @@ def recorded_results(
     run ahead of its group's checkpoint by the evaluation written just before a kill."""
     out, finished = {}, set()
     for group in groups:
-        limit = None
-        if group.status in UNFINISHED:
-            step_file = group.resume_from / GROUP_STEP if group.resume_from is not None else None
-            limit = read_json_object(step_file)["step"] if step_file is not None and step_file.is_file() else 0
+        step = group.resume_step  # the rule a trial's replay keeps (TrialRecord.replayed)
         for member in members_of(group):
-            history = member.history
-            if member.group is None or not len(history) or metric not in history:
+            if member.group is None:
                 continue
-            if limit is not None:
-                history = history[history["step"] <= limit]
+            history = member.replayed(("training_iteration", metric), resume_step=step)
+            if not len(history):
+                continue
             out[member.trial_id] = list(zip(history["training_iteration"], history[metric], strict=True))
-            if len(history) and bool(history.iloc[-1].get("done_training", False)):
+            if bool(history.iloc[-1].get("done_training", False)):
                 finished.add(member.trial_id)
     return out, frozenset(finished)

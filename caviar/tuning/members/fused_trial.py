@@ -23,7 +23,7 @@ import ray
 import torch
 from ray import tune
 
-from caviar.experiment.layout import MEMBER_FILE, MEMBERS_DIR
+from caviar.experiment.layout import GROUP_STATE, GROUP_STEP, MEMBER_FILE, MEMBERS_DIR
 from caviar.job.keys import nest
 from caviar.tuning.members.fusion import GROUP_KEY
 from caviar.tuning.members.member_rungs import RungsSpec, actor_for
@@ -37,9 +37,6 @@ from model.fit_loop import Patience, StepClock, Window, evaluation_plan, evaluat
 from model.fused import StackedNet, StackedOptimizer, fused_step
 from model.predictions import Predictions
 from model.train import prepare_members
-
-GROUP_STATE = "fused_group.pt"
-GROUP_STEP = "fused_group.json"
 
 
 @dataclass

@@ -22,6 +22,7 @@ import pandas as pd
 
 from caviar.experiment.object_store import holds_checkpoint
 from caviar.experiment.record import UNFINISHED, TrialRecord
+from caviar.experiment.trial_record import up_to_step
 from model.files import write_text_atomically
 
 RESULT_ROWS, PROGRESS_CSV = "result.json", "progress.csv"  # Ray's per-trial histories
@@ -54,24 +55,24 @@ def prepare_resume(
     moved, replay, cut = [], {}, []
     for trial in trials:
         wanted = trial.resume_from
-        if trial.status not in UNFINISHED or wanted is None:
+        if trial.status not in UNFINISHED:
             continue
-        if not wanted.is_dir():
+        if wanted is not None and not wanted.is_dir():
             complete = [c for c in trial.checkpoints() if holds_checkpoint(c)]  # a mirror's too
             if not complete:
                 continue
             rename(complete[-1], wanted)  # on object storage, on the store as well
             moved.append(f"{trial.trial_id}: {complete[-1].name} -> {Path(wanted).name}")
-        step = trial.checkpoint_metrics(wanted).get("step")
+        step = trial.resume_step  # 0: no checkpoint, so it starts over and reports every row again
         if step is None:
             continue
         recorded = list(trial.history["step"]) if "step" in trial.history else []
-        if any(s > step for s in recorded):
+        if any(s > step for s in recorded) or (step == 0 and len(trial.history)):
             with pushed(trial.path):
-                _cut_history(trial, int(step))
+                _cut_history(trial, step)
             cut.append(trial.trial_id)
             recorded = [s for s in recorded if s <= step]
-        if step not in recorded:
+        if step and step not in recorded:
             # On object storage, result.json may be older than the state by several evaluations (the
             # driver's upload was cut): every evaluation after its last row is reported again.
             replay[trial.trial_id] = int(max(recorded, default=-1))
@@ -83,10 +84,8 @@ def _cut_history(trial: TrialRecord, step: int) -> None:
     rows_file, csv_file = trial.path / RESULT_ROWS, trial.path / PROGRESS_CSV
     if rows_file.is_file():
         lines = [line for line in rows_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line).get("step", step) <= step]
+        kept = [line for line in lines if step and json.loads(line).get("step", step) <= step]
         write_text_atomically(rows_file, "".join(line + "\n" for line in kept))
     if csv_file.is_file() and csv_file.stat().st_size:
-        table = pd.read_csv(csv_file)
-        if "step" in table:
-            write_text_atomically(csv_file, table[~(table["step"] > step)].to_csv(index=False))
-    trial.history = trial.history[~(trial.history["step"] > step)].reset_index(drop=True)
+        write_text_atomically(csv_file, up_to_step(pd.read_csv(csv_file), step).to_csv(index=False))
+    trial.history = up_to_step(trial.history, step)

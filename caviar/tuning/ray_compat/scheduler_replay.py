@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from ray.tune.schedulers import MedianStoppingRule
 
-from caviar.experiment.record import UNFINISHED, TrialRecord
+from caviar.experiment.record import TrialRecord
 from caviar.tuning.members.member_rungs import first_at_or_past
 
 
@@ -49,21 +49,6 @@ def rebuild_rungs(scheduler, trials: list[TrialRecord], metric: str, mode: str, 
     return written
 
 
-def replayed_rows(trial: TrialRecord, columns: tuple[str, ...]) -> list[dict]:
-    """The recorded results the scheduler saw and will not see again: all of a finished trial's, and
-    a live one's up to the checkpoint it resumes from."""
-    if not all(c in trial.history for c in columns):
-        return []
-    rows = trial.history[list(columns)].dropna()
-    if trial.status in UNFINISHED:
-        if trial.resume_from is None:
-            return []  # it starts over and reports everything again
-        step = trial.checkpoint_metrics(trial.resume_from).get("step")
-        if step is not None and "step" in trial.history:
-            rows = rows[trial.history.loc[rows.index, "step"] <= step]
-    return rows.to_dict("records")
-
-
 class ReplayingMedianStoppingRule(MedianStoppingRule):
     """Median stopping that, as Ray re-adds each restored trial, gives it back its recorded results."""
 
@@ -85,7 +70,7 @@ def rebuild_median(scheduler: MedianStoppingRule, trials: list[TrialRecord], met
         scheduler.__class__ = ReplayingMedianStoppingRule
     scheduler.recorded = {}
     for trial in trials:
-        rows = replayed_rows(trial, (time_attr, metric))
+        rows = trial.replayed((time_attr, metric))[[time_attr, metric]].to_dict("records")
         if trial.status == "TERMINATED" and rows:
             rows.append(rows[-1])  # Ray's on_trial_complete appended the last result once more
         scheduler.recorded[trial.trial_id] = (rows, trial.stopped_early)

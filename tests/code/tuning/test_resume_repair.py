@@ -40,8 +40,9 @@ def test_a_stale_checkpoint_on_a_mirror_is_repaired_from_the_newest_one(tmp_path
 def _experiment_with_rows(tmp_path, steps: list[int], checkpoints: dict[str, int]):
     """One trial's folder: result.json and progress.csv rows at `steps`, checkpoints named -> step."""
     trial = tmp_path / "exp" / "run_trial_a"
+    trial.mkdir(parents=True)
     for name, step in checkpoints.items():
-        (trial / name).mkdir(parents=True)
+        (trial / name).mkdir()
         (trial / name / "caviar.json").write_text(json.dumps({"metrics": {"step": step}}))
         (trial / name / "model.safetensors").write_bytes(b"w")
     rows = [{"training_iteration": i, "step": s, "val_loss": 1 / i} for i, s in enumerate(steps, 1)]
@@ -82,3 +83,22 @@ def test_a_state_in_step_with_its_rows_is_left_as_it_is(tmp_path):
     plan = prepare_resume([record])
     assert (plan.moved, plan.cut, plan.replay) == ([], [], {})
     assert (trial / "result.json").read_bytes() == before
+
+
+def test_a_trial_with_no_checkpoint_to_resume_from_starts_over_with_no_rows(tmp_path):
+    """The store went away after a trial's first row reached it but before its checkpoint did: the
+    state names no checkpoint, so Ray starts the trial over and appends to result.json. Without the
+    cut its iterations read [1, 1, 2, ...] (seen once in five runs of the store-outage test)."""
+    trial, history = _experiment_with_rows(tmp_path, [20], {})
+    record = TrialRecord("a", "RUNNING", {}, trial, history, None, resume_from=None)
+    plan = prepare_resume([record])
+    assert plan.cut == ["a"] and plan.replay == {} and plan.moved == []
+    assert (trial / "result.json").read_text() == "" and len(record.history) == 0
+    assert "step" in pd.read_csv(trial / "progress.csv").columns  # the header stays: Ray appends below it
+
+
+def test_a_pending_trial_with_nothing_recorded_is_left_alone(tmp_path):
+    trial = tmp_path / "exp" / "run_trial_b"
+    trial.mkdir(parents=True)
+    record = TrialRecord("b", "PENDING", {}, trial, pd.DataFrame(), None, resume_from=None)
+    assert prepare_resume([record]) == prepare_resume([])
