@@ -20,6 +20,7 @@ from pydantic import BaseModel, ValidationError
 from caviar.job.keys import split_override
 from caviar.job.resolved_keys import RECORD_NAME, dropped, refusal, resolved_keys, written
 from caviar.job.schema import SCHEDULER_CLASSES, JobSpec
+from caviar.job.stage_outputs import as_written
 from model.config import FIELD_MARK
 from model.errors import UserError, short
 
@@ -204,7 +205,7 @@ def load_job(
     context = {"fixed_only": fixed_only}
     raw, caviars = read_yaml(path), resolved_keys(cls)
     if Path(path).name == RECORD_NAME:  # an experiment's record given back as a job: resolved again
-        raw = dropped(raw, caviars)
+        raw = dropped(as_written(raw), caviars)
     elif found := written(raw, caviars):
         raise UserError(f"{path}: {refusal(found[0])}")
     job = validate(raw, str(path), cls, context)  # the file alone first: its own faults are named by the file

@@ -119,6 +119,22 @@ class Stages(Strict):
         description="set by stage 0 when pretrain.* is searched: each setting's folder",
         json_schema_extra={SET_BY_CAVIAR: True},
     )
+    # what each stage made, named in the resolved record (caviar_job.json); the values it sets in the
+    # job's own keys (model.pretrained, search_space.train.lr) go back to the stage's shorthand when
+    # that record is used as a job again (job/stage_outputs.py)
+    pretrained: str | None = Field(
+        None, description="set by stage 0: the folder it pretrained", json_schema_extra={SET_BY_CAVIAR: True}
+    )
+    lr_range: tuple[float, float] | None = Field(
+        None, description="set by the LR range test: train.lr's [base, max]", json_schema_extra={SET_BY_CAVIAR: True}
+    )
+    fuse_chosen: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="set by fuse: auto's pilot: the K it chose",
+        json_schema_extra={SET_BY_CAVIAR: True},
+    )
 
 
 class JobSpec(TrialConfig):
@@ -152,8 +168,13 @@ class JobSpec(TrialConfig):
         return fuse_value(value)
 
     @property
-    def fused(self) -> bool:  # fuse above 1, or auto until its pilot has picked K
-        return self.fuse != 1
+    def members_per_trial(self) -> int | Literal["auto"]:
+        """`fuse`, or for `fuse: auto` the K its pilot chose once it has run."""
+        return self.stages.fuse_chosen if self.fuse == "auto" and self.stages.fuse_chosen else self.fuse
+
+    @property
+    def fused(self) -> bool:  # above 1, or auto until its pilot has picked K
+        return self.members_per_trial != 1
 
     @model_validator(mode="before")
     @classmethod
@@ -226,7 +247,7 @@ class JobSpec(TrialConfig):
         pretrain.* searched, from the folder of the setting a trial drew)."""
         raw = self.model_dump(mode="json")
         raw["model"]["pretrained"] = folder
-        raw["stages"] |= {"pretrain": False, "pretrained_by": by_setting or {}}
+        raw["stages"] |= {"pretrain": False, "pretrained_by": by_setting or {}, "pretrained": folder}
         return JobSpec.model_validate(raw)
 
     def with_lr_range(self, base_lr: float, max_lr: float) -> JobSpec:
@@ -235,9 +256,15 @@ class JobSpec(TrialConfig):
         raw = self.model_dump(mode="json")
         raw["search_space"]["train.lr"] = {"loguniform": [base_lr, max_lr]}
         raw["train"]["lr"] = max_lr
-        raw["stages"]["lr_find"] = False
+        raw["stages"] |= {"lr_find": False, "lr_range": [base_lr, max_lr]}
         if self.train.schedule == "cyclical":
             raw["train"]["base_lr"], raw["train"]["max_lr"] = base_lr, max_lr
+        return JobSpec.model_validate(raw)
+
+    def with_fuse_chosen(self, k: int) -> JobSpec:
+        """The job after `fuse: auto`'s pilot: K members a trial (`fuse` stays auto, as written)."""
+        raw = self.model_dump(mode="json")
+        raw["stages"]["fuse_chosen"] = k
         return JobSpec.model_validate(raw)
 
     def without_search(self) -> JobSpec:

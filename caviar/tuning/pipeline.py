@@ -264,7 +264,7 @@ def _start(address: str | None, job: JobSpec) -> None:
 
 def _fuse_stage(resolved: Resolved, address: str | None, folder: Path | None, notes: list[str]):
     """`fuse: auto` becomes the K its pilot chose, before the job is saved: a resume keeps the groups."""
-    if resolved.job.fuse != "auto":
+    if resolved.job.members_per_trial != "auto":
         return resolved, notes
     # lazy: Ray (~0.5 s) is loaded for a fused job only
     from caviar.tuning.members.fuse_pilot import fuse_chosen

@@ -101,13 +101,13 @@ def run_pilot(job: JobSpec, splits: Splits) -> FusePilot:
 
 
 def fuse_chosen(job: JobSpec, splits: Splits, record: Path | None) -> tuple[JobSpec, str]:
-    """The job with `fuse` set to the pilot's K, and the line that says why; the pilot's figures
+    """The job with the pilot's K (stages.fuse_chosen), and the line that says why; the pilot's figures
     are written to `record` (the experiment's fuse_pilot.json) when given."""
     pilot = run_pilot(job, splits)
     line = pilot.describe()  # printed with the outcome's notes; each K's figures were logged as measured
     if record is not None:
         write_json_atomically(record, pilot.as_json())
-    return job.model_copy(update={"fuse": pilot.chosen}), line
+    return job.with_fuse_chosen(pilot.chosen), line
 
 
 def measure(members: list[dict], base: dict, splits: Splits, cpus: float, gpus: float) -> dict:

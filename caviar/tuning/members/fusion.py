@@ -44,4 +44,4 @@ def group_members(members: list[dict], size: int) -> list[list[dict]]:
 
 
 def fused_groups(job: JobSpec) -> list[list[dict]]:
-    return group_members(sample_members(job), job.fuse)
+    return group_members(sample_members(job), job.members_per_trial)

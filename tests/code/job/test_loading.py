@@ -200,7 +200,14 @@ def test_what_caviar_resolves_is_not_a_key_a_user_writes(cli, tmp_path):
     from caviar.job.resolved_keys import resolved_keys
 
     keys = resolved_keys(JobSpec)
-    assert set(keys) == {"data.fingerprint", "data.train_fingerprint", "stages.pretrained_by"}
+    assert set(keys) == {
+        "data.fingerprint",
+        "data.train_fingerprint",
+        "stages.pretrained_by",
+        "stages.pretrained",
+        "stages.lr_range",
+        "stages.fuse_chosen",
+    }
     reference = job_reference()
     assert not [k for k in keys if f"`{k}`" in reference] and "`data.seed`" in reference
 
@@ -220,6 +227,40 @@ def test_what_caviar_resolves_is_not_a_key_a_user_writes(cli, tmp_path):
     )
     again = load_job(record)
     assert again.data.fingerprint is None and again.data.seed == JobSpec.model_validate(TINY).data.seed
+
+
+def test_a_record_used_as_a_job_hands_each_stage_output_back_to_its_stage(tmp_path):
+    """Issue 50, item 4: the LR range, stage 0's folder and the pilot's K are named in the resolved
+    record; a record given back as a job file is the job its user wrote (the shorthands), so each
+    stage runs again instead of its output passing for a value the user chose."""
+    written = JobSpec.model_validate(
+        {
+            **TINY,
+            "train": {**TINY["train"], "lr": {"from_lr_find": True}},
+            "model": {**TINY["model"], "pretrained": {"from_pretrain": True}},
+            "search_space": {"train.weight_decay": {"choice": [0.0, 0.01]}},
+        }
+    )
+    assert written.stages.lr_find and written.stages.pretrain
+    resolved = written.with_pretrained("/pretrained/run-1").with_lr_range(1e-4, 3e-3)
+    assert resolved.search_space["train.lr"].model_dump(exclude_none=True)["loguniform"] == (1e-4, 3e-3)
+    assert resolved.model.pretrained == "/pretrained/run-1" and resolved.train.lr == 3e-3
+    assert (resolved.stages.lr_range, resolved.stages.pretrained) == ((1e-4, 3e-3), "/pretrained/run-1")
+    assert not resolved.stages.lr_find and not resolved.stages.pretrain  # the stages have run
+    fused = JobSpec.model_validate({**TINY, "fuse": "auto"}).with_fuse_chosen(4)
+    assert fused.fuse == "auto" and fused.members_per_trial == 4 and fused.stages.fuse_chosen == 4
+
+    for job in (resolved, fused):
+        record = tmp_path / "caviar_job.json"
+        record.write_text(json.dumps(job.model_dump(mode="json")))
+        assert JobSpec.model_validate(json.loads(record.read_text())) == job  # resume reads it as it ran
+    record.write_text(json.dumps(resolved.model_dump(mode="json")))
+    again = load_job(record)
+    assert again.stages.lr_find and again.stages.pretrain and again.model.pretrained is None
+    assert "train.lr" not in again.search_space and "train.weight_decay" in again.search_space
+    assert (again.stages.lr_range, again.stages.pretrained) == (None, None)
+    record.write_text(json.dumps(fused.model_dump(mode="json")))
+    assert load_job(record).members_per_trial == "auto"  # the pilot runs again
 
 
 @pytest.mark.parametrize(("written", "meant"), [("on", "on"), ("off", "off"), ("auto", "auto")])

@@ -50,7 +50,10 @@ def test_fuse_auto_becomes_the_chosen_k_before_the_job_is_saved(job, tmp_path, m
     monkeypatch.setattr(pipeline, "_start", lambda address, job: None)
     resolved = pipeline.Resolved(job, load_splits(job.data))
     chosen, notes = pipeline._fuse_stage(resolved, None, tmp_path, [])
-    assert chosen.job.fuse == 2 and chosen.job.fused
+    assert chosen.job.members_per_trial == 2 and chosen.job.fused
+    assert chosen.job.fuse == "auto" and chosen.job.stages.fuse_chosen == 2  # as written, and what the pilot chose
+    again = JobSpec.model_validate(chosen.job.model_dump(mode="json"))  # caviar_job.json, read on resume
+    assert again.members_per_trial == 2
     assert notes == [pilot.describe()] and notes[0].startswith("fuse: auto chose 2 on cpu (K=1 100 ex/s")
     recorded = json.loads((tmp_path / "fuse_pilot.json").read_text())
     assert recorded["chosen"] == 2 and [r["k"] for r in recorded["runs"]] == [1, 2, 4]
