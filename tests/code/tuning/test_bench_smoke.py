@@ -46,3 +46,12 @@ def test_the_train_one_benchmark_runs(tmp_path):
     figures = smoke(tmp_path, "train_one")
     assert figures["smoke"] and figures["steps"] > 0 and figures["plain_loop_steps"] > 0
     assert 0 <= figures["test_accuracy"] <= 1 and figures["throughput_ratio"] > 0
+
+
+def test_the_stack_of_one_benchmark_runs_and_its_two_steps_agree(tmp_path):
+    """A configuration trained by the plain step and as a fused stack of one ends with the same loss."""
+    figures = smoke(tmp_path, "stack_of_one")
+    assert set(figures["models"]) == {"tiny", "default"}
+    for model in figures["models"].values():
+        assert model["steps"] > 0 and model["plain_ms_per_step"] > 0 and model["stacked_over_plain"] > 0
+        assert model["first_loss"]["plain"] != model["last_loss"]["plain"] and model["last_loss_gap"] < 1e-4
