@@ -28,14 +28,14 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from bench.common import BenchParser, model_shape, peak_rss_gb, rss_gb, run_main, write_result
+from bench.common import JOBS, BenchParser, model_shape, peak_rss_gb, rss_gb, run_main, smoke_sets, write_result
 from caviar.job.loading import load_job
 from caviar.ops.allocator import MALLOC_CONF, PURGE_EVERY_S, find_jemalloc, loaded_allocator, purge_on_a_timer
 from model.data import load_splits
 from model.device import available_cpus
 from model.mlm import pretrain
 
-JOB = Path("tune_jobs/nsmc_pretrained.yaml")
+JOB = JOBS / "nsmc_pretrained.yaml"
 LOG_EVERY = 50
 PRELOAD_KEYS = ("LD_PRELOAD", "MALLOC_CONF", "CAVIAR_ALLOCATOR")
 
@@ -92,7 +92,7 @@ def child(steps: int, overrides: list[str], cap_gib: float, timer: bool) -> None
     threads = f"train.num_threads={available_cpus()}"  # all CPUs, as stage 0 runs
     job = load_job(JOB, ["train.device=cpu", threads, *overrides])
     cfg = job.trial_config()
-    spec = job.pretrain.model_copy(update={"max_steps": steps, "log_every": min(LOG_EVERY, steps)})
+    spec = job.pretrain.model_copy(update={"max_steps": steps, "log_every": min(LOG_EVERY, max(1, steps // 4))})
     splits = load_splits(cfg.data)
     curve, started = [], time.perf_counter()
 
@@ -153,14 +153,14 @@ def main() -> None:
         help="comma-separated, glibc first (the yardstick)",
     )
     parser.add_argument("--rss-cap-gib", type=float, default=12.0, help="stop a run whose memory passes this")
-    parser.add_argument("--smoke", action="store_true", help="a few steps, not written to bench/results")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--timer", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.steps, args.set, args.rss_cap_gib, args.timer)
     if args.smoke:
-        args.rounds, args.steps = 1, 100
+        args.rounds, args.steps, args.set = 1, 12, [*args.set, *smoke_sets()]
+        args.variants = "glibc,jemalloc_as_caviar_runs_it"  # the yardstick and caviar's own setting
 
     shape = model_shape(load_job(JOB, args.set).model)  # a wrong --set: one line now, not in a child's traceback
     envs = variants(chosen_variants(args.variants))
@@ -201,11 +201,8 @@ def main() -> None:
             + (f"{statistics.median(measured):.3f}" if measured else "not comparable")
             + f" of glibc's over the same steps (median of {len(measured)} rounds)"
         )
-    if args.smoke:
-        print("smoke run: figures not written")
-        return
     figures["model"] = shape
-    write_result("allocator", figures)
+    write_result("allocator", figures, args.smoke)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """ASHA against FIFO on the same 16 sampled configurations (same seed), same concurrency, 2 CPUs.
 
 To run: NSMC_DIR=/path/to/nsmc python -m bench.asha_vs_fifo --subset 30000
+        python -m bench.asha_vs_fifo --smoke   (the test fixture, seconds: checks the script runs)
 
 Target: ASHA's wall time <= 1/3 of FIFO's, with best val accuracy within 0.5 points.
 Each trial trains the default from-scratch model for one epoch, evaluated every 1/8 epoch
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import ray
 
-from bench.common import BenchParser, bench_job, timed_ray_start, write_result
+from bench.common import BenchParser, bench_job, smoke_sections, timed_ray_start, write_result
 from caviar.tuning.pipeline import tune_job
 
 SPACE = {
@@ -35,7 +36,8 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=30000, help="train-file reviews (stratified)")
     parser.add_argument("--samples", type=int, default=16)
     args = parser.parse_args()
-
+    if args.smoke:
+        args.samples = 2
     ray_start_s = timed_ray_start()
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,7 +53,8 @@ def main() -> None:
                 "resources_per_trial": {"cpu": 1},
                 "seed": 0,  # the same 16 configurations under both schedulers
             }
-            summary = tune_job(bench_job(sections, Path(tmp) / "results"), experiment=name).as_json()
+            job = bench_job(smoke_sections(sections, args.smoke), Path(tmp) / "results")
+            summary = tune_job(job, experiment=name).as_json()
             runs[name] = {
                 "wall_s": summary["wall_s"],
                 "best_val_accuracy": summary["best_val_accuracy"],
@@ -77,6 +80,7 @@ def main() -> None:
             "target": {"asha_over_fifo_wall": "<= 0.333", "best_val_accuracy_gap_points": "<= 0.5"},
             "met": {"asha_over_fifo_wall": time_ratio <= 1 / 3, "best_val_accuracy_gap_points": gap_points <= 0.5},
         },
+        args.smoke,
     )
 
 

@@ -1,6 +1,7 @@
 """Caviar against panda under the same wall-clock budget on 2 CPUs: best test accuracy each finds.
 
 To run: NSMC_DIR=/path/to/nsmc python -m bench.caviar_vs_panda --budget 1800
+        python -m bench.caviar_vs_panda --smoke   (the test fixture, seconds: checks the script runs)
 
 - panda: ONE model on both CPUs, its learning rate from the LR range test (the geometric middle of
   [base_lr, max_lr]), patience early stopping, trained until the budget ends.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import ray
 
-from bench.common import BenchParser, bench_job, timed_ray_start, write_result
+from bench.common import BenchParser, bench_job, smoke_sections, timed_ray_start, write_result
 from caviar.tuning.pipeline import tune_job
 from caviar.tuning.stages.lr_find_stage import lr_find
 from model.data import load_splits
@@ -42,20 +43,24 @@ def main() -> None:
     )
     parser.add_argument("--samples", type=int, default=24, help="caviar's configurations")
     args = parser.parse_args()
-
+    if args.smoke:
+        args.budget, args.epochs, args.samples = 60.0, 1, 2
     data = {"limit": args.subset}
     train = {"epochs": args.epochs, "eval_every": 0.25}
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         storage = Path(tmp) / "results"
         started = time.perf_counter()
-        probe = bench_job({"name": "panda-lr", "data": data, "train": {**train, "num_threads": 2}}, storage)
-        found = lr_find(probe, Path(tmp) / "lr_find", progress=False)
-        panda_lr = math.sqrt(found["base_lr"] * found["max_lr"])
+        probe = {"name": "panda-lr", "data": data, "train": {**train, "num_threads": 2}}
+        if args.smoke:
+            probe["lr_find"] = {"steps": 10, "eval_points": 2}
+        probe = bench_job(smoke_sections(probe, args.smoke), storage)
+        found = lr_find(probe, Path(tmp) / "lr_find", load_splits(probe.data), progress=False)
+        panda_lr = math.sqrt(found.base_lr * found.max_lr)
         lr_seconds = time.perf_counter() - started
         timed_ray_start()
         panda = bench_job(
-            {
+            smoke_sections({
                 "name": "panda",
                 "data": data,
                 "train": {**train, "lr": panda_lr, "patience": 4},
@@ -63,11 +68,11 @@ def main() -> None:
                 "num_samples": 1,
                 "resources_per_trial": {"cpu": 2},
                 "time_budget_s": max(60.0, args.budget - lr_seconds),
-            },
+            }, args.smoke),
             storage,
-        )
+        )  # fmt: skip
         caviar = bench_job(
-            {
+            smoke_sections({
                 "name": "caviar",
                 "data": data,
                 "train": train,
@@ -77,9 +82,9 @@ def main() -> None:
                 "max_concurrent_trials": 2,
                 "resources_per_trial": {"cpu": 1},
                 "time_budget_s": args.budget,
-            },
+            }, args.smoke),
             storage,
-        )
+        )  # fmt: skip
         test = load_splits(panda.data).test
         for side, job in (("panda", panda), ("caviar", caviar)):
             summary = tune_job(job, experiment=side).as_json()
@@ -91,7 +96,7 @@ def main() -> None:
                 "test_accuracy": metrics.accuracy,
                 "best_config": summary["best_config"],
             }
-        results["panda"]["lr_from_lr_find"] = {"base_lr": found["base_lr"], "max_lr": found["max_lr"], "lr": panda_lr}
+        results["panda"]["lr_from_lr_find"] = {"base_lr": found.base_lr, "max_lr": found.max_lr, "lr": panda_lr}
         ray.shutdown()
     write_result(
         "caviar_vs_panda",
@@ -102,6 +107,7 @@ def main() -> None:
             "caviar_minus_panda_test_points": 100
             * (results["caviar"]["test_accuracy"] - results["panda"]["test_accuracy"]),
         },
+        args.smoke,
     )
 
 

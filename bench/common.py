@@ -25,16 +25,39 @@ from model.files import write_json_atomically
 
 RESULTS = Path(__file__).parent / "results"  # the tracked record, written with --record
 PROJECT = Path(__file__).resolve().parents[1]
+JOBS = PROJECT / "tune_jobs"  # the shipped jobs, found from any working folder
+# --smoke: the test fixture's reviews and a model small enough for seconds; the script runs, nothing more
+FIXTURE_DATA = {"dir": str(PROJECT / "tests" / "fixtures" / "nsmc"), "val_fraction": 0.2}
+SMOKE_MODEL = {"vocab_size": 300, "layers": 1, "hidden": 32, "heads": 2, "intermediate": 64, "max_len": 32}
 _record = False  # set by BenchParser.parse_args
 
 
+def smoke_sections(sections: dict, smoke: bool) -> dict:
+    """A benchmark's job sections, with --smoke's fixture reviews and tiny model laid over them."""
+    if not smoke:
+        return sections
+    return {**sections, "data": dict(FIXTURE_DATA), "model": {**sections.get("model", {}), **SMOKE_MODEL}}
+
+
+def smoke_sets() -> list[str]:
+    """--smoke as `--set` assignments, for the scripts that load a shipped job (batches of 16 for
+    stage 0, so the fixture's reviews make several)."""
+    sets = [f"data.{k}={v}" for k, v in FIXTURE_DATA.items()] + [f"model.{k}={v}" for k, v in SMOKE_MODEL.items()]
+    return [*sets, "pretrain.batch_size=16"]
+
+
 class BenchParser(argparse.ArgumentParser):
-    """Every benchmark's parser: its docstring's first line, and --record."""
+    """Every benchmark's parser: its docstring's first line, --record and --smoke."""
 
     def __init__(self, doc: str):
         super().__init__(description=doc.splitlines()[0])
         self.add_argument(
             "--record", action="store_true", help="write the tracked bench/results/<name>.json (default results/bench/)"
+        )
+        self.add_argument(
+            "--smoke",
+            action="store_true",
+            help="seconds, on the fixture reviews and a tiny model (the test suite's form): checks the script runs",
         )
 
     def parse_args(self, *args, **kwargs):
@@ -88,8 +111,11 @@ def model_shape(model) -> dict:
     return {k: getattr(model, k) for k in ("layers", "hidden", "heads", "intermediate", "vocab_size")}
 
 
-def write_result(name: str, figures: dict) -> Path:
-    folder = RESULTS if _record else bench_dir()
+def write_result(name: str, figures: dict, smoke: bool = False) -> Path:
+    """The figures as <name>.json (a --smoke run's as <name>_smoke.json, never the tracked record)."""
+    if smoke:
+        name += "_smoke"
+    folder = RESULTS if _record and not smoke else bench_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
     write_json_atomically(path, {"machine": machine(), **figures})

@@ -1,6 +1,7 @@
 """Parallel trials pay: 8 short trials at 1 CPU each, 2 at a time against 1 at a time.
 
 To run: NSMC_DIR=/path/to/nsmc python -m bench.concurrency
+        python -m bench.concurrency --smoke   (the test fixture, seconds: checks the script runs)
 
 Target: throughput (trials per hour) of 2-at-a-time over 1-at-a-time >= 1.7 on 2 CPUs.
 """
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import ray
 
-from bench.common import BenchParser, bench_job, timed_ray_start, write_result
+from bench.common import BenchParser, bench_job, smoke_sections, timed_ray_start, write_result
 from caviar.tuning.pipeline import tune_job
 
 
@@ -21,6 +22,8 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=6000, help="train-file reviews per trial")
     parser.add_argument("--trials", type=int, default=8)
     args = parser.parse_args()
+    if args.smoke:
+        args.trials = 2
 
     ray_start_s = timed_ray_start()
     runs = {}
@@ -36,7 +39,8 @@ def main() -> None:
                 "max_concurrent_trials": concurrent,
                 "resources_per_trial": {"cpu": 1},
             }
-            summary = tune_job(bench_job(sections, Path(tmp) / "results"), experiment=f"c{concurrent}").as_json()
+            job = bench_job(smoke_sections(sections, args.smoke), Path(tmp) / "results")
+            summary = tune_job(job, experiment=f"c{concurrent}").as_json()
             assert all(t["status"] in ("finished", "stopped") for t in summary["trials"]), summary["trials"]
             runs[concurrent] = {"wall_s": summary["wall_s"], "trials_per_hour": args.trials * 3600 / summary["wall_s"]}
     ray.shutdown()
@@ -53,6 +57,7 @@ def main() -> None:
             "target": {"throughput_ratio": ">= 1.7"},
             "met": {"throughput_ratio": ratio >= 1.7},
         },
+        args.smoke,
     )
 
 

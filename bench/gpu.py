@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from bench.common import BenchParser, bench_job, write_result
+from bench.common import BenchParser, bench_job, smoke_sections, write_result
 from caviar.experiment.record import load_trials
 from caviar.tuning.pipeline import tune_job
 from model.config import TrialConfig
@@ -62,17 +62,14 @@ class Utilization:
 
 
 def one_trial(args, compile_setting: str, splits) -> dict:
-    cfg = TrialConfig.model_validate(
-        {
-            "train": {
-                "device": args.device,
-                "compile": compile_setting,
-                "epochs": 1,
-                "max_steps": 6 if args.smoke else args.trial_steps,
-                "eval_every": 1.0,
-            }
-        }
-    )
+    steps = {
+        "device": args.device,
+        "compile": compile_setting,
+        "epochs": 1,
+        "max_steps": 6 if args.smoke else args.trial_steps,
+        "eval_every": 1.0,
+    }
+    cfg = TrialConfig.model_validate(smoke_sections({"train": steps}, args.smoke))
     started = time.perf_counter()
     with Utilization(args.device) as util:
         result = train(cfg, splits=splits)
@@ -97,7 +94,7 @@ def packed(args, fraction: float, storage: str) -> dict:
     gpu = fraction if args.device == "cuda" else 0
     cpu = args.cpus_per_trial if args.device == "cuda" else 2 * fraction
     job = bench_job(
-        {
+        smoke_sections({
             "name": f"pack-{fraction:g}",
             "data": {"limit": 400 if args.smoke else args.subset},
             "train": {
@@ -110,9 +107,9 @@ def packed(args, fraction: float, storage: str) -> dict:
             "num_samples": 2 if args.smoke else 8,
             "resources_per_trial": {"cpu": cpu, "gpu": gpu},
             "search_space": {"train.lr": {"loguniform": [3e-4, 2e-3]}},
-        },
+        }, args.smoke),
         storage=storage,
-    )
+    )  # fmt: skip
     with Utilization(args.device) as util:
         outcome = tune_job(job, experiment=f"pack-{fraction:g}").as_json()
     rows = _last_reports(outcome["experiment_dir"], job.train.batch_size)
@@ -144,7 +141,6 @@ def _last_reports(experiment_dir: str, batch_size: int) -> list[dict]:
 def main() -> None:
     parser = BenchParser(__doc__)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    parser.add_argument("--smoke", action="store_true", help="seconds, not minutes: check the script runs")
     parser.add_argument("--budget-s", type=float, default=450, help="stop starting new stages after this")
     parser.add_argument("--trial-steps", type=int, default=2110, help="steps of the single trial (1 epoch)")
     parser.add_argument("--subset", type=int, default=60000, help="reviews for the packing job")
@@ -154,7 +150,7 @@ def main() -> None:
         raise SystemExit("bench.gpu: no CUDA device here; use --device cpu --smoke to check the script")
     deadline = time.monotonic() + args.budget_s
     figures: dict = {"device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu", "skipped": []}
-    splits = load_splits(TrialConfig().data if not args.smoke else TrialConfig(data={"limit": 2000}).data)
+    splits = load_splits(TrialConfig.model_validate(smoke_sections({}, args.smoke)).data)
     figures["one_trial"] = [one_trial(args, setting, splits) for setting in ("off", "on")]
     figures["packing"] = []
     with tempfile.TemporaryDirectory(prefix="caviar-bench-gpu-") as storage:
@@ -167,7 +163,7 @@ def main() -> None:
     if 1.0 in by_fraction and 0.125 in by_fraction:
         figures["gain_at_0.125_vs_1"] = by_fraction[0.125] / by_fraction[1.0]
     figures["targets"] = {"one trial examples/s": ">= 30000", "8 trials at 0.125 vs 1": ">= 3x", "startup_s": "<= 5"}
-    write_result("gpu_smoke" if args.smoke else "gpu", figures)
+    write_result("gpu", figures, args.smoke)
 
 
 if __name__ == "__main__":

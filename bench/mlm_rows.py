@@ -14,11 +14,10 @@ median of each variant's own times would mix rounds the machine ran at different
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import torch
 
-from bench.common import BenchParser, model_shape, write_result
+from bench.common import JOBS, BenchParser, model_shape, smoke_sets, write_result
 from bench.precision import timed_steps
 from caviar.job.loading import load_job
 from model.batches import epoch_batches
@@ -35,11 +34,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per variant")
     parser.add_argument("--steps", type=int, default=300, help="steps per round (the first 2 untimed)")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
-    parser.add_argument("--smoke", action="store_true", help="a few steps, not written to bench/results")
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.steps = 2, 4
-    job = load_job(Path("tune_jobs/nsmc_pretrained.yaml"), ["train.device=cpu"])
+    job = load_job(JOBS / "nsmc_pretrained.yaml", ["train.device=cpu", *(smoke_sets() if args.smoke else [])])
     cfg, spec = job.trial_config(), job.pretrain.model_copy(update={"precision": args.precision})
     set_threads(available_cpus())
     run = prepare(cfg)
@@ -77,10 +75,7 @@ def main() -> None:
         f"aligned/unpadded: {figures['aligned_over_unpadded']:.3f} of the step time (median of "
         f"{len(ratios)} paired rounds; range {min(ratios):.3f}-{max(ratios):.3f})"
     )
-    if args.smoke:
-        print("smoke run: figures not written")
-    else:
-        write_result(f"mlm_rows_{args.precision}", figures)
+    write_result(f"mlm_rows_{args.precision}", figures, args.smoke)
 
 
 if __name__ == "__main__":

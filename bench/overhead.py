@@ -1,7 +1,8 @@
 """Ray Tune's overhead: one trial under `caviar tune` against the same configuration under `caviar train`.
 
 To run: NSMC_DIR=/path/to/nsmc python -m bench.overhead            (one epoch of full NSMC)
-        NSMC_DIR=../shared/data/nsmc python bench/overhead.py --subset 30000
+        NSMC_DIR=../shared/data/nsmc python -m bench.overhead --subset 30000
+        python -m bench.overhead --smoke   (the test fixture, seconds: checks the script runs)
 
 Target: examples/s under Ray / examples/s without Ray >= 0.95 (both count training steps only).
 Also reports Ray's start-up seconds, and the ratio after the first evaluation: Ray's own
@@ -15,10 +16,11 @@ from pathlib import Path
 
 import ray
 
-from bench.common import BenchParser, bench_job, timed_ray_start, write_result
+from bench.common import BenchParser, bench_job, smoke_sections, timed_ray_start, write_result
 from caviar.experiment.record import load_trials
 from caviar.tuning.pipeline import tune_job
 from caviar.tuning.stages.single_run import run_single
+from model.data import load_splits
 
 
 def aggregate(rows: list[dict], batch: int, skip: int = 0) -> float:
@@ -44,8 +46,8 @@ def main() -> None:
             "resources_per_trial": {"cpu": 2},
             "scheduler": {"type": "fifo"},
         }
-        job = bench_job(sections, Path(tmp) / "results")
-        plain = run_single(job, Path(tmp) / "single", progress=False)
+        job = bench_job(smoke_sections(sections, args.smoke), Path(tmp) / "results")
+        plain = run_single(job, Path(tmp) / "single", load_splits(job.data), progress=False).as_json()
         ray_start_s = timed_ray_start()
         summary = tune_job(job, experiment="overhead").as_json()
         (trial,) = load_trials(Path(summary["experiment_dir"]))
@@ -72,6 +74,7 @@ def main() -> None:
             "target": {"ratio": ">= 0.95"},
             "met": {"ratio": ratio >= 0.95},
         },
+        args.smoke,
     )
 
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
-from bench.common import BenchParser, model_shape, write_result
+from bench.common import JOBS, BenchParser, model_shape, smoke_sets, write_result
 from caviar.job.loading import load_job
 from model.batches import epoch_batches
 from model.config import PretrainConfig, TrialConfig
@@ -120,11 +119,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating fp32/bf16 rounds per step kind")
     parser.add_argument("--steps", type=int, default=12, help="steps per round (the first 2 untimed)")
     parser.add_argument("--mlm-steps", type=int, default=300, help="steps of each short pretraining run")
-    parser.add_argument("--smoke", action="store_true", help="a few steps, not written to bench/results")
     args = parser.parse_args()
     if args.smoke:
         args.rounds, args.steps, args.mlm_steps = 2, 3, 4
-    job = load_job(Path("tune_jobs/nsmc_pretrained.yaml"), ["train.device=cpu"])
+    job = load_job(JOBS / "nsmc_pretrained.yaml", ["train.device=cpu", *(smoke_sets() if args.smoke else [])])
     cfg = job.trial_config()
     figures = {
         "model": model_shape(cfg.model),
@@ -132,10 +130,7 @@ def main() -> None:
         "steps": step_ratios(cfg, job.pretrain, args.rounds, args.steps),
         "short_pretraining": mlm_loss_by_precision(cfg, job.pretrain, args.mlm_steps),
     }
-    if args.smoke:
-        print("smoke run: figures not written")
-    else:
-        write_result("precision", figures)
+    write_result("precision", figures, args.smoke)
 
 
 if __name__ == "__main__":

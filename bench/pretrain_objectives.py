@@ -14,11 +14,10 @@ vocabulary-sized layer ELECTRA runs only in the narrow generator.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 
 import torch
 
-from bench.common import BenchParser, model_shape, run_main, write_result
+from bench.common import JOBS, BenchParser, model_shape, run_main, smoke_sets, write_result
 from bench.precision import timed_steps
 from caviar.job.loading import load_job
 from model.batches import epoch_batches
@@ -79,14 +78,12 @@ def main() -> None:
     parser = BenchParser(__doc__)
     parser.add_argument("--rounds", type=int, default=3, help="alternating MLM/ELECTRA rounds per precision")
     parser.add_argument("--steps", type=int, default=12, help="steps per round (the first 2 untimed)")
-    parser.add_argument("--smoke", action="store_true", help="the fixture and the tiny model: checks the script runs")
     args = parser.parse_args()
     overrides = ["train.device=cpu"]
     if args.smoke:
         args.rounds, args.steps = 2, 3
-        fixture = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "nsmc"
-        overrides += [f"data.dir={fixture}", "data.val_fraction=0.2", "model.vocab_size=300", "pretrain.batch_size=16"]
-    job = load_job(Path("tune_jobs/nsmc_pretrained.yaml"), overrides)
+        overrides += smoke_sets()
+    job = load_job(JOBS / "nsmc_pretrained.yaml", overrides)
     cfg = job.trial_config()
     set_threads(available_cpus())
     figures = {
@@ -98,7 +95,7 @@ def main() -> None:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "precisions": {p: measure(cfg, job.pretrain, p, args.rounds, args.steps) for p in ("bf16", "fp32")},
     }
-    write_result("pretrain_objectives_smoke" if args.smoke else "pretrain_objectives", figures)
+    write_result("pretrain_objectives", figures, args.smoke)
 
 
 if __name__ == "__main__":

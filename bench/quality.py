@@ -6,6 +6,7 @@ To run: NSMC_DIR=../shared/data/nsmc python -m bench.quality                 (bo
         NSMC_DIR=../shared/data/nsmc python -m bench.quality --job <another job> \
             --compare-job tune_jobs/nsmc_pretrained.yaml \
             --compare-record bench/results/quality.json   (that job; the MLM route as measured earlier)
+        python -m bench.quality --smoke   (both routes on the test fixture, a minute: checks the script runs)
         NSMC_DIR=../shared/data/nsmc python -m bench.quality --experiment results/<done> \
             --compare-experiment results/<other done>                       (score both, tune neither)
 
@@ -29,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from bench.common import BenchParser, project_path, run_main, write_result
+from bench.common import JOBS, BenchParser, project_path, run_main, smoke_sets, write_result
 from caviar.experiment.job_record import load_job_of
 from caviar.experiment.layout import OUTCOME_FILE, PRETRAIN_CARD, PRETRAIN_FILE
 from caviar.experiment.record import load_trials
-from caviar.job.loading import load_job
+from caviar.job.loading import SMOKE, load_job
 from caviar.ops.allocator import run_on_jemalloc
 from caviar.registry.promote import promote
 from caviar.tuning.pipeline import reseed_experiment, tune_job
@@ -51,8 +52,8 @@ FILL_FACTOR = 8  # the comparison's trial count, as a multiple of its job's; its
 def main() -> None:
     run_on_jemalloc()  # the route as the `caviar` command runs it
     parser = BenchParser(__doc__)
-    parser.add_argument("--job", type=Path, default=Path("tune_jobs/nsmc_pretrained.yaml"))
-    parser.add_argument("--compare-job", type=Path, default=Path("tune_jobs/nsmc_best.yaml"))
+    parser.add_argument("--job", type=Path, default=JOBS / "nsmc_pretrained.yaml")
+    parser.add_argument("--compare-job", type=Path, default=JOBS / "nsmc_best.yaml")
     parser.add_argument("--experiment", type=Path, default=None, help="a finished experiment: skip tuning")
     compare = parser.add_mutually_exclusive_group()
     compare.add_argument("--no-compare", action="store_true", help="skip the comparison route")
@@ -72,14 +73,16 @@ def main() -> None:
     args = parser.parse_args()
 
     recorded = recorded_route(args.compare_record, args.compare_job) if args.compare_record else None  # before record()
-    main_route = route(args.job, args.experiment, args.reseed)
-    record(main_route, None)  # kept even if the comparison is cut short
+    sets = [*SMOKE, *smoke_sets()] if args.smoke else []
+    main_route = route(args.job, args.experiment, args.reseed, sets=sets)
+    record(main_route, None, args.smoke)  # kept even if the comparison is cut short
     if args.no_compare:
         return
-    compared = recorded or route(args.compare_job, args.compare_experiment, args.reseed, fill_s=main_route["wall_s"])
+    fill_s = None if args.smoke else main_route["wall_s"]
+    compared = recorded or route(args.compare_job, args.compare_experiment, args.reseed, fill_s, sets)
     if abs(compared["wall_s"] - main_route["wall_s"]) > 0.05 * main_route["wall_s"]:
         print(f"note: {compared['job']} took {compared['wall_s']:.0f} s, this route {main_route['wall_s']:.0f} s")
-    record(main_route, compared)
+    record(main_route, compared, args.smoke)
 
 
 def recorded_route(path: Path, compare_job: Path) -> dict:
@@ -92,7 +95,7 @@ def recorded_route(path: Path, compare_job: Path) -> dict:
     return {**found[0], "reused_from": f"{project_path(path)}, measured {recorded.get('machine', {}).get('when', '?')}"}
 
 
-def record(main_route: dict, compared: dict | None) -> None:
+def record(main_route: dict, compared: dict | None, smoke: bool) -> None:
     write_result(
         "quality",
         {
@@ -105,14 +108,18 @@ def record(main_route: dict, compared: dict | None) -> None:
                 "wall_s": main_route["wall_s"] <= WALL_LIMIT_S,
             },
         },
+        smoke,
     )
 
 
-def route(job_file: Path, experiment: Path | None, reseed: int | None, fill_s: float | None = None) -> dict:
-    """Tune (unless given a finished experiment), promote, and score once on the whole test file."""
+def route(
+    job_file: Path, experiment: Path | None, reseed: int | None, fill_s: float | None = None, sets: list[str] = ()
+) -> dict:
+    """Tune (unless given a finished experiment), promote, and score once on the whole test file;
+    `sets`: --set assignments over the job (--smoke's)."""
     started, tuned_here = time.perf_counter(), experiment is None
     if experiment is None:
-        job = load_job(job_file)
+        job = load_job(job_file, list(sets))
         if job.model.pretrained:
             raise UserError(f"{job_file}: model.pretrained names outside weights; the target allows none")
         if fill_s is not None and not job.stages.pretrain:  # fill the route's wall time with trials

@@ -146,7 +146,6 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=80000, help="train-file reviews used (stratified)")
     parser.add_argument("--test-limit", type=int, default=10000, help="test reviews each run reports on")
     parser.add_argument("--epochs", type=int, default=1, help="the configuration's length (the weak runs: 1/8)")
-    parser.add_argument("--smoke", action="store_true", help="the test fixture and 2 configurations: checks it runs")
     args = parser.parse_args()
     started = time.perf_counter()
 
@@ -229,7 +228,7 @@ def main() -> None:
         "pairs": {"null": null_pairs, "power": power_pairs},
         "wall_s": time.perf_counter() - started,
     }
-    write_result("selection_smoke" if args.smoke else "selection", figures)
+    write_result("selection", figures, args.smoke)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Load on the promoted model's HTTP service: 2,000 single requests from 32 concurrent clients, then batches.
 
 To run: python -m bench.serve_load   (the registry's nsmc-sentiment/current, or --model DIR)
+        python -m bench.serve_load --smoke   (a tiny model trained and promoted on the test fixture, 100 requests)
 
 Traffic goes to 127.0.0.1 only; every loop is bounded in count and in time, and the server it
 starts is stopped at the end. Targets on 2 CPUs: p50 <= 10 ms, p99 <= 50 ms, >= 300 requests/s,
@@ -15,13 +16,14 @@ import random
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from bench.common import BenchParser, project_path, write_result
+from bench.common import FIXTURE_DATA, SMOKE_MODEL, BenchParser, bench_job, project_path, write_result
 from caviar.experiment.layout import registry_root
 from model.config import DataConfig
 from model.data import load_splits
@@ -30,10 +32,10 @@ HOST = "127.0.0.1"
 DEADLINE_S = 180  # the whole load phase stops by itself after this, finished or not
 
 
-def review_texts(n: int) -> list[str]:
+def review_texts(n: int, smoke: bool = False) -> list[str]:
 
     fixture = Path(__file__).parents[1] / "tests" / "fixtures" / "nsmc"
-    data_dir = os.environ.get("NSMC_DIR") or str(fixture)
+    data_dir = str(fixture) if smoke else os.environ.get("NSMC_DIR") or str(fixture)
     texts = load_splits(DataConfig(dir=data_dir, test_limit=max(n, 100))).test.document.tolist()
     return random.Random(0).choices(texts, k=n)
 
@@ -108,7 +110,7 @@ def start_server(model: Path, threads: int | None) -> tuple[subprocess.Popen, st
 
 def measure(base: str, server_pid: int, args) -> tuple[dict, dict, dict, dict]:
     """Single requests from many clients, the same from one client, then batches; and the model card."""
-    texts = review_texts(max(args.requests, args.batch_requests * args.batch_size))
+    texts = review_texts(max(args.requests, args.batch_requests * args.batch_size), args.smoke)
     deadline = time.monotonic() + DEADLINE_S
     asyncio.run(hammer(f"{base}/predict", [{"text": t} for t in texts[:100]], args.clients, deadline))  # warm-up
     singles = [{"text": t} for t in texts[: args.requests]]
@@ -126,6 +128,19 @@ def measure(base: str, server_pid: int, args) -> tuple[dict, dict, dict, dict]:
     return single, unloaded, batch, httpx.get(f"{base}/model", timeout=5).json()
 
 
+def smoke_model(folder: Path) -> Path:
+    """--smoke's model: a tiny one trained on the fixture reviews (`caviar train`) and promoted into a
+    registry of its own, so the service loads what it loads in use."""
+    # lazy: torch and the trainer, for --smoke only (a load run only sends requests)
+    from caviar.registry.promote import promote
+    from caviar.tuning.stages.single_run import run_single
+
+    job = bench_job({"name": "smoke", "data": FIXTURE_DATA, "model": SMOKE_MODEL, "train": {"epochs": 1}}, folder)
+    run_single(job, folder / "run", load_splits(job.data), progress=False)
+    promote(folder / "run", "smoke", force=True, root=folder / "registry")
+    return folder / "registry" / "smoke" / "current"
+
+
 def main() -> None:
     parser = BenchParser(__doc__)
     parser.add_argument("--model", type=Path, default=registry_root() / "nsmc-sentiment" / "current")
@@ -135,6 +150,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None, help="server torch threads")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            args.model, args.requests, args.clients, args.batch_requests = smoke_model(Path(tmp)), 100, 4, 10
+        run(args)
+
+
+def run(args) -> None:
     if not args.model.exists():
         sys.exit(f"serve_load: {args.model} does not exist; promote a model first (caviar promote results/<exp>)")
 
@@ -163,6 +185,7 @@ def main() -> None:
             "targets": {"p50_ms": "<= 10", "p99_ms": "<= 50", "requests_per_s": ">= 300", "errors": "0"},
             "met": met,
         },
+        args.smoke,
     )
 
 

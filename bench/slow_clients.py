@@ -2,6 +2,7 @@
 reopened as the server closes them, while another client samples /health and /predict.
 
 To run: python -m bench.slow_clients   (the registry's nsmc-sentiment/current, or --model DIR)
+        python -m bench.slow_clients --smoke   (a tiny model on the test fixture, 20 slow connections)
 
 Traffic goes to 127.0.0.1 only; the connections, the samples and the seconds are all bounded, and
 the server it starts is stopped at the end. Target (hardening 2, item 1): with 500 slow connections
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,7 +22,7 @@ import httpx
 import numpy as np
 
 from bench.common import BenchParser, project_path, write_result
-from bench.serve_load import start_server
+from bench.serve_load import smoke_model, start_server
 from caviar.experiment.layout import registry_root
 
 PARTIAL_HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "  # never finished
@@ -142,6 +144,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300, help="samples of each path per phase")
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.smoke:
+            args.model, args.slow, args.samples, args.interval = smoke_model(Path(tmp)), [20], 10, 0.05
+        run(args)
+
+
+def run(args) -> None:
     if not args.model.exists():
         raise SystemExit(f"slow_clients: {args.model} does not exist; promote a model first")
     allow_open_files(max(args.slow) + 256)
@@ -167,6 +176,7 @@ def main() -> None:
             "phases": phases,
             "targets": {"share_200": f">= {TARGET_SHARE}", "p99_s": f"< {TARGET_P99_S}", "at": "500 slow"},
         },
+        args.smoke,
     )
 
 

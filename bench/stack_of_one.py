@@ -89,7 +89,6 @@ def main() -> None:
     parser = BenchParser(__doc__)
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run (the tiny model: 10x)")
     parser.add_argument("--limit", type=int, default=20000, help="train-file reviews (stratified)")
-    parser.add_argument("--smoke", action="store_true", help="the test fixture and 8 steps: checks the script runs")
     args = parser.parse_args()
     data = {"limit": args.limit, "test_limit": 1000}
     if args.smoke:
@@ -102,7 +101,7 @@ def main() -> None:
         train = {"max_steps": steps, "epochs": 1, "eval_every": 1.0, "num_threads": 1, "seed": 5, "lr": 1e-3}
         figures["models"][name] = compare({"name": "bench-stack-of-one", "data": data, "model": model, "train": train})
         print(f"{name}: {figures['models'][name]}", flush=True)
-    write_result("stack_of_one_smoke" if args.smoke else "stack_of_one", figures)
+    write_result("stack_of_one", figures, args.smoke)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """A training step's host work, the old data path against the new one, side by side in one process.
 
 To run: NSMC_DIR=/path/to/nsmc python -m bench.step_overhead [--steps 60] [--subset 20000]
+        python -m bench.step_overhead --smoke   (the test fixture, tiny shapes: checks the script runs)
 
 The old path (kept below as the yardstick, as it was before the encoded-split change): a Python loop
 builds each batch from per-review token lists, pads it to its exact longest review, copies it to
@@ -23,7 +24,7 @@ import time
 import numpy as np
 import torch
 
-from bench.common import BenchParser, write_result
+from bench.common import FIXTURE_DATA, SMOKE_MODEL, BenchParser, write_result
 from model.batches import epoch_batches
 from model.config import TrialConfig
 from model.device import maybe_compile
@@ -92,10 +93,11 @@ def measure(step, batches: list, warmup: int) -> dict:
     return {"ms_per_step": ms, "aten_ops_per_step": ops, "warmup_s": warmup_s}
 
 
-def compare(model: str, steps: int, subset: int, threads: int) -> dict:
-    cfg = TrialConfig.model_validate(
-        {"data": {"limit": subset}, "model": MODELS[model], "train": {"num_threads": threads, "device": "cpu"}}
-    )
+def compare(model: str, steps: int, subset: int, threads: int, smoke: bool = False) -> dict:
+    sections = {"data": {"limit": subset}, "model": MODELS[model], "train": {"num_threads": threads, "device": "cpu"}}
+    if smoke:  # batches of 8, so the fixture's reviews make the warm-up and the timed steps
+        sections = {"data": FIXTURE_DATA, "model": SMOKE_MODEL, "train": {**sections["train"], "batch_size": 8}}
+    cfg = TrialConfig.model_validate(sections)
     run = prepare(cfg)
     data = run.train_set.data
     lengths = np.asarray(data.lengths)
@@ -139,7 +141,10 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    figures = {name: compare(name, args.steps, args.subset, args.threads) for name in MODELS}
+    if args.smoke:
+        args.steps = 4
+    names = ["tiny"] if args.smoke else list(MODELS)  # --smoke: one model (each compiles, ~20 s on CPU)
+    figures = {name: compare(name, args.steps, args.subset, args.threads, args.smoke) for name in names}
     for name, f in figures.items():
         print(
             f"{name:8s} old {f['old']['ms_per_step']:.2f} ms, {f['old']['aten_ops_per_step']:.0f} ops | "
@@ -162,6 +167,7 @@ def main() -> None:
             "threads": args.threads,
             "targets": {"tiny ms_ratio": "<= 1/3", "tiny ops_ratio": "<= 1/2"},
         },
+        args.smoke,
     )
 
 

@@ -42,12 +42,11 @@ SMOKE = [
 
 def main() -> None:
     parser = BenchParser(__doc__)
-    parser.add_argument("--smoke", action="store_true", help="seconds on the fixture reviews (the suite's form)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp, object_store(Path(tmp) / "moto.log") as env:
         os.environ.update(env)
         figures = measure(Path(tmp), env, SMOKE if args.smoke else [])
-    write_result("storage_smoke" if args.smoke else "storage", {"smoke": args.smoke, **figures})
+    write_result("storage", {"smoke": args.smoke, **figures}, args.smoke)
 
 
 def measure(tmp: Path, env: dict, overrides: list[str]) -> dict:

@@ -55,7 +55,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--yardstick-steps", type=int, default=None, help="default: the whole epoch")
     parser.add_argument("--out", type=Path, default=Path("results/bench/train_one"))
-    parser.add_argument("--smoke", action="store_true", help="seconds on the fixture reviews (the suite's form)")
     args = parser.parse_args()
 
     spec: dict = {"name": "bench-train-one", "train": {"epochs": args.epochs}}
@@ -83,7 +82,7 @@ def main() -> None:
         "targets": {"test_accuracy": ">= 0.84", "throughput_ratio": ">= 0.95", "peak_rss_gb": "<= 4"},
         "met": {"test_accuracy": run.test.accuracy >= 0.84, "throughput_ratio": ratio >= 0.95, "peak_rss_gb": rss <= 4},
     }
-    write_result("train_one_smoke" if args.smoke else "train_one", figures)
+    write_result("train_one", figures, args.smoke)
 
 
 if __name__ == "__main__":

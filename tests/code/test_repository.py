@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -246,3 +247,11 @@ def test_every_function_level_import_of_the_project_says_why_it_is_lazy():
     assert not unexplained, unexplained
     lazy = sum(path.read_text(encoding="utf-8").count(LAZY) for path in modules)
     assert lazy > 0, "no lazy import found at all: the check would pass anything"
+
+
+def test_every_benchmark_runs_in_the_suite_in_its_smoke_form():
+    """Issue 50, item 10: a benchmark no test runs breaks unseen (bench.gpu did, for a round)."""
+    benches = {p.stem for p in (ROOT / "bench").glob("*.py")} - {"__init__", "common"}
+    tests = "".join(p.read_text(encoding="utf-8") for p in (ROOT / "tests" / "bench").glob("test_*.py"))
+    smoked = set(re.findall(r'smoke\(tmp_path, "(\w+)"', tests))
+    assert benches - smoked == set(), "benchmarks with no smoke test"
