@@ -215,6 +215,16 @@ def store(tmp_path_factory) -> dict[str, str]:
         yield env
 
 
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    """A tracking server on loopback (`mlflow server`, SQLite and an artifact folder), shared by the
+    tests that need one and always stopped; each test logs under its own experiment name."""
+    from caviar.ops.local_mlflow import mlflow_server
+
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as uri:
+        yield uri
+
+
 @pytest.fixture
 def registry_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("CAVIAR_REGISTRY", str(tmp_path / "registry"))

@@ -28,6 +28,7 @@ DRIVER_FILE = "caviar_driver.json"  # the driver's host and pid: running or inte
 ROUNDS_FILE = "caviar_rounds.json"  # coarse-to-fine lineage: each round's space, recorded before it runs
 FUSE_PILOT_FILE = "fuse_pilot.json"  # `fuse: auto`: the pilot's figures and the K it chose
 PRETRAIN_FILE = "caviar_pretrain.json"  # stage 0: the pretrained folder the trials fine-tune, and its key
+MLFLOW_FILE = "caviar_mlflow.json"  # the MLflow runs an experiment was logged to (experiment/mlflow_tracking.py)
 BUDGET_FILE = "caviar_budget.json"  # the trials the job's time budget cut
 MEMBERS_DIR = "members"  # a fused trial's members, each in <trial>/members/<member id>/ like a trial
 MEMBER_FILE = "member.json"  # a member's group, place, configuration and status

@@ -78,6 +78,12 @@ class PromoteSpec(Strict):
     )
 
 
+class TrackingSpec(Strict):
+    mlflow: str | None = Field(
+        None, description="an MLflow tracking URI (http://..., sqlite:///...); default MLFLOW_TRACKING_URI"
+    )
+
+
 class LrFindSpec(Strict):
     """The LR range test (`caviar lr-find`, and `train.lr: {from_lr_find: true}` in a job)."""
 
@@ -159,6 +165,7 @@ class JobSpec(TrialConfig):
     lr_find: LrFindSpec = Field(default_factory=LrFindSpec, description="the LR range test's settings")
     final: FinalSpec = Field(default_factory=lambda: FinalSpec(), description="seed re-runs after the search")
     promote: PromoteSpec = Field(default_factory=PromoteSpec, description="what promotion asks of a candidate")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="where else the runs are logged")
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig, description="stage 0's masked-LM settings")
     stages: Stages = Field(default_factory=Stages, description="set by the YAML shorthands; see Stages")
 

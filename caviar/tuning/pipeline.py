@@ -31,6 +31,7 @@ from caviar.experiment import layout
 from caviar.experiment.job_record import load_job_of
 from caviar.experiment.layout import FUSE_PILOT_FILE, JOB_FILE, PRETRAIN_FILE, Storage
 from caviar.experiment.listing import record_driver
+from caviar.experiment.mlflow_tracking import check_tracking, log_to_mlflow
 from caviar.experiment.object_store import Mirror, is_uri, outage_is_one_line
 from caviar.experiment.object_store import filesystem as filesystem_of
 from caviar.experiment.outcome import Interrupted, TuneOutcome, finish, runnable, save
@@ -141,6 +142,7 @@ def pretrain_job(job: JobSpec, out: Path | None = None):
 def tune_job(job: JobSpec, address: str | None = None, experiment: str | None = None) -> TuneOutcome | None:
     storage = Storage.of(job.storage)
     check_cluster(address)  # the cluster and the storage before any folder is made or any data read
+    check_tracking(job)
     if storage.is_remote:
         storage.check_reachable()
     started = time.perf_counter()
@@ -190,6 +192,7 @@ def resume_experiment(location: str | Path, address: str | None = None) -> TuneO
         check_tuner_state(experiment_dir)
         load_trials(experiment_dir)
     check_cluster(address)
+    check_tracking(job)
     resolved = Resolved(job, load_splits(job.data))
     leave_job_working_dir()
     storage = Storage.of(mirror.uri.rsplit("/", 1)[0] if mirror else str(experiment_dir.parent))
@@ -249,6 +252,7 @@ def _search(
 
         outcome.reseed = reseed(experiment, job.final, splits)
         save(outcome)
+    log_to_mlflow(experiment, outcome)
     return outcome
 
 

@@ -81,6 +81,11 @@ def test_the_readme_make_and_cluster_lines_exist():
             assert f"  {words[1]})" in script, f"{line}: local.sh has no `{words[1]}`"
         elif words[0] == ".venv/bin/tensorboard":
             assert words[1] == "--logdir", line
+        elif words[0] == ".venv/bin/mlflow":  # the options parse with MLflow's own command line
+            from mlflow.cli import cli
+
+            command = cli.commands[words[1]]
+            assert command.make_context(words[1], words[2:]).params["host"] == "127.0.0.1", line
 
 
 def after_make_tune(cache: Path) -> list[str]:
