@@ -26,6 +26,10 @@ from bench.serve_load import smoke_model, start_server
 from caviar.experiment.layout import registry_root
 
 PARTIAL_HEAD = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "  # never finished
+# a whole head announcing a body that never comes (issue 47, item 6)
+HEAD_WITHOUT_BODY = (
+    b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 64\r\n\r\n"
+)
 PATHS = ("/health", "/predict")
 TARGET_SHARE, TARGET_P99_S = 0.99, 1.0
 
@@ -38,10 +42,11 @@ def allow_open_files(wanted: int) -> None:
 
 
 class SlowClients:
-    """`count` connections that each send part of a head and wait; each is reopened when closed."""
+    """`count` connections that each send `payload` (part of a head, or a head without its body) and
+    wait; each is reopened when closed."""
 
-    def __init__(self, host: str, port: int, count: int):
-        self.host, self.port, self.count = host, port, count
+    def __init__(self, host: str, port: int, count: int, payload: bytes = PARTIAL_HEAD):
+        self.host, self.port, self.count, self.payload = host, port, count, payload
         self.open = self.peak = self.closed_by_server = self.refused = 0
         self.stop = asyncio.Event()
 
@@ -59,7 +64,7 @@ class SlowClients:
             self.open += 1
             self.peak = max(self.peak, self.open)
             try:
-                writer.write(PARTIAL_HEAD)
+                writer.write(self.payload)
                 reading = asyncio.ensure_future(reader.read(1))
                 stopping = asyncio.ensure_future(self.stop.wait())
                 done, _ = await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -111,11 +116,11 @@ def summary(samples: list) -> dict:
 
 
 async def under_slow_clients(
-    base: str, slow: int, per_path: int, interval_s: float = 0.05, budget_s: float = 60.0
+    base: str, slow: int, per_path: int, interval_s: float = 0.05, budget_s: float = 60.0, payload: bytes = PARTIAL_HEAD
 ) -> dict:
     """Hold `slow` slow connections, then sample both paths from another client; stop everything."""
     host, port = base.removeprefix("http://").split(":")
-    attack = SlowClients(host, int(port), slow)
+    attack = SlowClients(host, int(port), slow, payload)
     holding = asyncio.ensure_future(attack.hold())
     deadline = time.monotonic() + budget_s
     while attack.peak < slow and time.monotonic() < min(deadline, time.monotonic() + 15):
@@ -143,6 +148,9 @@ def main() -> None:
     parser.add_argument("--slow", type=int, nargs="+", default=[300, 500, 1500], help="slow connections per phase")
     parser.add_argument("--samples", type=int, default=300, help="samples of each path per phase")
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
+    parser.add_argument(
+        "--kind", choices=["head", "body"], default="head", help="half a request head, or a whole head and no body"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.smoke:
@@ -159,7 +167,8 @@ def run(args) -> None:
     try:
         phases = []
         for slow in args.slow:
-            phase = asyncio.run(under_slow_clients(base, slow, args.samples, args.interval, budget_s=120))
+            payload = HEAD_WITHOUT_BODY if args.kind == "body" else PARTIAL_HEAD
+            phase = asyncio.run(under_slow_clients(base, slow, args.samples, args.interval, 120, payload))
             print(
                 f"{slow} slow connections (held {phase['held_when_sampling_began']}, "
                 f"{phase['closed_by_server']} closed by the server): "
@@ -173,6 +182,7 @@ def run(args) -> None:
         "slow_clients",
         {
             "model": project_path(args.model),
+            "kind": args.kind,
             "phases": phases,
             "targets": {"share_200": f">= {TARGET_SHARE}", "p99_s": f"< {TARGET_P99_S}", "at": "500 slow"},
         },

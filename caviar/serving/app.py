@@ -128,8 +128,8 @@ def create_app(
     errors = {**ERRORS, **(UNAUTHORIZED if key is not None else {})}
     local_docs(app, guarded)
     _one_line_errors(app)
-    app.add_middleware(BodyLimit)
-    app.add_middleware(InFlightLimit)  # added last, so it runs first
+    app.add_middleware(InFlightLimit)
+    app.add_middleware(BodyLimit)  # added last, so it runs first: a slow body holds no request slot
     app.state.serving = serving  # the start-up line names what it serves
 
     @app.api_route("/health", methods=["GET", "HEAD"])  # load balancers probe with HEAD; one route, one Allow
