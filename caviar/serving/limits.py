@@ -22,6 +22,8 @@ from caviar.serving.uvicorn_compat import TimedH11Protocol
 
 MAX_HEAD_BYTES = 16 * 1024  # the request line and headers
 MAX_BODY_BYTES = 2 << 20  # 256 texts x 1,000 characters x up to 4 UTF-8 bytes, plus JSON
+# one text: 1,000 characters, each at most 12 bytes as JSON escapes (a surrogate pair), plus the braces
+ROUTE_MAX_BYTES = {"/predict": 16 * 1024}
 BODY_TIMEOUT_S = 10.0
 BODY_FIRST_BYTE_S = 2.0  # a client that sent its head then nothing is let go well before the total
 KEEP_ALIVE_S = 5
@@ -46,9 +48,10 @@ class BodyLimit:
             return await _answer(send, 431, f"the request head is {head} bytes; at most {MAX_HEAD_BYTES}")
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             return await self.app(scope, receive, send)
+        cap = min(self.max_bytes, ROUTE_MAX_BYTES.get(scope["path"], self.max_bytes))
         declared = dict(scope["headers"]).get(b"content-length", b"0")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            return await _answer(send, 413, f"the body is {int(declared)} bytes; at most {self.max_bytes}")
+        if declared.isdigit() and int(declared) > cap:
+            return await _answer(send, 413, f"the body is {int(declared)} bytes; at most {cap}")
         started = asyncio.get_running_loop().time()
         try:
             first = await asyncio.wait_for(receive(), min(self.first_s, self.timeout_s))
@@ -56,9 +59,9 @@ class BodyLimit:
             return await _answer(send, 408, f"the body did not begin within {self.first_s:g}s")
         left = self.timeout_s - (asyncio.get_running_loop().time() - started)
         try:
-            body = await asyncio.wait_for(self._read(receive, first), max(left, 0.001))
+            body = await asyncio.wait_for(self._read(receive, first, cap), max(left, 0.001))
         except _TooLarge:
-            return await _answer(send, 413, f"the body is over {self.max_bytes} bytes")
+            return await _answer(send, 413, f"the body is over {cap} bytes")
         except TimeoutError:
             return await _answer(send, 408, f"the body did not arrive within {self.timeout_s:g}s")
         if body is None:
@@ -75,7 +78,7 @@ class BodyLimit:
 
         return await self.app(scope, replay, send)
 
-    async def _read(self, receive, message: dict) -> bytes | None:
+    async def _read(self, receive, message: dict, cap: int) -> bytes | None:
         """The body from its first message on; None if the client went away."""
         chunks, size = [], 0
         while True:
@@ -83,7 +86,7 @@ class BodyLimit:
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > cap:
                 raise _TooLarge
             chunks.append(chunk)
             if not message.get("more_body", False):
