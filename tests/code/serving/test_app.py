@@ -296,18 +296,18 @@ def test_unknown_keys_by_the_hundred_thousand_are_one_error_and_a_text_is_small(
 
 
 def test_slow_bodies_hold_no_request_slot(model_dir):
-    """Issue 47, item 6: 300 connections that send a whole head and never the body (more than the
+    """Issue 47, item 6: 500 connections that send a whole head and never the body (more than the
     256 request slots). Each waited 10 s inside a slot, and /health shared them: it answered 503 in
     29 to 33 of 50 samples. A body now counts once it is in, and must begin within 2 s."""
     allow_open_files(2048)
     with served(create_app(model_dir), **uvicorn_limits()) as port:
         phase = asyncio.run(
-            under_slow_clients(f"http://127.0.0.1:{port}", 300, 40, budget_s=60, payload=HEAD_WITHOUT_BODY)
+            under_slow_clients(f"http://127.0.0.1:{port}", 500, 50, budget_s=60, payload=HEAD_WITHOUT_BODY)
         )
-    assert phase["held_when_sampling_began"] >= 280, phase
-    assert phase["closed_by_server"] >= 250, phase  # each answered 408 after the first-byte deadline
+    assert phase["held_when_sampling_began"] >= 480, phase
+    assert phase["closed_by_server"] >= 400, phase  # each answered 408 after the first-byte deadline
     for path in ("/health", "/predict"):
-        assert phase[path]["samples"] == 40, phase
+        assert phase[path]["samples"] == 50, phase
         assert phase[path]["share_200"] >= 0.99, phase
 
 
