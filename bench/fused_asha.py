@@ -88,7 +88,7 @@ def quickstart(tmp: str, smoke: bool):
     if smoke:
         raw["data"] = {"dir": str(ROOT / "tests" / "fixtures" / "nsmc"), "val_fraction": 0.2}
         raw["model"] |= {"vocab_size": 300, "hidden": 32, "intermediate": 64, "max_len": 32}
-        raw["train"] |= {"batch_size": 8, "lr": 3e-3}
+        raw["train"] |= {"batch_size": 8, "lr": 3e-3, "epochs": 1}
         raw["num_samples"] = 4  # one fused group of K
     return JobSpec.model_validate(raw)
 

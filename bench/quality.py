@@ -6,7 +6,7 @@ To run: NSMC_DIR=../shared/data/nsmc python -m bench.quality                 (bo
         NSMC_DIR=../shared/data/nsmc python -m bench.quality --job <another job> \
             --compare-job tune_jobs/nsmc_pretrained.yaml \
             --compare-record bench/results/quality.json   (that job; the MLM route as measured earlier)
-        python -m bench.quality --smoke   (both routes on the test fixture, a minute: checks the script runs)
+        python -m bench.quality --smoke   (the route on the test fixture, seconds: checks the script runs)
         NSMC_DIR=../shared/data/nsmc python -m bench.quality --experiment results/<done> \
             --compare-experiment results/<other done>                       (score both, tune neither)
 
@@ -74,6 +74,7 @@ def main() -> None:
 
     recorded = recorded_route(args.compare_record, args.compare_job) if args.compare_record else None  # before record()
     sets = [*SMOKE, *smoke_sets()] if args.smoke else []
+    args.no_compare = args.no_compare or args.smoke  # --smoke: the route alone (the comparison runs the same code)
     main_route = route(args.job, args.experiment, args.reseed, sets=sets)
     record(main_route, None, args.smoke)  # kept even if the comparison is cut short
     if args.no_compare:

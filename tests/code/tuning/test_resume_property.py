@@ -1,6 +1,6 @@
 """Issue 47, item 1: a resume never loses an evaluation. A seeded search, one trial at a time with
-ASHA on val_loss, is killed with SIGKILL once k result rows exist, for a sample of k over its whole
-range, and resumed; every trial's (iteration, step) rows then equal the uninterrupted run's. The
+ASHA on val_loss, is killed with SIGKILL once k result rows exist, for a sample of k (a quarter and
+three quarters of its rows), and resumed; every trial's (iteration, step) rows then equal the uninterrupted run's. The
 kill waits for the row count, never for a time. One run of the issue's reproduction relabelled a
 trial's rows from (1,20)(2,40)(3,60)(4,80) to (1,20)(2,60)(3,80)(4,100), and ASHA then stopped
 another trial two rungs early."""
@@ -48,7 +48,7 @@ def uninterrupted(tmp_path_factory, ray_head) -> tuple[Path, dict]:
     return job, trial_rows(tmp / "results" / "whole")
 
 
-@pytest.mark.parametrize("share", [0.2, 0.5, 0.8])  # a sample of the kill points: early, middle, late
+@pytest.mark.parametrize("share", [0.25, 0.75])  # a sample of the kill points: early and late
 def test_a_search_killed_after_any_row_resumes_to_the_uninterrupted_rows(share, uninterrupted, tmp_path, ray_head):
     whole_job, whole = uninterrupted
     total = sum(map(len, whole.values()))
