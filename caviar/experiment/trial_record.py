@@ -20,6 +20,9 @@ from model.files import read_json_object
 # A driver stopped by Ctrl+C or a kill leaves RUNNING/PENDING trials behind; a run that ended does not
 # (synchronous HyperBand may leave the trials it stopped PAUSED).
 UNFINISHED = ("RUNNING", "PENDING")
+# What `caviar resume` runs again (Ray's resume_unfinished and resume_errored): an errored trial
+# restarts from its checkpoint just as an interrupted one does.
+RESUMED = (*UNFINISHED, "ERROR")
 
 
 @dataclass
@@ -83,10 +86,10 @@ class TrialRecord:
 
     @property
     def resume_step(self) -> int | None:
-        """Where an unfinished trial's resume starts: its checkpoint's step (a fused group's too), 0
-        without one (it starts over). None where every recorded row stands: a trial that ended, or a
-        checkpoint that names no step."""
-        if self.status not in UNFINISHED:
+        """Where a resumed trial (interrupted or errored) starts: its checkpoint's step (a fused
+        group's too), 0 without one (it starts over). None where every recorded row stands: a trial
+        that finished, or a checkpoint that names no step."""
+        if self.status not in RESUMED:
             return None
         if self.resume_from is None:
             return 0

@@ -21,8 +21,8 @@ from pathlib import Path
 import pandas as pd
 
 from caviar.experiment.object_store import holds_checkpoint
-from caviar.experiment.record import UNFINISHED, TrialRecord
-from caviar.experiment.trial_record import up_to_step
+from caviar.experiment.record import TrialRecord
+from caviar.experiment.trial_record import RESUMED, up_to_step
 from model.files import write_text_atomically
 
 RESULT_ROWS, PROGRESS_CSV = "result.json", "progress.csv"  # Ray's per-trial histories
@@ -55,7 +55,7 @@ def prepare_resume(
     moved, replay, cut = [], {}, []
     for trial in trials:
         wanted = trial.resume_from
-        if trial.status not in UNFINISHED:
+        if trial.status not in RESUMED:  # an errored trial resumes from its checkpoint too
             continue
         if wanted is not None and not wanted.is_dir():
             complete = [c for c in trial.checkpoints() if holds_checkpoint(c)]  # a mirror's too

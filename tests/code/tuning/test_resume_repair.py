@@ -66,6 +66,25 @@ def test_rows_recorded_past_the_checkpoint_the_state_names_are_dropped_to_be_run
     assert _steps_recorded(trial) == ([20], [20]) and list(record.history["step"]) == [20]
 
 
+def test_an_errored_trial_resumes_from_its_checkpoint_with_the_rows_after_it_dropped(tmp_path):
+    """`caviar resume` resumes errored trials too (Ray's resume_errored): the store-outage test's
+    trial failed after its second row reached the store but before its second checkpoint did. Left
+    uncut, its iterations read [1, 2, 2, 3, ...] (seen once in CI): Ray re-ran step 40 from step 20."""
+    trial, history = _experiment_with_rows(tmp_path, [20, 40], {"checkpoint_000000": 20})
+    record = TrialRecord("a", "ERROR", {}, trial, history, None, resume_from=trial / "checkpoint_000000")
+    plan = prepare_resume([record])
+    assert plan.cut == ["a"] and record.resume_step == 20
+    assert _steps_recorded(trial) == ([20], [20])
+
+
+def test_a_finished_trial_keeps_every_row(tmp_path):
+    trial, history = _experiment_with_rows(tmp_path, [20, 40], {"checkpoint_000000": 20})
+    before = (trial / "result.json").read_bytes()
+    record = TrialRecord("a", "TERMINATED", {}, trial, history, None, resume_from=trial / "checkpoint_000000")
+    assert prepare_resume([record]) == prepare_resume([]) and record.resume_step is None
+    assert (trial / "result.json").read_bytes() == before
+
+
 def test_an_older_checkpoint_moved_into_a_deleted_slot_drops_the_rows_after_it(tmp_path):
     """Issue 47's case: the state names checkpoint_000002, deleted; the only checkpoint left holds
     step 20 while rows reach step 80. The trial resumes at step 20: rows 40..80 are run again, once."""
