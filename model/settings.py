@@ -57,7 +57,7 @@ class Settings:
         return cls(
             cache=Path(env.get("CAVIAR_CACHE") or "~/.cache/caviar").expanduser(),
             nsmc_dir=env.get("NSMC_DIR") or None,
-            registry=Path(env["CAVIAR_REGISTRY"]).expanduser() if env.get("CAVIAR_REGISTRY") else None,
+            registry=_folder_registry(env.get("CAVIAR_REGISTRY", "")),
             data_home=Path(env.get("XDG_DATA_HOME") or "~/.local/share").expanduser(),
             api_key=env.get("CAVIAR_API_KEY"),
             allocator=env.get("CAVIAR_ALLOCATOR", "jemalloc"),
@@ -71,6 +71,11 @@ class Settings:
         )
 
 
+def _folder_registry(value: str) -> Path | None:
+    """CAVIAR_REGISTRY as a folder; mlflow:<URI> names MLflow's registry instead (caviar/cli/registry.py)."""
+    return Path(value).expanduser() if value and not value.startswith("mlflow:") else None
+
+
 def settings() -> Settings:
     return Settings.from_env()
 
@@ -82,4 +87,8 @@ def path_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The path variables that are set, made absolute: what a job submitted to a cluster on this
     machine passes on (it runs in an uploaded copy of the project, where a relative path is wrong)."""
     env = os.environ if environ is None else environ
-    return {k: str(Path(env[k]).expanduser().resolve()) for k in PATH_VARIABLES if env.get(k)}
+    return {
+        k: env[k] if env[k].startswith("mlflow:") else str(Path(env[k]).expanduser().resolve())
+        for k in PATH_VARIABLES
+        if env.get(k)
+    }

@@ -1,4 +1,5 @@
-"""`caviar registry list | show | rollback`: the versions in the registry (~/.local/share/caviar/registry).
+"""`caviar registry list | show | rollback`: the versions in the registry (~/.local/share/caviar/registry,
+or MLflow's model registry with CAVIAR_REGISTRY=mlflow:<tracking URI>).
 
 To run: caviar registry list
 """
@@ -6,19 +7,55 @@ To run: caviar registry list
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import typer
 
 from caviar.experiment.layout import legacy_registry, registry_root
 from model.errors import UserError
 
+MLFLOW = "mlflow:"
+REGISTRY_HELP = (
+    "the registry: a folder, or mlflow:<tracking URI> for MLflow's model registry "
+    "(default: CAVIAR_REGISTRY, else ~/.local/share/caviar/registry)"
+)
 
-def registry_lines() -> list[str]:
+
+@dataclass(frozen=True)
+class Registry:
+    """The registry a command uses: MLflow's at `mlflow_uri`, else the folder `root`."""
+
+    mlflow_uri: str | None = None
+    root: Path | None = None
+
+    @property
+    def shown(self) -> str:
+        return f"{MLFLOW}{self.mlflow_uri}" if self.mlflow_uri else str(self.root)
+
+
+def chosen_registry(given: str | None) -> Registry:
+    """--registry, else CAVIAR_REGISTRY, else the user's folder registry."""
+    chosen = given if given is not None else os.environ.get("CAVIAR_REGISTRY", "")
+    if chosen.startswith(MLFLOW):
+        if not (uri := chosen.removeprefix(MLFLOW)):
+            raise UserError(
+                f"registry {chosen!r}: give the tracking URI after {MLFLOW}, e.g. {MLFLOW}http://127.0.0.1:5000"
+            )
+        return Registry(mlflow_uri=uri)
+    return Registry(root=Path(given).expanduser().resolve() if given else registry_root())
+
+
+def registry_lines(registry: Registry | None = None) -> list[str]:
     """Where the registry is (every command that uses it says so), and an earlier caviar's registry
     left in the project's results/, with the command that moves it."""
     import shlex
 
-    root = registry_root()
+    registry = registry or chosen_registry(None)
+    if registry.mlflow_uri:
+        return [f"registry: {registry.shown}"]
+    root = registry.root
     lines = [f"registry: {root}"]
     if old := legacy_registry():
         to, was = shlex.quote(str(root)), shlex.quote(str(old))
@@ -29,9 +66,9 @@ def registry_lines() -> list[str]:
     return lines
 
 
-def say_registry(err: bool = True) -> None:
+def say_registry(err: bool = True, registry: Registry | None = None) -> None:
     """Said once a command has used the registry: an error stays one line."""
-    for line in registry_lines():
+    for line in registry_lines(registry):
         typer.echo(f"caviar: {line}" if err else line, err=err)
 
 
@@ -42,26 +79,39 @@ registry_app = typer.Typer(
 )
 
 
-@registry_app.command("list")
-def registry_list(as_json: bool = typer.Option(False, "--json", help="one JSON line: every version")) -> None:
-    """Every version of every model, the current ones marked with *."""
-    # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
-    from caviar.registry.store import list_models, registry_root
+REGISTRY_OPTION = typer.Option(None, "--registry", help=REGISTRY_HELP)
 
-    rows = list_models(registry_root())
+
+@registry_app.command("list")
+def registry_list(
+    as_json: bool = typer.Option(False, "--json", help="one JSON line: every version"),
+    registry: str | None = REGISTRY_OPTION,
+) -> None:
+    """Every version of every model, the current ones (MLflow: @champion) marked with *."""
+    chosen = chosen_registry(registry)
+    if chosen.mlflow_uri:
+        from caviar.registry.mlflow_promote import mlflow_rows  # lazy: MLflow is an optional extra
+
+        rows = mlflow_rows(chosen.mlflow_uri)
+    else:
+        from caviar.registry.store import list_models  # lazy: torch (~1.8 s) loads only where used
+
+        rows = list_models(chosen.root)
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    say_registry(err=False)
+    say_registry(err=False, registry=chosen)
     if not rows:
-        typer.echo(f"no models in {registry_root()}")
+        typer.echo(f"no models in {chosen.shown}")
     for r in rows:
         mark = "*" if r["current"] else " "
         if r["damaged"]:
             typer.echo(f"{mark} {r['name']}/{r['version']}  DAMAGED: {r['damaged']}")
             continue
         acc = "" if r["test_accuracy"] is None else f"test_accuracy {r['test_accuracy']:.4f}"
-        typer.echo(f"{mark} {r['name']}/{r['version']}  {acc}  {r['created']}  {r['trial_id']}")
+        aliases = "".join(f"  @{a}" for a in r.get("aliases", []))
+        gate = f"  gate {r['gate']}" if r.get("gate") else ""
+        typer.echo(f"{mark} {r['name']}/{r['version']}{aliases}  {acc}  {r['created']}  {r['trial_id']}{gate}")
 
 
 @registry_app.command("show")
@@ -84,13 +134,22 @@ def registry_show(
 
 @registry_app.command("rollback")
 def registry_rollback(
-    name: str, to: str | None = typer.Option(None, help="version, e.g. v1 (default: previous)")
+    name: str,
+    to: str | None = typer.Option(None, help="version, e.g. v1 (default: previous)"),
+    registry: str | None = REGISTRY_OPTION,
 ) -> None:
-    """Point `current` back at an earlier version (atomically)."""
+    """Point `current` (MLflow: @champion) back at an earlier version (atomically)."""
+    chosen = chosen_registry(registry)
+    if chosen.mlflow_uri:
+        from caviar.registry.mlflow_promote import rollback_in_mlflow  # lazy: MLflow is an optional extra
+
+        before, after = rollback_in_mlflow(chosen.mlflow_uri, name, to)
+        typer.echo(f"{name}: @champion {'none' if before is None else f'v{before}'} -> v{after}")
+        return
     # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.registry.store import current_version, model_dir_of, rollback
 
-    model_dir = model_dir_of(name)
+    model_dir = model_dir_of(name, chosen.root)
     if not model_dir.is_dir():
         raise UserError(f"{model_dir}: no such model in the registry")
     try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from caviar.cli.registry import say_registry
+from caviar.cli.registry import REGISTRY_OPTION, chosen_registry, say_registry
 
 JSON_HELP = "end with one JSON line of the results (the rest goes to stderr)"
 
@@ -82,21 +82,29 @@ def promote_cmd(
         False, "--force", help="promote even if the gate split shows no gain over the version in service"
     ),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+    registry: str | None = REGISTRY_OPTION,
 ) -> None:
     """Copy the best checkpoint into the registry (<registry>/<name>/v<N>) and point `current` at it, if it beats
-    the version in service on the gate split (paired 95%). After `caviar reseed`, the best seed of the
+    the version in service on the gate split (paired 95%). On MLflow's registry it becomes a registered
+    version, aliased @champion if it passes and @challenger if not. After `caviar reseed`, the best seed of the
     configuration with the best mean is the candidate."""
     # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.registry.promote import promote
     from caviar.registry.store import Refused
 
+    chosen = chosen_registry(registry)
     try:
-        done = promote(experiment_folder(experiment), name, force=force)
+        if chosen.mlflow_uri:
+            from caviar.registry.mlflow_promote import promote_to_mlflow  # lazy: MLflow is an optional extra
+
+            done = promote_to_mlflow(experiment_folder(experiment), name, chosen.mlflow_uri, force=force)
+        else:
+            done = promote(experiment_folder(experiment), name, force=force, root=chosen.root)
     except Refused as refused:
         typer.echo(f"caviar: refused: {refused}", err=True)
         raise typer.Exit(1) from None
     for line in done.describe():
         typer.echo(line, err=as_json)
-    say_registry()
+    say_registry(registry=chosen)
     if as_json:
         typer.echo(json.dumps(done.as_json()))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from caviar.cli.registry import say_registry
+from caviar.cli.registry import REGISTRY_OPTION, Registry, chosen_registry, say_registry
 from caviar.experiment.layout import legacy_registry
 from caviar.serving.schemas import check_text
 from model.errors import UserError
@@ -26,12 +26,12 @@ def register(app: typer.Typer) -> None:
     app.command("predict")(predict_cmd)
 
 
-def _model_folder(model: Path | None, name: str) -> Path:
-    """--model wins; else the named model's `current` in the registry root (CAVIAR_REGISTRY)."""
+def _model_folder(model: Path | None, name: str, registry: Registry) -> Path:
+    """--model wins; else the named model's `current` in the folder registry."""
     # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.registry.store import version_dir_of
 
-    folder = model or version_dir_of(name)
+    folder = model or version_dir_of(name, root=registry.root)
     if not folder.exists():
         old = legacy_registry() if model is None else None
         hint = f"; an earlier caviar's registry is in {old} (caviar registry list says how to move it)" if old else ""
@@ -39,9 +39,21 @@ def _model_folder(model: Path | None, name: str) -> Path:
     return folder
 
 
+def _champion(registry: Registry, name: str):
+    """The MLflow alias a command serves: `@champion` of the registered model, which must exist."""
+    # lazy: MLflow is an optional extra, imported only for its registry
+    from caviar.registry.mlflow_registry import CHAMPION, MlflowRegistry
+    from caviar.serving.live import AliasSource
+
+    found = MlflowRegistry(registry.mlflow_uri, name)
+    found.require()
+    return AliasSource(found, CHAMPION)
+
+
 def serve_cmd(
     name: str = typer.Option("nsmc-sentiment", help="registry model to serve (its current version)"),
     model: Path | None = typer.Option(None, help=MODEL_HELP),
+    registry: str | None = REGISTRY_OPTION,
     host: str = typer.Option("127.0.0.1", help="bind address; loopback unless you mean otherwise"),
     port: int = typer.Option(8000, min=0, max=65535, help="port to listen on (0: any free port, announced)"),
     threads: int | None = typer.Option(None, min=1, max=1024, help="torch threads (default: all CPUs)"),
@@ -50,7 +62,12 @@ def serve_cmd(
     # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.serving.app import serve
 
-    serve(_model_folder(model, name), host, port, threads, announce=lambda line: typer.echo(line, err=True))
+    chosen = chosen_registry(registry)
+    announce = lambda line: typer.echo(line, err=True)  # noqa: E731
+    if chosen.mlflow_uri and model is None:  # follows @champion as a folder registry's `current`
+        serve(None, host, port, threads, announce=announce, source=_champion(chosen, name))
+        return
+    serve(_model_folder(model, name, chosen), host, port, threads, announce=announce)
 
 
 def predict_cmd(
@@ -60,6 +77,7 @@ def predict_cmd(
     name: str = typer.Option("nsmc-sentiment", help="registry model to use (its current version)"),
     model: Path | None = typer.Option(None, help=MODEL_HELP),
     as_json: bool = typer.Option(False, "--json", help="the same as --format jsonl"),
+    registry: str | None = REGISTRY_OPTION,
 ) -> None:
     """Label reviews with the promoted model: 긍정 (positive) or 부정 (negative), with the label's confidence."""
     # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
@@ -77,10 +95,15 @@ def predict_cmd(
     reviews = (
         _reviews_from(file) if file is not None else _checked([(i, t) for i, t in enumerate(texts, start=1)], "review")
     )
-    folder = _model_folder(model, name)
+    chosen = chosen_registry(registry)
+    if chosen.mlflow_uri and model is None:
+        source = _champion(chosen, name)
+        folder = source.folder(source.target())  # downloaded once, every sha256 checked against its tags
+    else:
+        folder = _model_folder(model, name, chosen)
     predictor = load_checked(folder).predictor  # checked as `serve` checks it: sums, load, a sane warm-up answer
     if model is None:
-        say_registry()
+        say_registry(registry=chosen)
     if output == "tsv":
         typer.echo("label\tconfidence\tpositive_probability\ttext")
     for start in range(0, len(reviews), PREDICT_CHUNK):  # answers stream out as each chunk is scored

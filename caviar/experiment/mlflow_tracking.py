@@ -36,6 +36,7 @@ log = logging.getLogger("caviar.tune")
 NOT_METRICS = frozenset(
     {"training_iteration", "timestamp", "pid", "iterations_since_restore", "time_since_restore", "time_this_iter_s"}
 )
+QUIET = ("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
 PARAM_CHARS = 500  # MLflow caps a parameter's value (6,000 characters); a job's long values are cut here
 
 
@@ -47,6 +48,8 @@ def tracking_uri(job: JobSpec) -> str | None:
 def client_for(uri: str):
     """An MlflowClient for `uri`, checked: a missing extra or a server that does not answer is one line."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # off unless the user turned it on
+    for quiet in QUIET:  # stdout is caviar's (a --json line); MLflow's links and progress bars stay off it
+        os.environ.setdefault(quiet, "false" if quiet.startswith("MLFLOW_ENABLE") else "true")
     try:
         from mlflow.tracking import MlflowClient  # lazy: MLflow is an optional extra (~1 s to import)
     except ImportError:
@@ -104,7 +107,7 @@ def track(experiment: Experiment, outcome: TuneOutcome, uri: str) -> Tracked:
     ledger = read_json_object(folder / MLFLOW_FILE) if (folder / MLFLOW_FILE).is_file() else {}
     if ledger.get("uri") not in (None, uri):
         ledger = {}  # logged to another server before: these runs start there afresh
-    experiment_id = ledger.get("experiment_id") or _experiment_id(client, job.name, uri)
+    experiment_id = ledger.get("experiment_id") or experiment_id_for(client, job.name, uri)
     parent = ledger.get("parent") or client.create_run(experiment_id, run_name=folder.name).info.run_id
     runs = ledger.setdefault("runs", {})
     _log_parent(client, parent, job, outcome, known_as(folder))
@@ -129,7 +132,7 @@ def track(experiment: Experiment, outcome: TuneOutcome, uri: str) -> Tracked:
     return Tracked(uri, experiment_id, parent, len(runs), added)
 
 
-def _experiment_id(client, name: str, uri: str) -> str:
+def experiment_id_for(client, name: str, uri: str) -> str:
     """The MLflow experiment named after the job, made if new. On a SQLite store its artifacts go
     beside the database (mlartifacts/, as `mlflow server` names it), not into the working folder."""
     found = client.get_experiment_by_name(name)

@@ -19,9 +19,10 @@ from caviar.ops.local_store import START_TIMEOUT_S, free_port
 
 
 @contextlib.contextmanager
-def mlflow_server(folder: Path, backend: str | None = None) -> Iterator[str]:
+def mlflow_server(folder: Path, backend: str | None = None, artifacts: str | None = None) -> Iterator[str]:
     """The tracking URI of a fresh server whose runs live in `folder` (mlflow.db, artifacts/), or in
-    `backend` (a database URI: PostgreSQL, say)."""
+    `backend` (a database URI: PostgreSQL, say) and `artifacts` (an s3:// prefix, say; the server
+    reads the AWS_* variables and MLFLOW_S3_ENDPOINT_URL)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = free_port()
     command = [
@@ -30,7 +31,7 @@ def mlflow_server(folder: Path, backend: str | None = None) -> Iterator[str]:
         "--backend-store-uri",
         backend or f"sqlite:///{folder / 'mlflow.db'}",
         "--artifacts-destination",
-        str(folder / "artifacts"),
+        artifacts or str(folder / "artifacts"),
         "--host",
         "127.0.0.1",
         "--port",
@@ -40,7 +41,8 @@ def mlflow_server(folder: Path, backend: str | None = None) -> Iterator[str]:
     ]
     log = folder / "server.log"
     with open(log, "wb") as out:
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        # no job runner: six huey consumers (~270 MB each) for GenAI jobs caviar never submits
+        env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
         server = subprocess.Popen(command, stdout=out, stderr=out, env=env, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
     try:

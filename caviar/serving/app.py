@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import os
 import re
 import secrets
 import socket
@@ -32,7 +31,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caviar.serving.batcher import MicroBatcher
 from caviar.serving.limits import BodyLimit, InFlightLimit, uvicorn_limits
-from caviar.serving.live import FOLLOW_EVERY_S, Follower, LoadedModel, follows_registry, load_checked
+from caviar.serving.live import (
+    FOLLOW_EVERY_S,
+    AliasSource,
+    Follower,
+    LinkSource,
+    LoadedModel,
+    follows_registry,
+    load_checked,
+)
 from caviar.serving.offline_docs import local_docs
 from caviar.serving.schemas import ERRORS, UNAUTHORIZED, BatchOut, BatchRequest, PredictionOut, PredictRequest
 from model.device import set_threads
@@ -97,15 +104,17 @@ def create_app(
     follow: bool | None = None,
     follow_every_s: float = FOLLOW_EVERY_S,
     log=None,
+    source=None,
 ) -> FastAPI:
     """Verify every checksum, load the model, and build the app; a corrupt model or key raises UserError.
-    `follow` (default: when model_dir is a registry's `current`) swaps in each version `current` names."""
-    model_dir = Path(model_dir)
+    `follow` (default: when model_dir is a registry's `current`) swaps in each version `current` names;
+    `source` (an MLflow alias: live.AliasSource) is followed the same way, and model_dir is then unused."""
     key = check_api_key(api_key)
-    follow = follows_registry(model_dir) if follow is None else follow
+    if source is None and (follows_registry(model_dir) if follow is None else follow):
+        source = LinkSource(model_dir)
     log = log or _to_stderr
     set_threads(threads)
-    batcher = MicroBatcher(load_checked(model_dir.parent / os.readlink(model_dir) if follow else model_dir))
+    batcher = MicroBatcher(load_checked(source.folder(source.target()) if source else Path(model_dir)))
     app = FastAPI(
         title="caviar sentiment",
         description="NSMC movie-review sentiment: 긍정 (positive) / 부정 (negative)",
@@ -122,7 +131,7 @@ def create_app(
         batcher.model = loaded  # one assignment: the next batch, /health and /model all see it
         app.version, app.openapi_schema = loaded.version, None
 
-    follower = Follower(model_dir, serving, swap, log) if follow else None
+    follower = Follower(source, serving, swap, log) if source else None
     app.router.lifespan_context = _running(batcher, follower, follow_every_s)
     guarded = [Depends(_bearer_check(key))] if key is not None else []  # no key: no security in the schema
     errors = {**ERRORS, **(UNAUTHORIZED if key is not None else {})}
@@ -207,7 +216,9 @@ def _one_line_errors(app: FastAPI) -> None:
         return await http_exception_handler(request, err)
 
 
-def serve(model_dir: Path, host: str, port: int, threads: int | None = None, announce=print) -> None:
+def serve(
+    model_dir: Path | None, host: str, port: int, threads: int | None = None, announce=print, source=None
+) -> None:
     """Take the port, check and load the model (a busy port, a bad model or key is one line, exit 2),
     then announce the address that really listens and serve on it."""
     import uvicorn
@@ -215,13 +226,15 @@ def serve(model_dir: Path, host: str, port: int, threads: int | None = None, ann
     listening = listen_on(host, port)
     try:
         key = settings().api_key
-        app = create_app(model_dir, api_key=key, threads=threads, log=announce)
+        app = create_app(model_dir, api_key=key, threads=threads, log=announce, source=source)
         auth = "bearer key required" if key else f"no auth ({API_KEY_ENV} unset)"
-        follows = f"; follows {model_dir.name}" if follows_registry(model_dir) else ""
+        follows = f"; follows {model_dir.name}" if source is None and follows_registry(model_dir) else ""
+        follows = f"; follows @{source.alias}" if isinstance(source, AliasSource) else follows
         bound = listening.getsockname()[1]  # --port 0: the port the kernel gave
         shown = f"[{host}]" if ":" in host else host
         announce(
-            f"serving {app.state.serving().label} from {model_dir} on http://{shown}:{bound} "
+            f"serving {app.state.serving().label} from {source.where if source else model_dir} "
+            f"on http://{shown}:{bound} "
             f"({auth}; docs at /docs{follows})"
         )
         config = uvicorn.Config(app, host=host, port=bound, log_level="warning", access_log=False, **uvicorn_limits())

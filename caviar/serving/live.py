@@ -1,4 +1,5 @@
-"""The model a running `caviar serve` answers with, and how it follows the registry's `current`.
+"""The model a running `caviar serve` answers with, and how it follows the registry's `current`
+(or, on MLflow's registry, `@champion`).
 
 A promotion or a rollback swaps `current`; the follower sees the link change, loads the version it
 names beside the one answering, checks it (every checksum, the files loading, one warm-up
@@ -69,13 +70,12 @@ def follows_registry(folder: Path) -> bool:
     return Path(folder).name == CURRENT and Path(folder).is_symlink()
 
 
-class Follower:
-    """Watch `current`; when it names another version, load and check that one off the event loop,
-    then hand it to `swap`. A target that failed is not retried until `current` changes again."""
+class LinkSource:
+    """What a folder registry serves: the version its `current` link names, a sibling v<N> only."""
 
-    def __init__(self, link: Path, serving: Callable[[], LoadedModel], swap: Callable[[LoadedModel], None], log):
-        self.link, self.serving, self.swap, self.log = Path(link), serving, swap, log
-        self.refused: str | None = None  # the target whose check failed, until `current` moves on
+    def __init__(self, link: Path):
+        self.link = Path(link)
+        self.where = str(self.link)
 
     def target(self) -> str | None:
         try:
@@ -83,23 +83,52 @@ class Follower:
         except OSError:
             return None  # removed mid-swap or not a link: keep serving what answers now
 
+    def folder(self, _target: str | None) -> Path:
+        # resolved as start-up resolves it: a sibling v<N> only, itself no link (issue 47, item 4)
+        return no_link(self.link.parent / current_version(self.link.parent))
+
+
+class AliasSource:
+    """What MLflow's registry serves: the version `@champion` names, downloaded and checked."""
+
+    def __init__(self, registry, alias: str):
+        self.registry, self.alias = registry, alias
+        self.where = f"models:/{registry.name}@{alias} in MLflow at {registry.uri}"
+
+    def target(self) -> str | None:
+        number = self.registry.alias(self.alias)
+        return None if number is None else f"v{number}"
+
+    def folder(self, target: str | None) -> Path:
+        if target is None:
+            raise UserError(f"{self.registry.name}: no version is @{self.alias} in MLflow at {self.registry.uri}")
+        return self.registry.fetch(int(target.removeprefix("v")))
+
+
+class Follower:
+    """Watch the source (`current`, or an MLflow alias); when it names another version, load and
+    check that one off the event loop, then hand it to `swap`. A target that failed is not retried
+    until the source changes again."""
+
+    def __init__(self, source, serving: Callable[[], LoadedModel], swap: Callable[[LoadedModel], None], log):
+        self.source, self.serving, self.swap, self.log = source, serving, swap, log
+        self.refused: str | None = None  # the target whose check failed, until the source moves on
+
     async def check_once(self) -> None:
-        target, before = self.target(), self.serving()
+        target, before = await asyncio.to_thread(self.source.target), self.serving()
         if target == before.folder.name:
             self.refused = None  # back where it was (a rollback past a refused version)
         if target in (None, before.folder.name, self.refused):
             return
         try:
-            # resolved as start-up resolves it: a sibling v<N> only, itself no link (issue 47, item 4)
-            folder = no_link(self.link.parent / current_version(self.link.parent))
-            loaded = await asyncio.to_thread(load_checked, folder)
+            loaded = await asyncio.to_thread(lambda: load_checked(self.source.folder(target)))
         except UserError as err:
             self.refused = target
             self.log(f"not swapping to {before.name}/{target}: {err}; {before.label} keeps serving")
             return
         self.refused = None
         self.swap(loaded)
-        self.log(f"now serving {loaded.label} (was {before.label}): {self.link} changed")
+        self.log(f"now serving {loaded.label} (was {before.label}): {self.source.where} changed")
 
     async def run(self, every_s: float = FOLLOW_EVERY_S) -> None:
         while True:
@@ -107,4 +136,4 @@ class Follower:
             try:
                 await self.check_once()
             except Exception as err:  # the follower must never stop serving: say it, try next tick
-                self.log(f"following {self.link}: {short(f'{type(err).__name__}: {err}', 160)}")
+                self.log(f"following {self.source.where}: {short(f'{type(err).__name__}: {err}', 160)}")

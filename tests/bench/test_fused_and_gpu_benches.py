@@ -35,6 +35,7 @@ def test_the_fused_benchmark_runs(tmp_path):
 
 def test_the_fused_asha_benchmark_runs(tmp_path):
     figures = smoke(tmp_path, "fused_asha")
-    shipped, sequential = figures["as_shipped"], figures["one_at_a_time"]
-    assert shipped["fuse_1"]["wall_s"] > 0 and shipped["fuse_4"]["wall_s"] > 0
+    sequential = figures["one_at_a_time"]
+    assert "as_shipped" not in figures  # the smoke form runs the one-at-a-time searches alone
+    assert sequential["fuse_1"]["wall_s"] > 0 and sequential["fuse_4"]["wall_s"] > 0
     assert set(sequential["max_value_difference_by_sample"]) == {"0", "1", "2", "3"}

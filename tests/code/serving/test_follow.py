@@ -64,7 +64,8 @@ class Load:
     """16 clients posting /predict in a loop (bounded in count and by `stop`), and a prober sampling
     /health every 20 ms; each answer is (sent, answered, status, the version that answered)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, model: str = "nsmc"):
+        self.model = model
         self.url, self.stop, self.answers, self.health = f"http://127.0.0.1:{port}", threading.Event(), [], []
         self.threads = [threading.Thread(target=self.client) for _ in range(CLIENTS)]
         self.threads.append(threading.Thread(target=self.prober))
@@ -84,7 +85,7 @@ class Load:
     def prober(self) -> None:
         with httpx.Client(base_url=self.url, timeout=30) as http:
             while not self.stop.is_set():
-                self.health.append((time.monotonic(), "nsmc/" + http.get("/health").json()["version"]))
+                self.health.append((time.monotonic(), f"{self.model}/" + http.get("/health").json()["version"]))
                 time.sleep(0.02)
 
     def now_serving(self) -> str | None:

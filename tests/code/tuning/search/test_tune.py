@@ -181,7 +181,8 @@ def test_two_rounds_narrow_inside_the_first(tmp_path, ray_head, where, request):
         "refine": {"top_k": 2, "margin": 0.2},
     }
     env, storage = ray_head, str(tmp_path / "results")
-    if where == "store":
+    if where == "store":  # each trial's files cross the store: half the trials (77 s against 27 s at 4)
+        spec |= {"num_samples": 2, "refine": {"top_k": 1, "margin": 0.2}}
         store = request.getfixturevalue("store")
         env, storage = {**ray_head, **store, "CAVIAR_CACHE": str(tmp_path / "cache")}, f"s3://{BUCKET}/rounds"
     job = tiny_job_yaml(tmp_path / "job.yaml", storage=storage, **spec)
@@ -193,7 +194,7 @@ def test_two_rounds_narrow_inside_the_first(tmp_path, ray_head, where, request):
         assert lo1 <= lo2 < hi2 <= hi1 and (hi2 - lo2) < (hi1 - lo1), key
     assert set(second["model.dropout"]["choice"]) <= set(first["model.dropout"]["choice"])
     rounds = {t["round"] for t in summary["trials"]}
-    assert rounds == {1, 2} and len(summary["trials"]) == 8
+    assert rounds == {1, 2} and len(summary["trials"]) == 2 * spec["num_samples"]
     for trial in (t for t in summary["trials"] if t["round"] == 2):
         lo, hi = second["train.lr"]["loguniform"]
         assert lo <= trial["params"]["train.lr"] <= hi
