@@ -1,7 +1,7 @@
 """Issue 51, item 1: a tune with `tracking.mlflow` logs, from the driver, through a real `mlflow
 server` on loopback: one parent run per experiment and one child run per trial, whose parameters
-and evaluations match the leaderboard; and a server that does not answer stops the run before it
-starts, in one line."""
+and evaluations match the leaderboard, and whose run the version promoted from it links to; and a
+server that does not answer stops the run before it starts, in one line."""
 
 from __future__ import annotations
 
@@ -52,6 +52,14 @@ def test_a_tune_with_tracking_logs_every_trial_and_evaluation_to_mlflow(tmp_path
             and run.data.tags["caviar.checkpoint"] == trial["checkpoint"]
         )
         assert run.data.tags["caviar.stopped_early"] == str(trial["stopped_early"])
+
+    # promoted into MLflow's registry on the same server, the version links to its trial's run
+    registry = {"CAVIAR_REGISTRY": f"mlflow:{mlflow_uri}", "CAVIAR_CACHE": str(tmp_path / "cache")}
+    promoted = run_caviar("promote", summary["experiment_dir"], "--name", "tracked", env={**ray_head, **registry})
+    assert promoted.returncode == 0, promoted.stderr[-2000:]
+    version = client.get_model_version("tracked", "1")
+    assert version.run_id == children[summary["best_trial"]].info.run_id
+    assert version.tags["caviar.trial_id"] == summary["best_trial"]
 
 
 def test_a_server_that_does_not_answer_stops_the_tune_before_it_starts(tmp_path, ray_head):
