@@ -5,6 +5,10 @@ To run: caviar predict "이 영화 정말 재미있어요"   (or Predictor.from_
 
 from __future__ import annotations
 
+import functools
+import re
+import sys
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +22,23 @@ from model.device import pick_device
 from model.evaluate import positive_probabilities
 
 PREDICT_BATCH = 64
+
+
+# Format and control characters (direction marks, zero-width spaces, NUL) that draw nothing: glued
+# to a word they made the tokenizer read it as unknown, so "\u200f좋아요\u200e" scored as an empty
+# text (issue 47). Whitespace controls (tab, newline) stay: the tokenizer splits on them.
+@functools.cache
+def _invisible() -> re.Pattern:
+    marks = (chr(c) for c in range(sys.maxunicode + 1))
+    return re.compile("[" + "".join(re.escape(m) for m in marks if _is_invisible(m)) + "]")
+
+
+def _is_invisible(ch: str) -> bool:
+    return unicodedata.category(ch) in ("Cf", "Cc") and not ch.isspace()
+
+
+def without_invisible_marks(text: str) -> str:
+    return _invisible().sub("", text)
 
 
 @dataclass
@@ -45,7 +66,8 @@ class Predictor:
         return cls(loaded.net, loaded.tokenizer, loaded.config.model.max_len, pick_device(device))
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        data = encode(self.tokenizer, texts, np.zeros(len(texts)), self.max_len)
+        readable = [without_invisible_marks(text) for text in texts]
+        data = encode(self.tokenizer, readable, np.zeros(len(texts)), self.max_len)
         return positive_probabilities(self.net, DeviceSplit(data, self.device), PREDICT_BATCH)
 
     def predict(self, texts: list[str]) -> list[Prediction]:

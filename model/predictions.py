@@ -7,6 +7,7 @@ comparing two accuracies, and nothing has to run again to do it (caviar/experime
 from __future__ import annotations
 
 import io
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class Predictions:
         try:
             with np.load(path, allow_pickle=False) as saved:
                 labels, positive = saved["labels"], saved["positive"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # a zip header and garbage too
             return None
         if labels.shape != positive.shape or labels.ndim != 1:
             return None

@@ -92,9 +92,7 @@ def predict_cmd(
             if texts
             else "no reviews: give them as arguments, or with --file F (- for standard input)"
         )
-    reviews = (
-        _reviews_from(file) if file is not None else _checked([(i, t) for i, t in enumerate(texts, start=1)], "review")
-    )
+    reviews = _reviews_from(file) if file is not None else _checked(_from_argv(texts), "review")
     chosen = chosen_registry(registry)
     if chosen.mlflow_uri and model is None:
         source = _champion(chosen, name)
@@ -150,6 +148,19 @@ def _reviews_from(file: str) -> list[str]:
     if blank := len(lines) - len(numbered):
         typer.echo(f"caviar: passed over {blank} blank line{'s' if blank > 1 else ''} of {where}", err=True)
     return _checked(numbered, f"{where}: line")
+
+
+def _from_argv(texts: list[str]) -> list[tuple[int, str]]:
+    """The reviews given as arguments, numbered. Python hands on bytes that are not UTF-8 as lone
+    surrogates (U+DC80..U+DCFF); they are said as the bytes they were (issue 47)."""
+    for i, text in enumerate(texts, start=1):
+        if (at := next((n for n, ch in enumerate(text) if "\udc80" <= ch <= "\udcff"), None)) is not None:
+            byte = ord(text[at]) - 0xDC00
+            raise UserError(
+                f"review {i}: not UTF-8 (byte 0x{byte:02x} at character {at + 1}); "
+                "give UTF-8 text (a UTF-8 locale, or --file F with UTF-8 lines)"
+            )
+    return list(enumerate(texts, start=1))
 
 
 def _checked(numbered: list[tuple[int, str]], what: str) -> list[str]:

@@ -95,11 +95,13 @@ def test_only_the_commands_that_train_restart_on_jemalloc():
 
 
 def test_predict_refuses_bytes_that_are_not_utf8():
-    """Hardening 2, item 7: argv bytes that are not UTF-8 got a TypeError from the tokenizer."""
-    proc = subprocess.run([sys.executable, "-m", "caviar", "predict", b"\xff\xfe"], capture_output=True, timeout=60)
+    """Hardening 2, item 7: argv bytes that are not UTF-8 got a TypeError from the tokenizer; then
+    (issue 47) a message about "a lone surrogate", which is how Python hands such bytes on."""
+    argv = [sys.executable, "-m", "caviar", "predict", "좋아요", "좋".encode() + b"\xff\xfe"]
+    proc = subprocess.run(argv, capture_output=True, timeout=60)
     err = proc.stderr.decode("utf-8", "replace")
     assert proc.returncode == 2 and "Traceback" not in err
-    assert err.startswith("caviar: error: review 1: text is not valid Unicode")
+    assert err.startswith("caviar: error: review 2: not UTF-8 (byte 0xff at character 2); give UTF-8 text"), err
 
 
 def test_remote_storage_that_cannot_be_reached_is_one_line(tmp_path):

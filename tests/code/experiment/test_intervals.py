@@ -78,6 +78,8 @@ def test_predictions_round_trip_and_a_damaged_file_is_none(tmp_path):
     assert np.array_equal(back.labels, labels) and np.allclose(back.positive, positive)
     (tmp_path / "val_predictions.npz").write_bytes(b"not a zip")
     assert Predictions.load(tmp_path) is None and Predictions.load(tmp_path / "none") is None
+    (tmp_path / "val_predictions.npz").write_bytes(b"PK\x03\x04" + bytes(40))  # issue 47: BadZipFile escaped
+    assert Predictions.load(tmp_path) is None
 
 
 def seeded(n: int, right_per_seed: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -84,6 +84,15 @@ BAD_REQUESTS = [
 ]
 
 
+@pytest.mark.parametrize("marked", ["\u200f\u202e좋아요\u202c\u200e", "좋\x00아요", "\ufeff좋아\u200b요"])
+def test_invisible_marks_around_readable_text_are_stripped_not_scored(client, marked):
+    """Issue 47: direction marks, NUL and zero-width characters glued to the words made them unknown
+    to the tokenizer, so the text scored as an empty one; they are dropped before tokenizing."""
+    plain = client.post("/predict", json={"text": "좋아요"}).json()
+    answer = client.post("/predict", json={"text": marked})
+    assert answer.status_code == 200 and answer.json() == plain
+
+
 @pytest.mark.parametrize(("path", "body", "message"), BAD_REQUESTS)
 def test_bad_input_gets_422_with_its_message(client, path, body, message):
     # json.dumps keeps a lone surrogate as the \ud800 escape, as a hostile client would send it
