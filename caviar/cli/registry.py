@@ -117,7 +117,8 @@ def registry_list(
 @registry_app.command("show")
 def registry_show(
     name: str = typer.Argument(..., help="a model, or model/version as `registry list` prints it"),
-    version: str | None = typer.Argument(None, help="v<N> or current (default: current)"),
+    version: str | None = typer.Argument(None, help="v<N> or current (default: current; MLflow: @champion)"),
+    registry: str | None = REGISTRY_OPTION,
 ) -> None:
     """The model card of a version (default: current)."""
     # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
@@ -126,10 +127,29 @@ def registry_show(
     model, _, tail = name.rpartition("/")
     if version is None and model and (tail == CURRENT or VERSION.fullmatch(tail)):  # nsmc-sentiment/v2, as listed
         name, version = model, tail
-    folder = version_dir_of(name, version or CURRENT)
+    chosen = chosen_registry(registry)
+    if chosen.mlflow_uri:
+        typer.echo(
+            json.dumps(read_card(_mlflow_version(chosen.mlflow_uri, name, version)), indent=2, ensure_ascii=False)
+        )
+        return
+    folder = version_dir_of(name, version or CURRENT, chosen.root)
     if not folder.exists():
         raise UserError(f"{folder}: no such model version")
     typer.echo(json.dumps(read_card(folder), indent=2, ensure_ascii=False))
+
+
+def _mlflow_version(uri: str, name: str, version: str | None) -> Path:
+    """A version of MLflow's registry (default: @champion), downloaded and checked."""
+    # lazy: MLflow is an optional extra, imported only for its registry
+    from caviar.registry.mlflow_registry import CHAMPION, MlflowRegistry, version_number
+
+    found = MlflowRegistry(uri, name)
+    found.require()
+    number = found.alias(CHAMPION) if version in (None, "current") else version_number(version)
+    if number is None:
+        raise UserError(f"{name}: no version is @{CHAMPION} in MLflow at {uri}; name one, e.g. v1")
+    return found.fetch(number)
 
 
 @registry_app.command("rollback")

@@ -76,6 +76,10 @@ def test_promote_gate_challenger_rollback_list_predict_and_pyfunc(cli, experimen
     assert rows["v3"]["current"] and rows["v3"]["aliases"] == [CHAMPION] and rows["v2"]["aliases"] == [CHALLENGER]
     assert "refused" in rows["v2"]["gate"] and rows["v1"]["gate"].startswith("the first champion")
 
+    shown = cli("registry", "show", "nsmc-a/v2")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["version"] == "v2", shown.stderr
+    assert json.loads(cli("registry", "show", "nsmc-a").stdout)["version"] == "v3"  # @champion
+
     rolled = cli("registry", "rollback", "nsmc-a")  # past the refused v2, to v1
     assert rolled.returncode == 0 and rolled.stdout.strip() == "nsmc-a: @champion v3 -> v1", rolled.stderr
     assert cli("registry", "rollback", "nsmc-a", "--to", "v3").returncode == 0
