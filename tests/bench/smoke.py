@@ -19,6 +19,7 @@ def smoke(tmp_path: Path, module: str, *args: str, result: str | None = None) ->
     it is not the module's)."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env |= {"CAVIAR_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(PROJECT), "NSMC_DIR": str(REAL_NSMC)}
+    env.setdefault("CAVIAR_COMPILE_BACKEND", "aot_eager")  # compile traced, no code generated: as test_train
     command = [sys.executable, "-m", f"bench.{module}", *args, "--smoke"]
     proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
