@@ -40,6 +40,8 @@ class Settings:
     nsmc_dir: str | None  # NSMC_DIR: a folder holding ratings_train.txt and ratings_test.txt
     registry: Path | None  # CAVIAR_REGISTRY: the model registry (default <data_home>/caviar/registry)
     data_home: Path  # XDG_DATA_HOME: the user's data folder (default ~/.local/share)
+    config_home: Path  # XDG_CONFIG_HOME: the user's settings folder (default ~/.config): the state key's
+    state_key: str | None  # CAVIAR_STATE_KEY: the key (hex) that signs Ray's saved state, else a file's
     api_key: str | None  # CAVIAR_API_KEY: bearer key `caviar serve` requires, when set
     allocator: str  # CAVIAR_ALLOCATOR: jemalloc (default) or system
     jemalloc: str | None  # CAVIAR_JEMALLOC: a libjemalloc.so.2 outside the usual folders
@@ -59,6 +61,8 @@ class Settings:
             nsmc_dir=env.get("NSMC_DIR") or None,
             registry=_folder_registry(env.get("CAVIAR_REGISTRY", "")),
             data_home=Path(env.get("XDG_DATA_HOME") or "~/.local/share").expanduser(),
+            config_home=Path(env.get("XDG_CONFIG_HOME") or "~/.config").expanduser(),
+            state_key=env.get("CAVIAR_STATE_KEY") or None,
             api_key=env.get("CAVIAR_API_KEY"),
             allocator=env.get("CAVIAR_ALLOCATOR", "jemalloc"),
             jemalloc=env.get("CAVIAR_JEMALLOC") or None,

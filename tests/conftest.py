@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -40,6 +41,10 @@ def pytest_configure(config):
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     os.environ[ray_processes.TAG] = f"{worker}-{secrets.token_hex(4)}"
     config._caviar_ray_tmp = os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="cvr", dir="/tmp")
+    # one key signs Ray's saved state for the whole run (ray_compat/state_signature.py): an experiment
+    # one worker made, another resumes; never the user's own key file
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or secrets.token_hex(8)
+    os.environ["CAVIAR_STATE_KEY"] = hashlib.sha256(run.encode()).hexdigest()
 
 
 def pytest_unconfigure(config):

@@ -97,12 +97,19 @@ def resume_cmd(
     address: str | None = typer.Option(None, help=ADDRESS_HELP),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
     verbose: bool = typer.Option(False, "--verbose", help=VERBOSE_HELP),
+    trust_state: bool = typer.Option(
+        False, "--trust-state", help="resume an experiment caviar did not save here (Ray unpickles its state)"
+    ),
 ) -> None:
     """Continue an experiment whose driver stopped; finished trials are not run again."""
     # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
     from caviar.tuning.pipeline import resume_experiment
 
     _verbosity(verbose)
+    if trust_state:  # the user vouches for the folder: its Ray state is signed as if caviar saved it here
+        from caviar.tuning.search.tuner import trust_saved_state  # lazy: Ray (~0.6 s) loads where it runs
+
+        trust_saved_state(experiment_folder(experiment))
     _tuning(lambda: resume_experiment(experiment, address=address), as_json)
 
 

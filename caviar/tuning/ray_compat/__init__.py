@@ -17,4 +17,6 @@ go. Together they are why pyproject.toml pins Ray to <2.61.
 | connection        | a cluster address that does not answer is a long hang, then a traceback | none filed |
 | search_rng        | Ray's search draws trials with a private generator; fused members too  | none filed |
 | moved_modules     | Ray's pickles name caviar's modules by their paths before the move     | none filed |
+| stale_staging     | a resumed driver writes into an earlier driver's staging folder        | none filed |
+| state_signature   | Ray's resume unpickles whatever an experiment folder holds             | none filed |
 """

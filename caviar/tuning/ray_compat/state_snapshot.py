@@ -23,11 +23,14 @@ the process. Upstream: none filed. Canary: test_ray_compat checks Ray's save_to_
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 
+from caviar.experiment.layout import RAY_TUNER_STATE
+from caviar.tuning.ray_compat.state_signature import signed
 from caviar.tuning.ray_compat.tensorboard import TrialTensorBoard
 from model.files import atomic_path
 
@@ -74,8 +77,9 @@ def _save_to_dir(self) -> None:
             "files": {name: base64.b64encode(data).decode() for name, data in side.items()},
         },
     }
+    encoded = json.loads(json.dumps(state, cls=TuneFunctionEncoder))  # as resume will read it back
     with atomic_path(staging / self.experiment_state_file_name) as tmp, open(tmp, "w") as f:
-        json.dump(state, f, cls=TuneFunctionEncoder)
+        json.dump(signed(encoded, _tuner_sha256(self)), f)  # resume runs no pickle caviar did not sign
     for name, data in side.items():  # the files Ray reads on resume, as before
         with atomic_path(staging / name) as tmp:
             tmp.write_bytes(data)
@@ -84,13 +88,32 @@ def _save_to_dir(self) -> None:
 _save_to_dir.caviar_snapshot = True
 
 
+def _tuner_sha256(controller) -> str | None:
+    """tuner.pkl's sha256, read once a run from the storage Ray wrote it to (before the run began)."""
+    if not hasattr(controller, "_caviar_tuner_sha256"):
+        try:
+            storage = controller._storage
+            path = f"{storage.experiment_fs_path}/{RAY_TUNER_STATE}"
+            with storage.storage_filesystem.open_input_file(path) as file:
+                controller._caviar_tuner_sha256 = hashlib.sha256(file.readall()).hexdigest()
+        except (AttributeError, OSError):  # no tuner.pkl (a bare controller): the state alone is signed
+            controller._caviar_tuner_sha256 = None
+    return controller._caviar_tuner_sha256
+
+
+def newest_state(folder: Path) -> Path | None:
+    """The experiment state file Ray resumes from: the newest by name."""
+    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
+
+    newest = _find_newest_experiment_checkpoint(str(folder))
+    return None if newest is None else Path(newest)
+
+
 def restore_side_states(folder: Path) -> list[str]:
     """Write the newest experiment state's searcher and callback files into a local experiment folder,
     over whatever a kill left there; a side file named after a later session (made after that
     snapshot) is renamed aside. Returns the names written; none for a state saved without them."""
-    from ray.tune.execution.experiment_state import _find_newest_experiment_checkpoint
-
-    newest = _find_newest_experiment_checkpoint(str(folder))
+    newest = newest_state(folder)
     if newest is None:
         return []
     with open(newest, encoding="utf-8") as f:

@@ -23,8 +23,10 @@ from caviar.tuning.ray_compat.moved_modules import alias_moved_modules
 from caviar.tuning.ray_compat.progress import fit as fit  # re-exported: build or restore, then fit
 from caviar.tuning.ray_compat.progress import quiet_reporter
 from caviar.tuning.ray_compat.resume_repair import prepare_resume
+from caviar.tuning.ray_compat.stale_staging import forget_earlier_drivers
+from caviar.tuning.ray_compat.state_signature import check_signed, trust
 from caviar.tuning.ray_compat.state_snapshot import install as snapshot_states_together
-from caviar.tuning.ray_compat.state_snapshot import restore_side_states
+from caviar.tuning.ray_compat.state_snapshot import newest_state, restore_side_states
 from caviar.tuning.ray_compat.tensorboard import TrialTensorBoard
 from caviar.tuning.ray_compat.time_budget import TimeBudget
 from caviar.tuning.search import schedulers
@@ -76,6 +78,7 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
     else:
         trainable = trainable_of(job, splits, plan.replay)
     filesystem, path = filesystem_of(mirror.uri_of(folder)) if mirror else (atomic_local_filesystem(), str(folder))
+    forget_earlier_drivers(Path(folder).name)  # their files in this Ray session would go back over the cut
     tuner = tune.Tuner.restore(
         path, trainable, resume_unfinished=True, resume_errored=True, storage_filesystem=filesystem
     )
@@ -84,17 +87,34 @@ def restore_tuner(job: JobSpec, folder: Path, splits: Splits):
 
 
 def check_tuner_state(folder: Path) -> None:
-    """Ray's tuner.pkl must unpickle (Ray reads it first, and a damaged one was a ValueError traceback);
-    it is Ray's own file in the experiment the user resumes, unpickled here as Ray would."""
+    """Ray's tuner.pkl must unpickle (Ray reads it first, and a damaged one was a ValueError traceback).
+    First, it and the experiment state must be what caviar signed (ray_compat.state_signature):
+    nothing from another's folder is unpickled, here or by Ray."""
     path = Path(folder) / RAY_TUNER_STATE
     if not path.is_file():
         raise UserError(f"{path}: missing; Ray cannot resume an experiment without it")
+    check_signed(folder, newest_state(folder))
     alias_moved_modules()  # an experiment made before tuning/'s modules moved names their old paths
     try:
         with path.open("rb") as file:
             pickle.load(file)  # noqa: S301
     except Exception as err:  # garbage raises anything from UnpicklingError to ValueError
         raise UserError(f"{path}: damaged, Ray's tuner state cannot be read ({short(err, 100)})") from None
+
+
+def trust_saved_state(experiment_dir: Path) -> list[str]:
+    """`caviar resume --trust-state`: sign the experiment's Ray state (every round's) with this
+    user's key, as if caviar had saved it here; the user vouches for where it came from."""
+    folders = [Path(experiment_dir), *sorted(Path(experiment_dir).glob("round-*"))]
+    mirror = mirror_of(experiment_dir)  # on object storage: the signed state goes to the store too
+    signed = []
+    with mirror.changes_pushed(experiment_dir) if mirror else contextlib.nullcontext():
+        for folder in folders:
+            if (state := newest_state(folder)) is not None:
+                trust(folder, state)
+                log.warning("signed as trusted, at your word: %s", state)
+                signed.append(str(state))
+    return signed
 
 
 def build_tuner(job: JobSpec, experiment: str, storage: Storage, splits: Splits):

@@ -371,7 +371,7 @@ def test_epochs_past_max_t_are_a_note():
         ("job-not-json", "caviar_job.json: damaged, not valid JSON"),
         ("job-schema", "caviar_job.json: name: Input should be a valid string"),
         ("job-deep", "caviar_job.json: damaged, nested too deeply"),
-        ("tuner-pkl", "tuner.pkl: damaged, Ray's tuner state cannot be read"),
+        ("tuner-pkl", "tuner.pkl: not the file caviar recorded with the experiment state"),
     ],
 )
 def test_a_damaged_experiment_file_is_one_line(cli, experiment, tmp_path, damage, message):

@@ -414,3 +414,12 @@ def test_moved_modules_canary_a_tuner_state_naming_the_old_paths_still_loads(tmp
     checked = "import sys; from caviar.tuning.search.tuner import check_tuner_state; check_tuner_state(sys.argv[1])"
     proc = subprocess.run([sys.executable, "-c", checked, str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_stale_staging_canary_a_trials_driver_files_live_under_the_session_by_timestamp_and_name():
+    """stale_staging removes <session>/artifacts/*/<experiment>/ before a resume: Ray must still
+    stage a driver's files there, the timestamp first and the experiment's name after it."""
+    from ray.train._internal.storage import StorageContext
+
+    source = inspect.getsource(StorageContext)
+    assert "_get_ray_train_session_dir(), self._timestamp, self.experiment_dir_name" in source
