@@ -86,7 +86,7 @@ def check_signed(folder: Path, state_file: Path | None) -> None:
     again = f"if you trust where it came from: caviar resume --trust-state {folder}"
     if not isinstance(found, dict) or not isinstance(found.get("hmac"), str):
         raise UserError(
-            f"{state_file}: not signed by caviar (made elsewhere, or by a caviar before 0.3); "
+            f"{state_file}: not signed by caviar (made elsewhere, or by a caviar that did not sign yet); "
             f"resuming unpickles code from it, so nothing was run; {again}"
         )
     tuner = found.get("tuner_pkl_sha256")
