@@ -162,7 +162,7 @@ def main() -> None:
         "model": model,
         "train": {"epochs": args.epochs, "eval_every": 0.25},
     }
-    gate_reviews, _ = load_gate(resolve(bench_job(base, Path(tempfile.gettempdir()))).job.data)
+    gate_reviews = load_gate(resolve(bench_job(base, Path(tempfile.gettempdir()))).job.data)[0].reviews
     labels, texts = gate_reviews.label.to_numpy(), gate_reviews.document.tolist()
     print(
         f"gate: {len(labels):,} reviews; {seeds} seeds, {weak_seeds} weak runs, {len(grid)} configurations", flush=True

@@ -70,15 +70,19 @@ class Strict(BaseModel):
 
 class DataConfig(Strict):
     dir: str | None = Field(None, description="folder holding ratings_train.txt/ratings_test.txt; else NSMC_DIR")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="stratified share of the train file held out")
+    val_fraction: float = Field(
+        0.1, gt=0, lt=1, description="stratified share held out for validation, of the reviews outside the gate"
+    )
     gate: float = Field(
         0.05,
         ge=0,
         lt=0.5,
-        description="share of the train file held out for `caviar promote` alone (0: no gate); "
-        "validation chooses within an experiment, the gate decides what replaces the served model",
+        description="share of the train file held out for `caviar promote` alone (0: no gate), chosen by "
+        "a hash of each review, so no run trains on a gate review; the gate decides what replaces the served model",
     )
-    limit: int | None = Field(None, gt=1, description="stratified subset of the train file (quick jobs)")
+    limit: int | None = Field(
+        None, gt=1, description="stratified subset of the reviews outside the gate, to train and validate (quick jobs)"
+    )
     test_limit: int | None = Field(None, gt=1, description="stratified subset of the test file (quick jobs)")
     seed: int = Field(0, description="split seed; fixed across trials so they share one validation set")
     download_url: str = Field(
@@ -93,6 +97,13 @@ class DataConfig(Strict):
     train_fingerprint: str | None = Field(
         None,
         description="sha256 of the train file alone: what the gate checks without opening the test file",
+        json_schema_extra={"set_by_caviar": True},
+    )
+    split: int | None = Field(
+        None,
+        ge=1,
+        le=2,
+        description="how the train file was split (model/split.py); a run records the version it used",
         json_schema_extra={"set_by_caviar": True},
     )
 

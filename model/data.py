@@ -21,6 +21,7 @@ from model.config import DataConfig
 from model.errors import UserError
 from model.files import atomic_path, writable_folder
 from model.settings import settings
+from model.split import SPLIT_VERSION, HeldOut, held_out, parts_of, split_version, stratified_pick
 
 log = logging.getLogger("caviar.data")
 
@@ -160,19 +161,6 @@ def _check_header(path: Path, raw: bytes) -> None:
         raise UserError(f"{path}: line 1 is {header[:60]!r}, expected the NSMC header 'id<TAB>document<TAB>label'")
 
 
-def stratified_pick(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Indices of n rows keeping the label balance, chosen reproducibly by seed."""
-    rng = np.random.default_rng(seed)
-    if len(labels) == 0:
-        return np.array([], dtype=np.int64)
-    picked = []
-    for label in np.unique(labels):
-        rows = np.flatnonzero(labels == label)
-        take = round(n * len(rows) / len(labels))
-        picked.append(rng.permutation(rows)[:take])
-    return np.sort(np.concatenate(picked))
-
-
 def fingerprint(paths: list[Path]) -> str:
     """sha256 over the files' bytes: which data a model saw, recorded next to its metrics."""
     digest = hashlib.sha256()
@@ -191,33 +179,15 @@ class Splits:
     fingerprint: str
     gate: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"document": [], "label": []}))
     train_fingerprint: str | None = None
+    split: int = SPLIT_VERSION
+
+    def recorded(self) -> dict:
+        """What a run records in its data section: the files it read and how it split them."""
+        return {"fingerprint": self.fingerprint, "train_fingerprint": self.train_fingerprint, "split": self.split}
 
 
-def train_parts(cfg: DataConfig, full: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Which rows of the train file are validation and which the gate (boolean masks): stratified,
-    fixed by the split seed, disjoint, and the same whether or not the test file is read."""
-    labels = full.label.to_numpy()
-    is_val = np.zeros(len(full), dtype=bool)
-    is_val[stratified_pick(labels, max(2, round(len(full) * cfg.val_fraction)), cfg.seed + 1)] = True
-    is_gate = np.zeros(len(full), dtype=bool)
-    if cfg.gate > 0:
-        rest = np.flatnonzero(~is_val)
-        n = min(max(2, round(len(full) * cfg.gate)), len(rest))
-        is_gate[rest[stratified_pick(labels[rest], n, cfg.seed + 2)]] = True
-    return is_val, is_gate
-
-
-def limited_train_file(cfg: DataConfig, folder: Path) -> pd.DataFrame:
-    """The train file, or its stratified `data.limit` subset, which the splits are drawn from."""
-    full = read_reviews(folder / TRAIN_FILE)
-    if cfg.limit is not None and cfg.limit < len(full):
-        full = full.iloc[stratified_pick(full.label.to_numpy(), cfg.limit, cfg.seed)].reset_index(drop=True)
-    return full
-
-
-def load_gate(cfg: DataConfig) -> tuple[pd.DataFrame, str]:
-    """The gate split and the train file's sha256, reading the train file alone: what promotion
-    decides on, with the test file never opened."""
+def read_train_file(cfg: DataConfig) -> tuple[pd.DataFrame, str, Path]:
+    """The whole train file, its sha256 checked against the one the run recorded, and the folder."""
     folder = locate_nsmc(cfg)
     found = fingerprint([folder / TRAIN_FILE])
     if cfg.train_fingerprint is not None and found != cfg.train_fingerprint:
@@ -225,19 +195,24 @@ def load_gate(cfg: DataConfig) -> tuple[pd.DataFrame, str]:
             f"{folder / TRAIN_FILE}: changed since the run recorded it (fingerprint {found[:12]}, "
             f"recorded {cfg.train_fingerprint[:12]}); point NSMC_DIR at the data the run used"
         )
-    full = limited_train_file(cfg, folder)
-    _, is_gate = train_parts(cfg, full)
-    return full[is_gate].reset_index(drop=True), found
+    return read_reviews(folder / TRAIN_FILE), found, folder
+
+
+def load_gate(cfg: DataConfig, others: list[DataConfig] = ()) -> tuple[HeldOut, str]:
+    """The gate reviews and the train file's sha256, reading the train file alone: what promotion
+    decides on, with the test file never opened. `others` (the version in service) drop every
+    gate review they trained on or chose by."""
+    full, found, _ = read_train_file(cfg)
+    return held_out(cfg, full, list(others)), found
 
 
 def load_splits(cfg: DataConfig) -> Splits:
-    """Train, validation and gate from the train file (stratified, seeded); the test file only ever reports."""
-    folder = locate_nsmc(cfg)
-    full = limited_train_file(cfg, folder)
+    """Train, validation and gate from the train file (model/split.py); the test file only ever reports."""
+    full, train_found, folder = read_train_file(cfg)
     test = read_reviews(folder / TEST_FILE)
     if cfg.test_limit is not None and cfg.test_limit < len(test):
         test = test.iloc[stratified_pick(test.label.to_numpy(), cfg.test_limit, cfg.seed)].reset_index(drop=True)
-    is_val, is_gate = train_parts(cfg, full)
+    parts = parts_of(cfg, full)
     found = fingerprint([folder / TRAIN_FILE, folder / TEST_FILE])
     if cfg.fingerprint is not None and found != cfg.fingerprint:
         raise UserError(
@@ -245,12 +220,13 @@ def load_splits(cfg: DataConfig) -> Splits:
             f"recorded {cfg.fingerprint[:12]}); point NSMC_DIR at the data the run used"
         )
     splits = Splits(
-        train=full[~is_val & ~is_gate].reset_index(drop=True),
-        val=full[is_val].reset_index(drop=True),
+        train=full[parts.train].reset_index(drop=True),
+        val=full[parts.val].reset_index(drop=True),
         test=test,
         fingerprint=found,
-        gate=full[is_gate].reset_index(drop=True),
-        train_fingerprint=fingerprint([folder / TRAIN_FILE]),
+        gate=full[parts.gate].reset_index(drop=True),
+        train_fingerprint=train_found,
+        split=split_version(cfg),
     )
     check_splits(splits, folder / TRAIN_FILE)
     log.info(

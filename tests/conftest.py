@@ -76,11 +76,16 @@ def tiny_config() -> TrialConfig:
     return TrialConfig.model_validate(TINY)
 
 
+# the fixture's 240 reviews hold about 12 gate reviews, far below the 500 a real promotion asks
+TINY_PROMOTE = {"min_gate_reviews": 5}
+
+
 def tiny_job_yaml(path: Path, **sections) -> Path:
     """Write a job file for the tiny config, with extra or replaced top-level sections."""
     import yaml
 
-    path.write_text(yaml.safe_dump({**TINY, **sections}, allow_unicode=True), encoding="utf-8")
+    job = {**TINY, "promote": TINY_PROMOTE, **sections}
+    path.write_text(yaml.safe_dump(job, allow_unicode=True), encoding="utf-8")
     return path
 
 

@@ -52,6 +52,7 @@ def root(
     ),
 ) -> None:
     """caviar: tune a Korean sentiment classifier (NSMC) with Ray Tune, then promote and serve the best."""
+    training.command_started()
 
 
 @app.command("schema")

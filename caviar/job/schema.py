@@ -76,6 +76,12 @@ class PromoteSpec(Strict):
         description="gate accuracy the candidate must gain (0.005 = half a point): the paired 95% "
         "interval of its gain over the current version must lie above this",
     )
+    min_gate_reviews: int = Field(
+        500,
+        ge=1,
+        description="fewest gate reviews, held out by both the candidate and the version in service, "
+        "that may decide a promotion; fewer refuse it (--force promotes anyway)",
+    )
 
 
 class TrackingSpec(Strict):

@@ -137,7 +137,7 @@ def _here(recorded: str, experiment_dir: Path) -> Path:
 
 ROLES = {
     "val": "chose this checkpoint within its experiment, so it is optimistic",
-    "gate": "decided the promotion against the version in service: unbiased for that choice",
+    "gate": "decided the promotion against the version in service, on reviews neither trained on or chose by",
     "test": "reported only; it chose nothing",
 }
 

@@ -116,6 +116,7 @@ def _tags(card: dict, decision: GateResult | None, refused: bool, forced: bool) 
     }
     if decision is not None:
         tags |= {"gate.reviews": decision.reviews, "gate.against": decision.against, "gate.passed": decision.passed}
+        tags |= {"gate.drawn": decision.drawn, "gate.seen_before": decision.seen_before}
         if decision.gain is not None:
             tags |= {"gate.gain": decision.gain, "gate.interval": decision.interval}
     if refused:

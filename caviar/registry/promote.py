@@ -63,13 +63,9 @@ class Promotion:
         if gate.against is None:
             accuracy, reviews = gate.candidate_accuracy, gate.reviews
             return f"the first version, gate accuracy {accuracy:.4f} on {reviews:,} reviews; {test}"
-        low, high = gate.interval
         forced = "" if gate.passed else ", below the gate but forced"
         other = f", {gate.against} trained on other data" if gate.same_data is False else ""
-        return (
-            f"gate {gate.gain * 100:+.2f} points [{low * 100:+.2f}, {high * 100:+.2f}] on "
-            f"{gate.reviews:,} reviews against {gate.against}{other}{forced}; {test}"
-        )
+        return f"gate {gate.gain_text()}{other}{forced}; {test}"
 
 
 def promote(experiment_dir: Path, name: str, force: bool = False, root: Path | None = None) -> Promotion:

@@ -70,9 +70,7 @@ def resolve(job: JobSpec) -> Resolved:
     storage = Storage.of(job.storage).root
     job = job.model_copy(
         update={
-            "data": data.model_copy(
-                update={"fingerprint": splits.fingerprint, "train_fingerprint": splits.train_fingerprint}
-            ),
+            "data": data.model_copy(update=splits.recorded()),
             "storage": storage,
         }
     )

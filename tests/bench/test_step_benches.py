@@ -59,6 +59,14 @@ def test_the_selection_benchmark_runs(tmp_path):
     assert figures["gate_reviews"] > 0 and figures["false_promotions"]["pairs"] > 0
 
 
+def test_the_gate_overlap_benchmark_runs(tmp_path):
+    figures = smoke(tmp_path, "gate_overlap")
+    assert figures["train_reviews"] == 240 and set(figures) >= {"split_1", "split_2"}
+    # version 2 with another validation share: no gate review was trained on, before the rule or after
+    assert figures["split_2"]["val_fraction 0.2"]["seen_by_the_version_in_service"] == 0
+    assert all(row["seen_after_the_rule"] == 0 for v in (1, 2) for row in figures[f"split_{v}"].values())
+
+
 def test_the_serve_load_benchmark_runs(tmp_path):
     figures = smoke(tmp_path, "serve_load")
     assert figures["single"]["requests"] == 100 and figures["single"]["errors"] == 0

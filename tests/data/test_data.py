@@ -56,22 +56,70 @@ def test_split_is_stratified_seeded_and_disjoint():
     a, b = nsmc.load_splits(cfg), nsmc.load_splits(cfg)
     assert set(a.train.id).isdisjoint(a.val.id)
     assert set(a.gate.id).isdisjoint(set(a.train.id) | set(a.val.id))  # issue 31: the gate is neither
-    assert (len(a.train), len(a.val), len(a.gate)) == (168, 60, 12)  # 240 = the rest, 25%, 5%
-    assert a.val.label.mean() == pytest.approx(0.5, abs=0.02) and a.gate.label.mean() == pytest.approx(0.5)
+    assert (len(a.train), len(a.val), len(a.gate)) == (171, 57, 12)  # the hash's 12 of 240; 25% of the rest
+    assert a.val.label.mean() == pytest.approx(0.5, abs=0.02) and a.split == 2
     assert list(a.val.id) == list(b.val.id) and list(a.gate.id) == list(b.gate.id)
     other = nsmc.load_splits(cfg.model_copy(update={"seed": 4}))
-    assert list(other.val.id) != list(a.val.id) and list(other.gate.id) != list(a.gate.id)
-    gate, train_sha = nsmc.load_gate(cfg)  # what promotion reads: the same reviews, the train file alone
-    assert list(gate.id) == list(a.gate.id) and train_sha == a.train_fingerprint
+    assert list(other.val.id) != list(a.val.id) and list(other.gate.id) == list(a.gate.id)
+    held, train_sha = nsmc.load_gate(cfg)  # what promotion reads: the same reviews, the train file alone
+    assert list(held.reviews.id) == list(a.gate.id) and train_sha == a.train_fingerprint
+    assert (held.drawn, held.seen_before) == (12, 0)
     no_gate = nsmc.load_splits(cfg.model_copy(update={"gate": 0.0}))
     assert len(no_gate.gate) == 0 and len(no_gate.train) == 180
 
 
+def test_the_gate_holds_the_same_reviews_whatever_the_other_split_settings():
+    """Issue 47, item 2: gate membership is the review's own (a salted hash), so a run with another
+    validation share, seed or limit never trains on a gate review; a larger gate holds the smaller."""
+    base = DataConfig(dir=str(FIXTURE_NSMC), gate=0.1)
+    gate = set(nsmc.load_splits(base).gate.id)
+    for change in ({"val_fraction": 0.4}, {"seed": 9}, {"limit": 60}, {"val_fraction": 0.05, "limit": 200}):
+        splits = nsmc.load_splits(base.model_copy(update=change))
+        assert set(splits.gate.id) == gate, change
+        assert gate.isdisjoint(set(splits.train.id) | set(splits.val.id)), change
+    assert set(nsmc.load_splits(base.model_copy(update={"gate": 0.05})).gate.id) < gate
+    assert set(nsmc.load_splits(base.model_copy(update={"gate": 0.3})).gate.id) > gate
+
+
+def test_an_experiment_recorded_before_split_versions_keeps_its_split():
+    """A record with fingerprints and no split version predates version 2: its rows are split as
+    they were (the seeded, stratified gate inside the limited subset)."""
+    fresh = nsmc.load_splits(DataConfig(dir=str(FIXTURE_NSMC), val_fraction=0.25, seed=3))
+    old = DataConfig(dir=str(FIXTURE_NSMC), val_fraction=0.25, seed=3, train_fingerprint=fresh.train_fingerprint)
+    before = nsmc.load_splits(old)
+    assert (len(before.train), len(before.val), len(before.gate)) == (168, 60, 12) and before.split == 1
+    assert before.gate.label.mean() == pytest.approx(0.5) and set(before.gate.id) != set(fresh.gate.id)
+    assert before.recorded()["split"] == 1 and fresh.recorded()["split"] == 2
+
+
+def test_the_gate_drops_every_review_the_version_in_service_trained_on_or_chose_by():
+    """Issue 47, item 2: two versions split differently are compared on the reviews both held out.
+    The version in service was trained with other settings (a smaller gate, another validation
+    share, seed and limit); a version from before split versions overlaps the candidate's gate, and
+    those reviews are dropped."""
+    candidate = DataConfig(dir=str(FIXTURE_NSMC), gate=0.2, val_fraction=0.2, seed=5)
+    in_service = DataConfig(dir=str(FIXTURE_NSMC), gate=0.1, val_fraction=0.3, seed=1, limit=150)
+    held, _ = nsmc.load_gate(candidate, [in_service])
+    served = nsmc.load_splits(in_service)
+    assert set(held.reviews.id).isdisjoint(set(served.train.id) | set(served.val.id))
+    mine = set(nsmc.load_splits(candidate).gate.id)
+    # what both held out: the candidate's gate less what the other saw; its limit left out the rest
+    assert set(held.reviews.id) == mine - set(served.train.id) - set(served.val.id) >= set(served.gate.id)
+    assert held.drawn == len(mine) and held.seen_before == held.drawn - len(held.reviews) > 0
+    sha = served.train_fingerprint
+    legacy = DataConfig(dir=str(FIXTURE_NSMC), gate=0.05, val_fraction=0.1, train_fingerprint=sha)
+    seen = nsmc.load_splits(legacy)
+    overlap = set(nsmc.load_splits(candidate).gate.id) & (set(seen.train.id) | set(seen.val.id))
+    held, _ = nsmc.load_gate(candidate, [legacy])
+    assert len(overlap) > 0 and held.seen_before == len(overlap)
+    assert set(held.reviews.id).isdisjoint(set(seen.train.id) | set(seen.val.id))
+
+
 def test_limit_takes_a_stratified_subset():
     splits = nsmc.load_splits(DataConfig(dir=str(FIXTURE_NSMC), limit=100, test_limit=40))
-    assert len(splits.train) + len(splits.val) + len(splits.gate) == 100
+    assert len(splits.train) + len(splits.val) == 100 and len(splits.gate) == 12  # the gate is the file's
     assert len(splits.test) == 40
-    assert np.mean(list(splits.train.label) + list(splits.val.label)) == pytest.approx(0.5)
+    assert np.mean(list(splits.train.label) + list(splits.val.label)) == pytest.approx(0.5, abs=0.02)
 
 
 def test_fingerprint_follows_the_bytes(tmp_path):
@@ -168,7 +216,7 @@ def test_a_single_class_train_file_is_refused(tmp_path):
     """Issue 9.22: it would train silently to val_accuracy 1.0."""
     write(tmp_path, ["id\tdocument\tlabel"] + [f"{i}\t좋은 영화 {i}\t1" for i in range(300)])
     shutil.copy(FIXTURE_NSMC / "ratings_test.txt", tmp_path / "ratings_test.txt")
-    with pytest.raises(UserError, match=r"the train split holds 0 부정, 255 긍정; a classifier needs both labels"):
+    with pytest.raises(UserError, match=r"the train split holds 0 부정, 253 긍정; a classifier needs both labels"):
         nsmc.load_splits(DataConfig(dir=str(tmp_path)))
 
 
@@ -177,7 +225,7 @@ def test_heavy_duplication_is_warned_with_counts(tmp_path, caplog):
     write(tmp_path, ["id\tdocument\tlabel", *rows])
     shutil.copy(FIXTURE_NSMC / "ratings_test.txt", tmp_path / "ratings_test.txt")
     nsmc.load_splits(DataConfig(dir=str(tmp_path)))
-    assert "224 of 254 train reviews (88%) repeat an earlier one" in caplog.text  # 300 less val (30) and gate (15)
+    assert "216 of 243 train reviews (89%) repeat an earlier one" in caplog.text  # less gate (3 × 10) and val
 
 
 def test_a_line_far_longer_than_a_review_is_a_bad_row(tmp_path, caplog):

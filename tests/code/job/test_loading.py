@@ -203,6 +203,7 @@ def test_what_caviar_resolves_is_not_a_key_a_user_writes(cli, tmp_path):
     assert set(keys) == {
         "data.fingerprint",
         "data.train_fingerprint",
+        "data.split",
         "stages.pretrained_by",
         "stages.pretrained",
         "stages.lr_range",
