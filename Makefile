@@ -32,7 +32,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadscope --durations=15
+	$(PY) -m pytest -q -p no:cacheprovider -n 3 --dist loadscope --durations=15
 
 format: setup
 	$(VENV)/bin/ruff format .

@@ -75,9 +75,17 @@ class Settings:
         )
 
 
+MLFLOW_REGISTRY = "mlflow:"  # CAVIAR_REGISTRY=mlflow:<tracking URI> names MLflow's registry (caviar/cli/registry.py)
+
+
+def names_mlflow(value: str) -> bool:
+    """A registry setting that names MLflow's model registry rather than a folder."""
+    return value.startswith(MLFLOW_REGISTRY)
+
+
 def _folder_registry(value: str) -> Path | None:
-    """CAVIAR_REGISTRY as a folder; mlflow:<URI> names MLflow's registry instead (caviar/cli/registry.py)."""
-    return Path(value).expanduser() if value and not value.startswith("mlflow:") else None
+    """CAVIAR_REGISTRY as a folder; None when unset or when it names MLflow's registry."""
+    return Path(value).expanduser() if value and not names_mlflow(value) else None
 
 
 def settings() -> Settings:
@@ -92,7 +100,7 @@ def path_variables(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     machine passes on (it runs in an uploaded copy of the project, where a relative path is wrong)."""
     env = os.environ if environ is None else environ
     return {
-        k: env[k] if env[k].startswith("mlflow:") else str(Path(env[k]).expanduser().resolve())
+        k: env[k] if names_mlflow(env[k]) else str(Path(env[k]).expanduser().resolve())
         for k in PATH_VARIABLES
         if env.get(k)
     }

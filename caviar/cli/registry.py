@@ -15,8 +15,8 @@ import typer
 
 from caviar.experiment.layout import legacy_registry, registry_root
 from model.errors import UserError
+from model.settings import MLFLOW_REGISTRY, names_mlflow
 
-MLFLOW = "mlflow:"
 REGISTRY_HELP = (
     "the registry: a folder, or mlflow:<tracking URI> for MLflow's model registry "
     "(default: CAVIAR_REGISTRY, else ~/.local/share/caviar/registry)"
@@ -32,16 +32,16 @@ class Registry:
 
     @property
     def shown(self) -> str:
-        return f"{MLFLOW}{self.mlflow_uri}" if self.mlflow_uri else str(self.root)
+        return f"{MLFLOW_REGISTRY}{self.mlflow_uri}" if self.mlflow_uri else str(self.root)
 
 
 def chosen_registry(given: str | None) -> Registry:
     """--registry, else CAVIAR_REGISTRY, else the user's folder registry."""
     chosen = given if given is not None else os.environ.get("CAVIAR_REGISTRY", "")
-    if chosen.startswith(MLFLOW):
-        if not (uri := chosen.removeprefix(MLFLOW)):
+    if names_mlflow(chosen):
+        if not (uri := chosen.removeprefix(MLFLOW_REGISTRY)):
             raise UserError(
-                f"registry {chosen!r}: give the tracking URI after {MLFLOW}, e.g. {MLFLOW}http://127.0.0.1:5000"
+                f"registry {chosen!r}: give the tracking URI after {MLFLOW_REGISTRY}, e.g. {MLFLOW_REGISTRY}http://127.0.0.1:5000"
             )
         return Registry(mlflow_uri=uri)
     return Registry(root=Path(given).expanduser().resolve() if given else registry_root())

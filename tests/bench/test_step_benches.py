@@ -73,6 +73,12 @@ def test_the_serve_load_benchmark_runs(tmp_path):
     assert figures["batch"]["errors"] == 0 and figures["single"]["p99_ms"] > 0
 
 
+def test_the_serve_swap_benchmark_runs(tmp_path):
+    figures = smoke(tmp_path, "serve_swap")
+    assert figures["requests"] > 0 and figures["link_flips"] >= 2 and figures["swaps_logged"] >= 1
+    assert figures["versions_answering"] == ["swap/v1", "swap/v2"] and figures["failed"] == len(figures["failures"])
+
+
 def test_the_slow_clients_benchmark_runs(tmp_path):
     (phase,) = smoke(tmp_path, "slow_clients")["phases"]
     assert phase["slow_connections"] == 20 and phase["/health"]["share_200"] > 0

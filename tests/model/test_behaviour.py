@@ -56,9 +56,10 @@ def test_edits_that_keep_the_meaning_keep_the_label(predictor, text):
 
 
 def test_adding_praise_or_a_complaint_moves_the_probability(predictor):
-    """Directional: a review gains P(긍정) with praise added, and loses it with a complaint."""
-    base = "그냥 그런 영화"
-    p_base, p_praise, p_complaint = predictor.probabilities(
-        [base, base + " 배우들 연기가 너무 좋았다", base + " 돈 주고 보기 아까웠어요"]
+    """Directional: a lukewarm review gains P(긍정) with praise added, and a warm one loses it with a
+    complaint (each base on the side that leaves room to move: the tiny model answers near 0 or 1)."""
+    lukewarm, warm = "그냥 그런 영화", "배우들 연기가 너무 좋았다"
+    p_lukewarm, p_praised, p_warm, p_complained = predictor.probabilities(
+        [lukewarm, lukewarm + " " + warm, warm, warm + " 돈 주고 보기 아까웠어요"]
     )
-    assert p_praise > p_base > p_complaint
+    assert p_praised > p_lukewarm and p_complained < p_warm
