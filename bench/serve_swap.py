@@ -14,6 +14,7 @@ seconds are all bounded, and the server is stopped at the end.
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import tempfile
 import threading
@@ -24,6 +25,7 @@ import httpx
 
 from bench.common import FIXTURE_DATA, SMOKE_MODEL, BenchParser, bench_job, run_main, write_result
 from bench.serve_load import review_texts, start_server
+from bench.slow_clients import SlowClients, allow_open_files
 from model.data import load_splits
 
 SHAPES = {"smoke": SMOKE_MODEL, "default": {"vocab_size": 2000}}  # default: 2 layers, hidden 256
@@ -80,9 +82,13 @@ async def flip(model_dir: Path, every_s: float, deadline: float, t0: float, flip
         flips.append((time.monotonic() - t0, version))
 
 
-async def hammer(url: str, texts: list[str], clients: int, deadline: float, t0: float) -> list[dict]:
-    """`clients` workers posting reviews until the deadline; one record per request."""
+async def hammer(
+    url: str, texts: list[str], clients: int, deadline: float, t0: float, pause: tuple[float, float] | None = None
+) -> list[dict]:
+    """`clients` workers posting reviews until the deadline, each waiting `pause` (a range of
+    seconds) between its requests if given; one record per request."""
     records: list[dict] = []
+    rng = random.Random(0)
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=15.0) as client:
 
@@ -97,6 +103,8 @@ async def hammer(url: str, texts: list[str], clients: int, deadline: float, t0: 
                     record = {"status": None, "error": type(err).__name__, "message": repr(err)[:300]}
                 records.append({"sent": sent, "done": time.monotonic() - t0, **record})
                 i += clients
+                if pause:  # an idle keep-alive connection, for a while around the server's timeout
+                    await asyncio.sleep(rng.uniform(*pause))
 
         await asyncio.gather(*(worker(n) for n in range(clients)))
     return records
@@ -134,6 +142,19 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--swap-every", type=float, default=1.5, help="seconds between flips of `current`")
     parser.add_argument("--shape", choices=sorted(SHAPES), default="default")
+    parser.add_argument(
+        "--slow",
+        type=int,
+        default=0,
+        help="connections held with half a request head meanwhile (bench/slow_clients.py)",
+    )
+    parser.add_argument(
+        "--pause",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="each client idles LOW to HIGH seconds between requests (keep-alive lasts 5 s on the server)",
+    )
     args = parser.parse_args()
     if args.smoke:
         args.seconds, args.clients, args.swap_every, args.shape = 6.0, 4, 1.5, "smoke"
@@ -144,7 +165,8 @@ def main() -> None:
         t0 = time.monotonic()
         log = ServerLog(server.stderr, t0)
         try:
-            records, flips = asyncio.run(run(base, model_dir, args, seconds, t0))
+            held: dict = {}
+            records, flips = asyncio.run(run(base, model_dir, args, seconds, t0, held))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -159,6 +181,8 @@ def main() -> None:
         "clients": args.clients,
         "shape": args.shape,
         "swap_every_s": args.swap_every,
+        "pause_s": args.pause,
+        "slow_connections": {"asked": args.slow, **held},
         "requests": len(records),
         "requests_per_s": round(len(records) / seconds, 1),
         "link_flips": len(flips),
@@ -171,14 +195,22 @@ def main() -> None:
     write_result("serve_swap", figures, smoke=args.smoke)
 
 
-async def run(base: str, model_dir: Path, args, seconds: float, t0: float) -> tuple[list[dict], list]:
+async def run(base: str, model_dir: Path, args, seconds: float, t0: float, held: dict) -> tuple[list[dict], list]:
     texts = review_texts(2000, args.smoke)
     deadline = time.monotonic() + seconds
     flips: list = []
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    slow = SlowClients(host, int(port), args.slow)
+    allow_open_files(args.slow + args.clients + 256)
+    holding = asyncio.ensure_future(slow.hold()) if args.slow else None
     records, _ = await asyncio.gather(
-        hammer(f"{base}/predict", texts, args.clients, deadline, t0),
+        hammer(f"{base}/predict", texts, args.clients, deadline, t0, tuple(args.pause) if args.pause else None),
         flip(model_dir, args.swap_every, deadline, t0, flips),
     )
+    slow.stop.set()
+    if holding is not None:
+        await holding
+    held.update(peak=slow.peak, closed_by_server=slow.closed_by_server, refused=slow.refused)
     return records, flips
 
 
