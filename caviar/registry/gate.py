@@ -1,10 +1,10 @@
 """The promotion gate: the candidate against the version in service, on the same gate reviews.
 
 Validation chose the candidate within its experiment, so its validation score is optimistic, and
-the test file only reports. The gate split (`data.gate`, held out of train and validation, fixed by
-the split seed) decides whether the candidate replaces the served version: both are scored on its
-reviews, and the candidate passes only if the paired 95% interval of its gain in accuracy lies above
-`promote.min_gain`. The gate reads the train file alone; the test file is never opened here.
+the test file only reports. The gate split (`data.gate`, held out of train and validation) decides
+whether the candidate replaces the served version: both are scored on its reviews, and the candidate
+passes only if the paired 95% interval of its gain in accuracy lies above `promote.min_gain`. The
+gate reads the train file alone; the test file is never opened here.
 
 The gate split is drawn by a hash of each review (model/split.py), so a version trained with other
 split settings held out the same reviews, up to its own `data.gate`. The comparison keeps only the
