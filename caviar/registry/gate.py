@@ -123,8 +123,9 @@ def gate(checkpoint: Path, job: JobSpec, current: Path | None, current_card: dic
             "min_reviews": job.promote.min_gate_reviews,
             "same_data": None if recorded is None else recorded == job.data.fingerprint,
         }
-        if len(reviews) < max(1, job.promote.min_gate_reviews):  # too few to decide: nothing is scored
-            return GateResult(reviews=len(reviews), candidate_accuracy=None, **context)
+        unscored = GateResult(reviews=len(reviews), candidate_accuracy=None, **context)
+        if unscored.too_few:  # too few to decide: nothing is scored
+            return unscored
     labels, texts = reviews.label.to_numpy(), reviews.document.tolist()
     mine = positive_probabilities(checkpoint, texts)
     theirs = None if current is None else positive_probabilities(current, texts)
