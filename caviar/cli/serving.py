@@ -57,6 +57,12 @@ def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="bind address; loopback unless you mean otherwise"),
     port: int = typer.Option(8000, min=0, max=65535, help="port to listen on (0: any free port, announced)"),
     threads: int | None = typer.Option(None, min=1, max=1024, help="torch threads (default: all CPUs)"),
+    keep_alive: float = typer.Option(
+        75.0,
+        min=1.0,
+        max=3600.0,
+        help="seconds an idle connection stays open; keep it above your clients' and proxy's idle timeout",
+    ),
 ) -> None:
     """Serve the model with FastAPI; API key from CAVIAR_API_KEY if set. Docs at /docs (offline)."""
     # lazy: torch (~1.8 s) loads for the commands that use it, not for every `caviar` call
@@ -65,9 +71,9 @@ def serve_cmd(
     chosen = chosen_registry(registry)
     announce = lambda line: typer.echo(line, err=True)  # noqa: E731
     if chosen.mlflow_uri and model is None:  # follows @champion as a folder registry's `current`
-        serve(None, host, port, threads, announce=announce, source=_champion(chosen, name))
+        serve(None, host, port, threads, announce=announce, source=_champion(chosen, name), keep_alive_s=keep_alive)
         return
-    serve(_model_folder(model, name, chosen), host, port, threads, announce=announce)
+    serve(_model_folder(model, name, chosen), host, port, threads, announce=announce, keep_alive_s=keep_alive)
 
 
 def predict_cmd(

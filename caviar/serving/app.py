@@ -30,7 +30,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from caviar.serving.batcher import MicroBatcher
-from caviar.serving.limits import BodyLimit, InFlightLimit, uvicorn_limits
+from caviar.serving.limits import KEEP_ALIVE_S, BodyLimit, InFlightLimit, uvicorn_limits
 from caviar.serving.live import (
     FOLLOW_EVERY_S,
     AliasSource,
@@ -217,7 +217,13 @@ def _one_line_errors(app: FastAPI) -> None:
 
 
 def serve(
-    model_dir: Path | None, host: str, port: int, threads: int | None = None, announce=print, source=None
+    model_dir: Path | None,
+    host: str,
+    port: int,
+    threads: int | None = None,
+    announce=print,
+    source=None,
+    keep_alive_s: float = KEEP_ALIVE_S,
 ) -> None:
     """Take the port, check and load the model (a busy port, a bad model or key is one line, exit 2),
     then announce the address that really listens and serve on it."""
@@ -237,7 +243,8 @@ def serve(
             f"on http://{shown}:{bound} "
             f"({auth}; docs at /docs{follows})"
         )
-        config = uvicorn.Config(app, host=host, port=bound, log_level="warning", access_log=False, **uvicorn_limits())
+        limits = uvicorn_limits(keep_alive_s)
+        config = uvicorn.Config(app, host=host, port=bound, log_level="warning", access_log=False, **limits)
         uvicorn.Server(config).run(sockets=[listening])
     finally:
         listening.close()

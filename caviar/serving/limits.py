@@ -11,6 +11,12 @@ that limit only once its body is in (BodyLimit runs first), and /health never do
 that sent a head and then never finished the body held every slot, and /health answered 503 in 29
 to 33 of 50 samples (issue 47, item 6). uvicorn's own limit_concurrency is not used: it counts idle
 connections, so slow clients filled it.
+
+An idle keep-alive connection is kept KEEP_ALIVE_S (75 s), longer than clients keep theirs (httpx
+5 s, aiohttp 15 s, nginx's upstream pool 60 s): the side that closes an idle connection must be the
+client. At 5 s on both sides, a client that reused a connection idle just under 5 s raced the
+server's close and got httpx.ReadError: 13 of 3,904 requests on connections idle 4.9 to 5.0 s
+(issue 47, item 11; docs/benchmarks.md). Idle connections still make room for new ones past ROOM_AT.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ MAX_BODY_BYTES = 2 << 20  # 256 texts x 1,000 characters x up to 4 UTF-8 bytes, 
 ROUTE_MAX_BYTES = {"/predict": 16 * 1024}
 BODY_TIMEOUT_S = 10.0
 BODY_FIRST_BYTE_S = 2.0  # a client that sent its head then nothing is let go well before the total
-KEEP_ALIVE_S = 5
+KEEP_ALIVE_S = 75  # seconds; above every common client's idle expiry (see the docstring)
 MAX_IN_FLIGHT = 256  # requests being served at once; past it, 503 with Retry-After
 
 
@@ -131,10 +137,10 @@ async def _answer(send, status: int, detail: str, extra: list | None = None) -> 
     await send({"type": "http.response.body", "body": body})
 
 
-def uvicorn_limits() -> dict:
+def uvicorn_limits(keep_alive_s: float = KEEP_ALIVE_S) -> dict:
     """The uvicorn.run keywords that go with the limits above."""
     return {
         "http": TimedH11Protocol,
-        "timeout_keep_alive": KEEP_ALIVE_S,
+        "timeout_keep_alive": keep_alive_s,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,  # an incomplete head over the limit is refused
     }

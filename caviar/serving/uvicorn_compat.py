@@ -28,49 +28,60 @@ HOOKS = ("connection_made", "data_received", "on_response_complete", "connection
 
 class TimedH11Protocol(H11Protocol):
     """uvicorn's HTTP/1.1 protocol with a deadline for each request head (slowloris guard), and room
-    made for new connections by closing idle ones (see the module's docstring)."""
+    made for new connections by closing idle ones (see the module's docstring).
+
+    The head's clock starts when the connection opens, and on a kept-alive connection at the first
+    byte of the next request: the time in between is idle, bounded by uvicorn's keep-alive timeout
+    alone, which must outlast the client's own (serving/limits.py)."""
 
     header_timeout_s = HEADER_TIMEOUT_S
     room_at, max_connections, evict_idle_s = ROOM_AT, MAX_CONNECTIONS, EVICT_IDLE_S
+    _head_timer = None
+    _idle_since: float | None = None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        self._await_head()
+        self._idle_since = self.loop.time()
+        self._start_head_clock()
         if len(self.connections) > self.room_at:
             self._make_room()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._cancel_head_timer()  # a whole request head has arrived
+        if self._busy():  # a whole request head has arrived
+            self._stop_head_clock()
+            self._idle_since = None
+        elif self._head_timer is None and not self.transport.is_closing():
+            self._start_head_clock()  # the first bytes of the next request on a kept-alive connection
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        self._cancel_head_timer()
-        self._await_head()
+        if not self._busy():  # (a pipelined request may already be in)
+            self._idle_since = self.loop.time()
 
     def connection_lost(self, exc) -> None:
-        self._cancel_head_timer()
+        self._stop_head_clock()
         super().connection_lost(exc)
 
     @property
     def waiting_since(self) -> float | None:
         """When this connection began waiting for a request head; None while it serves one."""
-        return self._waiting_since if getattr(self, "_head_timer", None) is not None else None
+        return self._idle_since
 
-    def _await_head(self) -> None:
-        self._waiting_since = self.loop.time()
+    def _busy(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def _start_head_clock(self) -> None:
         self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
 
-    def _cancel_head_timer(self) -> None:
-        if getattr(self, "_head_timer", None) is not None:
+    def _stop_head_clock(self) -> None:
+        if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        busy = self.cycle is not None and not self.cycle.response_complete
-        if not busy and not self.transport.is_closing():
+        if not self._busy() and not self.transport.is_closing():
             self.transport.close()
 
     def _make_room(self) -> None:

@@ -17,5 +17,7 @@ def test_the_hooks_the_deadline_overrides_are_still_uvicorns():
         theirs = list(inspect.signature(getattr(H11Protocol, hook)).parameters)
         assert len(ours) == len(theirs), hook
     assert "cycle" in inspect.getsource(H11Protocol.data_received) + inspect.getsource(H11Protocol.handle_events)
+    # the idle time between requests is bounded by uvicorn's keep-alive timer, set once a response is done
+    assert "timeout_keep_alive" in inspect.getsource(H11Protocol.on_response_complete)
     # room for new connections is made from uvicorn's shared set of open connections
     assert "self.connections = server_state.connections" in inspect.getsource(H11Protocol.__init__)
