@@ -179,7 +179,7 @@ def run(args) -> None:
         server.terminate()
         server.wait(timeout=30)
     write_result(
-        "slow_clients",
+        "slow_clients" if args.kind == "head" else f"slow_clients_{args.kind}",
         {
             "model": project_path(args.model),
             "kind": args.kind,
