@@ -32,7 +32,7 @@ SPEC = {
     "scheduler": {"type": "asha", "max_t": 4, "grace_period": 1, "reduction_factor": 2},
 }
 TRAIN = {**TINY["train"], "epochs": 2}  # 4 evaluations a trial
-MAX_ROWS = SPEC["num_samples"] * 4
+MAX_ROWS = SPEC["num_samples"] * SPEC["scheduler"]["max_t"]  # every trial to max_t
 # the suite kills at a sample (a share of the rows); CAVIAR_RESUME_EVERY_ROW=1 kills after every row
 EVERY_ROW = os.environ.get("CAVIAR_RESUME_EVERY_ROW") == "1"
 KILL_POINTS = list(range(1, MAX_ROWS)) if EVERY_ROW else [0.25, 0.75]
