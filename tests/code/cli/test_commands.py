@@ -111,3 +111,14 @@ def test_remote_storage_that_cannot_be_reached_is_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert lines[0].startswith("caviar: error: storage s3://nonexistent-bucket/caviar: cannot reach it")
+
+
+def test_serve_keep_alive_defaults_to_the_services_own():
+    """The CLI writes the default out (importing the limits would load uvicorn for every command),
+    so this keeps the two from drifting apart."""
+    import inspect
+
+    from caviar.cli.serving import serve_cmd
+    from caviar.serving.limits import KEEP_ALIVE_S
+
+    assert inspect.signature(serve_cmd).parameters["keep_alive"].default.default == KEEP_ALIVE_S
